@@ -1,0 +1,198 @@
+"""Domain errors.
+
+Every error the core raises is a ``DomainError`` of one *kind*. Entry points map
+kinds to their own vocabulary (HTTP statuses, exit codes, notifications); the core
+never knows about HTTP. ``code`` is the stable machine-readable name clients
+branch on, ``message`` is for humans, ``details`` carries structured context.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details: dict[str, Any] = details or {}
+
+
+# The kinds. Entry points map these (and only these) to statuses.
+class Invalid(DomainError):
+    code = "invalid"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+
+
+class NotAllowed(DomainError):
+    code = "forbidden"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class PreconditionFailed(DomainError):
+    code = "precondition_failed"
+
+
+class PaymentFailed(DomainError):
+    code = "payment_failed"
+
+
+class TooManyRequests(DomainError):
+    code = "too_many_requests"
+
+    def __init__(
+        self, message: str, *, retry_after: int, code: str | None = None, details: dict[str, Any] | None = None
+    ):
+        super().__init__(message, code=code, details=details)
+        self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    code = "unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ):
+        super().__init__(message, code=code, details=details)
+        self.retry_after = retry_after
+
+
+# Specific errors: <Thing><Problem>.
+class ValidationFailed(Invalid):
+    """One or more fields are wrong; ``details["fields"]`` maps field to problem."""
+
+    code = "validation_failed"
+
+    def __init__(self, fields: dict[str, str], message: str = "The request has invalid fields."):
+        super().__init__(message, details={"fields": fields})
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+    def __init__(self, user_id: str):
+        super().__init__(f"No user with id {user_id!r}.", details={"user_id": user_id})
+
+
+class ProductNotFound(NotFound):
+    code = "product_not_found"
+
+    def __init__(self, ref: str):
+        super().__init__(f"No product {ref!r}.", details={"product": ref})
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+
+    def __init__(self) -> None:
+        super().__init__("An account with this email already exists.")
+
+
+class SkuTaken(Conflict):
+    code = "sku_taken"
+
+    def __init__(self, sku: str):
+        super().__init__(f"A product with sku {sku!r} already exists.", details={"sku": sku})
+
+
+class ConcurrentUpdate(Conflict):
+    code = "concurrent_update"
+
+    def __init__(self, what: str):
+        super().__init__(f"{what} was changed by another request; reload and retry.")
+
+
+class VersionMismatch(PreconditionFailed):
+    code = "version_mismatch"
+
+    def __init__(self, current_version: int):
+        super().__init__(
+            "The resource has changed since you read it.",
+            details={"current_version": current_version},
+        )
+
+
+class InsufficientStock(Conflict):
+    code = "insufficient_stock"
+
+    def __init__(self, lines: list[dict[str, Any]]):
+        super().__init__("Not enough stock.", details={"lines": lines})
+
+
+class RegistrationClosed(NotAllowed):
+    code = "registration_closed"
+
+    def __init__(self) -> None:
+        super().__init__("Self-registration is turned off on this store.")
+
+
+class InvalidCredentials(Unauthenticated):
+    code = "invalid_credentials"
+
+    def __init__(self) -> None:
+        super().__init__("Email or password is wrong.")
+
+
+class AccountDisabled(NotAllowed):
+    code = "account_disabled"
+
+    def __init__(self) -> None:
+        super().__init__("This account is disabled.")
+
+
+class TokenInvalid(Unauthenticated):
+    code = "invalid_token"
+
+    def __init__(self, message: str = "The token is invalid or expired."):
+        super().__init__(message)
+
+
+class RefreshTokenReused(Unauthenticated):
+    code = "refresh_token_reused"
+
+    def __init__(self) -> None:
+        super().__init__("This refresh token was already used; every token of its session is now revoked.")
+
+
+class AuthenticationRequired(Unauthenticated):
+    code = "authentication_required"
+
+    def __init__(self) -> None:
+        super().__init__("Sign in first: send Authorization: Bearer <access token>.")
+
+
+class PermissionDenied(NotAllowed):
+    code = "forbidden"
+
+    def __init__(self, message: str = "You are not allowed to do this."):
+        super().__init__(message)
+
+
+class LoginThrottled(TooManyRequests):
+    code = "too_many_login_attempts"
+
+    def __init__(self, retry_after: int):
+        super().__init__(
+            "Too many failed logins; try again later.",
+            retry_after=retry_after,
+            details={"retry_after": retry_after},
+        )

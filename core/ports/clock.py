@@ -1,0 +1,17 @@
+"""Time and identity generation, injected so that tests can pin them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+
+
+class IdGenerator(Protocol):
+    def new(self, prefix: str) -> str:
+        """A new unique id such as ``prd_01JD...``: the prefix names the kind of object, and
+        ids made later sort after ids made earlier (lists are ordered by id)."""

@@ -1,0 +1,36 @@
+"""The unit of work: one transaction, with the repositories that take part in it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol
+
+from core.ports.repositories import AuditLog, ProductRepository, RefreshTokenRepository, UserRepository
+
+
+class UnitOfWork(Protocol):
+    """Use as ``async with uow_factory() as uow: ...; await uow.commit()``.
+
+    Leaving the block without ``commit()`` rolls everything back, so a use case that
+    raises half-way leaves nothing half-written. ``commit()`` returns once the changes
+    are durable.
+    """
+
+    users: UserRepository
+    products: ProductRepository
+    refresh_tokens: RefreshTokenRepository
+    audit: AuditLog
+
+    async def commit(self) -> None: ...
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, readonly: bool = False) -> UnitOfWork:
+        """A fresh unit of work. ``readonly=True`` promises no writes, which lets an adapter
+        serve it from a consistent snapshot without queueing behind writers."""

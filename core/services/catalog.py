@@ -1,0 +1,236 @@
+"""The product catalog: create, read, list and search, update, stock, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from core.domain.audit import AuditEntry
+from core.domain.catalog import (
+    Product,
+    check_description,
+    check_name,
+    check_price,
+    check_sku,
+    check_stock,
+)
+from core.domain.errors import ProductNotFound, SkuTaken, ValidationFailed
+from core.domain.money import Money
+from core.domain.pagination import Page, PageRequest
+from core.domain.users import Actor
+from core.ports.clock import Clock, IdGenerator
+from core.ports.repositories import ProductFilter
+from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+MAX_SEARCH_LENGTH = 200
+
+
+@attrs.frozen
+class CreateProduct:
+    actor: Actor
+    sku: str
+    name: str
+    price: int  # minor units of the store currency
+    description: str = ""
+    stock: int = 0
+    active: bool = True
+    currency: str | None = None  # if given, must be the store's
+
+
+@attrs.frozen
+class UpdateProduct:
+    """Only the fields given (not None) change. ``expected_version`` comes from If-Match."""
+
+    actor: Actor
+    product_id: str
+    expected_version: int | None = None
+    sku: str | None = None
+    name: str | None = None
+    description: str | None = None
+    price: int | None = None
+    currency: str | None = None
+    active: bool | None = None
+
+
+@attrs.frozen
+class AdjustStock:
+    actor: Actor
+    product_id: str
+    delta: int
+    reason: str | None = None
+    expected_version: int | None = None
+
+
+@attrs.frozen
+class DeleteProduct:
+    actor: Actor
+    product_id: str
+    expected_version: int | None = None
+
+
+@attrs.frozen
+class ListProducts:
+    actor: Actor
+    page: PageRequest = attrs.field(factory=PageRequest)
+    text: str | None = None
+    active: bool | None = None
+    price_min: int | None = None
+    price_max: int | None = None
+
+
+class CatalogService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, ids: IdGenerator, currency: str):
+        self._uow = uow
+        self._clock = clock
+        self._ids = ids
+        self._currency = currency
+
+    @property
+    def currency(self) -> str:
+        return self._currency
+
+    async def create_product(self, cmd: CreateProduct) -> Product:
+        cmd.actor.require_staff()
+        price = check_price(Money(cmd.price, cmd.currency or self._currency), self._currency)
+        now = self._clock.now()
+        product = Product(
+            id=self._ids.new("prd"),
+            sku=check_sku(cmd.sku),
+            name=check_name(cmd.name),
+            description=check_description(cmd.description),
+            price=price,
+            stock=check_stock(cmd.stock),
+            active=cmd.active,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._uow() as uow:
+            if await uow.products.get_by_sku(product.sku) is not None:
+                raise SkuTaken(product.sku)
+            await uow.products.add(product)
+            await self._audit(
+                uow,
+                cmd.actor,
+                "product.created",
+                product.id,
+                {"sku": product.sku, "price": price.amount, "stock": product.stock},
+            )
+            await uow.commit()
+        return product
+
+    async def get_product(self, actor: Actor, product_id: str) -> Product:
+        """Customers and anonymous callers see active products only."""
+        async with self._uow(readonly=True) as uow:
+            product = await uow.products.get(product_id)
+        if product is None or (not product.active and not actor.is_staff):
+            raise ProductNotFound(product_id)
+        return product
+
+    async def list_products(self, cmd: ListProducts) -> Page[Product]:
+        """Everyone may list; only staff see (or filter for) inactive products."""
+        active = cmd.active if cmd.actor.is_staff else True
+        text = cmd.text.strip() if cmd.text is not None else None
+        if text is not None and len(text) > MAX_SEARCH_LENGTH:
+            raise ValidationFailed({"q": f"must have at most {MAX_SEARCH_LENGTH} characters"})
+        if cmd.price_min is not None and cmd.price_max is not None and cmd.price_min > cmd.price_max:
+            raise ValidationFailed({"price_min": "must not be greater than price_max"})
+        product_filter = ProductFilter(
+            active=active, price_min=cmd.price_min, price_max=cmd.price_max, text=text or None
+        )
+        async with self._uow(readonly=True) as uow:
+            return await uow.products.list(cmd.page, product_filter)
+
+    async def update_product(self, cmd: UpdateProduct) -> Product:
+        cmd.actor.require_staff()
+        changes: dict[str, Any] = {}
+        if cmd.sku is not None:
+            changes["sku"] = check_sku(cmd.sku)
+        if cmd.name is not None:
+            changes["name"] = check_name(cmd.name)
+        if cmd.description is not None:
+            changes["description"] = check_description(cmd.description)
+        if cmd.price is not None:
+            changes["price"] = check_price(Money(cmd.price, cmd.currency or self._currency), self._currency)
+        elif cmd.currency is not None:
+            check_price(Money(0, cmd.currency), self._currency)
+        if cmd.active is not None:
+            changes["active"] = cmd.active
+        async with self._uow() as uow:
+            product = await self._get_for_update(uow, cmd.product_id, cmd.expected_version)
+            new_sku = changes.get("sku", product.sku)
+            if new_sku != product.sku and await uow.products.get_by_sku(new_sku) is not None:
+                raise SkuTaken(new_sku)
+            changed = product.update(changes, at=self._clock.now())
+            if changed:
+                await uow.products.update(product)
+                if "price" in changed:
+                    before, after = changed["price"]
+                    await self._audit(
+                        uow,
+                        cmd.actor,
+                        "product.price_changed",
+                        product.id,
+                        {"before": before.amount, "after": after.amount},
+                    )
+                if "active" in changed:
+                    await self._audit(
+                        uow, cmd.actor, "product.activated" if product.active else "product.deactivated", product.id, {}
+                    )
+                await uow.commit()
+        return product
+
+    async def deactivate_product(self, actor: Actor, product_id: str) -> Product:
+        """Hide a product from customers without losing it (orders keep referring to it)."""
+        return await self.update_product(UpdateProduct(actor=actor, product_id=product_id, active=False))
+
+    async def adjust_stock(self, cmd: AdjustStock) -> Product:
+        """Add or remove units; a delta that would take stock below zero is refused whole."""
+        cmd.actor.require_staff()
+        if type(cmd.delta) is not int or cmd.delta == 0:
+            raise ValidationFailed({"delta": "must be a non-zero integer"})
+        async with self._uow() as uow:
+            product = await self._get_for_update(uow, cmd.product_id, cmd.expected_version)
+            before = product.stock
+            product.adjust_stock(cmd.delta, at=self._clock.now())
+            await uow.products.update(product)
+            await self._audit(
+                uow,
+                cmd.actor,
+                "product.stock_adjusted",
+                product.id,
+                {"before": before, "after": product.stock, "delta": cmd.delta, "reason": cmd.reason},
+            )
+            await uow.commit()
+        return product
+
+    async def delete_product(self, cmd: DeleteProduct) -> None:
+        cmd.actor.require_staff()
+        async with self._uow() as uow:
+            product = await self._get_for_update(uow, cmd.product_id, cmd.expected_version)
+            await uow.products.delete(product.id)
+            await self._audit(uow, cmd.actor, "product.deleted", product.id, {"sku": product.sku})
+            await uow.commit()
+
+    async def _get_for_update(self, uow: UnitOfWork, product_id: str, expected_version: int | None) -> Product:
+        product = await uow.products.get(product_id)
+        if product is None:
+            raise ProductNotFound(product_id)
+        product.check_version(expected_version)
+        return product
+
+    async def _audit(
+        self, uow: UnitOfWork, actor: Actor, action: str, product_id: str, details: dict[str, Any]
+    ) -> None:
+        await uow.audit.append(
+            AuditEntry(
+                id=self._ids.new("aud"),
+                at=self._clock.now(),
+                actor_id=actor.user_id,
+                action=action,
+                object_type="product",
+                object_id=product_id,
+                source_ip=actor.source_ip,
+                details=details,
+            )
+        )

@@ -1,0 +1,323 @@
+"""In-memory fakes of the core's ports, for unit tests. The contract suite in
+tests/contract runs the same tests against these and the real adapters, which is
+what keeps the fakes honest."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import itertools
+import secrets
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import attrs
+
+from core.domain.audit import AuditEntry
+from core.domain.catalog import Product
+from core.domain.errors import ConcurrentUpdate, EmailTaken, LoginThrottled, SkuTaken, TokenInvalid
+from core.domain.pagination import Page, PageRequest
+from core.domain.users import RefreshToken, Role, User
+from core.ports.identity import AccessClaims, AccessToken
+from core.ports.repositories import AuditFilter, ProductFilter, UserFilter
+
+
+def _page(items: list[Any], page: PageRequest, key: Any) -> Page[Any]:
+    chosen = items[: page.limit + 1]
+    if len(chosen) > page.limit:
+        return Page(items=chosen[: page.limit], next_after=key(chosen[page.limit - 1]))
+    return Page(items=chosen, next_after=None)
+
+
+@attrs.define
+class InMemoryStore:
+    users: dict[str, User] = attrs.Factory(dict)
+    products: dict[str, Product] = attrs.Factory(dict)
+    refresh_tokens: dict[str, RefreshToken] = attrs.Factory(dict)
+    audit: dict[str, AuditEntry] = attrs.Factory(dict)
+
+
+class InMemoryUserRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, user: User) -> None:
+        if any(u.email == user.email for u in self._s.users.values()):
+            raise EmailTaken()
+        self._s.users[user.id] = copy.deepcopy(user)
+
+    async def get(self, user_id: str) -> User | None:
+        return copy.deepcopy(self._s.users.get(user_id))
+
+    async def get_by_email(self, email: str) -> User | None:
+        return copy.deepcopy(next((u for u in self._s.users.values() if u.email == email), None))
+
+    async def update(self, user: User) -> None:
+        self._s.users[user.id] = copy.deepcopy(user)
+
+    async def list(self, page: PageRequest, filter: UserFilter) -> Page[User]:
+        users = sorted(
+            (
+                copy.deepcopy(u)
+                for u in self._s.users.values()
+                if (page.after is None or u.id > page.after)
+                and (filter.role is None or u.role is filter.role)
+                and (filter.status is None or u.status is filter.status)
+                and (filter.email is None or u.email == filter.email)
+            ),
+            key=lambda u: u.id,
+        )
+        return _page(users, page, lambda u: u.id)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in "".join(c.lower() if c.isalnum() else " " for c in text).split() if w]
+
+
+class InMemoryProductRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, product: Product) -> None:
+        if any(p.sku == product.sku for p in self._s.products.values()):
+            raise SkuTaken(product.sku)
+        self._s.products[product.id] = copy.deepcopy(product)
+
+    async def get(self, product_id: str) -> Product | None:
+        return copy.deepcopy(self._s.products.get(product_id))
+
+    async def get_by_sku(self, sku: str) -> Product | None:
+        return copy.deepcopy(next((p for p in self._s.products.values() if p.sku == sku), None))
+
+    async def update(self, product: Product) -> None:
+        stored = self._s.products.get(product.id)
+        if stored is None or stored.version != product.version - 1:
+            raise ConcurrentUpdate("The product")
+        if any(p.sku == product.sku and p.id != product.id for p in self._s.products.values()):
+            raise SkuTaken(product.sku)
+        self._s.products[product.id] = copy.deepcopy(product)
+
+    async def delete(self, product_id: str) -> bool:
+        return self._s.products.pop(product_id, None) is not None
+
+    def _matches(self, p: Product, f: ProductFilter) -> bool:
+        if f.active is not None and p.active is not f.active:
+            return False
+        if f.price_min is not None and p.price.amount < f.price_min:
+            return False
+        if f.price_max is not None and p.price.amount > f.price_max:
+            return False
+        if f.text is not None:
+            wanted = _words(f.text)
+            have = _words(f"{p.name} {p.sku} {p.description}")
+            # every word of the query is a word, or the prefix of a word, of the product
+            if not wanted or not all(any(h.startswith(w) for h in have) for w in wanted):
+                return False
+        return True
+
+    async def list(self, page: PageRequest, filter: ProductFilter) -> Page[Product]:
+        products = sorted(
+            (
+                copy.deepcopy(p)
+                for p in self._s.products.values()
+                if (page.after is None or p.id > page.after) and self._matches(p, filter)
+            ),
+            key=lambda p: p.id,
+        )
+        return _page(products, page, lambda p: p.id)
+
+
+class InMemoryRefreshTokenRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, token: RefreshToken) -> None:
+        self._s.refresh_tokens[token.id] = copy.deepcopy(token)
+
+    async def get_by_digest(self, digest: str) -> RefreshToken | None:
+        return copy.deepcopy(next((t for t in self._s.refresh_tokens.values() if t.token_digest == digest), None))
+
+    async def mark_used(self, token_id: str, at: datetime) -> bool:
+        t = self._s.refresh_tokens.get(token_id)
+        if t is None or t.used_at is not None or t.revoked_at is not None:
+            return False
+        t.used_at = at
+        return True
+
+    async def revoke_family(self, family_id: str, at: datetime) -> int:
+        return self._revoke(lambda t: t.family_id == family_id, at)
+
+    async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
+        return self._revoke(lambda t: t.user_id == user_id, at)
+
+    def _revoke(self, which: Any, at: datetime) -> int:
+        n = 0
+        for t in self._s.refresh_tokens.values():
+            if which(t) and t.revoked_at is None:
+                t.revoked_at = at
+                n += 1
+        return n
+
+
+class InMemoryAuditLog:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def append(self, entry: AuditEntry) -> None:
+        self._s.audit[entry.id] = entry
+
+    async def list(self, page: PageRequest, filter: AuditFilter) -> Page[AuditEntry]:
+        entries = sorted(
+            (
+                e
+                for e in self._s.audit.values()
+                if (page.after is None or e.id < page.after)
+                and (filter.actor_id is None or e.actor_id == filter.actor_id)
+                and (filter.action is None or e.action == filter.action)
+                and (filter.object_type is None or e.object_type == filter.object_type)
+                and (filter.object_id is None or e.object_id == filter.object_id)
+            ),
+            key=lambda e: e.id,
+            reverse=True,
+        )
+        return _page(entries, page, lambda e: e.id)
+
+
+class InMemoryUnitOfWork:
+    """Works on a private copy of the store; commit swaps it in. Writers are serialized,
+    like the SQLite adapter's, so a use case sees no one else's half-done work."""
+
+    def __init__(self, db: InMemoryDatabase, readonly: bool):
+        self._db = db
+        self._readonly = readonly
+        self.committed = False
+
+    async def __aenter__(self) -> InMemoryUnitOfWork:
+        if not self._readonly:
+            await self._db.write_lock.acquire()
+        self._work = copy.deepcopy(self._db.store)
+        self.users = InMemoryUserRepository(self._work)
+        self.products = InMemoryProductRepository(self._work)
+        self.refresh_tokens = InMemoryRefreshTokenRepository(self._work)
+        self.audit = InMemoryAuditLog(self._work)
+        return self
+
+    async def commit(self) -> None:
+        if self._readonly:
+            raise RuntimeError("commit() in a read-only unit of work")
+        self._db.store = self._work
+        self._work = copy.deepcopy(self._work)
+        self.committed = True
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._readonly:
+            self._db.write_lock.release()
+
+
+class InMemoryDatabase:
+    """The fake's equivalent of a database file: a unit-of-work factory over one store."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryStore()
+        self.write_lock = asyncio.Lock()
+
+    def __call__(self, *, readonly: bool = False) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self, readonly)
+
+
+class FixedClock:
+    def __init__(self, start: datetime | None = None):
+        self.current = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **kwargs: float) -> None:
+        self.current += timedelta(**kwargs)
+
+
+class SequentialIds:
+    """Ids that sort in the order they were made, like the real generator's."""
+
+    def __init__(self) -> None:
+        self._n = itertools.count(1)
+
+    def new(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._n):012d}"
+
+
+class FakePasswordHasher:
+    """Fast and obviously fake; the real argon2 hasher has its own tests."""
+
+    async def hash(self, password: str) -> str:
+        return "fake$" + hashlib.sha256(password.encode()).hexdigest()
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        return password_hash == await self.hash(password)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return False
+
+
+class FakeAccessTokens:
+    def __init__(self, clock: FixedClock, ttl: int = 900):
+        self._clock = clock
+        self._ttl = ttl
+        self._issued: dict[str, AccessClaims] = {}
+
+    def issue(self, user_id: str, role: Role) -> AccessToken:
+        token = secrets.token_urlsafe(16)
+        expires_at = int(self._clock.now().timestamp()) + self._ttl
+        self._issued[token] = AccessClaims(user_id=user_id, role=role, expires_at=expires_at)
+        return AccessToken(token=token, expires_in=self._ttl)
+
+    def verify(self, token: str) -> AccessClaims:
+        claims = self._issued.get(token)
+        if claims is None or claims.expires_at <= self._clock.now().timestamp():
+            raise TokenInvalid()
+        return claims
+
+
+class FakeOpaqueTokens:
+    def generate(self) -> str:
+        return secrets.token_urlsafe(32)
+
+    def digest(self, token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+
+class InMemoryLoginThrottle:
+    def __init__(self, clock: FixedClock, per_account: int = 5, per_ip: int = 20, window: int = 900):
+        self._clock = clock
+        self._per_account = per_account
+        self._per_ip = per_ip
+        self._window = window
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, key: str) -> list[float]:
+        now = self._clock.now().timestamp()
+        kept = [t for t in self._failures.get(key, []) if t > now - self._window]
+        self._failures[key] = kept
+        return kept
+
+    async def check(self, email: str, source_ip: str | None) -> None:
+        now = self._clock.now().timestamp()
+        for key, limit in ((f"a:{email}", self._per_account), (f"i:{source_ip}", self._per_ip)):
+            if key == "i:None":
+                continue
+            recent = self._recent(key)
+            if len(recent) >= limit:
+                raise LoginThrottled(retry_after=max(1, int(recent[-limit] + self._window - now) + 1))
+
+    async def record_failure(self, email: str, source_ip: str | None) -> None:
+        now = self._clock.now().timestamp()
+        self._failures.setdefault(f"a:{email}", []).append(now)
+        if source_ip is not None:
+            self._failures.setdefault(f"i:{source_ip}", []).append(now)
+
+    async def record_success(self, email: str) -> None:
+        self._failures.pop(f"a:{email}", None)
