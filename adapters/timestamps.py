@@ -1,0 +1,15 @@
+"""The one textual form of a point in time, in the database and on the wire:
+RFC 3339, UTC, microseconds, ``Z`` (``2026-11-29T09:05:30.123456Z``). Fixed width,
+so that text order is time order and SQLite can compare and index it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def format_timestamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
