@@ -1,0 +1,12 @@
+"""Every operation of the HTTP API, by area."""
+
+from __future__ import annotations
+
+from entrypoints.http.api import Api, Operation
+from entrypoints.http.routes import auth, meta, products, users
+
+APIS: tuple[Api, ...] = (auth.api, users.api, products.api, meta.api)
+
+
+def all_operations() -> list[Operation]:
+    return [op for api in APIS for op in api.operations]

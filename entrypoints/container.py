@@ -1,0 +1,144 @@
+"""The composition root: the only place that knows which adapter serves which port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from dependency_injector import containers, providers
+
+from adapters.auth.keys import SigningKeys
+from adapters.auth.opaque import Sha256OpaqueTokens
+from adapters.auth.passwords import Argon2PasswordHasher
+from adapters.auth.tokens import JwtAccessTokens
+from adapters.cache.throttle import DiskcacheLoginThrottle
+from adapters.clock import SystemClock
+from adapters.ids import UlidIds
+from adapters.sqlite.database import SqliteDatabase
+from core.services.auth import AuthService, AuthSettings
+from core.services.catalog import CatalogService
+from entrypoints.settings import Settings
+
+DATABASE_FILE = "tillbox.db"
+
+
+class DataDirError(Exception):
+    """The data directory cannot be created or written."""
+
+
+def prepare_data_dir(directory: str) -> Iterator[Path]:
+    """Create the data directory (0700) on first start and prove that it is writable."""
+    path = Path(directory).expanduser().absolute()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataDirError(f"cannot create data directory {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataDirError(f"data directory {path} is not writable")
+    yield path
+
+
+async def open_database(data_dir: Path, busy_timeout_ms: int) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(data_dir / DATABASE_FILE, busy_timeout_ms=busy_timeout_ms)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def start_hasher(memory_kib: int, time_cost: int, parallelism: int, workers: int) -> Iterator[Argon2PasswordHasher]:
+    hasher = Argon2PasswordHasher(
+        memory_kib=memory_kib, time_cost=time_cost, parallelism=parallelism, max_workers=workers
+    )
+    try:
+        yield hasher
+    finally:
+        hasher.close()
+
+
+def open_throttle(
+    data_dir: Path, clock: SystemClock, per_account: int, per_ip: int, window_seconds: int
+) -> Iterator[DiskcacheLoginThrottle]:
+    throttle = DiskcacheLoginThrottle(
+        data_dir / "cache" / "throttle",
+        clock=clock,
+        per_account=per_account,
+        per_ip=per_ip,
+        window_seconds=window_seconds,
+    )
+    try:
+        yield throttle
+    finally:
+        throttle.close()
+
+
+def disk_check(data_dir: Path, minimum_bytes: int = 64 * 1024 * 1024) -> tuple[str, str]:
+    free = shutil.disk_usage(data_dir).free
+    if free < minimum_bytes:
+        raise RuntimeError(f"only {free // (1024 * 1024)} MiB free in {data_dir}")
+    return "disk", f"{free // (1024 * 1024)} MiB free"
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration(strict=True)
+
+    data_dir = providers.Resource(prepare_data_dir, config.data.dir)
+    clock = providers.Singleton(SystemClock)
+    ids = providers.Singleton(UlidIds)
+
+    database = providers.Resource(open_database, data_dir=data_dir, busy_timeout_ms=config.database.busy_timeout_ms)
+    hasher = providers.Resource(
+        start_hasher,
+        memory_kib=config.auth.argon2_memory_kib,
+        time_cost=config.auth.argon2_time_cost,
+        parallelism=config.auth.argon2_parallelism,
+        workers=config.auth.hash_workers,
+    )
+    signing_keys = providers.Singleton(SigningKeys, directory=providers.Callable(Path.joinpath, data_dir, "keys"))
+    access_tokens = providers.Singleton(
+        JwtAccessTokens,
+        keys=signing_keys,
+        issuer=config.auth.issuer,
+        audience=config.auth.audience,
+        ttl_seconds=config.auth.access_token_ttl,
+        clock=clock,
+    )
+    opaque_tokens = providers.Singleton(Sha256OpaqueTokens)
+    login_throttle = providers.Resource(
+        open_throttle,
+        data_dir=data_dir,
+        clock=clock,
+        per_account=config.auth.login_failures_per_account,
+        per_ip=config.auth.login_failures_per_ip,
+        window_seconds=config.auth.login_window,
+    )
+
+    auth_settings = providers.Singleton(
+        AuthSettings,
+        allow_registration=config.auth.allow_registration,
+        refresh_token_ttl=providers.Factory(timedelta, seconds=config.auth.refresh_token_ttl),
+    )
+    auth_service = providers.Singleton(
+        AuthService,
+        uow=database,
+        hasher=hasher,
+        access_tokens=access_tokens,
+        opaque_tokens=opaque_tokens,
+        throttle=login_throttle,
+        clock=clock,
+        ids=ids,
+        settings=auth_settings,
+    )
+    catalog_service = providers.Singleton(
+        CatalogService, uow=database, clock=clock, ids=ids, currency=config.store.currency
+    )
+
+
+def build_container(settings: Settings) -> Container:
+    container = Container()
+    container.config.from_dict(settings.values)
+    return container

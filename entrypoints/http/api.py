@@ -1,0 +1,321 @@
+"""Declaring operations once: route, auth, body and query schemas, responses.
+
+``Api.operation`` registers a handler with everything the OpenAPI document needs;
+``Api.install`` adds the routes to an aiohttp router wrapped in the validation
+that the same declarations describe. Handlers receive already-validated input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import attrs
+import orjson
+from aiohttp import web
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from core.domain.errors import AuthenticationRequired, ValidationFailed
+from core.domain.users import Actor
+from entrypoints.http.keys import ACTOR
+from entrypoints.http.middlewares import HttpError
+from entrypoints.http.schemas import Schema
+
+AUTH_LEVELS = ("none", "optional", "user", "staff", "admin")
+
+
+@attrs.frozen
+class Param:
+    name: str
+    schema: Schema
+    description: str = ""
+    required: bool = False
+
+
+@attrs.frozen
+class Reply:
+    """A documented response: status, description and (for JSON bodies) its schema."""
+
+    status: int
+    description: str
+    schema: Schema | None = None
+    headers: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Input:
+    actor: Actor
+    body: Any
+    query: dict[str, Any]
+
+
+Handler = Callable[[web.Request, Input], Awaitable[web.StreamResponse]]
+
+
+@attrs.frozen
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    description: str
+    tag: str
+    auth: str
+    body: Schema | None
+    query: tuple[Param, ...]
+    replies: tuple[Reply, ...]
+    headers: tuple[Param, ...] = ()
+    validator: Draft202012Validator | None = None
+    public: bool = True  # listed in the OpenAPI document
+
+
+class Api:
+    def __init__(self) -> None:
+        self.operations: list[Operation] = []
+
+    def operation(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        auth: str,
+        replies: Iterable[Reply],
+        body: Schema | None = None,
+        query: Iterable[Param] = (),
+        headers: Iterable[Param] = (),
+        description: str = "",
+        public: bool = True,
+    ) -> Callable[[Handler], Handler]:
+        assert auth in AUTH_LEVELS, auth
+
+        def register(handler: Handler) -> Handler:
+            validator = None
+            if body is not None:
+                Draft202012Validator.check_schema(body)
+                validator = Draft202012Validator(body)
+            self.operations.append(
+                Operation(
+                    method=method,
+                    path=path,
+                    handler=handler,
+                    operation_id=handler.__name__,
+                    summary=summary,
+                    description=description or (handler.__doc__ or "").strip(),
+                    tag=tag,
+                    auth=auth,
+                    body=body,
+                    query=tuple(query),
+                    replies=tuple(replies),
+                    headers=tuple(headers),
+                    validator=validator,
+                    public=public,
+                )
+            )
+            return handler
+
+        return register
+
+    def install(self, app: web.Application) -> None:
+        for op in self.operations:
+            app.router.add_route(op.method, op.path, _wrap(op), name=op.operation_id)
+
+
+def _require(op: Operation, actor: Actor) -> None:
+    if op.auth in ("none", "optional"):
+        return
+    if actor.user_id is None:
+        raise AuthenticationRequired()
+    if op.auth == "staff":
+        actor.require_staff()
+    elif op.auth == "admin":
+        actor.require_admin()
+
+
+def _wrap(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        actor: Actor = request[ACTOR]
+        _require(op, actor)
+        query = _parse_query(op, request) if op.query else {}
+        body = await _parse_body(op, request) if op.body is not None else None
+        return await op.handler(request, Input(actor=actor, body=body, query=query))
+
+    handle.__name__ = op.operation_id
+    return handle
+
+
+async def _parse_body(op: Operation, request: web.Request) -> Any:
+    content_type = request.content_type
+    if content_type != "application/json" and not (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    ):
+        raise HttpError(
+            415,
+            "unsupported_media_type",
+            "Send the body as JSON with Content-Type: application/json.",
+            {"content_type": content_type},
+        )
+    raw = await request.read()  # aiohttp enforces client_max_size (413)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise HttpError(400, "malformed_json", f"The body is not valid JSON: {e.msg}.") from None
+    assert op.validator is not None
+    errors = sorted(op.validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ValidationFailed(_fields(errors))
+    return data
+
+
+def _field(path: Iterable[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def _fields(errors: list[ValidationError]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for e in errors:
+        where = _field(e.absolute_path)
+        v = e.validator
+        if v == "required":
+            missing = [p for p in e.validator_value if isinstance(e.instance, dict) and p not in e.instance]
+            for name in missing:
+                fields.setdefault(_field([*e.absolute_path, name]), "is required")
+            continue
+        if v == "additionalProperties" and isinstance(e.instance, dict):
+            allowed = e.schema.get("properties", {})
+            for name in e.instance:
+                if name not in allowed:
+                    fields.setdefault(_field([*e.absolute_path, name]), "is not a field of this request")
+            continue
+        fields.setdefault(where, _message(e))
+    return fields
+
+
+_TYPE_NAMES = {
+    "integer": "an integer",
+    "string": "a string",
+    "boolean": "true or false",
+    "object": "an object",
+    "array": "an array",
+    "number": "a number",
+    "null": "null",
+}
+
+
+def _message(e: ValidationError) -> str:
+    v, value = e.validator, e.validator_value
+    if v == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return "must be " + " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
+    if v == "minimum":
+        return f"must be at least {value}"
+    if v == "maximum":
+        return f"must be at most {value}"
+    if v == "minLength":
+        return f"must have at least {value} characters"
+    if v == "maxLength":
+        return f"must have at most {value} characters"
+    if v == "enum":
+        return "must be one of " + ", ".join(map(str, value))
+    if v == "pattern":
+        return "has characters or a form that is not allowed"
+    if v == "minProperties":
+        return "must change at least one field"
+    if v == "minItems":
+        return f"must have at least {value} items"
+    if v == "maxItems":
+        return f"must have at most {value} items"
+    if v == "not":
+        return "has a value that is not allowed"
+    return "is not valid"
+
+
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _parse_query(op: Operation, request: web.Request) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    fields: dict[str, str] = {}
+    params = request.rel_url.query
+    for p in op.query:
+        raw = params.get(p.name)
+        if raw is None:
+            if "default" in p.schema:
+                values[p.name] = p.schema["default"]
+            elif p.required:
+                fields[p.name] = "is required"
+            continue
+        kind = p.schema.get("type")
+        try:
+            if kind == "integer":
+                text = raw.strip()
+                if not text.lstrip("-").isdigit() or len(text) > 20:
+                    raise ValueError
+                value: Any = int(text)
+            elif kind == "boolean":
+                value = _BOOLEANS[raw.lower()]
+            else:
+                value = raw
+        except (ValueError, KeyError):
+            fields[p.name] = "must be " + _TYPE_NAMES.get(str(kind), str(kind))
+            continue
+        problem = _check_scalar(p.schema, value)
+        if problem:
+            fields[p.name] = problem
+        else:
+            values[p.name] = value
+    if fields:
+        raise ValidationFailed(fields)
+    return values
+
+
+def _check_scalar(schema: Schema, value: Any) -> str | None:
+    if "minimum" in schema and value < schema["minimum"]:
+        return f"must be at least {schema['minimum']}"
+    if "maximum" in schema and value > schema["maximum"]:
+        return f"must be at most {schema['maximum']}"
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            return f"must have at least {schema['minLength']} characters"
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            return f"must have at most {schema['maxLength']} characters"
+        if "enum" in schema and value not in schema["enum"]:
+            return "must be one of " + ", ".join(schema["enum"])
+    return None
+
+
+# Responses.
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def encode_cursor(after: str | None) -> str | None:
+    if after is None:
+        return None
+    return base64.urlsafe_b64encode(after.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValidationFailed({"cursor": "is not a cursor this API returned"}) from None
+    if not decoded.isprintable() or not decoded:
+        raise ValidationFailed({"cursor": "is not a cursor this API returned"})
+    return decoded
+
+
+def list_response(items: list[Any], next_after: str | None) -> web.Response:
+    return json_response(
+        {"data": items, "meta": {"has_more": next_after is not None, "next_cursor": encode_cursor(next_after)}}
+    )

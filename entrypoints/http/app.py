@@ -1,0 +1,62 @@
+"""The aiohttp application: ``create_app(container)``, and how a server process runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from entrypoints.container import Container, disk_check
+from entrypoints.http.docs import render_docs
+from entrypoints.http.keys import AUTH, CATALOG, DOCS_HTML, OPENAPI, READY_CHECKS, TOKENS
+from entrypoints.http.middlewares import (
+    authentication_middleware,
+    cors_middleware,
+    error_envelope,
+    request_id_middleware,
+)
+from entrypoints.http.openapi import build_openapi
+from entrypoints.http.routes import APIS, all_operations
+from entrypoints.logs import AccessLog
+from entrypoints.version import VERSION
+
+log = logging.getLogger("tillbox.http")
+
+
+def create_app(container: Container, *, access_log: AccessLog | None = None) -> web.Application:
+    """Build the application. Nothing is opened here: resources start in cleanup_ctx."""
+    config = container.config
+    middlewares = [request_id_middleware(access_log), error_envelope]
+    origins = config.server.cors_origins()
+    if origins:
+        middlewares.append(cors_middleware(origins))
+    middlewares.append(authentication_middleware())
+    app = web.Application(client_max_size=config.server.max_body_bytes(), middlewares=middlewares)
+    for api in APIS:
+        api.install(app)
+    document = build_openapi(all_operations(), version=VERSION)
+    app[OPENAPI] = document
+    app[DOCS_HTML] = render_docs(document)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        await container.init_resources()
+        try:
+            app[AUTH] = await container.auth_service()
+            app[CATALOG] = await container.catalog_service()
+            app[TOKENS] = container.access_tokens()
+            database = await container.database()
+            data_dir: Path = container.data_dir()
+            app[READY_CHECKS] = [database.check_ready, lambda: disk_check(data_dir)]
+            yield
+        finally:
+            if access_log is not None:
+                access_log.flush()
+            result = container.shutdown_resources()
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                await result
+
+    app.cleanup_ctx.append(resources)
+    return app

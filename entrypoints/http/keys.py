@@ -1,0 +1,21 @@
+"""Typed keys for per-request values and app-wide services."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from core.domain.users import Actor
+from core.ports.identity import AccessTokenIssuer
+from core.services.auth import AuthService
+from core.services.catalog import CatalogService
+
+ACTOR = web.RequestKey("actor", Actor)  # the caller; set by the authentication middleware
+REQUEST_ID = web.RequestKey("request_id", str)
+
+# App-wide services, filled from the container at startup (see app.py).
+AUTH = web.AppKey("auth", AuthService)
+CATALOG = web.AppKey("catalog", CatalogService)
+READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, detail) or raising
+OPENAPI = web.AppKey("openapi", dict)
+DOCS_HTML = web.AppKey("docs_html", str)
+TOKENS = web.AppKey("access_tokens", AccessTokenIssuer)

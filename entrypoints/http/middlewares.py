@@ -1,0 +1,204 @@
+"""Request id, error envelope and authentication: every response passes through here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from adapters.timestamps import format_timestamp
+from core.domain import errors
+from core.domain.users import Actor, Role
+from entrypoints.http.keys import ACTOR, REQUEST_ID, TOKENS
+from entrypoints.logs import AccessLog
+
+log = logging.getLogger("tillbox.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+
+
+class HttpError(Exception):
+    """An error that only exists in HTTP (bad JSON, wrong media type): status and code."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+_KIND_STATUS: list[tuple[type[errors.DomainError], int]] = [
+    (errors.Invalid, 422),
+    (errors.Unauthenticated, 401),
+    (errors.NotAllowed, 403),
+    (errors.NotFound, 404),
+    (errors.PreconditionFailed, 412),
+    (errors.Conflict, 409),
+    (errors.PaymentFailed, 402),
+    (errors.TooManyRequests, 429),
+    (errors.Unavailable, 503),
+]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    431: "headers_too_large",
+}
+
+
+def status_of(error: errors.DomainError) -> int:
+    for kind, status in _KIND_STATUS:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+def envelope(
+    request_id: str, status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> web.Response:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "request_id": request_id,
+            "timestamp": format_timestamp(datetime.now(UTC)),
+            "details": details or {},
+        }
+    }
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def request_id_middleware(access_log: AccessLog | None) -> Any:
+    @web.middleware
+    async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Accept or make X-Request-ID, echo it, add security headers, write the access log."""
+        started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID")
+        rid = incoming if incoming is not None and _REQUEST_ID.match(incoming) else os.urandom(12).hex()
+        request[REQUEST_ID] = rid
+        response = await handler(request)
+        headers = response.headers
+        headers["X-Request-ID"] = rid
+        for name, value in SECURITY_HEADERS.items():
+            headers.setdefault(name, value)
+        if access_log is not None:
+            access_log.write(
+                {
+                    "time": format_timestamp(datetime.now(UTC)),
+                    "request_id": rid,
+                    "remote": request.remote,
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            )
+        return response
+
+    return request_id
+
+
+@web.middleware
+async def error_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error, whatever raised it, leaves in the one envelope of PRODUCT.md."""
+    rid = request.get(REQUEST_ID, "")
+    try:
+        return await handler(request)
+    except errors.DomainError as e:
+        status = status_of(e)
+        response = envelope(rid, status, e.code, e.message, e.details)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="tillbox"'
+        retry_after = getattr(e, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+    except HttpError as e:
+        return envelope(rid, e.status, e.code, e.message, e.details)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = _HTTP_CODES.get(e.status, "http_error")
+        message = {
+            404: "There is nothing at this address.",
+            405: f"{request.method} is not allowed here.",
+            413: "The request body is too large.",
+        }.get(e.status, e.reason)
+        response = envelope(rid, e.status, code, message)
+        if e.status == 405 and "Allow" in e.headers:
+            response.headers["Allow"] = e.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"request_id": rid, "path": request.path}})
+        return envelope(rid, 500, "internal_error", "Something went wrong on our side; the request id says where.")
+
+
+def authentication_middleware() -> Any:
+    @web.middleware
+    async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Turn a Bearer token into the request's actor; no token means an anonymous customer.
+        A token that is present but invalid is refused even where no login is needed."""
+        header = request.headers.get("Authorization")
+        if header is None:
+            request[ACTOR] = Actor(user_id=None, role=Role.CUSTOMER, source_ip=request.remote)
+        else:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise errors.TokenInvalid("Use Authorization: Bearer <access token>.")
+            claims = request.app[TOKENS].verify(token.strip())
+            request[ACTOR] = Actor(user_id=claims.user_id, role=claims.role, source_ip=request.remote)
+        return await handler(request)
+
+    return authentication
+
+
+def cors_middleware(allowed_origins: list[str]) -> Any:
+    allowed = frozenset(allowed_origins)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Answer preflights and add CORS headers for the configured origins only."""
+        origin = request.headers.get("Origin")
+        if origin is None or origin not in allowed:
+            return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, If-Match, Idempotency-Key, X-Request-ID"
+            )
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+            response.headers["Access-Control-Expose-Headers"] = "ETag, X-Request-ID, Retry-After, Idempotent-Replayed"
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        return response
+
+    return cors

@@ -1,0 +1,31 @@
+"""Replies and parameters that many operations share."""
+
+from __future__ import annotations
+
+from entrypoints.http.api import Param, Reply
+from entrypoints.http.schemas import CURSOR, LIMIT, ref
+
+ERROR = ref("Error")
+
+
+def err(status: int, description: str) -> Reply:
+    return Reply(status, description, ERROR)
+
+
+BAD_JSON = err(400, "The body is not valid JSON.")
+UNAUTHENTICATED = err(401, "No valid access token.")
+FORBIDDEN = err(403, "The caller's role may not do this.")
+NOT_FOUND = err(404, "No such object.")
+CONFLICT = err(409, "The change conflicts with the current state.")
+PRECONDITION = err(412, "If-Match does not match the current version.")
+TOO_LARGE = err(413, "The body is larger than the server accepts.")
+MEDIA_TYPE = err(415, "The body is not application/json.")
+INVALID = err(422, "A field is missing or wrong; `details.fields` says which.")
+THROTTLED = err(429, "Too many attempts; `Retry-After` says when to retry.")
+BODY_ERRORS = (BAD_JSON, TOO_LARGE, MEDIA_TYPE, INVALID)
+
+PAGE = (
+    Param("limit", LIMIT, "Items per page, 1-100."),
+    Param("cursor", CURSOR, "`meta.next_cursor` of the previous page."),
+)
+IF_MATCH = Param("If-Match", {"type": "string"}, "The ETag you read; the update is refused (412) if it changed.")

@@ -1,0 +1,75 @@
+"""Health, readiness and the API's own description: /healthz, /readyz, the OpenAPI document, /docs."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from entrypoints.http.api import Api, Input, Reply, json_response
+from entrypoints.http.keys import DOCS_HTML, OPENAPI, READY_CHECKS
+from entrypoints.http.middlewares import DOCS_CSP
+from entrypoints.http.schemas import ref
+
+api = Api()
+log = logging.getLogger("tillbox.http")
+
+
+@api.operation(
+    "GET",
+    "/healthz",
+    summary="Is the process alive",
+    tag="operations",
+    auth="none",
+    replies=(Reply(200, "Alive.", ref("Health")),),
+)
+async def healthz(request: web.Request, i: Input) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@api.operation(
+    "GET",
+    "/readyz",
+    summary="Can it serve: database, migrations, disk",
+    tag="operations",
+    auth="none",
+    replies=(Reply(200, "Ready.", ref("Health")), Reply(503, "Not ready; `checks` says why.", ref("Health"))),
+)
+async def readyz(request: web.Request, i: Input) -> web.Response:
+    checks: dict[str, object] = {}
+    ready = True
+    for check in request.app[READY_CHECKS]:
+        try:
+            name, detail = check()
+        except Exception as e:  # a failed check is the answer, not an error
+            name, detail, ready = getattr(check, "__name__", "check"), f"failed: {e}", False
+            log.warning("readiness check failed", extra={"fields": {"check": name, "error": str(e)}})
+        checks[name] = detail
+    return json_response({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+@api.operation(
+    "GET",
+    "/api/v1/openapi.json",
+    summary="This document (OpenAPI 3.1)",
+    tag="operations",
+    auth="none",
+    replies=(Reply(200, "The OpenAPI document.", {"type": "object"}),),
+)
+async def openapi_document(request: web.Request, i: Input) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+@api.operation(
+    "GET",
+    "/docs",
+    summary="Readable API reference (HTML, works offline)",
+    tag="operations",
+    auth="none",
+    replies=(Reply(200, "An HTML page."),),
+)
+async def docs(request: web.Request, i: Input) -> web.Response:
+    response = web.Response(text=request.app[DOCS_HTML], content_type="text/html")
+    response.headers["Content-Security-Policy"] = DOCS_CSP
+    response.headers["Cache-Control"] = "no-cache"
+    return response

@@ -1,0 +1,199 @@
+"""The catalog: /api/v1/products/*."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from adapters.serialization import to_wire
+from core.domain.catalog import Product
+from core.domain.pagination import PageRequest
+from core.services.catalog import AdjustStock, CreateProduct, DeleteProduct, ListProducts, UpdateProduct
+from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
+from entrypoints.http.keys import CATALOG
+from entrypoints.http.routes.common import (
+    BODY_ERRORS,
+    CONFLICT,
+    FORBIDDEN,
+    IF_MATCH,
+    INVALID,
+    NOT_FOUND,
+    PAGE,
+    PRECONDITION,
+    UNAUTHENTICATED,
+)
+from entrypoints.http.schemas import ADJUST_STOCK, AMOUNT, CREATE_PRODUCT, UPDATE_PRODUCT, list_of, ref
+
+api = Api()
+
+_ETAG = re.compile(r'^(?:W/)?"v(\d{1,18})"$')
+
+
+def etag(product: Product) -> str:
+    return f'"v{product.version}"'
+
+
+def expected_version(request: web.Request) -> int | None:
+    """The version named by If-Match; None when absent or ``*``. An If-Match that names
+    no version of ours can never match, so it is version 0 (there is none)."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    match = _ETAG.match(header.split(",")[0].strip())
+    return int(match.group(1)) if match else 0
+
+
+def _product_response(product: Product, status: int = 200) -> web.Response:
+    return json_response(to_wire(product), status=status, headers={"ETag": etag(product)})
+
+
+ETAG_HEADER = ("ETag",)
+
+
+@api.operation(
+    "GET",
+    "/api/v1/products",
+    summary="List and search products",
+    tag="catalog",
+    auth="optional",
+    query=(
+        *PAGE,
+        Param("q", {"type": "string", "maxLength": 200}, "Words (or word beginnings) of name, sku or description."),
+        Param("active", {"type": "boolean"}, "Staff only: filter by the active flag. Others see active products."),
+        Param("price_min", AMOUNT, "Lowest price, inclusive, in minor units."),
+        Param("price_max", AMOUNT, "Highest price, inclusive, in minor units."),
+    ),
+    replies=(Reply(200, "A page of products, oldest first.", list_of("Product")), UNAUTHENTICATED, INVALID),
+)
+async def list_products(request: web.Request, i: Input) -> web.Response:
+    """Anyone may list the active catalog; staff also see inactive products."""
+    q = i.query
+    page = await request.app[CATALOG].list_products(
+        ListProducts(
+            actor=i.actor,
+            page=PageRequest(limit=q["limit"], after=decode_cursor(q.get("cursor"))),
+            text=q.get("q"),
+            active=q.get("active"),
+            price_min=q.get("price_min"),
+            price_max=q.get("price_max"),
+        )
+    )
+    return list_response([to_wire(p) for p in page.items], page.next_after)
+
+
+@api.operation(
+    "POST",
+    "/api/v1/products",
+    summary="Create a product",
+    tag="catalog",
+    auth="staff",
+    body=CREATE_PRODUCT,
+    replies=(
+        Reply(201, "The new product.", ref("Product"), ETAG_HEADER),
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        CONFLICT,
+        *BODY_ERRORS,
+    ),
+)
+async def create_product(request: web.Request, i: Input) -> web.Response:
+    """`price` is an integer in minor units of the store currency; `currency`, if sent, must be it."""
+    product = await request.app[CATALOG].create_product(CreateProduct(actor=i.actor, **i.body))
+    return _product_response(product, status=201)
+
+
+@api.operation(
+    "GET",
+    "/api/v1/products/{product_id}",
+    summary="One product",
+    tag="catalog",
+    auth="optional",
+    replies=(Reply(200, "The product.", ref("Product"), ETAG_HEADER), UNAUTHENTICATED, NOT_FOUND),
+)
+async def get_product(request: web.Request, i: Input) -> web.Response:
+    """Carries an ETag; send it back in If-Match to update safely."""
+    product = await request.app[CATALOG].get_product(i.actor, request.match_info["product_id"])
+    return _product_response(product)
+
+
+@api.operation(
+    "PATCH",
+    "/api/v1/products/{product_id}",
+    summary="Change a product",
+    tag="catalog",
+    auth="staff",
+    body=UPDATE_PRODUCT,
+    headers=(IF_MATCH,),
+    replies=(
+        Reply(200, "The product.", ref("Product"), ETAG_HEADER),
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        NOT_FOUND,
+        CONFLICT,
+        PRECONDITION,
+        *BODY_ERRORS,
+    ),
+)
+async def update_product(request: web.Request, i: Input) -> web.Response:
+    """Only the fields sent change. With If-Match, the change applies only to that version."""
+    product = await request.app[CATALOG].update_product(
+        UpdateProduct(
+            actor=i.actor,
+            product_id=request.match_info["product_id"],
+            expected_version=expected_version(request),
+            **i.body,
+        )
+    )
+    return _product_response(product)
+
+
+@api.operation(
+    "DELETE",
+    "/api/v1/products/{product_id}",
+    summary="Delete a product",
+    tag="catalog",
+    auth="staff",
+    headers=(IF_MATCH,),
+    replies=(Reply(204, "Deleted."), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, PRECONDITION),
+)
+async def delete_product(request: web.Request, i: Input) -> web.Response:
+    """To hide a product but keep it, PATCH `active` to false instead."""
+    await request.app[CATALOG].delete_product(
+        DeleteProduct(
+            actor=i.actor, product_id=request.match_info["product_id"], expected_version=expected_version(request)
+        )
+    )
+    return web.Response(status=204)
+
+
+@api.operation(
+    "POST",
+    "/api/v1/products/{product_id}/stock",
+    summary="Add or remove stock",
+    tag="catalog",
+    auth="staff",
+    body=ADJUST_STOCK,
+    headers=(IF_MATCH,),
+    replies=(
+        Reply(200, "The product with its new stock.", ref("Product"), ETAG_HEADER),
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        NOT_FOUND,
+        Reply(409, "The delta would take stock below zero (`insufficient_stock`).", ref("Error")),
+        PRECONDITION,
+        *BODY_ERRORS,
+    ),
+)
+async def adjust_stock(request: web.Request, i: Input) -> web.Response:
+    """`delta` is added to the stock (negative removes); stock never goes below zero."""
+    product = await request.app[CATALOG].adjust_stock(
+        AdjustStock(
+            actor=i.actor,
+            product_id=request.match_info["product_id"],
+            delta=i.body["delta"],
+            reason=i.body.get("reason"),
+            expected_version=expected_version(request),
+        )
+    )
+    return _product_response(product)

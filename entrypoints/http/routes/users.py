@@ -1,0 +1,118 @@
+"""The caller's account and, for admins, everyone's: /api/v1/users/*."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters.serialization import to_wire
+from core.domain.pagination import PageRequest
+from core.domain.users import Role, UserStatus, normalize_email
+from core.ports.repositories import UserFilter
+from core.services.auth import ChangePassword, ListUsers, UpdateUser
+from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
+from entrypoints.http.keys import AUTH
+from entrypoints.http.routes.common import (
+    BODY_ERRORS,
+    CONFLICT,
+    FORBIDDEN,
+    INVALID,
+    NOT_FOUND,
+    PAGE,
+    UNAUTHENTICATED,
+)
+from entrypoints.http.schemas import CHANGE_PASSWORD, EMAIL, ROLE, STATUS, UPDATE_USER, list_of, ref
+
+api = Api()
+
+
+@api.operation(
+    "GET",
+    "/api/v1/users/me",
+    summary="The caller's account",
+    tag="users",
+    auth="user",
+    replies=(Reply(200, "The account.", ref("User")), UNAUTHENTICATED),
+)
+async def get_me(request: web.Request, i: Input) -> web.Response:
+    return json_response(to_wire(await request.app[AUTH].current_user(i.actor)))
+
+
+@api.operation(
+    "POST",
+    "/api/v1/users/me/password",
+    summary="Change the caller's password",
+    tag="users",
+    auth="user",
+    body=CHANGE_PASSWORD,
+    replies=(Reply(204, "Changed; every session of the account has ended."), UNAUTHENTICATED, *BODY_ERRORS),
+)
+async def change_password(request: web.Request, i: Input) -> web.Response:
+    """Needs the current password. Ends every session (refresh token) of the account."""
+    await request.app[AUTH].change_password(
+        ChangePassword(actor=i.actor, current_password=i.body["current_password"], new_password=i.body["new_password"])
+    )
+    return web.Response(status=204)
+
+
+@api.operation(
+    "GET",
+    "/api/v1/users",
+    summary="List accounts",
+    tag="users",
+    auth="admin",
+    query=(
+        *PAGE,
+        Param("role", ROLE, "Only accounts with this role."),
+        Param("status", STATUS, "Only accounts with this status."),
+        Param("email", EMAIL, "The account with this email."),
+    ),
+    replies=(Reply(200, "A page of accounts, oldest first.", list_of("User")), UNAUTHENTICATED, FORBIDDEN, INVALID),
+)
+async def list_users(request: web.Request, i: Input) -> web.Response:
+    q = i.query
+    page = await request.app[AUTH].list_users(
+        ListUsers(
+            actor=i.actor,
+            page=PageRequest(limit=q["limit"], after=decode_cursor(q.get("cursor"))),
+            filter=UserFilter(
+                role=Role(q["role"]) if "role" in q else None,
+                status=UserStatus(q["status"]) if "status" in q else None,
+                email=normalize_email(q["email"]) if "email" in q else None,
+            ),
+        )
+    )
+    return list_response(to_wire(page.items), page.next_after)
+
+
+@api.operation(
+    "GET",
+    "/api/v1/users/{user_id}",
+    summary="One account",
+    tag="users",
+    auth="admin",
+    replies=(Reply(200, "The account.", ref("User")), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND),
+)
+async def get_user(request: web.Request, i: Input) -> web.Response:
+    return json_response(to_wire(await request.app[AUTH].get_user(i.actor, request.match_info["user_id"])))
+
+
+@api.operation(
+    "PATCH",
+    "/api/v1/users/{user_id}",
+    summary="Change an account's role or status",
+    tag="users",
+    auth="admin",
+    body=UPDATE_USER,
+    replies=(Reply(200, "The account.", ref("User")), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, CONFLICT, *BODY_ERRORS),
+)
+async def update_user(request: web.Request, i: Input) -> web.Response:
+    """Disabling an account ends its sessions. Admins cannot demote or disable themselves."""
+    user = await request.app[AUTH].update_user(
+        UpdateUser(
+            actor=i.actor,
+            user_id=request.match_info["user_id"],
+            role=Role(i.body["role"]) if "role" in i.body else None,
+            status=UserStatus(i.body["status"]) if "status" in i.body else None,
+        )
+    )
+    return json_response(to_wire(user))

@@ -1,0 +1,156 @@
+"""JSON Schemas (2020-12, as OpenAPI 3.1 uses) of request bodies and resources.
+
+Declared once: ``api.py`` validates requests against these and ``openapi.py``
+publishes the very same objects, so the document cannot drift from the checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.domain.catalog import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_STOCK
+from core.domain.money import MAX_AMOUNT
+from core.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.domain.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+TIMESTAMP: Schema = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
+ID: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
+AMOUNT: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT, "description": "Minor units (cents)."}
+CURRENCY: Schema = {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217; always the store's."}
+EMAIL: Schema = {"type": "string", "minLength": 3, "maxLength": MAX_EMAIL_LENGTH, "format": "email"}
+PASSWORD: Schema = {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH}
+ROLE: Schema = {"type": "string", "enum": ["customer", "staff", "admin"]}
+STATUS: Schema = {"type": "string", "enum": ["active", "disabled"]}
+SKU: Schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$"}
+NAME: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+DESCRIPTION: Schema = {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH}
+STOCK: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_STOCK}
+
+
+def obj(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
+    """A closed object: unknown fields are refused, so a client can never sneak in
+    ``id``, ``role``, ``status`` or timestamps."""
+    schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    schema.update(extra)
+    return schema
+
+
+# Resources (responses).
+COMPONENTS: dict[str, Schema] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {
+                    "code": {"type": "string", "description": "Stable, machine-readable."},
+                    "message": {"type": "string", "description": "For humans."},
+                    "request_id": {"type": "string"},
+                    "timestamp": TIMESTAMP,
+                    "details": {"type": "object", "description": "Context; `fields` for validation errors."},
+                },
+                ["code", "message", "request_id", "timestamp", "details"],
+            )
+        },
+        ["error"],
+    ),
+    "ListMeta": obj(
+        {"has_more": {"type": "boolean"}, "next_cursor": {"type": ["string", "null"]}},
+        ["has_more", "next_cursor"],
+    ),
+    "User": obj(
+        {
+            "id": ID,
+            "email": {"type": "string"},
+            "role": ROLE,
+            "status": STATUS,
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+        ["id", "email", "role", "status", "created_at", "updated_at"],
+    ),
+    "Tokens": obj(
+        {
+            "access_token": {"type": "string"},
+            "token_type": {"type": "string", "enum": ["Bearer"]},
+            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            "refresh_token": {"type": "string", "description": "Single-use; each refresh returns a new one."},
+        },
+        ["access_token", "token_type", "expires_in", "refresh_token"],
+    ),
+    "Product": obj(
+        {
+            "id": ID,
+            "sku": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "price": AMOUNT,
+            "currency": CURRENCY,
+            "stock": STOCK,
+            "active": {"type": "boolean"},
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+        ["id", "sku", "name", "description", "price", "currency", "stock", "active", "created_at", "updated_at"],
+    ),
+    "Health": obj(
+        {"status": {"type": "string"}, "checks": {"type": "object"}},
+        ["status"],
+    ),
+}
+
+
+def list_of(component: str) -> Schema:
+    return obj({"data": {"type": "array", "items": ref(component)}, "meta": ref("ListMeta")}, ["data", "meta"])
+
+
+# Request bodies.
+CREDENTIALS = obj({"email": EMAIL, "password": {"type": "string", "maxLength": 1024}}, ["email", "password"])
+REGISTER = obj({"email": EMAIL, "password": PASSWORD}, ["email", "password"])
+REFRESH = obj({"refresh_token": {"type": "string", "minLength": 1, "maxLength": 512}}, ["refresh_token"])
+CHANGE_PASSWORD = obj(
+    {"current_password": {"type": "string", "maxLength": 1024}, "new_password": PASSWORD},
+    ["current_password", "new_password"],
+)
+UPDATE_USER = obj({"role": ROLE, "status": STATUS}, minProperties=1)
+CREATE_PRODUCT = obj(
+    {
+        "sku": SKU,
+        "name": NAME,
+        "description": DESCRIPTION,
+        "price": AMOUNT,
+        "currency": CURRENCY,
+        "stock": STOCK,
+        "active": {"type": "boolean"},
+    },
+    ["sku", "name", "price"],
+)
+UPDATE_PRODUCT = obj(
+    {
+        "sku": SKU,
+        "name": NAME,
+        "description": DESCRIPTION,
+        "price": AMOUNT,
+        "currency": CURRENCY,
+        "active": {"type": "boolean"},
+    },
+    minProperties=1,
+)
+ADJUST_STOCK = obj(
+    {
+        "delta": {"type": "integer", "minimum": -MAX_STOCK, "maximum": MAX_STOCK, "not": {"const": 0}},
+        "reason": {"type": "string", "maxLength": 500},
+    },
+    ["delta"],
+)
+
+# Query parameters.
+LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
+CURSOR: Schema = {"type": "string", "minLength": 1, "maxLength": 200}

@@ -1,0 +1,202 @@
+"""Settings: config.toml, then TILLBOX_<SECTION>_<KEY> environment variables, then flags.
+
+The shipped ``config.toml`` documents every setting; ``DEFAULTS`` below is the same
+table in code (a test keeps them equal). Every value remembers where it came from,
+for ``tillbox config show``. Anything unknown or ill-typed is a ``ConfigError`` with
+one line that names the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "server": {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "workers": 1,
+        "shutdown_grace": 10,
+        "max_body_bytes": 1048576,
+        "access_log": True,
+        "cors_origins": [],
+    },
+    "data": {"dir": "tillbox-data"},
+    "database": {"url": "", "busy_timeout_ms": 5000},
+    "store": {"currency": "USD"},
+    "auth": {
+        "allow_registration": True,
+        "issuer": "tillbox",
+        "audience": "tillbox-api",
+        "access_token_ttl": 900,
+        "refresh_token_ttl": 2592000,
+        "argon2_memory_kib": 19456,
+        "argon2_time_cost": 2,
+        "argon2_parallelism": 1,
+        "hash_workers": 1,
+        "login_failures_per_account": 5,
+        "login_failures_per_ip": 20,
+        "login_window": 900,
+    },
+    "log": {"level": "info"},
+}
+
+#: Settings whose values are secrets: masked by ``tillbox config show``, never logged.
+SECRETS: frozenset[tuple[str, str]] = frozenset({("database", "url")})
+
+_POSITIVE = {
+    ("server", "port"): (1, 65535),
+    ("server", "workers"): (1, 64),
+    ("server", "shutdown_grace"): (0, 3600),
+    ("server", "max_body_bytes"): (1024, 1 << 30),
+    ("database", "busy_timeout_ms"): (0, 600_000),
+    ("auth", "access_token_ttl"): (60, 86_400),
+    ("auth", "refresh_token_ttl"): (3600, 365 * 86_400),
+    ("auth", "argon2_memory_kib"): (19456, 4 << 20),
+    ("auth", "argon2_time_cost"): (2, 100),
+    ("auth", "argon2_parallelism"): (1, 64),
+    ("auth", "hash_workers"): (1, 64),
+    ("auth", "login_failures_per_account"): (1, 1000),
+    ("auth", "login_failures_per_ip"): (1, 100_000),
+    ("auth", "login_window"): (1, 86_400),
+}
+_CHOICES = {("log", "level"): {"debug", "info", "warning", "error"}}
+ENV_PREFIX = "TILLBOX_"
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message is one line that says which and why."""
+
+
+@attrs.frozen
+class Settings:
+    values: dict[str, dict[str, Any]]
+    sources: dict[str, dict[str, str]]  # "default", "config.toml (path)", "env TILLBOX_...", "flag --port"
+    config_path: Path | None
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.values[section]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["data"]["dir"]).expanduser().absolute()
+
+
+def _check(section: str, key: str, value: Any, origin: str) -> Any:
+    default = DEFAULTS[section][key]
+    where = f"{origin}: {section}.{key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be a whole number, not {value!r}")
+        low, high = _POSITIVE.get((section, key), (0, 1 << 62))
+        if not low <= value <= high:
+            raise ConfigError(f"{where} must be between {low} and {high}, not {value}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        choices = _CHOICES.get((section, key))
+        if choices and value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(sorted(choices))}, not {value!r}")
+        if (section, key) == ("store", "currency") and not (len(value) == 3 and value.isalpha() and value.isupper()):
+            raise ConfigError(f"{where} must be an ISO 4217 code such as USD, not {value!r}")
+    elif isinstance(default, list) and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+    return value
+
+
+def _parse_env(section: str, key: str, raw: str, name: str) -> Any:
+    default = DEFAULTS[section][key]
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"environment {name} must be true or false, not {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"environment {name} must be a whole number, not {raw!r}") from None
+    if isinstance(default, list):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ConfigError(f"environment {name} is not a valid JSON list: {raw!r}") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return raw
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """``--config``, else ``TILLBOX_CONFIG``, else ``./config.toml`` if there is one."""
+    if explicit is not None:
+        return Path(explicit)
+    if env.get(f"{ENV_PREFIX}CONFIG"):
+        return Path(env[f"{ENV_PREFIX}CONFIG"])
+    local = Path("config.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[tuple[str, str], Any] | None = None,
+) -> Settings:
+    env = os.environ if env is None else env
+    values = {section: dict(keys) for section, keys in DEFAULTS.items()}
+    sources = {section: dict.fromkeys(keys, "default") for section, keys in DEFAULTS.items()}
+
+    if config_path is not None:
+        origin = f"config file {config_path}"
+        try:
+            with open(config_path, "rb") as f:
+                document = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{origin} does not exist") from None
+        except OSError as e:
+            raise ConfigError(f"{origin} cannot be read: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{origin} is not valid TOML: {e}") from None
+        for section, table in document.items():
+            if section not in DEFAULTS:
+                raise ConfigError(f"{origin}: unknown section [{section}]")
+            if not isinstance(table, dict):
+                raise ConfigError(f"{origin}: {section} must be a [table]")
+            for key, value in table.items():
+                if key not in DEFAULTS[section]:
+                    raise ConfigError(f"{origin}: unknown key {key!r} in [{section}]")
+                values[section][key] = _check(section, key, value, origin)
+                sources[section][key] = origin
+
+    known = {env_name(s, k): (s, k) for s, keys in DEFAULTS.items() for k in keys}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        if name not in known:
+            raise ConfigError(f"environment {name} is not a Tillbox setting (see config.toml)")
+        section, key = known[name]
+        values[section][key] = _check(section, key, _parse_env(section, key, raw, name), f"environment {name}")
+        sources[section][key] = f"environment {name}"
+
+    for (section, key), value in (flags or {}).items():
+        if value is None:
+            continue
+        values[section][key] = _check(section, key, value, "flag")
+        sources[section][key] = "command-line flag"
+
+    return Settings(values=values, sources=sources, config_path=config_path)
