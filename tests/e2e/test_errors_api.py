@@ -1,0 +1,131 @@
+"""Hostile and malformed requests: each gets a 4xx in the envelope and writes nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import OKPKey
+
+from tests.e2e.conftest import Api, assert_error
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+async def _count_products(api: Api) -> int:
+    database = await api.container.database()
+    return int(database.read_scalar("SELECT count(*) FROM products"))
+
+
+async def test_unknown_path_and_method(api: Api) -> None:
+    status, body, _ = await api.call("GET", "/api/v1/nothing-here")
+    assert_error(status, body, 404, "not_found")
+    status, body, headers = await api.call("PUT", "/api/v1/products")
+    assert_error(status, body, 405, "method_not_allowed")
+    assert "GET" in headers["Allow"] and "POST" in headers["Allow"]
+
+
+async def test_malformed_json_wrong_types_and_content_type(api: Api) -> None:
+    staff = await api.token_for("s@example.com", "staff")
+    headers = {"Content-Type": "application/json"}
+    for raw in ['{"sku": ', "[1, 2", "nul", "{'single': 'quotes'}", ""]:
+        status, body, _ = await api.call("POST", "/api/v1/products", data=raw, headers=headers, token=staff)
+        assert_error(status, body, 400, "malformed_json")
+    status, body, _ = await api.call("POST", "/api/v1/products", data="[]", headers=headers, token=staff)
+    assert_error(status, body, 422, "validation_failed")
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/products",
+        data="sku=a&name=b&price=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        token=staff,
+    )
+    assert_error(status, body, 415, "unsupported_media_type")
+    assert await _count_products(api) == 0
+
+
+async def test_oversized_body_gets_413(api: Api) -> None:
+    staff = await api.token_for("big@example.com", "staff")
+    huge = json.dumps({"sku": "S", "name": "N", "price": 1, "description": "x" * (2 * 1024 * 1024)})
+    status, body, _ = await api.call(
+        "POST", "/api/v1/products", data=huge, headers={"Content-Type": "application/json"}, token=staff
+    )
+    assert_error(status, body, 413, "payload_too_large")
+    assert await _count_products(api) == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=1000000", "limit=0", "limit=-5", "limit=abc", "limit=1.5", "price_min=-1", "active=maybe", "cursor=%25%25"],
+)
+async def test_bad_query_parameters(api: Api, query: str) -> None:
+    status, body, _ = await api.call("GET", f"/api/v1/products?{query}")
+    assert_error(status, body, 422, "validation_failed")
+    assert body["error"]["details"]["fields"]
+
+
+async def test_price_range_inverted(api: Api) -> None:
+    status, body, _ = await api.call("GET", "/api/v1/products?price_min=10&price_max=5")
+    assert_error(status, body, 422, "validation_failed")
+
+
+async def test_bad_tokens_are_refused(api: Api) -> None:
+    good = await api.token_for("tok@example.com")
+    header = json.loads(base64.urlsafe_b64decode(good.split(".")[0] + "=="))
+    payload = json.loads(base64.urlsafe_b64decode(good.split(".")[1] + "=="))
+
+    alg_none = f"{_b64({'alg': 'none', 'typ': 'at+jwt', 'kid': header['kid']})}.{_b64(payload)}."
+    other_key = OKPKey.generate_key("Ed25519")
+    forged = jwt.encode(header, payload, other_key, algorithms=["EdDSA"])
+    expired_payload = {**payload, "exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}
+    tampered = ".".join([good.split(".")[0], _b64({**payload, "role": "admin"}), good.split(".")[2]])
+
+    for token in [alg_none, forged, tampered, "garbage", "a.b.c", good + "x"]:
+        status, body, headers = await api.call("GET", "/api/v1/users/me", token=token)
+        assert_error(status, body, 401, "invalid_token")
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+    expired = jwt.encode(header, expired_payload, other_key, algorithms=["EdDSA"])
+    status, body, _ = await api.call("GET", "/api/v1/users/me", token=expired)
+    assert_error(status, body, 401, "invalid_token")
+    status, body, _ = await api.call("GET", "/api/v1/users/me", headers={"Authorization": f"Basic {good}"})
+    assert_error(status, body, 401, "invalid_token")
+    status, body, _ = await api.call("GET", "/api/v1/users/me")
+    assert_error(status, body, 401, "authentication_required")
+    status, _, _ = await api.call("GET", "/api/v1/users/me", token=good)
+    assert status == 200
+
+
+async def test_request_id_is_echoed_or_made_and_security_headers_are_set(api: Api) -> None:
+    status, _, headers = await api.call("GET", "/healthz", headers={"X-Request-ID": "abc-123"})
+    assert status == 200 and headers["X-Request-ID"] == "abc-123"
+    status, body, headers = await api.call("GET", "/nowhere", headers={"X-Request-ID": "bad id with spaces"})
+    assert headers["X-Request-ID"] != "bad id with spaces"
+    assert body["error"]["request_id"] == headers["X-Request-ID"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+async def test_unexpected_errors_say_nothing_internal(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    catalog = await api.container.catalog_service()
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail: /srv/internal/path")
+
+    monkeypatch.setattr(catalog, "list_products", broken)
+    status, body, headers = await api.call("GET", "/api/v1/products")
+    assert_error(status, body, 500, "internal_error")
+    assert "secret" not in json.dumps(body) and "RuntimeError" not in json.dumps(body)
+    assert body["error"]["request_id"] == headers["X-Request-ID"]
+
+
+async def test_health_and_readiness(api: Api) -> None:
+    status, body, _ = await api.call("GET", "/healthz")
+    assert status == 200 and body == {"status": "ok"}
+    status, body, _ = await api.call("GET", "/readyz")
+    assert status == 200 and body["status"] == "ok"
+    assert body["checks"]["database"] == "ok"
