@@ -18,7 +18,7 @@ MAX_STOCK = 10**9
 
 
 def check_sku(sku: str) -> str:
-    if not _SKU.match(sku):
+    if not _SKU.fullmatch(sku):
         raise Invalid(
             "A sku is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
             code="invalid_sku",

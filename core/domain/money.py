@@ -22,7 +22,7 @@ def _check_amount(_: object, __: attrs.Attribute[int], value: int) -> None:
 
 
 def _check_currency(_: object, __: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not _CURRENCY.match(value):
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
         raise Invalid(f"{value!r} is not an ISO 4217 currency code.", code="invalid_currency")
 
 
