@@ -131,17 +131,31 @@ class AuthService:
         """Self-registration of a customer, when the store allows it."""
         if not self._settings.allow_registration:
             raise RegistrationClosed()
-        return await self._create(cmd.email, cmd.password, Role.CUSTOMER, actor_id=None, source_ip=cmd.source_ip)
+        return await self._create(
+            cmd.email, cmd.password, Role.CUSTOMER, actor_id=None, source_ip=cmd.source_ip, self_registered=True
+        )
 
     async def create_user(self, cmd: CreateUser) -> User:
         """An admin (or the operator) creates an account with any role."""
         cmd.actor.require_admin()
         return await self._create(
-            cmd.email, cmd.password, cmd.role, actor_id=cmd.actor.user_id, source_ip=cmd.actor.source_ip
+            cmd.email,
+            cmd.password,
+            cmd.role,
+            actor_id=cmd.actor.user_id,
+            source_ip=cmd.actor.source_ip,
+            self_registered=False,
         )
 
     async def _create(
-        self, email: str, password: str, role: Role, *, actor_id: str | None, source_ip: str | None
+        self,
+        email: str,
+        password: str,
+        role: Role,
+        *,
+        actor_id: str | None,
+        source_ip: str | None,
+        self_registered: bool,
     ) -> User:
         email = normalize_email(email)
         check_password_policy(password, email=email)
@@ -161,7 +175,10 @@ class AuthService:
             if await uow.users.get_by_email(email) is not None:
                 raise EmailTaken()
             await uow.users.add(user)
-            await self._audit(uow, actor_id or user.id, "user.created", user.id, source_ip, {"role": role.value})
+            # A self-registered customer acted on their own account; the operator (no user id)
+            # must stay None rather than be recorded as the account it created.
+            actor = user.id if self_registered else actor_id
+            await self._audit(uow, actor, "user.created", user.id, source_ip, {"role": role.value})
             await uow.commit()
         return user
 
