@@ -92,7 +92,7 @@ class CatalogService:
 
     async def create_product(self, cmd: CreateProduct) -> Product:
         cmd.actor.require_staff()
-        price = check_price(Money(cmd.price, cmd.currency or self._currency), self._currency)
+        price = check_price(Money(cmd.price, self._given_currency(cmd.currency)), self._currency)
         now = self._clock.now()
         product = Product(
             id=self._ids.new("prd"),
@@ -151,7 +151,7 @@ class CatalogService:
         if cmd.description is not None:
             changes["description"] = check_description(cmd.description)
         if cmd.price is not None:
-            changes["price"] = check_price(Money(cmd.price, cmd.currency or self._currency), self._currency)
+            changes["price"] = check_price(Money(cmd.price, self._given_currency(cmd.currency)), self._currency)
         elif cmd.currency is not None:
             check_price(Money(0, cmd.currency), self._currency)
         if cmd.active is not None:
@@ -211,6 +211,10 @@ class CatalogService:
             await uow.products.delete(product.id)
             await self._audit(uow, cmd.actor, "product.deleted", product.id, {"sku": product.sku})
             await uow.commit()
+
+    def _given_currency(self, currency: str | None) -> str:
+        # Only None means "not given": an empty string was given and is not a currency.
+        return self._currency if currency is None else currency
 
     async def _get_for_update(self, uow: UnitOfWork, product_id: str, expected_version: int | None) -> Product:
         product = await uow.products.get(product_id)
