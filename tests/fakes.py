@@ -207,8 +207,9 @@ class InMemoryUnitOfWork:
     async def commit(self) -> None:
         if self._readonly:
             raise RuntimeError("commit() in a read-only unit of work")
-        self._db.store = self._work
-        self._work = copy.deepcopy(self._work)
+        # Publish a copy: the repositories keep working on self._work, so writes made
+        # after this commit stay private until the next commit (or are dropped at exit).
+        self._db.store = copy.deepcopy(self._work)
         self.committed = True
 
     async def __aexit__(
