@@ -1,0 +1,98 @@
+"""Fixtures for unit tests: the core's services wired to the in-memory fakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.domain.users import Actor, Role
+from core.services.auth import AuthService, AuthSettings
+from core.services.catalog import CatalogService
+from tests.fakes import (
+    FakeAccessTokens,
+    FakeOpaqueTokens,
+    FakePasswordHasher,
+    FixedClock,
+    InMemoryDatabase,
+    InMemoryLoginThrottle,
+    SequentialIds,
+)
+from tests.unit.helpers import START
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def ids() -> SequentialIds:
+    return SequentialIds()
+
+
+@pytest.fixture
+def db() -> InMemoryDatabase:
+    return InMemoryDatabase()
+
+
+@pytest.fixture
+def hasher() -> FakePasswordHasher:
+    return FakePasswordHasher()
+
+
+@pytest.fixture
+def access_tokens(clock: FixedClock) -> FakeAccessTokens:
+    return FakeAccessTokens(clock)
+
+
+@pytest.fixture
+def opaque() -> FakeOpaqueTokens:
+    return FakeOpaqueTokens()
+
+
+@pytest.fixture
+def throttle(clock: FixedClock) -> InMemoryLoginThrottle:
+    return InMemoryLoginThrottle(clock)
+
+
+@pytest.fixture
+def auth_settings() -> AuthSettings:
+    return AuthSettings()
+
+
+@pytest.fixture
+def auth(
+    db: InMemoryDatabase,
+    hasher: FakePasswordHasher,
+    access_tokens: FakeAccessTokens,
+    opaque: FakeOpaqueTokens,
+    throttle: InMemoryLoginThrottle,
+    clock: FixedClock,
+    ids: SequentialIds,
+    auth_settings: AuthSettings,
+) -> AuthService:
+    return AuthService(db, hasher, access_tokens, opaque, throttle, clock, ids, auth_settings)
+
+
+@pytest.fixture
+def catalog(db: InMemoryDatabase, clock: FixedClock, ids: SequentialIds) -> CatalogService:
+    return CatalogService(db, clock, ids, "USD")
+
+
+@pytest.fixture
+def staff() -> Actor:
+    return Actor(user_id="usr_staff", role=Role.STAFF, source_ip="10.0.0.2")
+
+
+@pytest.fixture
+def admin_actor() -> Actor:
+    return Actor(user_id="usr_admin", role=Role.ADMIN, source_ip="10.0.0.3")
+
+
+@pytest.fixture
+def customer() -> Actor:
+    return Actor(user_id="usr_customer", role=Role.CUSTOMER, source_ip="10.0.0.4")
+
+
+@pytest.fixture
+def anonymous() -> Actor:
+    return Actor(user_id=None, role=Role.CUSTOMER, source_ip="10.0.0.5")

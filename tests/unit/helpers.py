@@ -1,0 +1,35 @@
+"""Small readers of the fake store, so that tests assert on exactly what was persisted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from core.domain.audit import AuditEntry
+from core.domain.catalog import Product
+from core.domain.users import RefreshToken, User
+from tests.fakes import InMemoryDatabase
+
+START = datetime(2026, 1, 1, tzinfo=UTC)  # the FixedClock's time unless a test advances it
+STRONG = "violet-harbour-lantern"  # a password that meets the policy
+OTHER_STRONG = "quiet-meadow-compass"
+
+
+def audit(db: InMemoryDatabase) -> list[AuditEntry]:
+    """Every committed audit entry, oldest first."""
+    return sorted(db.store.audit.values(), key=lambda e: e.id)
+
+
+def actions(db: InMemoryDatabase) -> list[str]:
+    return [e.action for e in audit(db)]
+
+
+def users(db: InMemoryDatabase) -> list[User]:
+    return sorted(db.store.users.values(), key=lambda u: u.id)
+
+
+def products(db: InMemoryDatabase) -> list[Product]:
+    return sorted(db.store.products.values(), key=lambda p: p.id)
+
+
+def tokens(db: InMemoryDatabase) -> list[RefreshToken]:
+    return sorted(db.store.refresh_tokens.values(), key=lambda t: t.id)
