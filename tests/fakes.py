@@ -255,7 +255,7 @@ class FakePasswordHasher:
     """Fast and obviously fake; the real argon2 hasher has its own tests."""
 
     async def hash(self, password: str) -> str:
-        return "fake$" + hashlib.sha256(password.encode()).hexdigest()
+        return "fake$" + hashlib.sha256(password.encode("utf-8", "surrogatepass")).hexdigest()
 
     async def verify(self, password_hash: str, password: str) -> bool:
         return password_hash == await self.hash(password)
