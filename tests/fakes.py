@@ -8,6 +8,7 @@ import asyncio
 import copy
 import hashlib
 import itertools
+import math
 import secrets
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -307,12 +308,15 @@ class InMemoryLoginThrottle:
 
     async def check(self, email: str, source_ip: str | None) -> None:
         now = self._clock.now().timestamp()
+        waits = [0]
         for key, limit in ((f"a:{email}", self._per_account), (f"i:{source_ip}", self._per_ip)):
             if key == "i:None":
                 continue
             recent = self._recent(key)
             if len(recent) >= limit:
-                raise LoginThrottled(retry_after=max(1, int(recent[-limit] + self._window - now) + 1))
+                waits.append(max(1, math.ceil(recent[-limit] + self._window - now)))
+        if max(waits) > 0:
+            raise LoginThrottled(retry_after=max(waits))
 
     async def record_failure(self, email: str, source_ip: str | None) -> None:
         now = self._clock.now().timestamp()
