@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from datetime import datetime
 
 import attrs
@@ -42,6 +43,20 @@ def normalize_email(email: str) -> str:
     if len(normalized) > MAX_EMAIL_LENGTH or not _EMAIL.match(normalized):
         raise Invalid("This is not a valid email address.", code="invalid_email", details={"field": "email"})
     return normalized
+
+
+def normalize_password(password: str) -> str:
+    """NFKC, as NIST SP 800-63B asks, so that the same text typed on two keyboards is the
+    same password. Text that cannot be encoded (lone surrogates) is refused."""
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid(
+            "The password contains characters that are not valid text.",
+            code="weak_password",
+            details={"field": "password"},
+        ) from None
+    return unicodedata.normalize("NFKC", password)
 
 
 def check_password_policy(password: str, *, email: str | None = None) -> None:

@@ -11,6 +11,7 @@ from core.domain.errors import (
     AccountDisabled,
     Conflict,
     EmailTaken,
+    Invalid,
     InvalidCredentials,
     RefreshTokenReused,
     RegistrationClosed,
@@ -26,6 +27,7 @@ from core.domain.users import (
     UserStatus,
     check_password_policy,
     normalize_email,
+    normalize_password,
 )
 from core.ports.clock import Clock, IdGenerator
 from core.ports.identity import AccessTokenIssuer, LoginThrottle, OpaqueTokens, PasswordHasher
@@ -158,6 +160,7 @@ class AuthService:
         self_registered: bool,
     ) -> User:
         email = normalize_email(email)
+        password = normalize_password(password)
         check_password_policy(password, email=email)
         # Hash before the transaction: it is slow, and a transaction must stay short.
         password_hash = await self._hasher.hash(password)
@@ -198,7 +201,8 @@ class AuthService:
         """Verify the password and start a new session (a new refresh-token family)."""
         try:
             email = normalize_email(cmd.email)
-        except Exception:
+            password = normalize_password(cmd.password)
+        except Invalid:
             raise InvalidCredentials() from None
         await self._throttle.check(email, cmd.source_ip)
         async with self._uow(readonly=True) as uow:
@@ -206,20 +210,16 @@ class AuthService:
         if user is None:
             # Spend the same time as a real check so that response times do not reveal
             # which emails have accounts.
-            await self._hasher.verify(await self._get_dummy_hash(), cmd.password)
+            await self._hasher.verify(await self._get_dummy_hash(), password)
             ok = False
         else:
-            ok = await self._hasher.verify(user.password_hash, cmd.password)
+            ok = await self._hasher.verify(user.password_hash, password)
         if not ok or user is None:
             await self._throttle.record_failure(email, cmd.source_ip)
             async with self._uow() as uow:
+                # The caller is anonymous: the account is the object, never the actor.
                 await self._audit(
-                    uow,
-                    user.id if user else None,
-                    "auth.login_failed",
-                    user.id if user else None,
-                    cmd.source_ip,
-                    {"email": email},
+                    uow, None, "auth.login_failed", user.id if user else None, cmd.source_ip, {"email": email}
                 )
                 await uow.commit()
             raise InvalidCredentials()
@@ -229,7 +229,7 @@ class AuthService:
                 await uow.commit()
             raise AccountDisabled()
         await self._throttle.record_success(email)
-        new_hash = await self._hasher.hash(cmd.password) if self._hasher.needs_rehash(user.password_hash) else None
+        new_hash = await self._hasher.hash(password) if self._hasher.needs_rehash(user.password_hash) else None
         now = self._clock.now()
         refresh, record = self._new_refresh_token(user.id, self._ids.new("fam"), now + self._settings.refresh_token_ttl)
         async with self._uow() as uow:
@@ -283,12 +283,23 @@ class AuthService:
                 await uow.commit()
 
     async def change_password(self, cmd: ChangePassword) -> None:
-        """Needs the current password; ends every session of the user."""
+        """Needs the current password, throttled and audited like a login (a stolen access
+        token must not become a password oracle); ends every session of the user."""
         user = await self.current_user(cmd.actor)
-        if not await self._hasher.verify(user.password_hash, cmd.current_password):
+        await self._throttle.check(user.email, cmd.actor.source_ip)
+        try:
+            current = normalize_password(cmd.current_password)
+        except Invalid:
+            current = None
+        if current is None or not await self._hasher.verify(user.password_hash, current):
+            await self._throttle.record_failure(user.email, cmd.actor.source_ip)
+            async with self._uow() as uow:
+                await self._audit(uow, user.id, "user.password_change_failed", user.id, cmd.actor.source_ip, {})
+                await uow.commit()
             raise InvalidCredentials()
-        check_password_policy(cmd.new_password, email=user.email)
-        new_hash = await self._hasher.hash(cmd.new_password)
+        new_password = normalize_password(cmd.new_password)
+        check_password_policy(new_password, email=user.email)
+        new_hash = await self._hasher.hash(new_password)
         now = self._clock.now()
         async with self._uow() as uow:
             fresh = await uow.users.get(user.id)

@@ -108,7 +108,7 @@ async def test_login_failures_are_audited_with_the_source_ip(
         AuditEntry(
             id=ANY,
             at=START,
-            actor_id=alice.id,
+            actor_id=None,  # the caller is anonymous; the account is the object
             action="auth.login_failed",
             object_type="user",
             object_id=alice.id,

@@ -248,7 +248,7 @@ async def test_change_password(
 
 async def test_change_password_needs_the_current_password(auth: AuthService, db: InMemoryDatabase, alice: User) -> None:
     await _login(auth)
-    before = repr(db.store)
+    before_audit = dict(db.store.audit)
 
     with pytest.raises(InvalidCredentials) as caught:
         await auth.change_password(
@@ -260,7 +260,20 @@ async def test_change_password_needs_the_current_password(auth: AuthService, db:
         )
 
     assert caught.value.code == "invalid_credentials"
-    assert repr(db.store) == before
+    assert db.store.users[alice.id].password_hash == await FakePasswordHasher().hash(STRONG)
+    assert all(t.revoked_at is None for t in db.store.refresh_tokens.values())
+    # The failed attempt is audited (and counted by the login throttle), nothing else changes.
+    assert audit(db)[-1] == AuditEntry(
+        id=ANY,
+        at=START,
+        actor_id=alice.id,
+        action="user.password_change_failed",
+        object_type="user",
+        object_id=alice.id,
+        source_ip=None,
+        details={},
+    )
+    assert len(db.store.audit) == len(before_audit) + 1
 
 
 @pytest.mark.parametrize("new_password", ["short", "password1234", "alice@example.com", "Alice@Example.com"])
