@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import math
 import secrets
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -74,7 +75,9 @@ class InMemoryUserRepository:
 
 
 def _words(text: str) -> list[str]:
-    return [w for w in "".join(c.lower() if c.isalnum() else " " for c in text).split() if w]
+    # Case and accents do not matter, as in SQLite's full-text index (unicode61 remove_diacritics).
+    folded = "".join(c for c in unicodedata.normalize("NFD", text.lower()) if not unicodedata.combining(c))
+    return [w for w in "".join(c if c.isalnum() else " " for c in folded).split() if w]
 
 
 class InMemoryProductRepository:
