@@ -1,0 +1,308 @@
+"""The SQLite unit-of-work factory: one reader connection, one writer connection, group commit.
+
+Reads run synchronously on the event loop thread, on a reader connection in autocommit
+mode: every statement is its own snapshot, and in WAL mode a reader never waits for a
+writer. Writes are serialized by an ``asyncio.Lock`` held from a unit of work's start to
+its commit or rollback, and committed in groups:
+
+- the first unit of a batch opens the transaction with ``BEGIN IMMEDIATE`` in the writer
+  thread (it may wait up to busy_timeout for another process: never on the loop);
+- each unit runs inside ``SAVEPOINT uow``; its statements run on the loop (microseconds);
+- ``commit()`` releases the savepoint and the lock, makes sure a flush is scheduled, and
+  waits for the batch to be durable;
+- the flush queues for the same lock (``asyncio.Lock`` is FIFO, so the units already
+  waiting join the batch first), runs ``COMMIT`` in the writer thread (the fsync), and
+  wakes every unit of the batch, or fails them all if COMMIT failed.
+
+A unit left without commit rolls back to its savepoint only: one failing request does not
+take down the others in its batch. One fsync then serves every unit that arrived while
+the previous one was running, which is what lets synchronous=FULL keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import attrs
+
+from adapters.sqlite.connection import connect, is_busy
+from adapters.sqlite.migrations import LATEST_VERSION, apply_migrations
+from adapters.sqlite.unit_of_work import SqliteUnitOfWork
+from core.domain.errors import Unavailable
+
+T = TypeVar("T")
+
+_SCHEMA_VERSION = "SELECT max(version) FROM _migrations"
+
+
+@attrs.define
+class DatabaseStats:
+    """Counters since open(), for /metrics and for tests of the batching."""
+
+    commits: int = 0  # successful COMMITs: one fsync each
+    failed_commits: int = 0
+    units_committed: int = 0  # write units whose commit() returned
+    units_rolled_back: int = 0  # write units left without commit
+    largest_batch: int = 0
+
+
+async def _wait_through_cancellation(future: asyncio.Future[Any]) -> bool:
+    """Wait until a thread's work is done even if we are cancelled meanwhile: the thread
+    goes on regardless, and the caller must know the connection's state before it cleans
+    up. Returns True if a cancellation arrived (the caller re-raises it)."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait((future,))
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
+
+
+class SqliteDatabase:
+    """A ``UnitOfWorkFactory`` over one SQLite file. Several processes may open the same
+    file, each with its own instance: SQLite's file locks order their batches."""
+
+    def __init__(self, path: pathlib.Path, *, busy_timeout_ms: int = 5000):
+        self.path = pathlib.Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.stats = DatabaseStats()
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = asyncio.Lock()
+        self._waiters: list[asyncio.Future[None]] = []  # units released into the open batch
+        self._flush_task: asyncio.Task[None] | None = None
+        self._pending = 0  # units whose commit() waits for durability
+        self._closing = False
+
+    # Life cycle.
+    async def open(self) -> None:
+        """Create the directory and the file if needed, apply migrations, open connections."""
+        if self._writer is not None:
+            raise RuntimeError(f"{self.path} is already open")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tillbox-sqlite-writer")
+        future = asyncio.get_running_loop().run_in_executor(executor, self._open_connections)
+        cancelled = await _wait_through_cancellation(future)
+        if cancelled or future.exception() is not None:
+            executor.shutdown(wait=False)
+            if future.exception() is None:  # cancelled after the thread opened them
+                for conn in future.result():
+                    conn.close()
+                raise asyncio.CancelledError
+            future.result()  # raises the thread's exception
+        self._writer, self._reader = future.result()
+        self._executor = executor
+        self._lock = asyncio.Lock()
+        self._waiters = []
+        self._flush_task = None
+        self._pending = 0
+        self._closing = False
+        self.stats = DatabaseStats()
+
+    def _open_connections(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = connect(self.path, busy_timeout_ms=self.busy_timeout_ms)
+        try:
+            apply_migrations(writer, self.path)
+            reader = connect(self.path, busy_timeout_ms=self.busy_timeout_ms, query_only=True)
+        except BaseException:
+            writer.close()
+            raise
+        return writer, reader
+
+    async def close(self) -> None:
+        """Let the units in flight and the pending flush finish, then close. Nothing that
+        was committed (or is being committed) is lost; new write units are refused."""
+        if self._writer is None:
+            return
+        self._closing = True
+        while True:
+            if self._flush_task is not None:
+                await asyncio.wait((self._flush_task,))
+            await self._lock.acquire()
+            if self._flush_task is None:
+                break
+            self._lock.release()  # a unit queued before us committed: flush it first
+        try:
+            writer, reader, executor = self._writer, self._reader, self._executor
+            assert reader is not None
+            assert executor is not None
+            if writer.in_transaction:  # not expected: every batch ends in a flush or a rollback
+                writer.execute("ROLLBACK")
+            reader.close()
+            await asyncio.get_running_loop().run_in_executor(executor, self._optimize_and_close, writer)
+            executor.shutdown(wait=False)
+        finally:
+            self._writer = self._reader = self._executor = None
+            self._lock.release()
+
+    @staticmethod
+    def _optimize_and_close(writer: sqlite3.Connection) -> None:
+        # Updates planner statistics where they are stale; may wait for another process's lock.
+        with contextlib.suppress(sqlite3.Error):
+            writer.execute("PRAGMA optimize")
+        writer.close()
+
+    # The factory.
+    def __call__(self, *, readonly: bool = False) -> SqliteUnitOfWork:
+        return SqliteUnitOfWork(self, readonly=readonly)
+
+    # Health.
+    def check_ready(self) -> dict[str, Any]:
+        """Cheap and synchronous, for /readyz: raises Unavailable unless the database is open
+        and at the schema version this code expects."""
+        reader = self._reader
+        if reader is None or self._closing:
+            raise Unavailable("The database is not open.", code="database_unavailable")
+        try:
+            version = reader.execute(_SCHEMA_VERSION).fetchall()[0][0]
+        except sqlite3.Error as exc:
+            raise Unavailable("The database cannot be read.", code="database_unavailable") from exc
+        if version != LATEST_VERSION:
+            raise Unavailable(
+                f"The database schema is at version {version}; this Tillbox needs {LATEST_VERSION}.",
+                code="schema_mismatch",
+            )
+        return {"database": "ok", "schema_version": version}
+
+    def read_scalar(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> Any:
+        """The first column of the first row (None if no row), on the reader connection."""
+        rows = self.reader_connection().execute(sql, params).fetchall()
+        return rows[0][0] if rows else None
+
+    def pragmas(self) -> dict[str, dict[str, Any]]:
+        """The settings in force on each connection, for diagnostics."""
+        names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "query_only", "temp_store")
+        return {
+            role: {name: conn.execute(f"PRAGMA {name}").fetchall()[0][0] for name in names}
+            for role, conn in (("reader", self.reader_connection()), ("writer", self._require_writer()))
+        }
+
+    @property
+    def pending_commits(self) -> int:
+        """Units whose commit() is waiting for their batch to be durable."""
+        return self._pending
+
+    # What SqliteUnitOfWork calls.
+    def reader_connection(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise Unavailable("The database is not open.", code="database_unavailable")
+        return self._reader
+
+    def _require_writer(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise Unavailable("The database is not open.", code="database_unavailable")
+        return self._writer
+
+    async def begin_unit(self) -> sqlite3.Connection:
+        """Take the write lock, open a batch if none is open, and start the unit's savepoint."""
+        if self._closing or self._writer is None:
+            raise Unavailable("The database is closed.", code="database_unavailable")
+        await self._lock.acquire()
+        try:
+            writer = self._require_writer()
+            if not writer.in_transaction:
+                await self._in_writer_thread(writer.execute, "BEGIN IMMEDIATE")
+            writer.execute("SAVEPOINT uow")
+        except sqlite3.OperationalError as exc:
+            self._release_after_rollback()
+            if is_busy(exc):
+                raise Unavailable(
+                    "The database is busy with another process; try again.", code="database_busy", retry_after=1
+                ) from exc
+            raise
+        except BaseException:
+            self._release_after_rollback()
+            raise
+        return writer
+
+    async def commit_unit(self) -> None:
+        """The unit has released its savepoint into the batch: let the next unit in, and
+        wait until the batch is durable."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._pending += 1
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush(), name="tillbox-sqlite-flush")
+        self._lock.release()
+        # If our caller is cancelled here, the waiter is cancelled but the changes are in the
+        # batch all the same: "maybe committed", as with any cancelled commit.
+        await waiter
+        self.stats.units_committed += 1
+
+    def rollback_unit(self) -> None:
+        """The unit left without commit; its savepoint is already rolled back."""
+        self.stats.units_rolled_back += 1
+        self._release_after_rollback()
+
+    def _release_after_rollback(self) -> None:
+        writer = self._writer
+        if writer is not None and writer.in_transaction and self._flush_task is None:
+            # Nobody committed into this batch: end it now rather than hold the file's
+            # write lock (other processes wait on it) until the next unit comes.
+            writer.execute("ROLLBACK")
+        self._lock.release()
+
+    def fail_batch(self) -> None:
+        """SQLite rolled the whole batch back under us (disk full, I/O error): every unit
+        that committed into it has lost its changes, and must hear so."""
+        waiters, self._waiters = self._waiters, []
+        self._resolve(waiters, self.batch_lost_error())
+
+    @staticmethod
+    def batch_lost_error() -> Unavailable:
+        return Unavailable(
+            "The database rolled the transaction back (disk full or I/O error); nothing was saved.",
+            code="database_error",
+        )
+
+    # The flush.
+    async def _flush(self) -> None:
+        cancelled = False
+        async with self._lock:
+            self._flush_task = None
+            waiters, self._waiters = self._waiters, []
+            writer = self._require_writer()
+            error: BaseException | None = None
+            if writer.in_transaction:
+                future = asyncio.get_running_loop().run_in_executor(self._executor, writer.execute, "COMMIT")
+                cancelled = await _wait_through_cancellation(future)
+                error = future.exception()
+                if error is None:
+                    self.stats.commits += 1
+                    self.stats.largest_batch = max(self.stats.largest_batch, len(waiters))
+                else:
+                    self.stats.failed_commits += 1
+                    if writer.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            writer.execute("ROLLBACK")
+            elif waiters:
+                error = self.batch_lost_error()
+            self._resolve(waiters, error)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    def _resolve(self, waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+        self._pending -= len(waiters)
+        for waiter in waiters:
+            if waiter.done():  # its caller was cancelled
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                failure = Unavailable("The database could not save the changes.", code="commit_failed")
+                failure.__cause__ = error
+                waiter.set_exception(failure)
+
+    async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        if await _wait_through_cancellation(future):
+            raise asyncio.CancelledError
+        return future.result()

@@ -1,0 +1,413 @@
+"""SQLite repositories: the Protocols of core/ports/repositories.py over the stdlib driver.
+
+Every statement is a module-level constant (lists with optional filters have one constant
+per combination of filters, built once at import), so the driver's statement cache
+prepares each once per connection, and tests/integration checks the plan of every one.
+Statements run synchronously: they take microseconds, and the unit of work decides which
+connection (reader or writer) they run on.
+
+Lists are keyset-paginated: ``id > :after`` (the audit log, newest first: ``id < :before``)
+with one more row than asked for, never OFFSET. The first page uses a bound that every id
+passes, so that the first page and the next ones are the same statement and the same plan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import orjson
+
+from adapters.timestamps import format_timestamp, parse_timestamp
+from core.domain.audit import AuditEntry
+from core.domain.catalog import Product
+from core.domain.errors import ConcurrentUpdate, EmailTaken, SkuTaken
+from core.domain.money import Money
+from core.domain.pagination import Page, PageRequest
+from core.domain.users import RefreshToken, Role, User, UserStatus
+from core.ports.repositories import AuditFilter, ProductFilter, UserFilter
+
+T = TypeVar("T")
+
+#: Sorts before every id: the "after" of a first page in ascending order.
+FIRST_ASCENDING = ""
+#: Sorts after every id (the largest code point): the "before" of a first page, newest first.
+FIRST_DESCENDING = "\U0010ffff"
+#: The extremes of a price range left open (prices are 64-bit integers).
+PRICE_FLOOR = -(2**63)
+PRICE_CEILING = 2**63 - 1
+#: A text search matching at most this many products is run from the full-text index and
+#: sorted by id (cheap for a few rows); above it, the products are walked in id order and
+#: each is looked up in the set of matches (cheap when matches are dense). See _product_list_sql.
+FEW_TEXT_MATCHES = 1000
+
+
+class _Session(Protocol):
+    """What a repository needs from its unit of work: the connection for the next statement."""
+
+    async def connection(self) -> sqlite3.Connection: ...
+
+
+class _Repository:
+    def __init__(self, session: _Session):
+        self._session = session
+
+    async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> sqlite3.Cursor:
+        return (await self._session.connection()).execute(sql, params)
+
+
+def _page(rows: Sequence[tuple[Any, ...]], page: PageRequest, build: Callable[[tuple[Any, ...]], T]) -> Page[T]:
+    items = [build(row) for row in rows[: page.limit]]
+    if len(rows) > page.limit:
+        return Page(items=items, next_after=rows[page.limit - 1][0])
+    return Page(items=items, next_after=None)
+
+
+def _is_unique_violation(exc: sqlite3.IntegrityError, column: str) -> bool:
+    return str(exc) == f"UNIQUE constraint failed: {column}"
+
+
+def _optional_timestamp(text: str | None) -> datetime | None:
+    return None if text is None else parse_timestamp(text)
+
+
+def _optional_format(at: datetime | None) -> str | None:
+    return None if at is None else format_timestamp(at)
+
+
+# Users.
+_USER_COLUMNS = "id, email, password_hash, role, status, created_at, updated_at"
+USER_INSERT = f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+USER_GET = f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?"
+USER_GET_BY_EMAIL = f"SELECT {_USER_COLUMNS} FROM users WHERE email = ?"
+USER_UPDATE = "UPDATE users SET role = ?, status = ?, password_hash = ?, updated_at = ? WHERE id = ?"
+
+
+def _user_list_sql(role: bool, status: bool, email: bool) -> str:
+    where = ["id > :after"]
+    where += ["role = :role"] if role else []
+    where += ["status = :status"] if status else []
+    where += ["email = :email"] if email else []
+    return f"SELECT {_USER_COLUMNS} FROM users WHERE {' AND '.join(where)} ORDER BY id LIMIT :limit"
+
+
+#: Keyed by which filters are set: (role, status, email).
+USER_LIST: dict[tuple[bool, ...], str] = {
+    flags: _user_list_sql(*flags) for flags in itertools.product((False, True), repeat=3)
+}
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(
+        id=row[0],
+        email=row[1],
+        password_hash=row[2],
+        role=Role(row[3]),
+        status=UserStatus(row[4]),
+        created_at=parse_timestamp(row[5]),
+        updated_at=parse_timestamp(row[6]),
+    )
+
+
+class SqliteUserRepository(_Repository):
+    async def add(self, user: User) -> None:
+        try:
+            await self._execute(
+                USER_INSERT,
+                (
+                    user.id,
+                    user.email,
+                    user.password_hash,
+                    user.role.value,
+                    user.status.value,
+                    format_timestamp(user.created_at),
+                    format_timestamp(user.updated_at),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            if _is_unique_violation(exc, "users.email"):
+                raise EmailTaken() from None
+            raise
+
+    async def get(self, user_id: str) -> User | None:
+        rows = (await self._execute(USER_GET, (user_id,))).fetchall()
+        return _user(rows[0]) if rows else None
+
+    async def get_by_email(self, email: str) -> User | None:
+        rows = (await self._execute(USER_GET_BY_EMAIL, (email,))).fetchall()
+        return _user(rows[0]) if rows else None
+
+    async def update(self, user: User) -> None:
+        await self._execute(
+            USER_UPDATE,
+            (user.role.value, user.status.value, user.password_hash, format_timestamp(user.updated_at), user.id),
+        )
+
+    async def list(self, page: PageRequest, filter: UserFilter) -> Page[User]:
+        sql = USER_LIST[filter.role is not None, filter.status is not None, filter.email is not None]
+        params = {
+            "after": FIRST_ASCENDING if page.after is None else page.after,
+            "role": None if filter.role is None else filter.role.value,
+            "status": None if filter.status is None else filter.status.value,
+            "email": filter.email,
+            "limit": page.limit + 1,
+        }
+        return _page((await self._execute(sql, params)).fetchall(), page, _user)
+
+
+# Products.
+_PRODUCT_COLUMNS = "id, sku, name, description, price, currency, stock, active, created_at, updated_at, version"
+PRODUCT_INSERT = f"INSERT INTO products ({_PRODUCT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+PRODUCT_GET = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = ?"
+PRODUCT_GET_BY_SKU = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku = ?"
+# Optimistic concurrency: the row must still be at the version the caller read.
+PRODUCT_UPDATE = (
+    "UPDATE products SET sku = ?, name = ?, description = ?, price = ?, currency = ?, stock = ?, active = ?,"
+    " created_at = ?, updated_at = ?, version = ? WHERE id = ? AND version = ?"
+)
+PRODUCT_DELETE = "DELETE FROM products WHERE id = ?"
+#: How many products a text search matches, counting no further than it needs to.
+PRODUCT_TEXT_MATCHES = "SELECT count(*) FROM (SELECT 1 FROM products_fts(:match) LIMIT :cap)"
+
+
+def _product_list_sql(active: bool, text: str | None) -> str:
+    """``text`` is None (no search), "few" or "many" (see FEW_TEXT_MATCHES).
+
+    Both search plans give the same rows in the same order. "few" starts from the
+    full-text index (CROSS JOIN fixes the join order) and sorts its matches by id: a temp
+    B-tree of at most FEW_TEXT_MATCHES rows. "many" walks products in id order through an
+    index and keeps those in the set of matches (the unary + stops SQLite from driving the
+    query from that set, which would sort every match)."""
+    columns = ", ".join(f"p.{c}" for c in _PRODUCT_COLUMNS.split(", "))
+    where = ["p.active = :active"] if active else []
+    where += ["p.id > :after", "p.price BETWEEN :price_min AND :price_max"]
+    source = "products AS p"
+    if text == "few":
+        source = "products_fts(:match) AS f CROSS JOIN products AS p ON p.seq = f.rowid"
+    elif text == "many":
+        where.append("+p.seq IN (SELECT rowid FROM products_fts(:match))")
+    return f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY p.id LIMIT :limit"
+
+
+#: Keyed by (whether the active filter is set, the text plan: None, "few" or "many").
+PRODUCT_LIST: dict[tuple[bool, str | None], str] = {
+    (active, text): _product_list_sql(active, text) for active in (False, True) for text in (None, "few", "many")
+}
+
+
+def fts_query(text: str) -> str | None:
+    """A safe FTS5 query for free text: its words (runs of letters and digits, everything
+    else dropped), each a quoted phrase matched as a prefix, all required. None if no word
+    remains. No character of the user's text reaches FTS5 syntax: a word has no quote."""
+    words = "".join(c if c.isalnum() else " " for c in text).split()
+    if not words:
+        return None
+    return " ".join(f'"{word}"*' for word in words)
+
+
+def _product(row: tuple[Any, ...]) -> Product:
+    return Product(
+        id=row[0],
+        sku=row[1],
+        name=row[2],
+        description=row[3],
+        price=Money(row[4], row[5]),
+        stock=row[6],
+        active=bool(row[7]),
+        created_at=parse_timestamp(row[8]),
+        updated_at=parse_timestamp(row[9]),
+        version=row[10],
+    )
+
+
+class SqliteProductRepository(_Repository):
+    async def add(self, product: Product) -> None:
+        try:
+            await self._execute(
+                PRODUCT_INSERT,
+                (
+                    product.id,
+                    product.sku,
+                    product.name,
+                    product.description,
+                    product.price.amount,
+                    product.price.currency,
+                    product.stock,
+                    int(product.active),
+                    format_timestamp(product.created_at),
+                    format_timestamp(product.updated_at),
+                    product.version,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            if _is_unique_violation(exc, "products.sku"):
+                raise SkuTaken(product.sku) from None
+            raise
+
+    async def get(self, product_id: str) -> Product | None:
+        rows = (await self._execute(PRODUCT_GET, (product_id,))).fetchall()
+        return _product(rows[0]) if rows else None
+
+    async def get_by_sku(self, sku: str) -> Product | None:
+        rows = (await self._execute(PRODUCT_GET_BY_SKU, (sku,))).fetchall()
+        return _product(rows[0]) if rows else None
+
+    async def update(self, product: Product) -> None:
+        try:
+            cursor = await self._execute(
+                PRODUCT_UPDATE,
+                (
+                    product.sku,
+                    product.name,
+                    product.description,
+                    product.price.amount,
+                    product.price.currency,
+                    product.stock,
+                    int(product.active),
+                    format_timestamp(product.created_at),
+                    format_timestamp(product.updated_at),
+                    product.version,
+                    product.id,
+                    product.version - 1,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            if _is_unique_violation(exc, "products.sku"):
+                raise SkuTaken(product.sku) from None
+            raise
+        if cursor.rowcount != 1:
+            raise ConcurrentUpdate("The product")
+
+    async def delete(self, product_id: str) -> bool:
+        return (await self._execute(PRODUCT_DELETE, (product_id,))).rowcount > 0
+
+    async def list(self, page: PageRequest, filter: ProductFilter) -> Page[Product]:
+        conn = await self._session.connection()
+        params: dict[str, Any] = {
+            "active": None if filter.active is None else int(filter.active),
+            "after": FIRST_ASCENDING if page.after is None else page.after,
+            "price_min": PRICE_FLOOR if filter.price_min is None else filter.price_min,
+            "price_max": PRICE_CEILING if filter.price_max is None else filter.price_max,
+            "limit": page.limit + 1,
+        }
+        text_plan = None
+        if filter.text is not None:
+            match = fts_query(filter.text)
+            if match is None:
+                return Page(items=[], next_after=None)
+            params["match"] = match
+            params["cap"] = FEW_TEXT_MATCHES + 1
+            (matches,) = conn.execute(PRODUCT_TEXT_MATCHES, params).fetchone()
+            text_plan = "few" if matches <= FEW_TEXT_MATCHES else "many"
+        sql = PRODUCT_LIST[filter.active is not None, text_plan]
+        return _page(conn.execute(sql, params).fetchall(), page, _product)
+
+
+# Refresh tokens.
+_REFRESH_COLUMNS = "id, user_id, family_id, token_digest, created_at, expires_at, used_at, revoked_at"
+REFRESH_INSERT = f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+REFRESH_GET_BY_DIGEST = f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens WHERE token_digest = ?"
+REFRESH_MARK_USED = "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL"
+REFRESH_REVOKE_FAMILY = "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL"
+REFRESH_REVOKE_USER = "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+
+
+def _token(row: tuple[Any, ...]) -> RefreshToken:
+    return RefreshToken(
+        id=row[0],
+        user_id=row[1],
+        family_id=row[2],
+        token_digest=row[3],
+        created_at=parse_timestamp(row[4]),
+        expires_at=parse_timestamp(row[5]),
+        used_at=_optional_timestamp(row[6]),
+        revoked_at=_optional_timestamp(row[7]),
+    )
+
+
+class SqliteRefreshTokenRepository(_Repository):
+    async def add(self, token: RefreshToken) -> None:
+        await self._execute(
+            REFRESH_INSERT,
+            (
+                token.id,
+                token.user_id,
+                token.family_id,
+                token.token_digest,
+                format_timestamp(token.created_at),
+                format_timestamp(token.expires_at),
+                _optional_format(token.used_at),
+                _optional_format(token.revoked_at),
+            ),
+        )
+
+    async def get_by_digest(self, digest: str) -> RefreshToken | None:
+        rows = (await self._execute(REFRESH_GET_BY_DIGEST, (digest,))).fetchall()
+        return _token(rows[0]) if rows else None
+
+    async def mark_used(self, token_id: str, at: datetime) -> bool:
+        return (await self._execute(REFRESH_MARK_USED, (format_timestamp(at), token_id))).rowcount == 1
+
+    async def revoke_family(self, family_id: str, at: datetime) -> int:
+        return (await self._execute(REFRESH_REVOKE_FAMILY, (format_timestamp(at), family_id))).rowcount
+
+    async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
+        return (await self._execute(REFRESH_REVOKE_USER, (format_timestamp(at), user_id))).rowcount
+
+
+# The audit log.
+_AUDIT_COLUMNS = "id, at, actor_id, action, object_type, object_id, source_ip, details"
+AUDIT_INSERT = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_AUDIT_FILTERS = ("actor_id", "action", "object_type", "object_id")
+
+
+def _audit_list_sql(*flags: bool) -> str:
+    where = ["id < :before"] + [f"{column} = :{column}" for column, on in zip(_AUDIT_FILTERS, flags, strict=True) if on]
+    return f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit"
+
+
+#: Keyed by which filters are set: (actor_id, action, object_type, object_id).
+AUDIT_LIST: dict[tuple[bool, ...], str] = {
+    flags: _audit_list_sql(*flags) for flags in itertools.product((False, True), repeat=4)
+}
+
+
+def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
+    return AuditEntry(
+        id=row[0],
+        at=parse_timestamp(row[1]),
+        actor_id=row[2],
+        action=row[3],
+        object_type=row[4],
+        object_id=row[5],
+        source_ip=row[6],
+        details=orjson.loads(row[7]),
+    )
+
+
+class SqliteAuditLog(_Repository):
+    async def append(self, entry: AuditEntry) -> None:
+        await self._execute(
+            AUDIT_INSERT,
+            (
+                entry.id,
+                format_timestamp(entry.at),
+                entry.actor_id,
+                entry.action,
+                entry.object_type,
+                entry.object_id,
+                entry.source_ip,
+                orjson.dumps(entry.details).decode(),
+            ),
+        )
+
+    async def list(self, page: PageRequest, filter: AuditFilter) -> Page[AuditEntry]:
+        values = (filter.actor_id, filter.action, filter.object_type, filter.object_id)
+        sql = AUDIT_LIST[tuple(value is not None for value in values)]
+        params: dict[str, Any] = dict(zip(_AUDIT_FILTERS, values, strict=True))
+        params["before"] = FIRST_DESCENDING if page.after is None else page.after
+        params["limit"] = page.limit + 1
+        return _page((await self._execute(sql, params)).fetchall(), page, _audit_entry)

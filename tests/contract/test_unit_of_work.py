@@ -1,0 +1,193 @@
+"""UnitOfWork: what a use case may rely on, whichever adapter is behind it
+(see core/ports/unit_of_work.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.domain.audit import AuditEntry
+from core.domain.catalog import Product
+from core.domain.errors import SkuTaken
+from core.domain.pagination import PageRequest
+from core.ports.repositories import AuditFilter, ProductFilter
+from core.ports.unit_of_work import UnitOfWorkFactory
+from tests.contract.builders import Make, store
+from tests.fakes import FixedClock
+
+
+class Boom(Exception):
+    pass
+
+
+async def _skus(uow_factory: UnitOfWorkFactory) -> list[str]:
+    async with uow_factory(readonly=True) as uow:
+        return [p.sku for p in (await uow.products.list(PageRequest(limit=100), ProductFilter())).items]
+
+
+async def _audit(uow_factory: UnitOfWorkFactory) -> list[AuditEntry]:
+    async with uow_factory(readonly=True) as uow:
+        return (await uow.audit.list(PageRequest(limit=100), AuditFilter())).items
+
+
+async def test_a_commit_is_visible_to_the_next_read_only_unit(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    lamp = make.product("LAMP-1")
+    async with uow_factory() as uow:
+        await uow.products.add(lamp)
+        await uow.commit()
+        async with uow_factory(readonly=True) as reader:  # even before the writer's block ends
+            assert await reader.products.get(lamp.id) == lamp
+
+    async with uow_factory(readonly=True) as uow:
+        assert await uow.products.get(lamp.id) == lamp
+
+
+async def test_a_unit_sees_its_own_writes_and_no_one_else_does_before_commit(
+    uow_factory: UnitOfWorkFactory, make: Make
+) -> None:
+    lamp = make.product("LAMP-1")
+    async with uow_factory() as uow:
+        await uow.products.add(lamp)
+        assert await uow.products.get(lamp.id) == lamp
+        async with uow_factory(readonly=True) as reader:
+            assert await reader.products.get(lamp.id) is None
+            assert (await reader.products.list(PageRequest(), ProductFilter(text="widget"))).items == []
+        await uow.commit()
+
+    assert await _skus(uow_factory) == ["LAMP-1"]
+
+
+async def test_leaving_without_commit_keeps_nothing(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    async with uow_factory() as uow:
+        await uow.products.add(make.product("LAMP-1"))
+        await uow.audit.append(make.audit_entry("product.created"))
+
+    assert await _skus(uow_factory) == []
+    assert await _audit(uow_factory) == []
+
+
+async def test_an_exception_rolls_everything_back_and_propagates(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock
+) -> None:
+    lamp = make.product("LAMP-1", stock=5)
+    await store(uow_factory, lamp)
+
+    async def half_done() -> None:
+        async with uow_factory() as uow:
+            product = await uow.products.get(lamp.id)
+            assert product is not None
+            product.adjust_stock(-2, at=clock.now())
+            await uow.products.update(product)
+            await uow.products.add(make.product("CHAIR-1"))
+            await uow.audit.append(make.audit_entry("product.stock_adjusted"))
+            raise Boom()
+
+    with pytest.raises(Boom):
+        await half_done()
+
+    async with uow_factory(readonly=True) as uow:
+        assert await uow.products.get(lamp.id) == lamp
+    assert await _skus(uow_factory) == ["LAMP-1"]
+    assert await _audit(uow_factory) == []
+
+
+async def test_a_refused_write_does_not_undo_the_rest_of_the_unit(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    await store(uow_factory, make.product("LAMP-1"))
+
+    async with uow_factory() as uow:
+        await uow.products.add(make.product("CHAIR-1"))
+        with pytest.raises(SkuTaken):
+            await uow.products.add(make.product("LAMP-1"))
+        await uow.products.add(make.product("TABLE-1"))
+        await uow.commit()
+
+    assert await _skus(uow_factory) == ["LAMP-1", "CHAIR-1", "TABLE-1"]
+
+
+async def test_writes_after_a_commit_need_another_commit(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    async with uow_factory() as uow:
+        await uow.products.add(make.product("A"))
+        await uow.commit()
+        await uow.products.add(make.product("B"))
+        assert (await uow.products.get_by_sku("B")) is not None
+    assert await _skus(uow_factory) == ["A"]
+
+    async with uow_factory() as uow:
+        await uow.products.add(make.product("C"))
+        await uow.commit()
+        await uow.products.add(make.product("D"))
+        await uow.commit()
+    assert await _skus(uow_factory) == ["A", "C", "D"]
+
+
+async def test_commit_in_a_read_only_unit_is_a_programming_error(uow_factory: UnitOfWorkFactory) -> None:
+    async with uow_factory(readonly=True) as uow:
+        with pytest.raises(RuntimeError):
+            await uow.commit()
+
+
+async def test_concurrent_units_are_isolated_and_all_land(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock
+) -> None:
+    lamp = make.product("LAMP-1", stock=0)
+    await store(uow_factory, lamp)
+
+    async def add_one(n: int) -> None:
+        async with uow_factory() as uow:
+            product = await uow.products.get(lamp.id)
+            assert product is not None
+            await asyncio.sleep(0)  # let the others run: none of them may see this half-done unit
+            product.adjust_stock(+1, at=clock.now())
+            await uow.products.update(product)  # a lost update would be a ConcurrentUpdate here
+            await uow.audit.append(make.audit_entry("product.stock_adjusted", details={"n": n}))
+            await uow.commit()
+
+    await asyncio.gather(*(add_one(n) for n in range(50)))
+
+    async with uow_factory(readonly=True) as uow:
+        product = await uow.products.get(lamp.id)
+    assert product is not None
+    assert (product.stock, product.version) == (50, 51)
+    assert sorted(e.details["n"] for e in await _audit(uow_factory)) == list(range(50))
+
+
+async def test_failing_units_do_not_take_down_the_others_running_with_them(
+    uow_factory: UnitOfWorkFactory, make: Make
+) -> None:
+    await store(uow_factory, make.product("TAKEN"))
+    products = [make.product(f"SKU-{n:02d}") for n in range(30)]
+
+    async def write(n: int, product: Product) -> None:
+        async with uow_factory() as uow:
+            await uow.products.add(product)
+            await uow.audit.append(make.audit_entry("product.created", object_id=product.id))
+            if n % 3 == 1:
+                raise Boom()
+            if n % 3 == 2:
+                await uow.products.add(make.product("TAKEN"))  # refused by the store
+            await uow.commit()
+
+    outcomes = await asyncio.gather(*(write(n, p) for n, p in enumerate(products)), return_exceptions=True)
+
+    assert [type(o).__name__ for o in outcomes] == [["NoneType", "Boom", "SkuTaken"][n % 3] for n in range(30)]
+    landed = [p for n, p in enumerate(products) if n % 3 == 0]
+    assert await _skus(uow_factory) == ["TAKEN"] + [p.sku for p in landed]
+    assert sorted(e.object_id for e in await _audit(uow_factory)) == [p.id for p in landed]
+
+
+async def test_of_concurrent_units_adding_one_sku_exactly_one_wins(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    contenders = [make.product("LAMP-1", name=f"Lamp {n}") for n in range(10)]
+
+    async def add(product: Product) -> None:
+        async with uow_factory() as uow:
+            await uow.products.add(product)
+            await uow.commit()
+
+    outcomes = await asyncio.gather(*(add(p) for p in contenders), return_exceptions=True)
+
+    winners = [p for p, o in zip(contenders, outcomes, strict=True) if o is None]
+    assert len(winners) == 1
+    assert [type(o) for o in outcomes if o is not None] == [SkuTaken] * 9
+    async with uow_factory(readonly=True) as uow:
+        assert await uow.products.get_by_sku("LAMP-1") == winners[0]
