@@ -1,0 +1,177 @@
+"""Every statement the SQLite repositories run uses an index: EXPLAIN QUERY PLAN on a
+migrated database, seeded with ~2000 products (and users, tokens, audit entries), both
+without planner statistics and after ANALYZE.
+
+The statements are taken from adapters/sqlite/repositories.py itself (every upper-case
+constant, and every variant of the list dictionaries), so a new or changed query is
+checked without anyone remembering to add it here.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import random
+import re
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.sqlite import migrate
+from adapters.sqlite import repositories as repos
+
+STATEMENT = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE)\b")
+# A full-text query must be answered from the index of its MATCH ("...INDEX 0:M..."), not by
+# walking every row of the virtual table.
+FTS_MATCH = re.compile(r"^SCAN \w+ VIRTUAL TABLE INDEX \d+:\S*M")
+# The "few" search plan sorts its matches by id; repositories.py only chooses it when there
+# are at most FEW_TEXT_MATCHES of them, so that sort is bounded.
+BOUNDED_SORTS = {repos.PRODUCT_LIST[active, "few"] for active in (False, True)}
+PARAMS = {
+    "after": "prd_000000000100",
+    "before": "aud_000000001900",
+    "role": "staff",
+    "status": "active",
+    "email": "user7@example.com",
+    "active": 1,
+    "price_min": 1000,
+    "price_max": 5000,
+    "match": '"lamp"*',
+    "cap": repos.FEW_TEXT_MATCHES + 1,
+    "actor_id": "usr_000000000007",
+    "action": "product.price_changed",
+    "object_type": "product",
+    "object_id": "prd_000000000042",
+    "limit": 21,
+}
+
+
+def repository_statements() -> Iterator[tuple[str, str]]:
+    for name, value in vars(repos).items():
+        if not name.isupper():
+            continue
+        if isinstance(value, str) and STATEMENT.match(value):
+            yield name, value
+        elif isinstance(value, dict):
+            for key, sql in value.items():
+                if isinstance(sql, str) and STATEMENT.match(sql):
+                    yield f"{name}[{key}]", sql
+
+
+STATEMENTS = dict(repository_statements())
+
+
+def test_the_statements_are_all_found() -> None:
+    lists = [n for n in STATEMENTS if "_LIST[" in n]
+    assert len(lists) == 8 + 6 + 16  # users (3 filters), products (active x 3 text plans), audit (4 filters)
+    for name in ("USER_GET", "PRODUCT_UPDATE", "PRODUCT_TEXT_MATCHES", "REFRESH_REVOKE_FAMILY", "AUDIT_INSERT"):
+        assert name in STATEMENTS
+    assert repos.FEW_TEXT_MATCHES <= 10_000  # what bounds the one sort allowed
+
+
+def _seed(conn: sqlite3.Connection) -> None:
+    rng = random.Random(7)
+    t = "2026-01-01T00:00:00.000000Z"
+    words = ["lamp", "chair", "table", "mug", "brass", "oak", "linen", "blue", "red", "desk", "floor", "wool"]
+    conn.execute("BEGIN")
+    conn.executemany(
+        repos.USER_INSERT,
+        [
+            (
+                f"usr_{n:012d}",
+                f"user{n}@example.com",
+                "fake$",
+                rng.choices(["customer", "staff", "admin"], weights=[90, 8, 2])[0],
+                "disabled" if n % 25 == 0 else "active",
+                t,
+                t,
+            )
+            for n in range(200)
+        ],
+    )
+    conn.executemany(
+        repos.PRODUCT_INSERT,
+        [
+            (
+                f"prd_{n:012d}",
+                f"SKU-{n}",
+                " ".join(rng.choices(words, k=3)),
+                " ".join(rng.choices(words, k=12)),
+                rng.randrange(100, 100_000),
+                "USD",
+                rng.randrange(0, 50),
+                0 if n % 10 == 0 else 1,
+                t,
+                t,
+                1,
+            )
+            for n in range(2000)
+        ],
+    )
+    conn.executemany(
+        repos.REFRESH_INSERT,
+        [
+            (f"rtk_{n:012d}", f"usr_{n % 200:012d}", f"fam_{n // 5}", f"digest-{n}", t, t, None, None)
+            for n in range(500)
+        ],
+    )
+    actions = ["auth.login_succeeded", "auth.login_failed", "product.price_changed", "product.stock_adjusted"]
+    conn.executemany(
+        repos.AUDIT_INSERT,
+        [
+            (
+                f"aud_{n:012d}",
+                t,
+                f"usr_{rng.randrange(50):012d}",
+                rng.choice(actions),
+                "product" if n % 3 else "user",
+                f"prd_{rng.randrange(500):012d}",
+                "10.0.0.1",
+                "{}",
+            )
+            for n in range(2000)
+        ],
+    )
+    conn.execute("COMMIT")
+
+
+@pytest.fixture(scope="module", params=["without_stats", "analyzed"])
+def conn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    path: pathlib.Path = tmp_path_factory.mktemp("plans") / "tillbox.db"
+    migrate(path)
+    connection = sqlite3.connect(path, isolation_level=None)
+    _seed(connection)
+    if request.param == "analyzed":
+        connection.execute("ANALYZE")
+        assert connection.execute("SELECT count(*) FROM sqlite_stat1").fetchone()[0] > 0
+    yield connection
+    connection.close()
+
+
+def plan(conn: sqlite3.Connection, sql: str) -> list[str]:
+    params = PARAMS if ":" in sql else (None,) * sql.count("?")
+    return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+
+@pytest.mark.parametrize("name", list(STATEMENTS))
+def test_every_statement_searches_an_index(conn: sqlite3.Connection, name: str) -> None:
+    sql = STATEMENTS[name]
+    steps = plan(conn, sql)
+
+    if sql.lstrip().startswith("INSERT"):
+        assert steps == []  # nothing to look up (constraint checks use the unique indexes)
+        return
+    for step in steps:
+        if step.startswith("SCAN "):
+            assert FTS_MATCH.match(step) or step.startswith("SCAN (subquery"), f"{name} scans: {steps}"
+        if "TEMP B-TREE" in step:
+            assert sql in BOUNDED_SORTS, f"{name} sorts: {steps}"
+    assert any(step.startswith("SEARCH") or FTS_MATCH.match(step) for step in steps), f"{name}: {steps}"
+
+
+def test_the_first_page_uses_the_same_plan_as_the_next_ones(conn: sqlite3.Connection) -> None:
+    # Lists bind a bound every id passes instead of dropping the condition (which would
+    # make the first page a SCAN of the index): the same statement serves every page.
+    first = {**PARAMS, "after": repos.FIRST_ASCENDING}
+    steps = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {repos.PRODUCT_LIST[False, None]}", first)]
+    assert steps == ["SEARCH p USING INDEX sqlite_autoindex_products_1 (id>?)"]

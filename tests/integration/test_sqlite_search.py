@@ -1,0 +1,138 @@
+"""Product search on SQLite: both query plans (the full-text index first for a few matches,
+the id order first for many) return exactly what the in-memory fake returns, page by page,
+on a random catalog."""
+
+from __future__ import annotations
+
+import pathlib
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from adapters.sqlite import SqliteDatabase
+from adapters.sqlite import repositories as repos
+from core.domain.catalog import Product
+from core.domain.money import Money
+from core.domain.pagination import PageRequest
+from core.ports.repositories import ProductFilter
+from core.ports.unit_of_work import UnitOfWorkFactory
+from tests.fakes import InMemoryDatabase
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+WORDS = ["lamp", "lampe", "Läufer", "oak", "oaken", "Café", "cafe", "chair", "blue", "BLUE-2", "x1", "mug", "desk"]
+QUERIES = [
+    "lamp",
+    "la",
+    "l",
+    "LAUF",
+    "läu",
+    "cafe",
+    "café oak",
+    "oak lamp",
+    "blue 2",
+    "x",
+    "x1 mug",
+    "desk chair lamp",
+    "zzz",
+    '"lamp',
+    "NEAR(lamp)",
+    "mug*",
+]
+FILTERS = [
+    ProductFilter(),
+    ProductFilter(active=True),
+    ProductFilter(active=False),
+    ProductFilter(price_min=2000, price_max=6000),
+    ProductFilter(active=True, price_max=3000),
+]
+
+
+def catalog() -> list[Product]:
+    rng = random.Random(11)
+    products = []
+    for n in range(300):
+        products.append(
+            Product(
+                id=f"prd_{n:06d}",
+                sku=f"SKU-{n}",
+                name=" ".join(rng.choices(WORDS, k=2)),
+                description=" ".join(rng.choices(WORDS, k=rng.randrange(0, 6))),
+                price=Money(rng.randrange(0, 10_000), "USD"),
+                stock=1,
+                active=rng.random() < 0.8,
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+    rng.shuffle(products)  # rowid order is not id order
+    return products
+
+
+async def _fill(factory: UnitOfWorkFactory, products: list[Product]) -> None:
+    async with factory() as uow:
+        for product in products:
+            await uow.products.add(product)
+        await uow.commit()
+
+
+@pytest.fixture(scope="module")
+def products() -> list[Product]:
+    return catalog()
+
+
+@pytest.fixture
+async def sqlite(tmp_path: pathlib.Path, products: list[Product]) -> AsyncIterator[SqliteDatabase]:
+    db = SqliteDatabase(tmp_path / "tillbox.db")
+    await db.open()
+    await _fill(db, products)
+    yield db
+    await db.close()
+
+
+_expected: dict[ProductFilter, list[list[str]]] = {}
+
+
+@pytest.fixture
+async def expected(products: list[Product]) -> dict[ProductFilter, list[list[str]]]:
+    """What the fake answers (computed once: the fake copies its whole store per unit)."""
+    if not _expected:
+        memory = InMemoryDatabase()
+        await _fill(memory, products)
+        for f in _filters():
+            _expected[f] = await search(memory, f)
+    return _expected
+
+
+def _filters() -> list[ProductFilter]:
+    return [
+        ProductFilter(active=base.active, price_min=base.price_min, price_max=base.price_max, text=text)
+        for text in QUERIES
+        for base in FILTERS
+    ]
+
+
+async def search(factory: UnitOfWorkFactory, f: ProductFilter) -> list[list[str]]:
+    """Every page, as lists of ids, following next_after."""
+    pages, after = [], None
+    async with factory(readonly=True) as uow:
+        while True:
+            page = await uow.products.list(PageRequest(limit=7, after=after), f)
+            pages.append([p.id for p in page.items])
+            if page.next_after is None:
+                return pages
+            after = page.next_after
+
+
+@pytest.mark.parametrize("few", [0, 40, repos.FEW_TEXT_MATCHES])
+async def test_both_search_plans_agree_with_the_fake(
+    sqlite: SqliteDatabase,
+    expected: dict[ProductFilter, list[list[str]]],
+    few: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(repos, "FEW_TEXT_MATCHES", few)
+    for f in _filters():
+        assert await search(sqlite, f) == expected[f], f
+    assert sum(len(ids) for pages in expected.values() for ids in pages) > 500  # the queries do match things
