@@ -190,18 +190,20 @@ class SqliteDatabase:
         """Units whose commit() is waiting for their batch to be durable."""
         return self._pending
 
-    # What SqliteUnitOfWork calls.
     def reader_connection(self) -> sqlite3.Connection:
+        """The reader connection (autocommit, query_only), for read-only units and health checks."""
         if self._reader is None:
             raise Unavailable("The database is not open.", code="database_unavailable")
         return self._reader
+
+    # What SqliteUnitOfWork calls (same package; not for other callers).
 
     def _require_writer(self) -> sqlite3.Connection:
         if self._writer is None:
             raise Unavailable("The database is not open.", code="database_unavailable")
         return self._writer
 
-    async def begin_unit(self) -> sqlite3.Connection:
+    async def _begin_unit(self) -> sqlite3.Connection:
         """Take the write lock, open a batch if none is open, and start the unit's savepoint."""
         if self._closing or self._writer is None:
             raise Unavailable("The database is closed.", code="database_unavailable")
@@ -223,7 +225,7 @@ class SqliteDatabase:
             raise
         return writer
 
-    async def commit_unit(self) -> None:
+    async def _commit_unit(self) -> None:
         """The unit has released its savepoint into the batch: let the next unit in, and
         wait until the batch is durable."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -237,7 +239,7 @@ class SqliteDatabase:
         await waiter
         self.stats.units_committed += 1
 
-    def rollback_unit(self) -> None:
+    def _rollback_unit(self) -> None:
         """The unit left without commit; its savepoint is already rolled back."""
         self.stats.units_rolled_back += 1
         self._release_after_rollback()
@@ -250,14 +252,14 @@ class SqliteDatabase:
             writer.execute("ROLLBACK")
         self._lock.release()
 
-    def fail_batch(self) -> None:
+    def _fail_batch(self) -> None:
         """SQLite rolled the whole batch back under us (disk full, I/O error): every unit
         that committed into it has lost its changes, and must hear so."""
         waiters, self._waiters = self._waiters, []
-        self._resolve(waiters, self.batch_lost_error())
+        self._resolve(waiters, self._batch_lost_error())
 
     @staticmethod
-    def batch_lost_error() -> Unavailable:
+    def _batch_lost_error() -> Unavailable:
         return Unavailable(
             "The database rolled the transaction back (disk full or I/O error); nothing was saved.",
             code="database_error",
@@ -284,7 +286,7 @@ class SqliteDatabase:
                         with contextlib.suppress(sqlite3.Error):
                             writer.execute("ROLLBACK")
             elif waiters:
-                error = self.batch_lost_error()
+                error = self._batch_lost_error()
             self._resolve(waiters, error)
         if cancelled:
             raise asyncio.CancelledError

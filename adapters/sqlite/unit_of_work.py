@@ -51,10 +51,10 @@ class SqliteUnitOfWork:
             if not self._readonly and not conn.in_transaction:
                 # SQLite rolled the whole batch back (disk full, I/O error): nothing more
                 # may run, or it would run in autocommit mode.
-                raise self._db.batch_lost_error()
+                raise self._db._batch_lost_error()
             return conn
         if self._state is _State.COMMITTED:
-            self._conn = conn = await self._db.begin_unit()
+            self._conn = conn = await self._db._begin_unit()
             self._state = _State.ACTIVE
             return conn
         raise RuntimeError(f"This unit of work is {self._state.value}; open a new one.")
@@ -62,7 +62,7 @@ class SqliteUnitOfWork:
     async def __aenter__(self) -> SqliteUnitOfWork:
         if self._state is not _State.NEW:
             raise RuntimeError("A unit of work is entered once; open a new one.")
-        self._conn = self._db.reader_connection() if self._readonly else await self._db.begin_unit()
+        self._conn = self._db.reader_connection() if self._readonly else await self._db._begin_unit()
         self._state = _State.ACTIVE
         self.users = SqliteUserRepository(self)
         self.products = SqliteProductRepository(self)
@@ -79,7 +79,7 @@ class SqliteUnitOfWork:
         conn = await self.connection()
         conn.execute("RELEASE uow")
         self._state = _State.COMMITTED
-        await self._db.commit_unit()
+        await self._db._commit_unit()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -100,5 +100,5 @@ class SqliteUnitOfWork:
             conn.execute("ROLLBACK")
         finally:
             if not conn.in_transaction:
-                self._db.fail_batch()
-            self._db.rollback_unit()
+                self._db._fail_batch()
+            self._db._rollback_unit()

@@ -91,6 +91,17 @@ async def test_open_creates_the_directory_and_construction_creates_nothing(path:
         database.check_ready()
 
 
+async def test_readiness_needs_the_schema_this_code_expects(db: SqliteDatabase, path: pathlib.Path) -> None:
+    raw = connect(path, busy_timeout_ms=1000)
+    try:
+        raw.execute("INSERT INTO _migrations VALUES (99, 'from the future', '2027-01-01T00:00:00.000000Z')")
+    finally:
+        raw.close()
+    with pytest.raises(Unavailable) as caught:
+        db.check_ready()
+    assert caught.value.code == "schema_mismatch"
+
+
 async def test_every_connection_has_wal_full_sync_and_foreign_keys(db: SqliteDatabase) -> None:
     expected = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 5000, "temp_store": 2}
     pragmas = db.pragmas()
