@@ -248,6 +248,33 @@ async def test_a_unit_that_raises_leaves_nothing(db: SqliteDatabase, path: pathl
     assert count(db) == 1
 
 
+async def test_when_a_batch_cannot_commit_every_unit_in_it_hears_so_and_nothing_lands(db: SqliteDatabase) -> None:
+    # A deferred foreign key is the one way to make COMMIT itself fail on purpose.
+    async def poisoned() -> None:
+        async with db() as uow:
+            conn = await uow.connection()
+            conn.execute("PRAGMA defer_foreign_keys = ON")
+            await uow.refresh_tokens.add(
+                RefreshToken(
+                    id="rtk_1", user_id="usr_nobody", family_id="f", token_digest="d", created_at=T0, expires_at=T0
+                )
+            )
+            await uow.commit()
+
+    outcomes = await asyncio.gather(
+        *(add_product(db, n) for n in range(5)),
+        poisoned(),
+        *(add_product(db, n) for n in range(5, 10)),
+        return_exceptions=True,
+    )
+
+    assert [getattr(o, "code", o) for o in outcomes] == ["commit_failed"] * 11
+    assert (db.stats.commits, db.stats.failed_commits, db.pending_commits) == (0, 1, 0)
+    assert (count(db, "products"), count(db, "refresh_tokens")) == (0, 0)
+    await add_product(db, 1)  # the next batch is a fresh transaction
+    assert count(db) == 1
+
+
 async def test_close_lets_a_pending_batch_finish_and_loses_nothing(path: pathlib.Path) -> None:
     database = SqliteDatabase(path)
     await database.open()
