@@ -15,7 +15,7 @@ from core.domain.errors import DomainError, SkuTaken
 from core.domain.users import Actor, Role
 from core.services.auth import CreateUser
 from core.services.catalog import CreateProduct
-from entrypoints.container import Container, DataDirError, build_container
+from entrypoints.container import Container, DataDirError, build_container, provide, start, stop
 from entrypoints.logs import configure_logging
 from entrypoints.server import ServerError
 from entrypoints.settings import ConfigError, Settings, find_config, load_settings
@@ -43,15 +43,11 @@ def _settings(args: argparse.Namespace, flags: dict[tuple[str, str], Any] | None
 def _run_with_container(settings: Settings, work: Callable[[Container], Awaitable[Any]]) -> Any:
     async def main() -> Any:
         container = build_container(settings)
-        init = container.init_resources()
-        if init is not None:
-            await init
+        await start(container)
         try:
             return await work(container)
         finally:
-            shutdown = container.shutdown_resources()
-            if shutdown is not None:
-                await shutdown
+            await stop(container)
 
     return asyncio.run(main())
 
@@ -66,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> None:
-    from adapters.sqlite.database import migrate
+    from adapters.sqlite.migrations import migrate
     from entrypoints.container import DATABASE_FILE, prepare_data_dir
 
     settings = _settings(args)
@@ -166,7 +162,7 @@ def cmd_db_seed(args: argparse.Namespace) -> None:
         raise CommandError("--count must be at least 1")
 
     async def seed(container: Container) -> tuple[int, int]:
-        catalog = await container.catalog_service()
+        catalog = await provide(container.catalog_service)
         operator = Actor.operator()
         created = skipped = 0
         items = demo_products(args.count)
@@ -211,7 +207,7 @@ def cmd_users_create(args: argparse.Namespace) -> None:
     password = _read_password(args)
 
     async def create(container: Container) -> Any:
-        auth = await container.auth_service()
+        auth = await provide(container.auth_service)
         return await auth.create_user(
             CreateUser(actor=Actor.operator(), email=args.email, password=password, role=Role(args.role))
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar, cast
 
 from dependency_injector import containers, providers
 
@@ -23,6 +25,7 @@ from core.services.catalog import CatalogService
 from entrypoints.settings import Settings
 
 DATABASE_FILE = "tillbox.db"
+T = TypeVar("T")
 
 
 class DataDirError(Exception):
@@ -76,11 +79,12 @@ def open_throttle(
         throttle.close()
 
 
-def disk_check(data_dir: Path, minimum_bytes: int = 64 * 1024 * 1024) -> tuple[str, str]:
+def disk_check(data_dir: Path, minimum_bytes: int = 64 * 1024 * 1024) -> dict[str, str]:
+    """Refuse readiness before the disk is so full that commits would fail."""
     free = shutil.disk_usage(data_dir).free
     if free < minimum_bytes:
         raise RuntimeError(f"only {free // (1024 * 1024)} MiB free in {data_dir}")
-    return "disk", f"{free // (1024 * 1024)} MiB free"
+    return {"disk": f"{free // (1024 * 1024)} MiB free"}
 
 
 class Container(containers.DeclarativeContainer):
@@ -136,6 +140,27 @@ class Container(containers.DeclarativeContainer):
     catalog_service = providers.Singleton(
         CatalogService, uow=database, clock=clock, ids=ids, currency=config.store.currency
     )
+
+
+async def provide(provider: Callable[[], T | Awaitable[T]]) -> T:
+    """The object a provider gives. Providers that depend on an async resource are in
+    dependency-injector's async mode and return an awaitable; the others do not."""
+    result = provider()
+    if inspect.isawaitable(result):
+        return cast(T, await result)
+    return result
+
+
+async def start(container: Container) -> None:
+    result = container.init_resources()
+    if result is not None:
+        await result
+
+
+async def stop(container: Container) -> None:
+    result = container.shutdown_resources()
+    if result is not None:
+        await result
 
 
 def build_container(settings: Settings) -> Container:

@@ -214,7 +214,7 @@ def _message(e: ValidationError) -> str:
     v, value = e.validator, e.validator_value
     if v == "type":
         kinds = value if isinstance(value, list) else [value]
-        return "must be " + " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
+        return "must be " + " or ".join(_TYPE_NAMES.get(str(k), str(k)) for k in kinds)
     if v == "minimum":
         return f"must be at least {value}"
     if v == "maximum":

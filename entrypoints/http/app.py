@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
-from entrypoints.container import Container, disk_check
+from entrypoints.container import Container, disk_check, provide, start, stop
 from entrypoints.http.docs import render_docs
 from entrypoints.http.keys import AUTH, CATALOG, DOCS_HTML, OPENAPI, READY_CHECKS, TOKENS
 from entrypoints.http.middlewares import (
@@ -42,21 +41,19 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     app[DOCS_HTML] = render_docs(document)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        await container.init_resources()
+        await start(container)
         try:
-            app[AUTH] = await container.auth_service()
-            app[CATALOG] = await container.catalog_service()
-            app[TOKENS] = container.access_tokens()
-            database = await container.database()
+            app[AUTH] = await provide(container.auth_service)
+            app[CATALOG] = await provide(container.catalog_service)
+            app[TOKENS] = await provide(container.access_tokens)
+            database = await provide(container.database)
             data_dir: Path = container.data_dir()
-            app[READY_CHECKS] = [database.check_ready, lambda: disk_check(data_dir)]
+            app[READY_CHECKS] = [("database", database.check_ready), ("disk", lambda: disk_check(data_dir))]
             yield
         finally:
             if access_log is not None:
                 access_log.flush()
-            result = container.shutdown_resources()
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                await result
+            await stop(container)
 
     app.cleanup_ctx.append(resources)
     return app

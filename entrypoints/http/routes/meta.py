@@ -38,13 +38,13 @@ async def healthz(request: web.Request, i: Input) -> web.Response:
 async def readyz(request: web.Request, i: Input) -> web.Response:
     checks: dict[str, object] = {}
     ready = True
-    for check in request.app[READY_CHECKS]:
+    for name, check in request.app[READY_CHECKS]:
         try:
-            name, detail = check()
+            checks.update(check())
         except Exception as e:  # a failed check is the answer, not an error
-            name, detail, ready = getattr(check, "__name__", "check"), f"failed: {e}", False
+            checks[name] = f"failed: {e}"
+            ready = False
             log.warning("readiness check failed", extra={"fields": {"check": name, "error": str(e)}})
-        checks[name] = detail
     return json_response({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 
 
