@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import random
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,8 +36,6 @@ def _fail(message: str) -> NoReturn:
 
 # Shared plumbing.
 def _settings(args: argparse.Namespace, flags: dict[tuple[str, str], Any] | None = None) -> Settings:
-    import os
-
     return load_settings(find_config(args.config, os.environ), os.environ, flags)
 
 
@@ -273,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Everything Tillbox writes (database, keys, caches) is for its own eyes only.
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
