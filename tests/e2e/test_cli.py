@@ -122,14 +122,14 @@ def test_users_create_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
 
 def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - local test server
+    with urllib.request.urlopen(request, timeout=5) as response:
         return response.status, json.loads(response.read())
 
 
 def _post(url: str, body: dict[str, object], token: str | None = None) -> tuple[int, dict[str, object]]:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - local test server
+    with urllib.request.urlopen(request, timeout=5) as response:
         return response.status, json.loads(response.read())
 
 
