@@ -15,16 +15,25 @@ from typing import Any
 import attrs
 import orjson
 from aiohttp import web
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
 
 from core.domain.errors import AuthenticationRequired, ValidationFailed
 from core.domain.users import Actor
 from entrypoints.http.keys import ACTOR
 from entrypoints.http.middlewares import HttpError
-from entrypoints.http.schemas import Schema
+from entrypoints.http.schemas import Schema, specialize
 
 AUTH_LEVELS = ("none", "optional", "user", "staff", "admin")
+
+# JSON Schema counts 12.0 as an integer; money and quantities never arrive as floats here.
+StrictValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
 
 
 @attrs.frozen
@@ -69,7 +78,6 @@ class Operation:
     query: tuple[Param, ...]
     replies: tuple[Reply, ...]
     headers: tuple[Param, ...] = ()
-    validator: Draft202012Validator | None = None
     public: bool = True  # listed in the OpenAPI document
 
 
@@ -95,10 +103,8 @@ class Api:
         assert auth in AUTH_LEVELS, auth
 
         def register(handler: Handler) -> Handler:
-            validator = None
             if body is not None:
-                Draft202012Validator.check_schema(body)
-                validator = Draft202012Validator(body)
+                StrictValidator.check_schema(body)
             self.operations.append(
                 Operation(
                     method=method,
@@ -113,7 +119,6 @@ class Api:
                     query=tuple(query),
                     replies=tuple(replies),
                     headers=tuple(headers),
-                    validator=validator,
                     public=public,
                 )
             )
@@ -121,9 +126,10 @@ class Api:
 
         return register
 
-    def install(self, app: web.Application) -> None:
+    def install(self, app: web.Application, *, currency: str) -> None:
         for op in self.operations:
-            app.router.add_route(op.method, op.path, _wrap(op), name=op.operation_id)
+            validator = StrictValidator(specialize(op.body, currency)) if op.body is not None else None
+            app.router.add_route(op.method, op.path, _wrap(op, validator), name=op.operation_id)
 
 
 def _require(op: Operation, actor: Actor) -> None:
@@ -137,19 +143,19 @@ def _require(op: Operation, actor: Actor) -> None:
         actor.require_admin()
 
 
-def _wrap(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _wrap(op: Operation, validator: Validator | None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         actor: Actor = request[ACTOR]
         _require(op, actor)
         query = _parse_query(op, request) if op.query else {}
-        body = await _parse_body(op, request) if op.body is not None else None
+        body = await _parse_body(validator, request) if validator is not None else None
         return await op.handler(request, Input(actor=actor, body=body, query=query))
 
     handle.__name__ = op.operation_id
     return handle
 
 
-async def _parse_body(op: Operation, request: web.Request) -> Any:
+async def _parse_body(validator: Validator, request: web.Request) -> Any:
     content_type = request.content_type
     if content_type != "application/json" and not (
         content_type.startswith("application/") and content_type.endswith("+json")
@@ -165,8 +171,7 @@ async def _parse_body(op: Operation, request: web.Request) -> Any:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise HttpError(400, "malformed_json", f"The body is not valid JSON: {e.msg}.") from None
-    assert op.validator is not None
-    errors = sorted(op.validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         raise ValidationFailed(_fields(errors))
     return data

@@ -34,9 +34,10 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
         middlewares.append(cors_middleware(origins))
     middlewares.append(authentication_middleware())
     app = web.Application(client_max_size=config.server.max_body_bytes(), middlewares=middlewares)
+    currency = config.store.currency()
     for api in APIS:
-        api.install(app)
-    document = build_openapi(all_operations(), version=VERSION)
+        api.install(app, currency=currency)
+    document = build_openapi(all_operations(), version=VERSION, currency=currency)
     app[OPENAPI] = document
     app[DOCS_HTML] = render_docs(document)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from entrypoints.http.api import Operation
-from entrypoints.http.schemas import COMPONENTS
+from entrypoints.http.schemas import COMPONENTS, specialize
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
@@ -21,7 +21,8 @@ _CONVENTIONS = """\
 Tillbox is a self-hosted commerce backend. Conventions of every operation:
 
 * JSON bodies, `snake_case` fields, opaque string ids.
-* Amounts are integers in minor units (cents) beside a `currency` (ISO 4217). Never floats.
+* Amounts are integers in minor units (cents) beside a `currency` (ISO 4217). Never floats:
+  integers are written without a fraction or exponent (`1200`, not `1200.0`).
 * Errors always have one shape (`Error`): a stable `code`, a `message`, the `request_id`,
   a `timestamp` and `details` (for validation errors, `details.fields` names each bad field).
 * Lists return `{"data": [...], "meta": {"has_more", "next_cursor"}}`; pass `cursor` to get the next page;
@@ -79,7 +80,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     return doc
 
 
-def build_openapi(operations: list[Operation], *, version: str, server_url: str | None = None) -> dict[str, Any]:
+def build_openapi(
+    operations: list[Operation], *, version: str, currency: str, server_url: str | None = None
+) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         if op.public:
@@ -109,4 +112,4 @@ def build_openapi(operations: list[Operation], *, version: str, server_url: str 
     }
     if server_url:
         document["servers"] = [{"url": server_url}]
-    return document
+    return cast(dict[str, Any], specialize(document, currency))

@@ -23,7 +23,9 @@ def ref(name: str) -> Schema:
 TIMESTAMP: Schema = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
 ID: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
 AMOUNT: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT, "description": "Minor units (cents)."}
-CURRENCY: Schema = {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217; always the store's."}
+# The store's currency is configuration, so schemas name it with this placeholder and
+# ``specialize`` puts the configured code in when an application is built.
+CURRENCY: Schema = {"x-tillbox-placeholder": "store-currency"}
 EMAIL: Schema = {"type": "string", "minLength": 3, "maxLength": MAX_EMAIL_LENGTH, "format": "email"}
 PASSWORD: Schema = {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH}
 ROLE: Schema = {"type": "string", "enum": ["customer", "staff", "admin"]}
@@ -32,6 +34,17 @@ SKU: Schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$
 NAME: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
 DESCRIPTION: Schema = {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH}
 STOCK: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_STOCK}
+
+
+def specialize(schema: Any, currency: str) -> Any:
+    """A copy of ``schema`` with the store's currency in place of its placeholder."""
+    if schema == CURRENCY:
+        return {"type": "string", "enum": [currency], "description": "ISO 4217: the store's currency."}
+    if isinstance(schema, dict):
+        return {key: specialize(value, currency) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [specialize(item, currency) for item in schema]
+    return schema
 
 
 def obj(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:

@@ -18,6 +18,7 @@ from entrypoints.http.routes.common import (
     INVALID,
     NOT_FOUND,
     PAGE,
+    THROTTLED,
     UNAUTHENTICATED,
 )
 from entrypoints.http.schemas import CHANGE_PASSWORD, EMAIL, ROLE, STATUS, UPDATE_USER, list_of, ref
@@ -44,7 +45,12 @@ async def get_me(request: web.Request, i: Input) -> web.Response:
     tag="users",
     auth="user",
     body=CHANGE_PASSWORD,
-    replies=(Reply(204, "Changed; every session of the account has ended."), UNAUTHENTICATED, *BODY_ERRORS),
+    replies=(
+        Reply(204, "Changed; every session of the account has ended."),
+        UNAUTHENTICATED,
+        THROTTLED,
+        *BODY_ERRORS,
+    ),
 )
 async def change_password(request: web.Request, i: Input) -> web.Response:
     """Needs the current password. Ends every session (refresh token) of the account."""
