@@ -9,6 +9,13 @@ from entrypoints.http.api import Operation
 from entrypoints.http.schemas import COMPONENTS, specialize
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
+_ROUTE_PATTERN = re.compile(r"{(\w+):[^}]*}")
+
+
+def documented_path(route_path: str) -> str:
+    """The OpenAPI form of an aiohttp path: ``{user_id:(?!me$)[^/]+}`` becomes ``{user_id}``."""
+    return _ROUTE_PATTERN.sub(r"{\1}", route_path)
+
 
 TAGS = [
     {"name": "auth", "description": "Accounts and sessions: register, log in, refresh, log out."},
@@ -21,8 +28,8 @@ _CONVENTIONS = """\
 Tillbox is a self-hosted commerce backend. Conventions of every operation:
 
 * JSON bodies, `snake_case` fields, opaque string ids.
-* Amounts are integers in minor units (cents) beside a `currency` (ISO 4217). Never floats:
-  integers are written without a fraction or exponent (`1200`, not `1200.0`).
+* Amounts are integers in minor units (cents) beside a `currency` (ISO 4217), never fractions:
+  `1299` is $12.99; `12.99` is refused.
 * Errors always have one shape (`Error`): a stable `code`, a `message`, the `request_id`,
   a `timestamp` and `details` (for validation errors, `details.fields` names each bad field).
 * Lists return `{"data": [...], "meta": {"has_more", "next_cursor"}}`; pass `cursor` to get the next page;
@@ -43,7 +50,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         doc["description"] = op.description
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
-        for name in _PATH_PARAM.findall(op.path)
+        for name in _PATH_PARAM.findall(documented_path(op.path))
     ]
     params += [
         {"name": p.name, "in": "query", "required": p.required, "schema": p.schema, "description": p.description}
@@ -86,7 +93,7 @@ def build_openapi(
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         if op.public:
-            paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+            paths.setdefault(documented_path(op.path), {})[op.method.lower()] = _operation(op)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

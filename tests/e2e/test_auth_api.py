@@ -197,3 +197,13 @@ async def test_logins_and_role_changes_are_audited(api: Api) -> None:
     assert changed.details == {"before": "customer", "after": "staff"}
     assert changed.source_ip == "127.0.0.1"
     assert changed.actor_id is not None
+
+
+async def test_users_me_is_not_a_user_id(api: Api) -> None:
+    admin = await api.token_for("me@example.com", "admin")
+    status, body, headers = await api.call("PATCH", "/api/v1/users/me", token=admin, json={"role": "staff"})
+    assert_error(status, body, 405, "method_not_allowed")
+    assert headers["Allow"] == "GET"
+    status, me, _ = await api.call("GET", "/api/v1/users/me", token=admin)
+    assert status == 200
+    assert me["role"] == "admin"

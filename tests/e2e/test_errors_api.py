@@ -61,7 +61,7 @@ async def test_oversized_body_gets_413(api: Api) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=1000000", "limit=0", "limit=-5", "limit=abc", "limit=1.5", "price_min=-1", "active=maybe", "cursor=%25%25"],
+    ["limit=1000000", "limit=0", "limit=-5", "limit=abc", "limit=1.5", "price_min=-1", "active=maybe", "cursor="],
 )
 async def test_bad_query_parameters(api: Api, query: str) -> None:
     status, body, _ = await api.call("GET", f"/api/v1/products?{query}")

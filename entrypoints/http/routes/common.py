@@ -28,4 +28,8 @@ PAGE = (
     Param("limit", LIMIT, "Items per page, 1-100."),
     Param("cursor", CURSOR, "`meta.next_cursor` of the previous page."),
 )
-IF_MATCH = Param("If-Match", {"type": "string"}, "The ETag you read; the update is refused (412) if it changed.")
+IF_MATCH = Param(
+    "If-Match",
+    {"type": "string", "pattern": '^(\\*|(W/)?"v[0-9]{1,18}")$'},
+    "The ETag you read; the change is refused (412) if the product changed since.",
+)

@@ -92,7 +92,7 @@ async def list_users(request: web.Request, i: Input) -> web.Response:
 
 @api.operation(
     "GET",
-    "/api/v1/users/{user_id}",
+    "/api/v1/users/{user_id:(?!me$)[^/]+}",
     summary="One account",
     tag="users",
     auth="admin",
@@ -104,7 +104,7 @@ async def get_user(request: web.Request, i: Input) -> web.Response:
 
 @api.operation(
     "PATCH",
-    "/api/v1/users/{user_id}",
+    "/api/v1/users/{user_id:(?!me$)[^/]+}",
     summary="Change an account's role or status",
     tag="users",
     auth="admin",
