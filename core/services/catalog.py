@@ -134,7 +134,7 @@ class CatalogService:
         if text is not None and len(text) > MAX_SEARCH_LENGTH:
             raise ValidationFailed({"q": f"must have at most {MAX_SEARCH_LENGTH} characters"})
         if cmd.price_min is not None and cmd.price_max is not None and cmd.price_min > cmd.price_max:
-            raise ValidationFailed({"price_min": "must not be greater than price_max"})
+            return Page(items=[], next_after=None)  # an empty range holds no prices: not an error
         product_filter = ProductFilter(
             active=active, price_min=cmd.price_min, price_max=cmd.price_max, text=text or None
         )

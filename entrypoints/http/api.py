@@ -7,6 +7,7 @@ that the same declarations describe. Handlers receive already-validated input.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -139,6 +140,8 @@ def _wrap(op: Operation, validator: Validator | None) -> Callable[[web.Request],
     async def handle(request: web.Request) -> web.StreamResponse:
         actor: Actor = request[ACTOR]
         _require(op, actor)
+        if op.headers:
+            _check_headers(op, request)
         query = _parse_query(op, request) if op.query else {}
         body = await _parse_body(validator, request) if validator is not None else None
         return await op.handler(request, Input(actor=actor, body=body, query=query))
@@ -246,6 +249,16 @@ def _message(e: ValidationError) -> str:
     if v == "not":
         return "has a value that is not allowed"
     return "is not valid"
+
+
+def _check_headers(op: Operation, request: web.Request) -> None:
+    fields = {}
+    for p in op.headers:
+        value = request.headers.get(p.name)
+        if value is not None and "pattern" in p.schema and not re.search(p.schema["pattern"], value):
+            fields[p.name] = "has a form that is not allowed"
+    if fields:
+        raise ValidationFailed(fields)
 
 
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}

@@ -31,7 +31,10 @@ PASSWORD: Schema = {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLeng
 ROLE: Schema = {"type": "string", "enum": ["customer", "staff", "admin"]}
 STATUS: Schema = {"type": "string", "enum": ["active", "disabled"]}
 SKU: Schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$"}
-NAME: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+# "Something other than white space": spelled out instead of \\S because Python's and
+# ECMAScript's \\s differ (U+0085, U+001C-U+001F, U+FEFF), and clients validate with the latter.
+_BLANK = "\\t\\n\\v\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+NAME: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": f"[^{_BLANK}]"}
 DESCRIPTION: Schema = {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH}
 STOCK: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_STOCK}
 

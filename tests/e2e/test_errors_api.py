@@ -69,9 +69,23 @@ async def test_bad_query_parameters(api: Api, query: str) -> None:
     assert body["error"]["details"]["fields"]
 
 
-async def test_price_range_inverted(api: Api) -> None:
+async def test_inverted_price_range_is_empty(api: Api) -> None:
     status, body, _ = await api.call("GET", "/api/v1/products?price_min=10&price_max=5")
+    assert status == 200
+    assert body == {"data": [], "meta": {"has_more": False, "next_cursor": None}}
+
+
+@pytest.mark.parametrize("if_match", ["", "v1", '"1"', "W/v1", '"v1" junk'])
+async def test_malformed_if_match_is_a_validation_error(api: Api, if_match: str) -> None:
+    staff = await api.token_for("im@example.com", "staff")
+    status, product, _ = await api.call(
+        "POST", "/api/v1/products", json={"sku": "IM", "name": "N", "price": 1}, token=staff
+    )
+    status, body, _ = await api.call(
+        "PATCH", f"/api/v1/products/{product['id']}", json={"price": 2}, token=staff, headers={"If-Match": if_match}
+    )
     assert_error(status, body, 422, "validation_failed")
+    assert list(body["error"]["details"]["fields"]) == ["If-Match"]
 
 
 async def test_bad_tokens_are_refused(api: Api) -> None:
