@@ -33,7 +33,13 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     if origins:
         middlewares.append(cors_middleware(origins))
     middlewares.append(authentication_middleware())
-    app = web.Application(client_max_size=config.server.max_body_bytes(), middlewares=middlewares)
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes(),
+        middlewares=middlewares,
+        # aiohttp answers a request line or header longer than these itself, in plain text,
+        # before any middleware runs; 64 KiB lets every sane request reach the envelope.
+        handler_args={"max_line_size": 65536, "max_field_size": 65536},
+    )
     currency = config.store.currency()
     for api in APIS:
         api.install(app, currency=currency)

@@ -69,6 +69,12 @@ async def test_bad_query_parameters(api: Api, query: str) -> None:
     assert body["error"]["details"]["fields"]
 
 
+async def test_long_query_strings_get_the_envelope(api: Api) -> None:
+    status, body, _ = await api.call("GET", "/api/v1/products?q=" + "x" * 20000)
+    assert_error(status, body, 422, "validation_failed")
+    assert body["error"]["details"]["fields"] == {"q": "must have at most 200 characters"}
+
+
 async def test_inverted_price_range_is_empty(api: Api) -> None:
     status, body, _ = await api.call("GET", "/api/v1/products?price_min=10&price_max=5")
     assert status == 200

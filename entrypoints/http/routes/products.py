@@ -155,7 +155,7 @@ async def update_product(request: web.Request, i: Input) -> web.Response:
     tag="catalog",
     auth="staff",
     headers=(IF_MATCH,),
-    replies=(Reply(204, "Deleted."), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, PRECONDITION),
+    replies=(Reply(204, "Deleted."), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, PRECONDITION, INVALID),
 )
 async def delete_product(request: web.Request, i: Input) -> web.Response:
     """To hide a product but keep it, PATCH `active` to false instead."""
