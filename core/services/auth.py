@@ -196,6 +196,13 @@ class AuthService:
             raise TokenInvalid("The account of this token no longer exists or is disabled.")
         return user
 
+    async def authorize(self, actor: Actor) -> Actor:
+        """The caller as the store knows them now. An access token carries the role it was
+        issued with; privileged operations re-read role and status, so that a demoted or
+        disabled admin loses their powers at once, not when the token expires."""
+        user = await self.current_user(actor)
+        return Actor(user_id=user.id, role=user.role, source_ip=actor.source_ip)
+
     # Sessions.
     async def login(self, cmd: LogIn) -> TokenPair:
         """Verify the password and start a new session (a new refresh-token family)."""

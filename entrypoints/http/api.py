@@ -20,7 +20,7 @@ from jsonschema.protocols import Validator
 
 from core.domain.errors import AuthenticationRequired, ValidationFailed
 from core.domain.users import Actor
-from entrypoints.http.keys import ACTOR
+from entrypoints.http.keys import ACTOR, AUTH
 from entrypoints.http.middlewares import HttpError
 from entrypoints.http.schemas import Schema, specialize
 
@@ -125,21 +125,26 @@ class Api:
             app.router.add_route(op.method, op.path, _wrap(op, validator), name=op.operation_id)
 
 
-def _require(op: Operation, actor: Actor) -> None:
+async def _authorize(op: Operation, request: web.Request, actor: Actor) -> Actor:
     if op.auth in ("none", "optional"):
-        return
+        return actor
     if actor.user_id is None:
         raise AuthenticationRequired()
+    if op.auth == "user":
+        return actor
+    # Staff and admin powers are checked against the account as it is now, not as it
+    # was when the token was issued.
+    actor = await request.app[AUTH].authorize(actor)
     if op.auth == "staff":
         actor.require_staff()
-    elif op.auth == "admin":
+    else:
         actor.require_admin()
+    return actor
 
 
 def _wrap(op: Operation, validator: Validator | None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        actor: Actor = request[ACTOR]
-        _require(op, actor)
+        actor = await _authorize(op, request, request[ACTOR])
         if op.headers:
             _check_headers(op, request)
         query = _parse_query(op, request) if op.query else {}

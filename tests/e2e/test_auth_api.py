@@ -207,3 +207,23 @@ async def test_users_me_is_not_a_user_id(api: Api) -> None:
     status, me, _ = await api.call("GET", "/api/v1/users/me", token=admin)
     assert status == 200
     assert me["role"] == "admin"
+
+
+async def test_a_demoted_or_disabled_admin_loses_powers_before_the_token_expires(api: Api) -> None:
+    root = await api.token_for("root2@example.com", "admin")
+    other_id = await api.create_user("other-admin@example.com", "admin")
+    other = (await api.login("other-admin@example.com"))["access_token"]
+    status, _, _ = await api.call("GET", "/api/v1/users", token=other)
+    assert status == 200
+    await api.call("PATCH", f"/api/v1/users/{other_id}", token=root, json={"role": "staff"})
+    status, body, _ = await api.call("GET", "/api/v1/users", token=other)
+    assert_error(status, body, 403, "forbidden")
+    status, _, _ = await api.call(
+        "POST", "/api/v1/products", token=other, json={"sku": "OK-1", "name": "Still staff", "price": 1}
+    )
+    assert status == 201
+    await api.call("PATCH", f"/api/v1/users/{other_id}", token=root, json={"status": "disabled"})
+    status, body, _ = await api.call(
+        "POST", "/api/v1/products", token=other, json={"sku": "NO-1", "name": "Disabled", "price": 1}
+    )
+    assert_error(status, body, 401, "invalid_token")

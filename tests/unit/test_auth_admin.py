@@ -295,3 +295,16 @@ async def test_the_operator_updates_users_and_is_audited_as_nobody(
 
     assert updated.status is UserStatus.DISABLED
     assert (audit(db)[-1].actor_id, audit(db)[-1].source_ip) == (None, "cli")
+
+
+async def test_authorize_reads_the_current_role_and_status(auth: AuthService, db: InMemoryDatabase) -> None:
+    operator = Actor.operator()
+    user = await auth.create_user(CreateUser(actor=operator, email="st@example.com", password=STRONG, role=Role.STAFF))
+    stale = Actor(user_id=user.id, role=Role.ADMIN, source_ip="203.0.113.5")
+
+    fresh = await auth.authorize(stale)
+
+    assert fresh == Actor(user_id=user.id, role=Role.STAFF, source_ip="203.0.113.5")
+    db.store.users[user.id].status = UserStatus.DISABLED
+    with pytest.raises(TokenInvalid):
+        await auth.authorize(stale)
