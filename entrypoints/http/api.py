@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
+from adapters.serialization import to_json
 from core.domain.errors import AuthenticationRequired, ValidationFailed
 from core.domain.users import Actor
 from entrypoints.http.keys import ACTOR, AUTH
@@ -322,7 +323,7 @@ def _check_scalar(schema: Schema, value: Any) -> str | None:
 
 # Responses.
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+    return web.Response(body=to_json(data), status=status, content_type="application/json", headers=headers)
 
 
 def encode_cursor(after: str | None) -> str | None:
