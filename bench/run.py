@@ -1,0 +1,511 @@
+"""`make bench`: Tillbox against a bare aiohttp endpoint, on this machine, in one run, under the same load.
+
+    .venv/bin/python bench/run.py [--duration 10] [--connections 64] [--quick] [--load auto|wrk|python]
+
+It seeds a catalog in a temporary data directory, starts `tillbox serve` and bench/bare.py
+on free ports, drives both with wrk (bench/loadgen.py when wrk is not on PATH), and prints
+req/s, p50 and p99 per scenario with the ratio to the bare endpoint, then a verdict per
+target; bench/results/latest.json gets the same. Only ratios travel between machines: the
+bare endpoint is measured before and after the Tillbox scenarios, and their mean is the
+denominator, so that drift (heat, noisy neighbours) shows instead of hiding.
+
+Scenarios, each after a discarded warm-up: the bare endpoint; GET /api/v1/products?limit=20
+and GET /api/v1/users/me with a customer's token; POST /api/v1/auth/login (argon2id, slow
+on purpose); the catalog list again while 4 connections keep logging in; the bare endpoint
+again. Every status is counted (bench/wrk.lua) and non-2xx answers are flagged loudly.
+
+Exit status: 0 whatever the figures (a benchmark reports, it does not assert); 1 when the
+harness itself fails (a server would not start or died, wrk printed nothing useful); 130
+on Ctrl-C. Both servers are stopped and the temporary directory removed in every case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from drivers import BENCH, Generator, HarnessError, Load, Measurement, Processes, choose_load_generator, drive
+
+REPO = BENCH.parent
+RESULTS = BENCH / "results" / "latest.json"
+WARMUP_SECONDS = 2
+LOGIN_STREAM_CONNECTIONS = 4  # scenario e: a trickle of logins beside the catalog load
+SEED_PRODUCTS = 1000
+CUSTOMER_EMAIL = "customer@bench.example"
+STAFF_EMAIL = "staff@bench.example"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
+    """One request with the standard library: the harness's own calls need no event loop."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - our own http://
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_ready(url: str, child: subprocess.Popen[Any], log: Path, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise HarnessError(f"{name} exited with status {child.returncode} before it was ready:\n{tail(log)}")
+        try:
+            if http("GET", url)[0] == 200:
+                return
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    raise HarnessError(f"{name} was not ready at {url} after {timeout:.0f} s:\n{tail(log)}")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process, all threads (the argon2 pool and the commit thread
+    included); None where /proc cannot say."""
+    try:
+        # Fields after the parenthesised command name: state is the 3rd field, utime the 14th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def maps_uvloop(pid: int) -> bool | None:
+    """Whether a process has uvloop's extension mapped; None where /proc cannot say."""
+    try:
+        return "uvloop" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None
+
+
+def commit_of_tree() -> str:
+    """What was measured: the code moves quickly, a figure without its commit is an anecdote."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown (no git)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+# The servers under test.
+@dataclass
+class Servers:
+    tillbox: str  # base URLs
+    bare: str
+    tillbox_process: subprocess.Popen[Any]
+    bare_process: subprocess.Popen[Any]
+    bare_banner: str  # what bench/bare.py says it runs on
+    customer_password: str
+
+    def log_in(self) -> str:
+        """A fresh customer access token. It also drains Tillbox: the argon2 pool is a FIFO
+        queue, so this login is answered only after every hash that earlier load left queued
+        (wrk hangs up at its deadline; the server still computes what it was asked)."""
+        body = {"email": CUSTOMER_EMAIL, "password": self.customer_password}
+        status, answer = http("POST", f"{self.tillbox}/api/v1/auth/login", body)
+        if status != 200:
+            raise HarnessError(f"customer login answered {status}: {answer[:300]!r}")
+        return str(json.loads(answer)["access_token"])
+
+
+def prepare_and_start(tmp: Path, processes: Processes) -> Servers:
+    tillbox = Path(sys.executable).with_name("tillbox")
+    if not tillbox.exists():
+        found = shutil.which("tillbox")
+        if found is None:
+            raise HarnessError("no tillbox command beside this Python or on PATH; run `make bench`")
+        tillbox = Path(found)
+    tillbox_port, bare_port = free_port(), free_port()
+    # The caller's other TILLBOX_* settings pass through on purpose (to bench a setting);
+    # the header lists them. The working directory is the temporary one, so the
+    # repository's config.toml is not read: built-in defaults unless the caller says otherwise.
+    env = dict(
+        os.environ,
+        TILLBOX_DATA_DIR=str(tmp / "data"),
+        TILLBOX_SERVER_HOST="127.0.0.1",
+        TILLBOX_SERVER_PORT=str(tillbox_port),
+    )
+
+    def cli(*argv: str, stdin: str | None = None) -> None:
+        done = subprocess.run(
+            [str(tillbox), *argv], input=stdin, env=env, cwd=tmp, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise HarnessError(f"`tillbox {' '.join(argv)}` failed:\n{done.stderr or done.stdout}")
+
+    passwords = {role: secrets.token_urlsafe(24) for role in ("staff", "customer")}
+    cli("db", "seed", "--count", str(SEED_PRODUCTS))
+    for role, email in (("staff", STAFF_EMAIL), ("customer", CUSTOMER_EMAIL)):
+        cli("users", "create", "--email", email, "--role", role, "--password-stdin", stdin=passwords[role] + "\n")
+
+    # Access log on (the default), into a file: a terminal would be the bottleneck.
+    with (tmp / "access.log").open("wb") as out, (tmp / "server.log").open("wb") as err:
+        server = processes.start([str(tillbox), "serve"], env=env, cwd=tmp, stdout=out, stderr=err)
+    with (tmp / "bare.log").open("wb") as out:
+        bare = processes.start(
+            [sys.executable, str(BENCH / "bare.py"), f"--port={bare_port}"], cwd=tmp, stdout=out, stderr=out
+        )
+    wait_ready(f"http://127.0.0.1:{tillbox_port}/readyz", server, tmp / "server.log", "tillbox serve")
+    wait_ready(f"http://127.0.0.1:{bare_port}/", bare, tmp / "bare.log", "bench/bare.py")
+    return Servers(
+        tillbox=f"http://127.0.0.1:{tillbox_port}",
+        bare=f"http://127.0.0.1:{bare_port}",
+        tillbox_process=server,
+        bare_process=bare,
+        bare_banner=tail(tmp / "bare.log", 1),
+        customer_password=passwords["customer"],
+    )
+
+
+# Scenarios, rows and targets.
+@dataclass
+class Row:
+    key: str
+    label: str
+    connections: int
+    measurement: Measurement
+    server_cpu: float | None  # the server's CPU use during the scenario, in cores
+    cpu_us_per_request: float | None  # only where one stream had the server to itself
+    ratio: float | None = None  # of the bare endpoint's mean req/s
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    row: str
+    metric: str  # "ratio" or "p99_ms"
+    limit: float
+    at_least: bool
+
+    def judge(self, rows: dict[str, Row]) -> dict[str, Any]:
+        row = rows[self.row]
+        value = row.ratio if self.metric == "ratio" else row.measurement.p99_ms
+        assert value is not None
+        met = value >= self.limit if self.at_least else value <= self.limit
+        # A fast error is not a fast endpoint: a figure made of non-2xx answers meets nothing.
+        invalid = row.measurement.non_2xx > 0
+        return {
+            "target": self.label,
+            "value": value,
+            "limit": self.limit,
+            "met": met and not invalid,
+            "invalid": invalid,
+        }
+
+
+TARGETS = [
+    Target("catalog list req/s >= 40% of bare", "catalog", "ratio", 0.40, at_least=True),
+    Target("catalog list p99 <= 15 ms", "catalog", "p99_ms", 15.0, at_least=False),
+    Target("users/me req/s >= 50% of bare", "me", "ratio", 0.50, at_least=True),
+    Target("catalog list p99 <= 50 ms during logins", "catalog_during_logins", "p99_ms", 50.0, at_least=False),
+]
+
+
+def run_scenarios(generator: Generator, processes: Processes, servers: Servers, conns: int, seconds: int) -> list[Row]:
+    login_body = json.dumps({"email": CUSTOMER_EMAIL, "password": servers.customer_password})
+    login_headers = ("Content-Type: application/json",)
+    rows: list[Row] = []
+
+    def catalog(token: str) -> Load:
+        return Load(f"{servers.tillbox}/api/v1/products?limit=20", conns, headers=(f"Authorization: Bearer {token}",))
+
+    def me(token: str) -> Load:
+        return Load(f"{servers.tillbox}/api/v1/users/me", conns, headers=(f"Authorization: Bearer {token}",))
+
+    def logins(connections: int) -> Load:
+        return Load(f"{servers.tillbox}/api/v1/auth/login", connections, "POST", login_body, login_headers)
+
+    def scenario(
+        streams: list[tuple[str, str]], make_loads: Callable[[str], list[Load]], server: subprocess.Popen[Any]
+    ) -> None:
+        # A fresh token per scenario, so that a long --duration never outlives the 15-minute
+        # access token; the login also waits out whatever the previous scenario left queued.
+        loads = make_loads(servers.log_in())
+        # Warm-up, discarded: connections, SQLite's page cache, allocator arenas, lazy imports.
+        drive(generator, processes, loads, WARMUP_SECONDS)
+        servers.log_in()  # the warm-up's leftover logins must not be billed to the measurement
+        cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+        measurements = drive(generator, processes, loads, seconds)
+        cpu_after, elapsed = cpu_seconds(server.pid), time.monotonic() - started
+        if server.poll() is not None:
+            raise HarnessError(f"{streams[0][1]}: the server died (status {server.returncode})")
+        cores = (cpu_after - cpu_before) / elapsed if cpu_before is not None and cpu_after is not None else None
+        for (key, label), load, m in zip(streams, loads, measurements, strict=True):
+            per_request = cores * elapsed / m.requests * 1e6 if cores is not None and len(loads) == 1 else None
+            rows.append(Row(key, label, load.connections, m, cores, per_request if m.requests else None))
+            flag = f"  !! {m.non_2xx:,} non-2xx" if m.non_2xx else ""
+            print(f"  {label:<36} {m.requests_per_second:>10,.0f} req/s  p99 {m.p99_ms:8.1f} ms{flag}", flush=True)
+
+    tillbox, bare = servers.tillbox_process, servers.bare_process
+    scenario([("bare_before", "bare endpoint (before)")], lambda _: [Load(f"{servers.bare}/", conns)], bare)
+    scenario([("catalog", "GET /products?limit=20")], lambda token: [catalog(token)], tillbox)
+    scenario([("me", "GET /users/me")], lambda token: [me(token)], tillbox)
+    scenario([("login", "POST /auth/login")], lambda _: [logins(conns)], tillbox)
+    scenario(
+        [
+            ("catalog_during_logins", "GET /products?limit=20 + logins"),
+            ("logins_beside", "  beside it: POST /auth/login"),
+        ],
+        lambda token: [catalog(token), logins(LOGIN_STREAM_CONNECTIONS)],
+        tillbox,
+    )
+    scenario([("bare_after", "bare endpoint (after)")], lambda _: [Load(f"{servers.bare}/", conns)], bare)
+
+    mean = bare_mean(rows)
+    for row in rows:
+        row.ratio = row.measurement.requests_per_second / mean
+    return rows
+
+
+def bare_mean(rows: list[Row]) -> float:
+    """The denominator of every ratio: the bare endpoint before and after, averaged."""
+    by_key = {row.key: row.measurement.requests_per_second for row in rows}
+    return (by_key["bare_before"] + by_key["bare_after"]) / 2
+
+
+def server_side_statuses(access_log: Path) -> dict[str, int]:
+    """What Tillbox itself logged, warm-ups and token fetches included: a check on the client's counts."""
+    counts: dict[str, int] = {}
+    with access_log.open("rb") as lines:
+        for line in lines:
+            found = re.search(rb'"status":(\d{3})', line)
+            if found:
+                key = found.group(1).decode()
+                counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# Output.
+def percent(ratio: float) -> str:
+    return f"{ratio:.0%}" if ratio >= 0.1 else f"{ratio:.1%}"
+
+
+def render_table(rows: list[Row], verdicts: list[dict[str, Any]]) -> str:
+    columns = f"{'scenario':<36} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of bare':>7}"
+    columns += f" {'non-2xx':>7} {'srv CPU':>7} {'CPU us/req':>10}"
+    lines = [columns, "-" * len(columns)]
+    for row in rows:
+        m = row.measurement
+        cpu = f"{row.server_cpu:.2f}" if row.server_cpu is not None else "-"
+        per_request = f"{row.cpu_us_per_request:,.0f}" if row.cpu_us_per_request is not None else "-"
+        lines.append(
+            f"{row.label:<36} {row.connections:>5} {m.requests_per_second:>9,.0f} {m.p50_ms:>8.2f} {m.p99_ms:>8.2f}"
+            f" {percent(row.ratio or 0.0):>7} {m.non_2xx:>7,} {cpu:>7} {per_request:>10}"
+            + ("  !! NON-2XX" if m.non_2xx else "")
+        )
+    lines.append(f"{'bare endpoint, mean of before and after':<36} {'':>5} {bare_mean(rows):>9,.0f}")
+    lines.append("(srv CPU: the server's CPU use in cores, all threads; CPU us/req: that divided by requests)")
+    lines.append("")
+    for verdict in verdicts:
+        shown = percent(verdict["value"]) if "%" in verdict["target"] else f"{verdict['value']:.1f} ms"
+        outcome = "met" if verdict["met"] else "NOT met"
+        if verdict["invalid"]:
+            outcome += " (non-2xx responses: the figure is not the endpoint's)"
+        lines.append(f"target: {verdict['target']:<42} {shown:>8}  {outcome}")
+    return "\n".join(lines)
+
+
+def observations(rows: list[Row], server_statuses: dict[str, int], server_errors: int) -> list[str]:
+    notes = []
+    for row in rows:
+        m = row.measurement
+        if m.non_2xx:
+            bad = ", ".join(f"{s}: {n:,}" for s, n in sorted(m.statuses.items()) if not s.startswith("2"))
+            notes.append(f"!!! {row.label.strip()}: {m.non_2xx:,} non-2xx responses ({bad})")
+        if m.errors:
+            notes.append(f"!!! {row.label.strip()}: client-side errors {m.errors}")
+    logins = [row.measurement for row in rows if row.key in ("login", "logins_beside")]
+    if all(m.non_2xx == 0 for m in logins):
+        notes.append(
+            f"logins: all {sum(m.requests for m in logins):,} answered 200 (successful logins are not throttled)"
+        )
+    bare = [row for row in rows if row.key in ("bare_before", "bare_after")]
+    drift = abs(bare[0].measurement.requests_per_second / bare[1].measurement.requests_per_second - 1)
+    if drift > 0.10:
+        notes.append(f"!!! the bare endpoint moved {drift:.0%} between before and after: the machine was not quiet")
+    busiest = max((row.server_cpu for row in bare if row.server_cpu is not None), default=None)
+    if busiest is not None and busiest < 0.9:
+        notes.append(
+            f"!!! the bare endpoint used only {busiest:.2f} of a core: the load generator, not the server, set"
+            " the pace, and every ratio here is kinder than the truth"
+        )
+    server_bad = {s: n for s, n in server_statuses.items() if not s.startswith("2")}
+    notes.append(
+        f"server access log: {sum(server_statuses.values()):,} requests (warm-ups included), "
+        + (f"!!! non-2xx {server_bad}" if server_bad else "all 2xx")
+    )
+    if server_errors:
+        notes.append(f"!!! server log: {server_errors} lines at level error")
+    return notes
+
+
+def describe(args: argparse.Namespace, generator: Generator, servers: Servers, load_average: float) -> list[str]:
+    # PYTHONUNBUFFERED matters too: it makes Tillbox's access log write once per request.
+    environment = sorted(
+        name if any(secret in name for secret in ("URL", "SECRET", "KEY", "PASSWORD")) else f"{name}={value}"
+        for name, value in os.environ.items()
+        if name.startswith("TILLBOX_") or name == "PYTHONUNBUFFERED"
+    )
+    tillbox_on_uvloop = maps_uvloop(servers.tillbox_process.pid)
+    lines = [
+        f"code: {commit_of_tree()}",
+        f"machine: {os.cpu_count()} CPUs, load average {load_average:.2f} before the run,"
+        f" Python {platform.python_version()}, aiohttp {aiohttp.__version__}",
+        f"load: {generator.description}; {args.connections} connections, {args.duration} s per scenario"
+        f" after {WARMUP_SECONDS} s of warm-up",
+        f"bare endpoint: {servers.bare_banner}",
+        f"tillbox serve: uvloop {({True: 'loaded', False: 'NOT loaded', None: '?'})[tillbox_on_uvloop]}"
+        f"; access log on, to a file; default settings; environment: {', '.join(environment) or '-'}",
+    ]
+    if tillbox_on_uvloop:
+        lines.append("both servers run on uvloop, so the comparison is fair")
+    elif tillbox_on_uvloop is False:
+        lines.append("!!! Tillbox is not on uvloop and the baseline is: the ratios flatter the baseline")
+    lines.append(
+        "servers and load generator share this machine's CPUs: absolute req/s are lower than on separate"
+        " machines; compare ratios"
+    )
+    if generator.client_bound:
+        lines.append(
+            "!!! the Python load generator is client-bound on a small machine: req/s measure the client as much"
+            " as the server, and ratios are compressed towards 1; install wrk for real figures"
+        )
+    if args.connections != 64:
+        lines.append("note: the targets are defined at 64 connections")
+    if args.duration < 10:
+        # Measured: the k-th of 64 new connections gets its first answer about k loop
+        # iterations late (~150 ms for the last one on the catalog), on bare aiohttp too.
+        lines.append(
+            "note: in runs shorter than 10 s, p99 includes the burst of 64 new connections that opens each"
+            " wrk run; judge p99 targets on the default duration"
+        )
+    return lines
+
+
+def write_results(
+    header: list[str],
+    args: argparse.Namespace,
+    rows: list[Row],
+    verdicts: list[dict[str, Any]],
+    server_statuses: dict[str, int],
+    notes: list[str],
+) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "header": header,
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": WARMUP_SECONDS,
+            "connections": args.connections,
+            "login_stream_connections": LOGIN_STREAM_CONNECTIONS,
+        },
+        "bare_mean_requests_per_second": bare_mean(rows),
+        "rows": [
+            {"key": r.key, "label": r.label.strip(), "connections": r.connections, "ratio_to_bare": r.ratio}
+            | asdict(r.measurement)
+            | {"non_2xx": r.measurement.non_2xx, "server_cpu": r.server_cpu, "cpu_us_per_request": r.cpu_us_per_request}
+            for r in rows
+        ],
+        "targets": verdicts,
+        "server_access_log_statuses": server_statuses,
+        "notes": notes,
+    }
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per scenario (default 10)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
+    parser.add_argument("--quick", action="store_true", help="3 s per scenario")
+    parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto", help="load generator")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration = 3
+    if args.duration < 1 or args.connections < 1:
+        parser.error("--duration and --connections must be at least 1")
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # the same clean-up as Ctrl-C
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    load_average = os.getloadavg()[0]  # before we add our own load: a busy machine skews everything
+    processes = Processes()
+    tmp = Path(tempfile.mkdtemp(prefix="tillbox-bench-"))
+    try:
+        generator = choose_load_generator(args.load)
+        print(f"preparing: {SEED_PRODUCTS} products, a staff and a customer account in {tmp}", flush=True)
+        servers = prepare_and_start(tmp, processes)
+        header = describe(args, generator, servers, load_average)
+        print("\n".join(header), flush=True)
+
+        rows = run_scenarios(generator, processes, servers, args.connections, args.duration)
+        processes.stop_all()  # Tillbox flushes its access log on the way out
+        server_statuses = server_side_statuses(tmp / "access.log")
+        server_errors = (tmp / "server.log").read_text(errors="replace").count('"level":"error"')
+
+        verdicts = [target.judge({row.key: row for row in rows}) for target in TARGETS]
+        notes = observations(rows, server_statuses, server_errors)
+        print()
+        print(render_table(rows, verdicts))
+        print()
+        print("\n".join(notes))
+        write_results(header, args, rows, verdicts, server_statuses, notes)
+        print(f"\nwritten: {RESULTS.relative_to(REPO)}")
+        return 0
+    except HarnessError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        # A second Ctrl-C must not leave a server behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        processes.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
