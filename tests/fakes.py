@@ -11,6 +11,7 @@ import itertools
 import math
 import secrets
 import unicodedata
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -23,7 +24,7 @@ from core.domain.errors import ConcurrentUpdate, EmailTaken, LoginThrottled, Sku
 from core.domain.pagination import Page, PageRequest
 from core.domain.users import RefreshToken, Role, User
 from core.ports.identity import AccessClaims, AccessToken
-from core.ports.repositories import AuditFilter, ProductFilter, UserFilter
+from core.ports.repositories import AuditFilter, ProductFilter, ProductVersion, UserFilter
 
 
 def _page(items: list[Any], page: PageRequest, key: Any) -> Page[Any]:
@@ -131,6 +132,13 @@ class InMemoryProductRepository:
             key=lambda p: p.id,
         )
         return _page(products, page, lambda p: p.id)
+
+    async def list_versions(self, page: PageRequest, filter: ProductFilter) -> Page[ProductVersion]:
+        products = await self.list(page, filter)
+        return Page(items=[ProductVersion(p.id, p.version) for p in products.items], next_after=products.next_after)
+
+    async def get_many(self, product_ids: Sequence[str]) -> list[Product]:
+        return [copy.deepcopy(self._s.products[i]) for i in dict.fromkeys(product_ids) if i in self._s.products]
 
 
 class InMemoryRefreshTokenRepository:

@@ -13,6 +13,7 @@ passes, so that the first page and the next ones are the same statement and the 
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from core.domain.errors import ConcurrentUpdate, EmailTaken, SkuTaken
 from core.domain.money import Money
 from core.domain.pagination import Page, PageRequest
 from core.domain.users import RefreshToken, Role, User, UserStatus
-from core.ports.repositories import AuditFilter, ProductFilter, UserFilter
+from core.ports.repositories import AuditFilter, ProductFilter, ProductVersion, UserFilter
 
 T = TypeVar("T")
 
@@ -173,7 +174,7 @@ PRODUCT_DELETE = "DELETE FROM products WHERE id = ?"
 PRODUCT_TEXT_MATCHES = "SELECT count(*) FROM (SELECT 1 FROM products_fts(:match) LIMIT :cap)"
 
 
-def _product_list_sql(active: bool, text: str | None) -> str:
+def _product_list_sql(active: bool, text: str | None, columns: str = _PRODUCT_COLUMNS) -> str:
     """``text`` is None (no search), "few" or "many" (see FEW_TEXT_MATCHES).
 
     Both search plans give the same rows in the same order. "few" starts from the
@@ -181,7 +182,7 @@ def _product_list_sql(active: bool, text: str | None) -> str:
     B-tree of at most FEW_TEXT_MATCHES rows. "many" walks products in id order through an
     index and keeps those in the set of matches (the unary + stops SQLite from driving the
     query from that set, which would sort every match)."""
-    columns = ", ".join(f"p.{c}" for c in _PRODUCT_COLUMNS.split(", "))
+    selected = ", ".join(f"p.{c}" for c in columns.split(", "))
     where = ["p.active = :active"] if active else []
     where += ["p.id > :after", "p.price BETWEEN :price_min AND :price_max"]
     source = "products AS p"
@@ -189,13 +190,23 @@ def _product_list_sql(active: bool, text: str | None) -> str:
         source = "products_fts(:match) AS f CROSS JOIN products AS p ON p.seq = f.rowid"
     elif text == "many":
         where.append("+p.seq IN (SELECT rowid FROM products_fts(:match))")
-    return f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY p.id LIMIT :limit"
+    return f"SELECT {selected} FROM {source} WHERE {' AND '.join(where)} ORDER BY p.id LIMIT :limit"
 
 
 #: Keyed by (whether the active filter is set, the text plan: None, "few" or "many").
 PRODUCT_LIST: dict[tuple[bool, str | None], str] = {
     (active, text): _product_list_sql(active, text) for active in (False, True) for text in (None, "few", "many")
 }
+
+
+#: The same queries, selecting only what tells a copy from the current version.
+PRODUCT_LIST_VERSIONS: dict[tuple[bool, str | None], str] = {
+    (active, text): _product_list_sql(active, text, "id, version")
+    for active in (False, True)
+    for text in (None, "few", "many")
+}
+#: Many products by id in one constant statement (the ids travel as one JSON array).
+PRODUCT_GET_MANY = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id IN (SELECT value FROM json_each(?))"
 
 
 def fts_query(text: str) -> str | None:
@@ -221,6 +232,10 @@ def _product(row: tuple[Any, ...]) -> Product:
         updated_at=parse_timestamp(row[9]),
         version=row[10],
     )
+
+
+def _product_version(row: tuple[Any, ...]) -> ProductVersion:
+    return ProductVersion(row[0], row[1])
 
 
 class SqliteProductRepository(_Repository):
@@ -285,6 +300,24 @@ class SqliteProductRepository(_Repository):
         return (await self._execute(PRODUCT_DELETE, (product_id,))).rowcount > 0
 
     async def list(self, page: PageRequest, filter: ProductFilter) -> Page[Product]:
+        return await self._list(page, filter, PRODUCT_LIST, _product)
+
+    async def list_versions(self, page: PageRequest, filter: ProductFilter) -> Page[ProductVersion]:
+        return await self._list(page, filter, PRODUCT_LIST_VERSIONS, _product_version)
+
+    async def get_many(self, product_ids: Sequence[str]) -> builtins.list[Product]:
+        if not product_ids:
+            return []
+        conn = await self._session.connection()
+        return [_product(row) for row in conn.execute(PRODUCT_GET_MANY, (orjson.dumps(list(product_ids)),))]
+
+    async def _list(
+        self,
+        page: PageRequest,
+        filter: ProductFilter,
+        queries: dict[tuple[bool, str | None], str],
+        build: Callable[[tuple[Any, ...]], T],
+    ) -> Page[T]:
         conn = await self._session.connection()
         params: dict[str, Any] = {
             "active": None if filter.active is None else int(filter.active),
@@ -302,8 +335,8 @@ class SqliteProductRepository(_Repository):
             params["cap"] = FEW_TEXT_MATCHES + 1
             (matches,) = conn.execute(PRODUCT_TEXT_MATCHES, params).fetchone()
             text_plan = "few" if matches <= FEW_TEXT_MATCHES else "many"
-        sql = PRODUCT_LIST[filter.active is not None, text_plan]
-        return _page(conn.execute(sql, params).fetchall(), page, _product)
+        sql = queries[filter.active is not None, text_plan]
+        return _page(conn.execute(sql, params).fetchall(), page, build)
 
 
 # Refresh tokens.

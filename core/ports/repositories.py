@@ -6,6 +6,8 @@ suite in ``tests/contract``; that suite is the precise meaning of these docstrin
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -30,6 +32,14 @@ class ProductFilter:
     price_min: int | None = None  # inclusive, minor units
     price_max: int | None = None  # inclusive, minor units
     text: str | None = None  # free text; adapters make it safe for their search engine
+
+
+@attrs.frozen
+class ProductVersion:
+    """Which version of which product: enough to tell whether a copy is current."""
+
+    id: str
+    version: int
 
 
 @attrs.frozen
@@ -75,6 +85,13 @@ class ProductRepository(Protocol):
         """Ordered by id ascending; ``page.after`` is the id of the last product already seen.
         ``filter.text`` matches words (and word prefixes) of name, sku and description;
         any text is safe, including the search engine's own syntax."""
+
+    async def list_versions(self, page: PageRequest, filter: ProductFilter) -> Page[ProductVersion]:
+        """The ids and versions of exactly the page ``list`` returns, in the same order: for
+        callers that keep copies of products and only need to know which are current."""
+
+    async def get_many(self, product_ids: Sequence[str]) -> builtins.list[Product]:
+        """The products that exist among these ids, in no particular order."""
 
 
 class RefreshTokenRepository(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -20,7 +21,7 @@ from core.domain.money import Money
 from core.domain.pagination import Page, PageRequest
 from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
-from core.ports.repositories import ProductFilter
+from core.ports.repositories import ProductFilter, ProductVersion
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 MAX_SEARCH_LENGTH = 200
@@ -129,17 +130,36 @@ class CatalogService:
 
     async def list_products(self, cmd: ListProducts) -> Page[Product]:
         """Everyone may list; only staff see (or filter for) inactive products."""
+        product_filter = self._filter(cmd)
+        if product_filter is None:
+            return Page(items=[], next_after=None)
+        async with self._uow(readonly=True) as uow:
+            return await uow.products.list(cmd.page, product_filter)
+
+    async def list_product_versions(self, cmd: ListProducts) -> Page[ProductVersion]:
+        """The ids and versions of the page ``list_products`` gives: for an entry point that
+        keeps rendered copies of products and fetches only those that changed."""
+        product_filter = self._filter(cmd)
+        if product_filter is None:
+            return Page(items=[], next_after=None)
+        async with self._uow(readonly=True) as uow:
+            return await uow.products.list_versions(cmd.page, product_filter)
+
+    async def get_products(self, actor: Actor, product_ids: Sequence[str]) -> list[Product]:
+        """The products among these ids that exist and that the actor may see."""
+        async with self._uow(readonly=True) as uow:
+            products = await uow.products.get_many(product_ids)
+        return [p for p in products if p.active or actor.is_staff]
+
+    def _filter(self, cmd: ListProducts) -> ProductFilter | None:
+        """The repository filter for a listing; None when nothing can match."""
         active = cmd.active if cmd.actor.is_staff else True
         text = cmd.text.strip() if cmd.text is not None else None
         if text is not None and len(text) > MAX_SEARCH_LENGTH:
             raise ValidationFailed({"q": f"must have at most {MAX_SEARCH_LENGTH} characters"})
         if cmd.price_min is not None and cmd.price_max is not None and cmd.price_min > cmd.price_max:
-            return Page(items=[], next_after=None)  # an empty range holds no prices: not an error
-        product_filter = ProductFilter(
-            active=active, price_min=cmd.price_min, price_max=cmd.price_max, text=text or None
-        )
-        async with self._uow(readonly=True) as uow:
-            return await uow.products.list(cmd.page, product_filter)
+            return None  # an empty range holds no prices: not an error
+        return ProductFilter(active=active, price_min=cmd.price_min, price_max=cmd.price_max, text=text or None)
 
     async def update_product(self, cmd: UpdateProduct) -> Product:
         cmd.actor.require_staff()

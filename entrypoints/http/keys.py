@@ -8,6 +8,7 @@ from core.domain.users import Actor
 from core.ports.identity import AccessTokenIssuer
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
+from entrypoints.http.representations import RenderedProducts
 
 ACTOR = web.RequestKey("actor", Actor)  # the caller; set by the authentication middleware
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -19,3 +20,4 @@ READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, de
 OPENAPI = web.AppKey("openapi", dict)
 DOCS_HTML = web.AppKey("docs_html", str)
 TOKENS = web.AppKey("access_tokens", AccessTokenIssuer)
+RENDERED_PRODUCTS = web.AppKey("rendered_products", RenderedProducts)

@@ -8,7 +8,7 @@ from core.domain.catalog import Product
 from core.domain.errors import ConcurrentUpdate, InsufficientStock, SkuTaken
 from core.domain.money import Money
 from core.domain.pagination import Page, PageRequest
-from core.ports.repositories import ProductFilter
+from core.ports.repositories import ProductFilter, ProductVersion
 from core.ports.unit_of_work import UnitOfWorkFactory
 from tests.contract.builders import Make, store
 from tests.fakes import FixedClock
@@ -357,3 +357,56 @@ async def test_search_follows_updates(uow_factory: UnitOfWorkFactory, make: Make
         await uow.products.update(mug)
         await uow.commit()
     assert await _list(uow_factory, ProductFilter(text="green")) == ["MUG-1"]
+
+
+# Versions: the cheap form of a list, for callers that keep copies.
+@pytest.mark.parametrize(
+    "product_filter",
+    [
+        ProductFilter(),
+        ProductFilter(active=True),
+        ProductFilter(active=False, price_min=500),
+        ProductFilter(price_min=1000, price_max=1500),
+        ProductFilter(text="oak"),
+        ProductFilter(text="lamp", active=True),
+        ProductFilter(text="nothing-matches-this"),
+    ],
+)
+async def test_list_versions_is_exactly_the_page_of_list(
+    catalog: UnitOfWorkFactory, product_filter: ProductFilter
+) -> None:
+    async with catalog(readonly=True) as uow:
+        after = None
+        while True:
+            page = await uow.products.list(PageRequest(limit=2, after=after), product_filter)
+            versions = await uow.products.list_versions(PageRequest(limit=2, after=after), product_filter)
+            assert versions == Page(
+                items=[ProductVersion(p.id, p.version) for p in page.items], next_after=page.next_after
+            )
+            if page.next_after is None:
+                break
+            after = page.next_after
+
+
+async def test_list_versions_follow_updates(uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock) -> None:
+    product = make.product("VER-1")
+    await store(uow_factory, product)
+    async with uow_factory() as uow:
+        stored = await uow.products.get(product.id)
+        assert stored is not None
+        stored.update({"name": "Renamed"}, at=clock.now())
+        await uow.products.update(stored)
+        await uow.commit()
+    async with uow_factory(readonly=True) as uow:
+        versions = await uow.products.list_versions(PageRequest(), ProductFilter())
+    assert versions.items == [ProductVersion(product.id, 2)]
+
+
+async def test_get_many_returns_the_products_that_exist(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    a, b, c = make.product("GM-A"), make.product("GM-B"), make.product("GM-C")
+    await store(uow_factory, a, b, c)
+    async with uow_factory(readonly=True) as uow:
+        found = await uow.products.get_many([c.id, "prd_missing", a.id, a.id])
+        nothing = await uow.products.get_many([])
+    assert sorted(found, key=lambda p: p.id) == [a, c]
+    assert nothing == []

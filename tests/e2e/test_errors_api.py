@@ -136,7 +136,7 @@ async def test_unexpected_errors_say_nothing_internal(api: Api, monkeypatch: pyt
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail: /srv/internal/path")
 
-    monkeypatch.setattr(catalog, "list_products", broken)
+    monkeypatch.setattr(catalog, "list_product_versions", broken)
     status, body, headers = await api.call("GET", "/api/v1/products")
     assert_error(status, body, 500, "internal_error")
     assert "secret" not in json.dumps(body) and "RuntimeError" not in json.dumps(body)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from core.domain.money import Money
 from tests.e2e.conftest import Api, assert_error
 
 
@@ -189,3 +190,31 @@ async def test_foreign_currency_is_refused(api: Api, staff: str) -> None:
     )
     assert_error(status, body, 422, "validation_failed")
     assert body["error"]["details"]["fields"] == {"currency": "must be one of USD"}
+
+
+async def test_listed_products_are_never_stale(api: Api, staff: str) -> None:
+    product = await _create(api, staff, sku="FRESH-1", stock=5)
+    pid = product["id"]
+
+    async def listed() -> list[dict[str, Any]]:
+        status, page, _ = await api.call("GET", "/api/v1/products?q=FRESH")
+        assert status == 200
+        return page["data"]
+
+    assert [p["price"] for p in await listed()] == [1299]
+    await api.call("PATCH", f"/api/v1/products/{pid}", json={"price": 1500, "name": "Fresher mug"}, token=staff)
+    assert [(p["price"], p["name"]) for p in await listed()] == [(1500, "Fresher mug")]
+    await api.call("POST", f"/api/v1/products/{pid}/stock", json={"delta": -2}, token=staff)
+    assert [p["stock"] for p in await listed()] == [3]
+    await api.call("PATCH", f"/api/v1/products/{pid}", json={"active": False}, token=staff)
+    assert await listed() == []
+    status, page, _ = await api.call("GET", "/api/v1/products?active=false", token=staff)
+    assert [p["id"] for p in page["data"]] == [pid]
+    # Another server process (or the CLI) changing the database is seen too.
+    database = await api.container.database()
+    async with database() as uow:
+        stored = await uow.products.get(pid)
+        stored.update({"active": True, "price": Money(42, "USD")}, at=stored.updated_at)
+        await uow.products.update(stored)
+        await uow.commit()
+    assert [p["price"] for p in await listed()] == [42]

@@ -7,7 +7,7 @@ import pytest
 from core.domain.catalog import Product
 from core.domain.errors import ValidationFailed
 from core.domain.pagination import PageRequest
-from core.domain.users import Actor
+from core.domain.users import Actor, Role
 from core.services.catalog import MAX_SEARCH_LENGTH, CatalogService, CreateProduct, ListProducts, UpdateProduct
 
 
@@ -197,3 +197,19 @@ async def test_an_empty_catalog(catalog: CatalogService, customer: Actor) -> Non
     page = await catalog.list_products(ListProducts(actor=customer))
 
     assert (page.items, page.next_after) == ([], None)
+
+
+async def test_versions_and_get_products_follow_the_visibility_rules(
+    catalog: CatalogService, shelf: dict[str, Product], staff: Actor
+) -> None:
+    customer = Actor(user_id="usr_c", role=Role.CUSTOMER)
+    for actor in (customer, staff):
+        page = await catalog.list_products(ListProducts(actor=actor, page=PageRequest(limit=100)))
+        versions = await catalog.list_product_versions(ListProducts(actor=actor, page=PageRequest(limit=100)))
+        assert [(v.id, v.version) for v in versions.items] == [(p.id, p.version) for p in page.items]
+    every_id = [p.id for p in shelf.values()]
+    seen_by_customer = await catalog.get_products(customer, every_id)
+    seen_by_staff = await catalog.get_products(staff, every_id)
+    assert {p.id for p in seen_by_customer} == {p.id for p in shelf.values() if p.active}
+    assert {p.id for p in seen_by_staff} == set(every_id)
+    assert any(not p.active for p in shelf.values())

@@ -6,12 +6,12 @@ import re
 
 from aiohttp import web
 
-from adapters.serialization import to_wire
+from adapters.serialization import to_json, to_wire
 from core.domain.catalog import Product
 from core.domain.pagination import PageRequest
 from core.services.catalog import AdjustStock, CreateProduct, DeleteProduct, ListProducts, UpdateProduct
-from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
-from entrypoints.http.keys import CATALOG
+from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, encode_cursor, json_response
+from entrypoints.http.keys import CATALOG, RENDERED_PRODUCTS
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
     CONFLICT,
@@ -69,7 +69,8 @@ ETAG_HEADER = ("ETag",)
 async def list_products(request: web.Request, i: Input) -> web.Response:
     """Anyone may list the active catalog; staff also see inactive products."""
     q = i.query
-    page = await request.app[CATALOG].list_products(
+    catalog = request.app[CATALOG]
+    page = await catalog.list_product_versions(
         ListProducts(
             actor=i.actor,
             page=PageRequest(limit=q["limit"], after=decode_cursor(q.get("cursor"))),
@@ -79,7 +80,17 @@ async def list_products(request: web.Request, i: Input) -> web.Response:
             price_max=q.get("price_max"),
         )
     )
-    return list_response([to_wire(p) for p in page.items], page.next_after)
+    rendered = request.app[RENDERED_PRODUCTS]
+    parts = {v.id: rendered.get(v.id, v.version) for v in page.items}
+    missing = [product_id for product_id, body in parts.items() if body is None]
+    if missing:
+        # Changed since last rendered (or never seen): read and render just these. One may
+        # have changed again or gone since the list was read; the newest copy is shown.
+        for product in await catalog.get_products(i.actor, missing):
+            parts[product.id] = rendered.render(product)
+    data = b",".join(body for body in parts.values() if body is not None)
+    meta = to_json({"has_more": page.has_more, "next_cursor": encode_cursor(page.next_after)})
+    return web.Response(body=b'{"data":[' + data + b'],"meta":' + meta + b"}", content_type="application/json")
 
 
 @api.operation(
