@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -102,6 +103,50 @@ def cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU time the whole machine spent busy, all CPUs; None where /proc cannot say."""
+    try:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = Path("/proc/stat").read_text().split()[1:9]
+    except (OSError, ValueError):
+        return None
+    return sum(int(n) for n in (user, nice, system, irq, softirq, steal)) / os.sysconf("SC_CLK_TCK")
+
+
+def children_seconds() -> float:
+    """CPU of the harness's finished children: the load generators, once drive() has reaped them."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuUse:
+    """Where the machine's CPU went during one measurement, in cores."""
+
+    server: float
+    load_generator: float
+    others: float  # everything else: another engineer's tests, a backup, a browser
+
+
+class CpuMeter:
+    """Measures a server, the load generators and everyone else over one measurement: on a
+    shared 2-CPU machine a figure means little without knowing who else was running."""
+
+    def __init__(self, server_pid: int) -> None:
+        self._pid = server_pid
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float | None, float, float | None]:
+        return time.monotonic(), cpu_seconds(self._pid), children_seconds(), machine_busy_seconds()
+
+    def stop(self) -> CpuUse | None:
+        (t0, server0, children0, busy0), (t1, server1, children1, busy1) = self._start, self._sample()
+        if server0 is None or server1 is None or busy0 is None or busy1 is None:
+            return None
+        elapsed = t1 - t0
+        server, generator = (server1 - server0) / elapsed, (children1 - children0) / elapsed
+        return CpuUse(server, generator, max(0.0, (busy1 - busy0) / elapsed - server - generator))
 
 
 def maps_uvloop(pid: int) -> bool | None:
@@ -203,8 +248,8 @@ class Row:
     label: str
     connections: int
     measurement: Measurement
-    server_cpu: float | None  # the server's CPU use during the scenario, in cores
-    cpu_us_per_request: float | None  # only where one stream had the server to itself
+    cpu: CpuUse | None  # the whole scenario's, shared by its streams
+    cpu_us_per_request: float | None  # the server's, where one stream had it to itself
     ratio: float | None = None  # of the bare endpoint's mean req/s
 
 
@@ -263,15 +308,15 @@ def run_scenarios(generator: Generator, processes: Processes, servers: Servers, 
         # Warm-up, discarded: connections, SQLite's page cache, allocator arenas, lazy imports.
         drive(generator, processes, loads, WARMUP_SECONDS)
         servers.log_in()  # the warm-up's leftover logins must not be billed to the measurement
-        cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+        meter = CpuMeter(server.pid)
         measurements = drive(generator, processes, loads, seconds)
-        cpu_after, elapsed = cpu_seconds(server.pid), time.monotonic() - started
+        cpu = meter.stop()
         if server.poll() is not None:
             raise HarnessError(f"{streams[0][1]}: the server died (status {server.returncode})")
-        cores = (cpu_after - cpu_before) / elapsed if cpu_before is not None and cpu_after is not None else None
         for (key, label), load, m in zip(streams, loads, measurements, strict=True):
-            per_request = cores * elapsed / m.requests * 1e6 if cores is not None and len(loads) == 1 else None
-            rows.append(Row(key, label, load.connections, m, cores, per_request if m.requests else None))
+            alone = cpu is not None and len(loads) == 1 and m.requests > 0
+            per_request = cpu.server / m.requests_per_second * 1e6 if alone and cpu is not None else None
+            rows.append(Row(key, label, load.connections, m, cpu, per_request))
             flag = f"  !! {m.non_2xx:,} non-2xx" if m.non_2xx else ""
             print(f"  {label:<36} {m.requests_per_second:>10,.0f} req/s  p99 {m.p99_ms:8.1f} ms{flag}", flush=True)
 
@@ -321,19 +366,24 @@ def percent(ratio: float) -> str:
 
 def render_table(rows: list[Row], verdicts: list[dict[str, Any]]) -> str:
     columns = f"{'scenario':<36} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of bare':>7}"
-    columns += f" {'non-2xx':>7} {'srv CPU':>7} {'CPU us/req':>10}"
+    columns += f" {'non-2xx':>7} {'server':>6} {'us/req':>7} {'wrk':>5} {'others':>6}"
     lines = [columns, "-" * len(columns)]
     for row in rows:
-        m = row.measurement
-        cpu = f"{row.server_cpu:.2f}" if row.server_cpu is not None else "-"
+        m, cpu = row.measurement, row.cpu
+        server = generator = others = "-"
+        if cpu is not None:
+            server, generator, others = (f"{cores:.2f}" for cores in (cpu.server, cpu.load_generator, cpu.others))
         per_request = f"{row.cpu_us_per_request:,.0f}" if row.cpu_us_per_request is not None else "-"
         lines.append(
             f"{row.label:<36} {row.connections:>5} {m.requests_per_second:>9,.0f} {m.p50_ms:>8.2f} {m.p99_ms:>8.2f}"
-            f" {percent(row.ratio or 0.0):>7} {m.non_2xx:>7,} {cpu:>7} {per_request:>10}"
+            f" {percent(row.ratio or 0.0):>7} {m.non_2xx:>7,} {server:>6} {per_request:>7} {generator:>5} {others:>6}"
             + ("  !! NON-2XX" if m.non_2xx else "")
         )
     lines.append(f"{'bare endpoint, mean of before and after':<36} {'':>5} {bare_mean(rows):>9,.0f}")
-    lines.append("(srv CPU: the server's CPU use in cores, all threads; CPU us/req: that divided by requests)")
+    lines.append(
+        "(CPU in cores during the scenario: server (all threads), us/req (the server's CPU per request),"
+        " wrk (the load generator), others (every other process on the machine))"
+    )
     lines.append("")
     for verdict in verdicts:
         shown = percent(verdict["value"]) if "%" in verdict["target"] else f"{verdict['value']:.1f} ms"
@@ -362,12 +412,18 @@ def observations(rows: list[Row], server_statuses: dict[str, int], server_errors
     drift = abs(bare[0].measurement.requests_per_second / bare[1].measurement.requests_per_second - 1)
     if drift > 0.10:
         notes.append(f"!!! the bare endpoint moved {drift:.0%} between before and after: the machine was not quiet")
-    busiest = max((row.server_cpu for row in bare if row.server_cpu is not None), default=None)
-    if busiest is not None and busiest < 0.9:
-        notes.append(
-            f"!!! the bare endpoint used only {busiest:.2f} of a core: the load generator, not the server, set"
-            " the pace, and every ratio here is kinder than the truth"
-        )
+    for row in rows:
+        if row.cpu is not None and row.cpu.others > 0.25 and not row.label.startswith(" "):
+            notes.append(
+                f"!!! {row.label}: other processes took {row.cpu.others:.2f} of {os.cpu_count()} CPUs;"
+                " its figures are disturbed (rerun on a quiet machine)"
+            )
+    for row in bare:
+        if row.cpu is not None and row.cpu.server < 0.9 and row.cpu.others <= 0.25:
+            notes.append(
+                f"!!! {row.label}: the server used only {row.cpu.server:.2f} of a core, so the load generator set"
+                " the pace, and every ratio is kinder than the truth"
+            )
     server_bad = {s: n for s, n in server_statuses.items() if not s.startswith("2")}
     notes.append(
         f"server access log: {sum(server_statuses.values()):,} requests (warm-ups included), "
@@ -423,6 +479,7 @@ def describe(args: argparse.Namespace, generator: Generator, servers: Servers, l
 
 def write_results(
     header: list[str],
+    table: str,
     args: argparse.Namespace,
     rows: list[Row],
     verdicts: list[dict[str, Any]],
@@ -443,10 +500,12 @@ def write_results(
         "rows": [
             {"key": r.key, "label": r.label.strip(), "connections": r.connections, "ratio_to_bare": r.ratio}
             | asdict(r.measurement)
-            | {"non_2xx": r.measurement.non_2xx, "server_cpu": r.server_cpu, "cpu_us_per_request": r.cpu_us_per_request}
+            | {"non_2xx": r.measurement.non_2xx, "cpu_cores": asdict(r.cpu) if r.cpu else None}
+            | {"server_cpu_us_per_request": r.cpu_us_per_request}
             for r in rows
         ],
         "targets": verdicts,
+        "table": table.splitlines(),
         "server_access_log_statuses": server_statuses,
         "notes": notes,
     }
@@ -486,11 +545,10 @@ def main() -> int:
 
         verdicts = [target.judge({row.key: row for row in rows}) for target in TARGETS]
         notes = observations(rows, server_statuses, server_errors)
-        print()
-        print(render_table(rows, verdicts))
-        print()
+        table = render_table(rows, verdicts)
+        print(f"\n{table}\n")
         print("\n".join(notes))
-        write_results(header, args, rows, verdicts, server_statuses, notes)
+        write_results(header, table, args, rows, verdicts, server_statuses, notes)
         print(f"\nwritten: {RESULTS.relative_to(REPO)}")
         return 0
     except HarnessError as e:
