@@ -5,18 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import random
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
+from adapters.sqlite.maintenance import BackupError
+from adapters.sqlite.migrations import MigrationError
 from core.domain.errors import DomainError, SkuTaken
 from core.domain.users import Actor, Role
 from core.services.auth import CreateUser
 from core.services.catalog import CreateProduct
 from entrypoints.container import Container, DataDirError, build_container, provide, start, stop
+from entrypoints.datadir import DataDirInUse
 from entrypoints.logs import configure_logging
 from entrypoints.server import ServerError
 from entrypoints.settings import ConfigError, Settings, find_config, load_settings
@@ -55,7 +60,9 @@ def _run_with_container(settings: Settings, work: Callable[[Container], Awaitabl
 def cmd_serve(args: argparse.Namespace) -> None:
     from entrypoints.server import serve
 
-    settings = _settings(args, {("server", "host"): args.host, ("server", "port"): args.port})
+    settings = _settings(
+        args, {("server", "host"): args.host, ("server", "port"): args.port, ("server", "workers"): args.workers}
+    )
     configure_logging(settings["log"]["level"])
     serve(settings)
 
@@ -187,6 +194,150 @@ def cmd_db_seed(args: argparse.Namespace) -> None:
     print(f"seeded {created} products ({skipped} already there)")
 
 
+def _data_dir(settings: Settings) -> Path:
+    from entrypoints.container import prepare_data_dir
+
+    return next(prepare_data_dir(settings["data"]["dir"]))
+
+
+def _confirm(args: argparse.Namespace, question: str) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise CommandError("refusing without confirmation; pass --yes")
+    if input(f"{question} [y/N] ").strip().lower() not in {"y", "yes"}:
+        raise CommandError("cancelled")
+
+
+def cmd_db_reset(args: argparse.Namespace) -> None:
+    from adapters.sqlite.migrations import migrate
+    from entrypoints.container import DATABASE_FILE
+    from entrypoints.datadir import exclusive
+
+    settings = _settings(args)
+    data_dir = _data_dir(settings)
+    database = data_dir / DATABASE_FILE
+    with exclusive(data_dir):
+        _confirm(args, f"Delete every account, product and order in {database}?")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        version = migrate(database)
+    print(f"database {database} is empty, at schema version {version}")
+
+
+def cmd_backup(args: argparse.Namespace) -> None:
+    from adapters.sqlite.maintenance import backup
+    from entrypoints.container import DATABASE_FILE
+
+    settings = _settings(args)
+    database = settings.data_dir / DATABASE_FILE
+    info = backup(database, Path(args.path), overwrite=args.force)
+    print(f"backed up {database} to {info.path} ({info.size_bytes} bytes, schema version {info.schema_version})")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from adapters.sqlite.maintenance import inspect, restore
+    from entrypoints.container import DATABASE_FILE
+    from entrypoints.datadir import exclusive
+
+    settings = _settings(args)
+    source = Path(args.path)
+    inspect(source)  # refuse a bad file before touching (or even creating) anything
+    data_dir = _data_dir(settings)
+    database = data_dir / DATABASE_FILE
+    with exclusive(data_dir):
+        if database.exists():
+            _confirm(args, f"Replace {database} with {source}?")
+        info = restore(source, database, busy_timeout_ms=settings["database"]["busy_timeout_ms"])
+    print(f"restored {source} into {database} (schema version {info.schema_version})")
+
+
+def cmd_users_list(args: argparse.Namespace) -> None:
+    from core.domain.pagination import PageRequest
+    from core.ports.repositories import UserFilter
+    from core.services.auth import ListUsers
+
+    settings = _settings(args)
+
+    async def list_all(container: Container) -> list[Any]:
+        auth = await provide(container.auth_service)
+        users: list[Any] = []
+        after = None
+        while True:
+            page = await auth.list_users(
+                ListUsers(
+                    actor=Actor.operator(),
+                    page=PageRequest(limit=100, after=after),
+                    filter=UserFilter(role=Role(args.role) if args.role else None),
+                )
+            )
+            users += page.items
+            if page.next_after is None:
+                return users
+            after = page.next_after
+
+    users = _run_with_container(settings, list_all)
+    print(f"{'id':<30}  {'email':<40}  {'role':<8}  {'status':<8}  created")
+    for user in users:
+        created = user.created_at.strftime("%Y-%m-%d %H:%M")
+        print(f"{user.id:<30}  {user.email:<40}  {user.role.value:<8}  {user.status.value:<8}  {created}")
+
+
+def cmd_users_disable(args: argparse.Namespace) -> None:
+    from core.domain.errors import UserNotFound
+    from core.domain.users import UserStatus, normalize_email
+    from core.services.auth import UpdateUser
+
+    settings = _settings(args)
+
+    async def disable(container: Container) -> Any:
+        auth = await provide(container.auth_service)
+        database = await provide(container.database)
+        async with database(readonly=True) as uow:
+            user = await uow.users.get_by_email(normalize_email(args.email))
+        if user is None:
+            raise UserNotFound(args.email)
+        return await auth.update_user(UpdateUser(actor=Actor.operator(), user_id=user.id, status=UserStatus.DISABLED))
+
+    user = _run_with_container(settings, disable)
+    print(f"disabled {user.email} ({user.id}); their sessions are ended")
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+
+    async def rotate(container: Container) -> str:
+        auth = await provide(container.auth_service)
+        return await auth.rotate_signing_key(Actor.operator())
+
+    kid = _run_with_container(settings, rotate)
+    ttl = settings["auth"]["access_token_ttl"]
+    print(f"new signing key {kid}; tokens signed with the old key keep working for up to {ttl} s")
+
+
+def cmd_openapi(args: argparse.Namespace) -> None:
+    from adapters.serialization import to_json
+    from entrypoints.http.openapi import build_openapi
+    from entrypoints.http.routes import all_operations
+
+    settings = _settings(args)
+    document = build_openapi(all_operations(), version=VERSION, currency=settings["store"]["currency"])
+    sys.stdout.write(to_json(document).decode() + "\n")
+
+
+def cmd_config_show(args: argparse.Namespace) -> None:
+    from entrypoints.settings import SECRETS
+
+    settings = _settings(args)
+    print(f"# config file: {settings.config_path or '(none: built-in defaults)'}")
+    for section, values in settings.values.items():
+        print(f"\n[{section}]")
+        for key, value in values.items():
+            shown = "********" if (section, key) in SECRETS and value else value
+            rendered = json.dumps(shown) if not isinstance(shown, bool) else str(shown).lower()
+            print(f"{key} = {rendered}  # {settings.sources[section][key]}")
+
+
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -247,12 +398,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _command(commands, "serve", cmd_serve, "run the HTTP API", "tillbox serve --host 0.0.0.0 --port 8080")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
 
     db = commands.add_parser("db", help="manage the database", description="Manage the database.")
     db_commands = db.add_subparsers(title="commands", metavar="COMMAND")
     _command(db_commands, "migrate", cmd_db_migrate, "apply pending schema migrations", "tillbox db migrate")
     seed = _command(db_commands, "seed", cmd_db_seed, "add a demo catalog", "tillbox db seed --count 1000")
     seed.add_argument("--count", type=int, default=1000, help="number of demo products (default 1000)")
+    reset = _command(
+        db_commands,
+        "reset",
+        cmd_db_reset,
+        "delete everything and start with an empty database",
+        "tillbox db reset --yes",
+    )
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     users = commands.add_parser("users", help="manage accounts", description="Manage accounts.")
     user_commands = users.add_subparsers(title="commands", metavar="COMMAND")
@@ -266,6 +426,56 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True)
     create.add_argument("--role", choices=[r.value for r in Role], default="customer")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    listing = _command(user_commands, "list", cmd_users_list, "list accounts", "tillbox users list --role admin")
+    listing.add_argument("--role", choices=[r.value for r in Role], help="only accounts with this role")
+    disable = _command(
+        user_commands,
+        "disable",
+        cmd_users_disable,
+        "disable an account and end its sessions",
+        "tillbox users disable --email someone@example.com",
+    )
+    disable.add_argument("--email", required=True)
+
+    keys = commands.add_parser("keys", help="manage signing keys", description="Manage the token signing keys.")
+    key_commands = keys.add_subparsers(title="commands", metavar="COMMAND")
+    _command(
+        key_commands,
+        "rotate",
+        cmd_keys_rotate,
+        "sign tokens with a new key from now on (the old one verifies until its tokens expire)",
+        "tillbox keys rotate",
+    )
+
+    backup = _command(
+        commands,
+        "backup",
+        cmd_backup,
+        "copy the database to a file, consistently, even while a server is writing",
+        "tillbox backup /var/backups/tillbox-2026-11-29.db",
+    )
+    backup.add_argument("path", help="the backup file to write")
+    backup.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    restore = _command(
+        commands,
+        "restore",
+        cmd_restore,
+        "replace the database with a backup (checked first; refused while a server runs)",
+        "tillbox restore /var/backups/tillbox-2026-11-29.db --yes",
+    )
+    restore.add_argument("path", help="the backup file to restore")
+    restore.add_argument("--yes", action="store_true", help="do not ask before replacing an existing database")
+
+    _command(commands, "openapi", cmd_openapi, "print the OpenAPI document", "tillbox openapi > openapi.json")
+    config = commands.add_parser("config", help="inspect settings", description="Inspect the settings.")
+    config_commands = config.add_subparsers(title="commands", metavar="COMMAND")
+    _command(
+        config_commands,
+        "show",
+        cmd_config_show,
+        "print the effective settings and where each came from (secrets masked)",
+        "TILLBOX_SERVER_PORT=9000 tillbox config show",
+    )
 
     _command(commands, "version", cmd_version, "print the version and build commit", "tillbox version")
     return parser
@@ -282,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     try:
         handler(args)
-    except (ConfigError, DataDirError, CommandError, ServerError) as e:
+    except (ConfigError, DataDirError, CommandError, ServerError, DataDirInUse, BackupError, MigrationError) as e:
         _fail(str(e))
     except DomainError as e:
         _fail(f"{e.message} ({e.code})")

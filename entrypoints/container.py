@@ -39,8 +39,14 @@ def prepare_data_dir(directory: str) -> Iterator[Path]:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         raise DataDirError(f"cannot create data directory {path}: {e.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise DataDirError(f"data directory {path} is not writable")
+    # Try it: os.access says yes to root even where the kernel will say no (read-only
+    # mounts, immutable directories), and finding out at the first commit is too late.
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise DataDirError(f"data directory {path} is not writable: {e.strerror}") from None
     yield path
 
 

@@ -1,24 +1,42 @@
-"""Running the HTTP server process: event loop, listening socket, signals, graceful stop."""
+"""Running the HTTP server: one process, or several sharing the port.
+
+One worker (the default) is this process. With ``workers = N``, this process forks N
+workers that each open the database and listen on the same port with SO_REUSEPORT
+(the kernel spreads connections across them), then supervises them: SIGTERM or SIGINT
+is passed on, each worker finishes its in-flight requests and closes the database,
+and the supervisor exits 0 once they all have. Every server process holds a shared
+lock on the data directory (entrypoints.datadir) so that ``restore`` knows it is there.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 
-from entrypoints.container import build_container
+from entrypoints.container import build_container, prepare_data_dir
+from entrypoints.datadir import serving
 from entrypoints.http.app import create_app
 from entrypoints.logs import AccessLog
 from entrypoints.settings import Settings
 
 log = logging.getLogger("tillbox.server")
 
+#: A worker that dies sooner than this after starting is broken, not unlucky: no restart.
+MIN_HEALTHY_SECONDS = 5.0
+
 
 class ServerError(Exception):
     """The server could not start (port in use, address not available)."""
 
 
-def event_loop_factory() -> object:
+def event_loop_factory() -> Callable[[], object] | None:
     """uvloop where it is installed (about 15% more requests per second here)."""
     try:
         import uvloop
@@ -28,6 +46,33 @@ def event_loop_factory() -> object:
 
 
 def serve(settings: Settings) -> None:
+    data_dir = next(prepare_data_dir(settings["data"]["dir"]))
+    workers = settings["server"]["workers"]
+    _check_port_free(settings["server"]["host"], settings["server"]["port"])
+    with serving(data_dir):
+        if workers == 1:
+            _run_worker(settings, reuse_port=False)
+        else:
+            _supervise(settings, workers)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line before starting anything if another program has the port.
+    (With SO_REUSEPORT a second Tillbox could otherwise silently share it.)"""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ServerError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
     server = settings["server"]
     container = build_container(settings)
     app = create_app(container, access_log=AccessLog() if server["access_log"] else None)
@@ -36,11 +81,10 @@ def serve(settings: Settings) -> None:
     def announce(_: str) -> None:
         log.info(
             "listening",
-            extra={"fields": {"url": f"http://{host}:{port}", "data_dir": str(settings.data_dir)}},
+            extra={"fields": {"url": f"http://{host}:{port}", "data_dir": str(settings.data_dir), "pid": os.getpid()}},
         )
 
     factory = event_loop_factory()
-    loop = factory() if callable(factory) else None
     try:
         # run_app stops accepting on SIGTERM/SIGINT, gives in-flight requests
         # shutdown_timeout seconds, then runs cleanup (closing the database) and returns.
@@ -51,9 +95,78 @@ def serve(settings: Settings) -> None:
             shutdown_timeout=server["shutdown_grace"],
             access_log=None,
             print=announce,
-            loop=loop,
+            loop=factory() if factory is not None else None,  # type: ignore[arg-type]
             handle_signals=True,
+            reuse_port=reuse_port,
         )
     except OSError as e:
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    log.info("stopped")
+    log.info("stopped", extra={"fields": {"pid": os.getpid()}})
+
+
+def _fork_worker(settings: Settings) -> int:
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 0
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _run_worker(settings, reuse_port=True)
+        except ServerError as e:
+            print(f"tillbox: error: {e}", file=sys.stderr)
+            code = 1
+        except BaseException:
+            log.exception("worker failed")
+            code = 1
+        finally:
+            logging.shutdown()
+            os._exit(code)
+    return pid
+
+
+def _supervise(settings: Settings, workers: int) -> None:
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            _signal(pid, signal.SIGTERM)
+
+    children: dict[int, float] = {}
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(workers):
+        children[_fork_worker(settings)] = time.monotonic()
+    log.info("supervising", extra={"fields": {"workers": sorted(children), "pid": os.getpid()}})
+
+    failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, None)
+        if started is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            failed = failed or code != 0
+            continue
+        if time.monotonic() - started < MIN_HEALTHY_SECONDS:
+            log.error("worker exited at start; stopping", extra={"fields": {"pid": pid, "code": code}})
+            failed = True
+            stop(signal.SIGTERM, None)
+            continue
+        log.error("worker died; starting another", extra={"fields": {"pid": pid, "code": code}})
+        children[_fork_worker(settings)] = time.monotonic()
+    if failed:
+        raise ServerError("a worker failed; see the log above")
+    log.info("stopped", extra={"fields": {"pid": os.getpid()}})
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

@@ -281,12 +281,17 @@ class FakeAccessTokens:
         self._clock = clock
         self._ttl = ttl
         self._issued: dict[str, AccessClaims] = {}
+        self.rotations = 0
 
     def issue(self, user_id: str, role: Role) -> AccessToken:
         token = secrets.token_urlsafe(16)
         expires_at = int(self._clock.now().timestamp()) + self._ttl
         self._issued[token] = AccessClaims(user_id=user_id, role=role, expires_at=expires_at)
         return AccessToken(token=token, expires_in=self._ttl)
+
+    def rotate_signing_key(self) -> str:
+        self.rotations += 1
+        return f"kid-{self.rotations}"
 
     def verify(self, token: str) -> AccessClaims:
         claims = self._issued.get(token)

@@ -94,13 +94,16 @@ class JwtAccessTokens:
         token = jwt.encode(header, claims, key, registry=self._registry, default_type=None)
         return AccessToken(token=token, expires_in=self._ttl)
 
+    def rotate_signing_key(self) -> str:
+        return self._keys.rotate(self._ttl)
+
     def verify(self, token: str) -> AccessClaims:
         cached = self._cache.get(token)
         if cached is not None:
             claims, kid = cached
             now = self._clock.now().timestamp()
             if claims.expires_at > now - self._leeway and self._keys.is_active(kid, now):
-                try:  # noqa: SIM105 - contextlib.suppress costs more than the rest of a cache hit
+                try:
                     self._cache.move_to_end(token)
                 except KeyError:  # evicted by another thread meanwhile; still valid
                     pass

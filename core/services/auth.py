@@ -374,6 +374,26 @@ class AuthService:
             await uow.commit()
         return user
 
+    async def rotate_signing_key(self, actor: Actor) -> str:
+        """A new key signs access tokens from now on; the old one verifies until its tokens expire."""
+        actor.require_admin()
+        kid = self._access_tokens.rotate_signing_key()
+        async with self._uow() as uow:
+            await uow.audit.append(
+                AuditEntry(
+                    id=self._ids.new("aud"),
+                    at=self._clock.now(),
+                    actor_id=actor.user_id,
+                    action="keys.rotated",
+                    object_type="signing_key",
+                    object_id=kid,
+                    source_ip=actor.source_ip,
+                    details={},
+                )
+            )
+            await uow.commit()
+        return kid
+
     # Helpers.
     def _new_refresh_token(self, user_id: str, family_id: str, expires_at: datetime) -> tuple[str, RefreshToken]:
         secret = self._opaque.generate()

@@ -1,0 +1,329 @@
+"""Operator commands against real processes: workers, backup and restore while serving,
+reset, key rotation, users, openapi, config show, and their refusals."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli import PASSWORD, _get, _post, free_port, tillbox
+
+
+class Server:
+    def __init__(self, cwd: Path, port: int, *extra: str, env: dict[str, str] | None = None):
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
+        environment.update(env or {})
+        self.base = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port), *extra],
+            cwd=cwd,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if _get(self.base + "/readyz")[0] == 200:
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    error = self.process.stderr.read() if self.process.stderr else ""
+                    raise RuntimeError(f"server did not start: {error}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def admin_dir(tmp_path: Path) -> Path:
+    result = tillbox(
+        "users",
+        "create",
+        "--email",
+        "admin@example.com",
+        "--role",
+        "admin",
+        "--password-stdin",
+        cwd=tmp_path,
+        stdin=PASSWORD + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+@pytest.fixture
+def server(admin_dir: Path) -> Iterator[Server]:
+    running = Server(admin_dir, free_port())
+    yield running
+    running.kill()
+
+
+def _token(server: Server) -> str:
+    _, tokens = _post(server.base + "/api/v1/auth/login", {"email": "admin@example.com", "password": PASSWORD})
+    return str(tokens["access_token"])
+
+
+def _count(database: Path, table: str = "products") -> int:
+    with sqlite3.connect(database) as db:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_workers_share_the_port_and_stop_cleanly(admin_dir: Path) -> None:
+    server = Server(admin_dir, free_port(), "--workers", "2")
+    try:
+        token = _token(server)
+        for n in range(20):
+            status, _ = _post(
+                server.base + "/api/v1/products", {"sku": f"W-{n}", "name": "Worker test", "price": 100}, token
+            )
+            assert status == 201
+        _, page = _get(server.base + "/api/v1/products?limit=100", token)
+        assert len(page["data"]) == 20  # type: ignore[arg-type]
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert _count(admin_dir / "tillbox-data" / "tillbox.db") == 20
+
+
+def test_a_second_server_on_the_same_data_directory(server: Server, admin_dir: Path) -> None:
+    second = Server(admin_dir, free_port())
+    try:
+        token = _token(server)
+        status, _ = _post(
+            server.base + "/api/v1/products", {"sku": "TWO-1", "name": "Seen by both", "price": 100}, token
+        )
+        assert status == 201
+        _, page = _get(second.base + "/api/v1/products?q=TWO", _token(second))
+        assert [p["sku"] for p in page["data"]] == ["TWO-1"]  # type: ignore[index]
+        assert second.stop() == 0
+    finally:
+        second.kill()
+
+
+def test_backup_while_writing_then_restore_elsewhere(
+    server: Server, admin_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    token = _token(server)
+    stop = threading.Event()
+    written: list[int] = []
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            status, _ = _post(
+                server.base + "/api/v1/products", {"sku": f"BK-{n}", "name": "During backup", "price": 1}, token
+            )
+            assert status == 201
+            n += 1
+            written.append(n)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        time.sleep(0.3)
+        before = len(written)
+        backup_file = admin_dir / "backup.db"
+        result = tillbox("backup", str(backup_file), cwd=admin_dir)
+        assert result.returncode == 0, result.stderr
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        writer.join()
+    backed_up = _count(backup_file)
+    assert before <= backed_up <= len(written)
+    assert tillbox("backup", str(backup_file), cwd=admin_dir).returncode == 1  # exists: not overwritten
+
+    # Restoring is refused while the server runs, and changes nothing.
+    result = tillbox("restore", str(backup_file), "--yes", cwd=admin_dir)
+    assert result.returncode == 1
+    assert "a Tillbox server is running" in result.stderr
+    assert _count(admin_dir / "tillbox-data" / "tillbox.db") == len(written)
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    result = tillbox("restore", str(backup_file), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    restored = elsewhere / "tillbox-data" / "tillbox.db"
+    assert _count(restored) == backed_up
+    with sqlite3.connect(restored) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    other = Server(elsewhere, free_port())
+    try:
+        _, page = _get(other.base + "/api/v1/products?q=BK-0", _token(other))  # the admin came along
+        assert "BK-0" in [p["sku"] for p in page["data"]]  # type: ignore[index]
+    finally:
+        other.kill()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"this is not a database at all, just text" * 100, "is not a SQLite database"),
+        (b"", "is a SQLite database but not a Tillbox one"),
+        ("foreign", "is a SQLite database but not a Tillbox one"),
+        ("newer", "newer than this Tillbox"),
+        ("damaged", "damaged"),
+    ],
+)
+def test_restore_refuses_bad_files_and_changes_nothing(admin_dir: Path, content: bytes | str, message: str) -> None:
+    bad = admin_dir / "bad.db"
+    database = admin_dir / "tillbox-data" / "tillbox.db"
+    if content == "foreign":
+        with sqlite3.connect(bad) as db:
+            db.execute("CREATE TABLE things (x)")
+    elif content == "newer":
+        assert tillbox("backup", str(bad), cwd=admin_dir).returncode == 0
+        with sqlite3.connect(bad) as db:
+            db.execute("INSERT INTO _migrations VALUES (999, 'from the future', '2030-01-01T00:00:00.000000Z')")
+    elif content == "damaged":
+        assert tillbox("backup", str(bad), cwd=admin_dir).returncode == 0
+        raw = bytearray(bad.read_bytes())
+        raw[8192:-4096] = bytes((n * 37) % 251 for n in range(len(raw) - 8192 - 4096))  # trample the b-trees
+        bad.write_bytes(bytes(raw))
+    else:
+        assert isinstance(content, bytes)
+        bad.write_bytes(content)
+    before = database.read_bytes()
+    result = tillbox("restore", str(bad), "--yes", cwd=admin_dir)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0] or (message == "damaged" and "malformed" in lines[0]), lines[0]
+    assert database.read_bytes() == before
+
+
+def test_reset_asks_and_refuses_while_serving(server: Server, admin_dir: Path) -> None:
+    result = tillbox("db", "reset", "--yes", cwd=admin_dir)
+    assert result.returncode == 1
+    assert "a Tillbox server is running" in result.stderr
+    assert server.stop() == 0
+    result = tillbox("db", "reset", cwd=admin_dir)  # no terminal and no --yes
+    assert result.returncode == 1
+    assert "pass --yes" in result.stderr
+    assert _count(admin_dir / "tillbox-data" / "tillbox.db", "users") == 1
+    result = tillbox("db", "reset", "--yes", cwd=admin_dir)
+    assert result.returncode == 0, result.stderr
+    assert _count(admin_dir / "tillbox-data" / "tillbox.db", "users") == 0
+
+
+def test_keys_rotate_keeps_old_tokens_working(server: Server, admin_dir: Path) -> None:
+    old = _token(server)
+    result = tillbox("keys", "rotate", cwd=admin_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("new signing key ")
+    kid = result.stdout.split()[3].rstrip(";")
+    time.sleep(2.5)  # running servers notice a rotation within seconds
+    new = _token(server)
+    header = json.loads(base64.urlsafe_b64decode(new.split(".")[0] + "=="))
+    assert header["kid"] == kid
+    assert _get(server.base + "/api/v1/users/me", old)[0] == 200
+    assert _get(server.base + "/api/v1/users/me", new)[0] == 200
+    with sqlite3.connect(admin_dir / "tillbox-data" / "tillbox.db") as db:
+        assert db.execute("SELECT object_id FROM audit_log WHERE action = 'keys.rotated'").fetchall() == [(kid,)]
+
+
+def test_users_list_and_disable(admin_dir: Path) -> None:
+    created = tillbox(
+        "users",
+        "create",
+        "--email",
+        "staff@example.com",
+        "--role",
+        "staff",
+        "--password-stdin",
+        cwd=admin_dir,
+        stdin=PASSWORD + "\n",
+    )
+    assert created.returncode == 0
+    listing = tillbox("users", "list", cwd=admin_dir)
+    assert listing.returncode == 0
+    rows = listing.stdout.strip().splitlines()[1:]
+    assert [row.split()[1:4] for row in rows] == [
+        ["admin@example.com", "admin", "active"],
+        ["staff@example.com", "staff", "active"],
+    ]
+    assert len(tillbox("users", "list", "--role", "staff", cwd=admin_dir).stdout.strip().splitlines()) == 2
+    disabled = tillbox("users", "disable", "--email", "STAFF@example.com", cwd=admin_dir)
+    assert disabled.returncode == 0, disabled.stderr
+    rows = tillbox("users", "list", cwd=admin_dir).stdout.strip().splitlines()[1:]
+    assert [row.split()[3] for row in rows] == ["active", "disabled"]
+    missing = tillbox("users", "disable", "--email", "nobody@example.com", cwd=admin_dir)
+    assert missing.returncode == 1
+    assert "(user_not_found)" in missing.stderr
+
+
+def test_openapi_prints_the_served_document(server: Server, admin_dir: Path) -> None:
+    result = tillbox("openapi", cwd=admin_dir)
+    assert result.returncode == 0
+    _, served = _get(server.base + "/api/v1/openapi.json")
+    assert json.loads(result.stdout) == served
+
+
+def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[server]\nport = 9001\n[database]\nurl = "postgresql://u:secret@db/tillbox"\n')
+    result = tillbox("config", "show", "--config", str(config), cwd=tmp_path, env={"TILLBOX_SERVER_HOST": "0.0.0.0"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"port = 9001  # config file {config}" in lines
+    assert 'host = "0.0.0.0"  # environment TILLBOX_SERVER_HOST' in lines
+    assert "workers = 1  # default" in lines
+    assert f'url = "********"  # config file {config}' in lines
+    assert "secret" not in result.stdout
+    assert not (tmp_path / "tillbox-data").exists()
+
+
+def test_a_data_directory_path_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a directory")
+    result = tillbox("db", "migrate", cwd=tmp_path, env={"TILLBOX_DATA_DIR": str(tmp_path / "data")})
+    assert result.returncode == 1
+    assert result.stderr.startswith("tillbox: error: cannot create data directory")
+    assert (tmp_path / "data").read_text() == "not a directory"
+
+
+def _unwritable(directory: Path) -> None:
+    """Make a directory that even root cannot write to: CI runs as root, which ignores modes."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(directory)], check=True)
+    else:
+        directory.chmod(0o500)
+
+
+def _writable(directory: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+    directory.chmod(0o700)
+
+
+@pytest.mark.parametrize("command", [("db", "migrate"), ("serve", "--port", "18123"), ("users", "list")])
+def test_a_data_directory_that_is_not_writable(tmp_path: Path, command: tuple[str, ...]) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    _unwritable(data)
+    try:
+        result = tillbox(*command, cwd=tmp_path, env={"TILLBOX_DATA_DIR": str(data)})
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert lines == [f"tillbox: error: data directory {data} is not writable: {lines[0].rsplit(': ', 1)[1]}"]
+        assert list(data.iterdir()) == []
+    finally:
+        _writable(data)
