@@ -6,6 +6,7 @@ records the path without its query string for the same reason.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -46,20 +47,51 @@ def configure_logging(level: str = "info") -> None:
 
 
 class AccessLog:
-    """A cheap access log: one JSON line per request, written to a buffered stream that
-    is flushed by the event loop about once a second (not per request)."""
+    """One JSON line per request, written in batches: a request only appends a tuple, and
+    the event loop formats and writes what has gathered twice a second (and at shutdown).
+    Formatting and writing each line as it happened cost ~15% of a small request's CPU."""
+
+    FLUSH_SECONDS = 0.5
 
     def __init__(self, stream: Any = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
-        self._last_flush = time.monotonic()
+        self._pending: list[tuple[float, str, str | None, str, str, int, float]] = []
+        self._scheduled = False
+        self._second = -1
+        self._second_text = ""
 
-    def write(self, entry: dict[str, Any]) -> None:
-        self._stream.write(orjson.dumps(entry) + b"\n")
-        now = time.monotonic()
-        if now - self._last_flush > 1.0:
-            self._last_flush = now
-            self.flush()
+    def write(
+        self, at: float, request_id: str, remote: str | None, method: str, path: str, status: int, ms: float
+    ) -> None:
+        self._pending.append((at, request_id, remote, method, path, status, ms))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        lines = []
+        for at, request_id, remote, method, path, status, ms in pending:
+            entry = {
+                "time": self._format(at),
+                "request_id": request_id,
+                "remote": remote,
+                "method": method,
+                "path": path,
+                "status": status,
+                "ms": round(ms, 3),
+            }
+            lines.append(orjson.dumps(entry))
         with contextlib.suppress(OSError, ValueError):
+            self._stream.write(b"\n".join(lines) + b"\n")
             self._stream.flush()
+
+    def _format(self, at: float) -> str:
+        second = int(at)
+        if second != self._second:  # one strftime per second, not per line
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((at - second) * 1_000_000):06d}Z"

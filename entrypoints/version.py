@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from importlib import metadata
+from importlib import import_module, metadata
 
 try:
-    VERSION = metadata.version("tillbox")
-except metadata.PackageNotFoundError:  # running from a source tree that was not installed
+    VERSION: str = metadata.version("tillbox")
+except metadata.PackageNotFoundError:  # a source tree that was not installed, or the binary
     VERSION = "0.1.0"
+COMMIT: str | None = None
 
 try:  # written by the binary build (packaging/build.py); absent in a source tree
-    from entrypoints._build_info import COMMIT  # type: ignore[import-not-found,unused-ignore]
+    _build = import_module("entrypoints._build_info")
 except ImportError:
-    COMMIT = None
+    pass
+else:
+    VERSION = getattr(_build, "VERSION", VERSION)
+    COMMIT = getattr(_build, "COMMIT", None)
