@@ -28,6 +28,22 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# The single executable, dist/tillbox, from the locked dependencies in .venv.
+# `binary` always rebuilds; `smoke` rebuilds only when the sources are newer.
+BINARY_SOURCES := $(shell find core adapters entrypoints packaging \( -name '*.py' -o -name '*.spec' \) \
+                    -not -name _build_info.py -not -path '*/__pycache__/*')
+# The smoke test runs with the system interpreter: it tests the binary, not the venv.
+SMOKE_PYTHON ?= /usr/bin/python3
+
+binary: $(STAMP)
+	$(BIN)/python packaging/build.py
+
+dist/tillbox: $(STAMP) $(BINARY_SOURCES)
+	$(BIN)/python packaging/build.py
+
+smoke: dist/tillbox
+	$(SMOKE_PYTHON) tests/binary/smoke.py dist/tillbox
+
 lock:
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --extra dev --strip-extras -o requirements.lock pyproject.toml
 

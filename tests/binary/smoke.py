@@ -4,8 +4,11 @@
 
 Standard library only, meant for the system ``python3``: it tests the binary, not the
 virtual environment. Everything runs in an empty temporary directory with
-``PATH=/usr/bin:/bin`` and no inherited ``TILLBOX_`` variable. Each check prints one
-line; the first failure prints what went wrong and the server's output, and exits 1.
+``PATH=/usr/bin:/bin`` and no inherited ``TILLBOX_`` variable: the command line, an
+admin account, a demo catalog, then ``serve`` with the catalog and account checks over
+HTTP, SIGTERM, and ``serve --workers 2`` on the same data; the database must pass
+``PRAGMA integrity_check``. Each check prints one line; the first failure prints what
+went wrong and the server's output, and exits 1.
 (The name does not match ``test_*.py``: pytest's default run does not collect it.)
 """
 
@@ -149,31 +152,33 @@ class Smoke:
             self.fail("db seed", f"unexpected output {out!r}")
         self.ok("tillbox db seed --count 25 (rich progress bar)", out)
 
-    def start_server(self) -> None:
+    def start_server(self, *extra: str) -> None:
+        name = " ".join(("tillbox serve", *extra))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.server = subprocess.Popen(
-            [str(self.binary), "serve", "--port", str(self.port)],
-            cwd=self.workdir,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=(self.workdir / "server.stdout").open("wb"),
-            stderr=(self.workdir / "server.stderr").open("wb"),
-        )
+        with (self.workdir / "server.stdout").open("wb") as out, (self.workdir / "server.stderr").open("wb") as err:
+            self.server = subprocess.Popen(
+                [str(self.binary), "serve", "--port", str(self.port), *extra],
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
         started = time.monotonic()
         while time.monotonic() - started < READY_TIMEOUT:
             if self.server.poll() is not None:
-                self.fail("serve", f"the server exited with {self.server.returncode} before it was ready")
+                self.fail(name, f"the server exited with {self.server.returncode} before it was ready")
             try:
                 status, _ = self.http("GET", "/readyz")
             except OSError:
                 status = 0
             if status == 200:
-                self.ok("tillbox serve: /readyz 200", f"port {self.port}, after {time.monotonic() - started:.2f} s")
+                self.ok(f"{name}: /readyz 200", f"port {self.port}, after {time.monotonic() - started:.2f} s")
                 return
             time.sleep(0.05)
-        self.fail("serve", f"/readyz did not answer 200 within {READY_TIMEOUT:.0f} s")
+        self.fail(name, f"/readyz did not answer 200 within {READY_TIMEOUT:.0f} s")
 
     def docs(self) -> None:
         page = self.expect("/docs", "GET", "/docs", 200)
@@ -213,10 +218,10 @@ class Smoke:
             self.fail("users/me", f"unexpected account {me}")
         self.ok("the customer logs in; GET /api/v1/users/me is theirs")
 
-    def native_modules(self) -> int:
+    def native_modules(self) -> None:
         """The Python process (the bootloader's child) has the compiled modules loaded."""
         assert self.server is not None
-        children = child_pids(self.server.pid)
+        children = descendants(self.server.pid)
         if len(children) != 1:
             self.fail("processes", f"expected the bootloader to run one Python child, found {children}")
         maps = Path(f"/proc/{children[0]}/maps").read_text()
@@ -224,10 +229,21 @@ class Smoke:
         if missing:
             self.fail("native modules", f"not loaded from the bundle: {', '.join(missing)}")
         self.ok("native modules loaded", ", ".join(NATIVE_MODULES))
-        return children[0]
 
-    def stop_server(self, python_pid: int) -> None:
+    def workers(self) -> None:
+        """``--workers 2`` forks two workers from the Python process; the data survived the restart."""
         assert self.server is not None
+        tree = descendants(self.server.pid)
+        if len(tree) != 3:
+            self.fail("--workers 2", f"expected bootloader -> Python -> 2 workers, found descendants {tree}")
+        listed = self.expect("list after restart", "GET", "/api/v1/products", 200)
+        if [p["sku"] for p in listed["data"]] != ["SMOKE-1"]:
+            self.fail("list after restart", f"expected SMOKE-1, got {listed}")
+        self.ok("--workers 2: three processes under the bootloader; the product is still there")
+
+    def stop_server(self) -> None:
+        assert self.server is not None
+        tree = descendants(self.server.pid)
         self.server.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         try:
@@ -237,14 +253,16 @@ class Smoke:
         took = time.monotonic() - sent
         if code != 0:
             self.fail("SIGTERM", f"exit code {code}, expected 0")
-        if Path(f"/proc/{python_pid}").exists():
-            self.fail("SIGTERM", f"the Python child {python_pid} outlived the bootloader")
-        self.ok("SIGTERM: exit 0", f"after {took:.2f} s")
+        left = [pid for pid in tree if Path(f"/proc/{pid}").exists()]
+        if left:
+            self.fail("SIGTERM", f"processes {left} outlived the bootloader")
+        self.ok("SIGTERM: exit 0, no process left", f"after {took:.2f} s")
 
         output = (self.workdir / "server.stderr").read_text() + (self.workdir / "server.stdout").read_text()
         if "Traceback" in output:
             self.fail("server output", "a traceback was logged")
         self.ok("no traceback in the server's output")
+        self.server = None
 
     def database(self) -> None:
         path = self.workdir / "tillbox-data" / "tillbox.db"
@@ -268,16 +286,19 @@ class Smoke:
         self.ok("every run removed its unpacked files from TMPDIR")
 
 
-def child_pids(pid: int) -> list[int]:
-    children = []
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc (children first, then theirs)."""
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):  # the process ended while we looked
             continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
+    found, level = [], [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        found += level
+    return found
 
 
 def main() -> int:
@@ -297,8 +318,11 @@ def main() -> int:
             smoke.docs()
             smoke.catalog()
             smoke.customer()
-            python_pid = smoke.native_modules()
-            smoke.stop_server(python_pid)
+            smoke.native_modules()
+            smoke.stop_server()
+            smoke.start_server("--workers", "2")
+            smoke.workers()
+            smoke.stop_server()
             smoke.database()
             smoke.unpacked_cleaned()
         finally:
