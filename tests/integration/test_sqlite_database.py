@@ -163,7 +163,7 @@ def test_a_failing_migration_leaves_the_schema_as_it_was(path: pathlib.Path, mon
     monkeypatch.setattr(migrations_module, "MIGRATIONS", (*migrations_module.MIGRATIONS, broken_next))
     monkeypatch.setattr(migrations_module, "LATEST_VERSION", LATEST_VERSION + 1)
 
-    with pytest.raises(MigrationError, match="migration 2 \\(broken\\) failed: typo in migration"):
+    with pytest.raises(MigrationError, match=f"migration {LATEST_VERSION + 1} \\(broken\\) failed: typo in migration"):
         migrations_module.migrate(path)
 
     assert schema_version(path) == LATEST_VERSION

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import sqlite_utils
 
 from adapters.sqlite.connection import connect, is_busy
-from adapters.sqlite.migrations import m0001_initial
+from adapters.sqlite.migrations import m0001_initial, m0002_product_list_covering
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
 
@@ -29,7 +29,10 @@ class Migration(NamedTuple):
     apply: Callable[[sqlite_utils.Database], None]
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", m0001_initial.apply),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", m0001_initial.apply),
+    Migration(2, "product list covering indexes", m0002_product_list_covering.apply),
+)
 
 LATEST_VERSION: int = MIGRATIONS[-1].version
 
