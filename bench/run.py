@@ -251,6 +251,9 @@ class Row:
     cpu: CpuUse | None  # the whole scenario's, shared by its streams
     cpu_us_per_request: float | None  # the server's, where one stream had it to itself
     ratio: float | None = None  # of the bare endpoint's mean req/s
+    # The bare endpoint's CPU per request over this one's: the same as `ratio` when both
+    # servers had a full core, and still right when other processes took part of it.
+    cpu_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,7 @@ class Target:
         return {
             "target": self.label,
             "value": value,
+            "value_by_cpu": row.cpu_ratio if self.metric == "ratio" else None,
             "limit": self.limit,
             "met": met and not invalid,
             "invalid": invalid,
@@ -336,8 +340,12 @@ def run_scenarios(generator: Generator, processes: Processes, servers: Servers, 
     scenario([("bare_after", "bare endpoint (after)")], lambda _: [Load(f"{servers.bare}/", conns)], bare)
 
     mean = bare_mean(rows)
+    bare_costs = [row.cpu_us_per_request for row in rows if row.key.startswith("bare")]
+    bare_cost = (bare_costs[0] + bare_costs[1]) / 2 if bare_costs[0] and bare_costs[1] else None
     for row in rows:
         row.ratio = row.measurement.requests_per_second / mean
+        if bare_cost is not None and row.cpu_us_per_request:
+            row.cpu_ratio = bare_cost / row.cpu_us_per_request
     return rows
 
 
@@ -366,7 +374,7 @@ def percent(ratio: float) -> str:
 
 def render_table(rows: list[Row], verdicts: list[dict[str, Any]]) -> str:
     columns = f"{'scenario':<36} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of bare':>7}"
-    columns += f" {'non-2xx':>7} {'server':>6} {'us/req':>7} {'wrk':>5} {'others':>6}"
+    columns += f" {'non-2xx':>7} {'server':>6} {'us/req':>7} {'by CPU':>6} {'wrk':>5} {'others':>6}"
     lines = [columns, "-" * len(columns)]
     for row in rows:
         m, cpu = row.measurement, row.cpu
@@ -374,23 +382,27 @@ def render_table(rows: list[Row], verdicts: list[dict[str, Any]]) -> str:
         if cpu is not None:
             server, generator, others = (f"{cores:.2f}" for cores in (cpu.server, cpu.load_generator, cpu.others))
         per_request = f"{row.cpu_us_per_request:,.0f}" if row.cpu_us_per_request is not None else "-"
+        by_cpu = percent(row.cpu_ratio) if row.cpu_ratio is not None else "-"
         lines.append(
             f"{row.label:<36} {row.connections:>5} {m.requests_per_second:>9,.0f} {m.p50_ms:>8.2f} {m.p99_ms:>8.2f}"
-            f" {percent(row.ratio or 0.0):>7} {m.non_2xx:>7,} {server:>6} {per_request:>7} {generator:>5} {others:>6}"
-            + ("  !! NON-2XX" if m.non_2xx else "")
+            f" {percent(row.ratio or 0.0):>7} {m.non_2xx:>7,} {server:>6} {per_request:>7} {by_cpu:>6}"
+            f" {generator:>5} {others:>6}" + ("  !! NON-2XX" if m.non_2xx else "")
         )
     lines.append(f"{'bare endpoint, mean of before and after':<36} {'':>5} {bare_mean(rows):>9,.0f}")
     lines.append(
-        "(CPU in cores during the scenario: server (all threads), us/req (the server's CPU per request),"
-        " wrk (the load generator), others (every other process on the machine))"
+        "(CPU in cores during the scenario: server, all its threads; wrk, the load generator; others, every"
+        " other process.\n us/req: the server's CPU per request; by CPU: the bare endpoint's us/req over this"
+        " one's, the ratio to trust when others took CPU)"
     )
     lines.append("")
     for verdict in verdicts:
         shown = percent(verdict["value"]) if "%" in verdict["target"] else f"{verdict['value']:.1f} ms"
+        if verdict["value_by_cpu"] is not None:
+            shown += f" (by CPU {percent(verdict['value_by_cpu'])})"
         outcome = "met" if verdict["met"] else "NOT met"
         if verdict["invalid"]:
             outcome += " (non-2xx responses: the figure is not the endpoint's)"
-        lines.append(f"target: {verdict['target']:<42} {shown:>8}  {outcome}")
+        lines.append(f"target: {verdict['target']:<42} {shown:>21}  {outcome}")
     return "\n".join(lines)
 
 
@@ -499,6 +511,7 @@ def write_results(
         "bare_mean_requests_per_second": bare_mean(rows),
         "rows": [
             {"key": r.key, "label": r.label.strip(), "connections": r.connections, "ratio_to_bare": r.ratio}
+            | {"ratio_to_bare_by_cpu": r.cpu_ratio}
             | asdict(r.measurement)
             | {"non_2xx": r.measurement.non_2xx, "cpu_cores": asdict(r.cpu) if r.cpu else None}
             | {"server_cpu_us_per_request": r.cpu_us_per_request}
