@@ -126,13 +126,9 @@ class Api:
             app.router.add_route(op.method, op.path, _wrap(op, validator), name=op.operation_id)
 
 
-async def _authorize(op: Operation, request: web.Request, actor: Actor) -> Actor:
-    if op.auth in ("none", "optional"):
-        return actor
+async def _authorize_privileged(op: Operation, request: web.Request, actor: Actor) -> Actor:
     if actor.user_id is None:
         raise AuthenticationRequired()
-    if op.auth == "user":
-        return actor
     # Staff and admin powers are checked against the account as it is now, not as it
     # was when the token was issued.
     actor = await request.app[AUTH].authorize(actor)
@@ -145,7 +141,11 @@ async def _authorize(op: Operation, request: web.Request, actor: Actor) -> Actor
 
 def _wrap(op: Operation, validator: Validator | None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        actor = await _authorize(op, request, request[ACTOR])
+        actor = request[ACTOR]
+        if op.auth in ("staff", "admin"):
+            actor = await _authorize_privileged(op, request, actor)
+        elif op.auth == "user" and actor.user_id is None:
+            raise AuthenticationRequired()
         if op.headers:
             _check_headers(op, request)
         query = _parse_query(op, request) if op.query else {}
