@@ -424,12 +424,12 @@ def observations(rows: list[Row], server_statuses: dict[str, int], server_errors
     drift = abs(bare[0].measurement.requests_per_second / bare[1].measurement.requests_per_second - 1)
     if drift > 0.10:
         notes.append(f"!!! the bare endpoint moved {drift:.0%} between before and after: the machine was not quiet")
-    for row in rows:
-        if row.cpu is not None and row.cpu.others > 0.25 and not row.label.startswith(" "):
-            notes.append(
-                f"!!! {row.label}: other processes took {row.cpu.others:.2f} of {os.cpu_count()} CPUs;"
-                " its figures are disturbed (rerun on a quiet machine)"
-            )
+    disturbed = [f"{row.label} {row.cpu.others:.2f}" for row in rows if row.cpu and row.cpu.others > 0.25]
+    if disturbed:
+        notes.append(
+            f"!!! other processes took CPU (cores, of {os.cpu_count()}) during: {'; '.join(disturbed)}. Their req/s,"
+            " latencies and req/s ratios are disturbed; the ratios by CPU hold better. Rerun on a quiet machine."
+        )
     for row in bare:
         if row.cpu is not None and row.cpu.server < 0.9 and row.cpu.others <= 0.25:
             notes.append(
