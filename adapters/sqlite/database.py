@@ -190,6 +190,12 @@ class SqliteDatabase:
         """Units whose commit() is waiting for their batch to be durable."""
         return self._pending
 
+    def change_counter(self) -> int:
+        # The reader never writes, so its data_version moves with every commit by anyone:
+        # our writer connection and every other process on the file.
+        version: int = self.reader_connection().execute("PRAGMA data_version").fetchone()[0]
+        return version
+
     def reader_connection(self) -> sqlite3.Connection:
         """The reader connection (autocommit, query_only), for read-only units and health checks."""
         if self._reader is None:

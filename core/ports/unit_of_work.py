@@ -34,3 +34,9 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self, *, readonly: bool = False) -> UnitOfWork:
         """A fresh unit of work. ``readonly=True`` promises no writes, which lets an adapter
         serve it from a consistent snapshot without queueing behind writers."""
+
+    def change_counter(self) -> int:
+        """A number that changes whenever a unit of work commits, in this process or any
+        other sharing the store; equal numbers mean nothing was committed in between.
+        Cheap (microseconds): callers use it to tell whether something they derived from
+        the store is still current."""

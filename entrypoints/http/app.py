@@ -10,7 +10,16 @@ from aiohttp import web
 
 from entrypoints.container import Container, disk_check, provide, start, stop
 from entrypoints.http.docs import render_docs
-from entrypoints.http.keys import AUTH, CATALOG, DOCS_HTML, OPENAPI, READY_CHECKS, RENDERED_PRODUCTS, TOKENS
+from entrypoints.http.keys import (
+    AUTH,
+    CATALOG,
+    DOCS_HTML,
+    OPENAPI,
+    READY_CHECKS,
+    RENDERED_PAGES,
+    RENDERED_PRODUCTS,
+    TOKENS,
+)
 from entrypoints.http.middlewares import (
     authentication_middleware,
     cors_middleware,
@@ -18,7 +27,7 @@ from entrypoints.http.middlewares import (
     request_id_middleware,
 )
 from entrypoints.http.openapi import build_openapi
-from entrypoints.http.representations import RenderedProducts
+from entrypoints.http.representations import RenderedPages, RenderedProducts
 from entrypoints.http.routes import APIS, all_operations
 from entrypoints.logs import AccessLog
 from entrypoints.version import VERSION
@@ -47,6 +56,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     document = build_openapi(all_operations(), version=VERSION, currency=currency)
     app[OPENAPI] = document
     app[RENDERED_PRODUCTS] = RenderedProducts()
+    app[RENDERED_PAGES] = RenderedPages()
     app[DOCS_HTML] = render_docs(document)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

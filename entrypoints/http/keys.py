@@ -8,7 +8,7 @@ from core.domain.users import Actor
 from core.ports.identity import AccessTokenIssuer
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
-from entrypoints.http.representations import RenderedProducts
+from entrypoints.http.representations import RenderedPages, RenderedProducts
 
 ACTOR = web.RequestKey("actor", Actor)  # the caller; set by the authentication middleware
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -21,3 +21,4 @@ OPENAPI = web.AppKey("openapi", dict)
 DOCS_HTML = web.AppKey("docs_html", str)
 TOKENS = web.AppKey("access_tokens", AccessTokenIssuer)
 RENDERED_PRODUCTS = web.AppKey("rendered_products", RenderedProducts)
+RENDERED_PAGES = web.AppKey("rendered_pages", RenderedPages)

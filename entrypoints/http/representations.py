@@ -1,4 +1,5 @@
-"""Rendered JSON of products, kept per (id, version).
+"""Rendered JSON kept for reuse: products per (id, version), and whole catalog pages
+per listing version.
 
 A product's JSON changes only when its version does (every change bumps it), so a
 rendered copy keyed by both is never stale: a catalog page costs one small indexed
@@ -8,6 +9,8 @@ says which version is current, so they never disagree.
 """
 
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 from adapters.serialization import to_json, to_wire
 from core.domain.catalog import Product
@@ -31,3 +34,22 @@ class RenderedProducts:
 
     def __len__(self) -> int:
         return len(self._rendered)
+
+
+class RenderedPages:
+    """Whole catalog pages, each with the listing version it was read at. A page is served
+    again only while the version is unchanged, i.e. while nothing at all was committed
+    (by any process): then reading the database again would give the very same bytes."""
+
+    def __init__(self, capacity: int = 1_000) -> None:
+        self._capacity = capacity
+        self._pages: dict[Hashable, tuple[int, bytes]] = {}
+
+    def get(self, key: Hashable, version: int) -> bytes | None:
+        page = self._pages.get(key)
+        return page[1] if page is not None and page[0] == version else None
+
+    def put(self, key: Hashable, version: int, body: bytes) -> None:
+        if key not in self._pages and len(self._pages) >= self._capacity:
+            del self._pages[next(iter(self._pages))]
+        self._pages[key] = (version, body)

@@ -191,3 +191,18 @@ async def test_of_concurrent_units_adding_one_sku_exactly_one_wins(uow_factory: 
     assert [type(o) for o in outcomes if o is not None] == [SkuTaken] * 9
     async with uow_factory(readonly=True) as uow:
         assert await uow.products.get_by_sku("LAMP-1") == winners[0]
+
+
+async def test_the_change_counter_moves_with_commits_only(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    first = uow_factory.change_counter()
+    async with uow_factory(readonly=True) as uow:
+        await uow.products.list(PageRequest(), ProductFilter())
+    assert uow_factory.change_counter() == first
+    async with uow_factory() as uow:
+        await uow.products.add(make.product("CC-1"))
+        # leaving without commit: rolled back
+    assert uow_factory.change_counter() == first
+    await store(uow_factory, make.product("CC-2"))
+    second = uow_factory.change_counter()
+    assert second != first
+    assert uow_factory.change_counter() == second

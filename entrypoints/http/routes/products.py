@@ -9,9 +9,10 @@ from aiohttp import web
 from adapters.serialization import to_json, to_wire
 from core.domain.catalog import Product
 from core.domain.pagination import PageRequest
-from core.services.catalog import AdjustStock, CreateProduct, DeleteProduct, ListProducts, UpdateProduct
+from core.services.catalog import AdjustStock, CatalogService, CreateProduct, DeleteProduct, ListProducts, UpdateProduct
 from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, encode_cursor, json_response
-from entrypoints.http.keys import CATALOG, RENDERED_PRODUCTS
+from entrypoints.http.keys import CATALOG, RENDERED_PAGES, RENDERED_PRODUCTS
+from entrypoints.http.representations import RenderedProducts
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
     CONFLICT,
@@ -70,6 +71,26 @@ async def list_products(request: web.Request, i: Input) -> web.Response:
     """Anyone may list the active catalog; staff also see inactive products."""
     q = i.query
     catalog = request.app[CATALOG]
+    pages = request.app[RENDERED_PAGES]
+    version = catalog.listing_version()
+    key = (
+        i.actor.is_staff,
+        q.get("limit"),
+        q.get("cursor"),
+        q.get("q"),
+        q.get("active"),
+        q.get("price_min"),
+        q.get("price_max"),
+    )
+    body = pages.get(key, version)
+    if body is None:
+        body = await _render_page(catalog, request.app[RENDERED_PRODUCTS], i)
+        pages.put(key, version, body)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _render_page(catalog: CatalogService, rendered: RenderedProducts, i: Input) -> bytes:
+    q = i.query
     page = await catalog.list_product_versions(
         ListProducts(
             actor=i.actor,
@@ -80,7 +101,6 @@ async def list_products(request: web.Request, i: Input) -> web.Response:
             price_max=q.get("price_max"),
         )
     )
-    rendered = request.app[RENDERED_PRODUCTS]
     parts = {v.id: rendered.get(v.id, v.version) for v in page.items}
     missing = [product_id for product_id, body in parts.items() if body is None]
     if missing:
@@ -88,9 +108,8 @@ async def list_products(request: web.Request, i: Input) -> web.Response:
         # have changed again or gone since the list was read; the newest copy is shown.
         for product in await catalog.get_products(i.actor, missing):
             parts[product.id] = rendered.render(product)
-    data = b",".join(body for body in parts.values() if body is not None)
     meta = to_json({"has_more": page.has_more, "next_cursor": encode_cursor(page.next_after)})
-    return web.Response(body=b'{"data":[' + data + b'],"meta":' + meta + b"}", content_type="application/json")
+    return b"".join((b'{"data":[', b",".join(b for b in parts.values() if b is not None), b'],"meta":', meta, b"}"))
 
 
 @api.operation(
