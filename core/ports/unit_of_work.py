@@ -16,10 +16,19 @@ class UnitOfWork(Protocol):
     are durable.
     """
 
-    users: UserRepository
-    products: ProductRepository
-    refresh_tokens: RefreshTokenRepository
-    audit: AuditLog
+    # Read-only properties rather than attributes, so that an adapter's own repository
+    # types satisfy the protocol (a mutable attribute would have to be exactly this type).
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def products(self) -> ProductRepository: ...
+
+    @property
+    def refresh_tokens(self) -> RefreshTokenRepository: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
 
     async def commit(self) -> None: ...
 

@@ -145,11 +145,6 @@ class CatalogService:
         async with self._uow(readonly=True) as uow:
             return await uow.products.list_versions(cmd.page, product_filter)
 
-    def listing_version(self) -> int:
-        """Changes whenever anything is committed: a listing derived at one value is current
-        for as long as the value stays the same."""
-        return self._uow.change_counter()
-
     async def get_products(self, actor: Actor, product_ids: Sequence[str]) -> list[Product]:
         """The products among these ids that exist and that the actor may see."""
         async with self._uow(readonly=True) as uow:

@@ -18,13 +18,12 @@ from entrypoints.http.keys import (
     READY_CHECKS,
     RENDERED_PAGES,
     RENDERED_PRODUCTS,
+    STORE,
     TOKENS,
 )
 from entrypoints.http.middlewares import (
-    authentication_middleware,
     cors_middleware,
-    error_envelope,
-    request_id_middleware,
+    request_middleware,
 )
 from entrypoints.http.openapi import build_openapi
 from entrypoints.http.representations import RenderedPages, RenderedProducts
@@ -38,11 +37,10 @@ log = logging.getLogger("tillbox.http")
 def create_app(container: Container, *, access_log: AccessLog | None = None) -> web.Application:
     """Build the application. Nothing is opened here: resources start in cleanup_ctx."""
     config = container.config
-    middlewares = [request_id_middleware(access_log), error_envelope]
     origins = config.server.cors_origins()
-    if origins:
-        middlewares.append(cors_middleware(origins))
-    middlewares.append(authentication_middleware())
+    # CORS outermost: a preflight needs no token, and every answer gets its headers.
+    middlewares = [cors_middleware(origins)] if origins else []
+    middlewares.append(request_middleware(access_log))
     app = web.Application(
         client_max_size=config.server.max_body_bytes(),
         middlewares=middlewares,
@@ -66,6 +64,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[CATALOG] = await provide(container.catalog_service)
             app[TOKENS] = await provide(container.access_tokens)
             database = await provide(container.database)
+            app[STORE] = database
             data_dir: Path = container.data_dir()
             app[READY_CHECKS] = [("database", database.check_ready), ("disk", lambda: disk_check(data_dir))]
             yield

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from core.domain.users import Actor
 from core.ports.identity import AccessTokenIssuer
+from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
 from entrypoints.http.representations import RenderedPages, RenderedProducts
@@ -22,3 +23,4 @@ DOCS_HTML = web.AppKey("docs_html", str)
 TOKENS = web.AppKey("access_tokens", AccessTokenIssuer)
 RENDERED_PRODUCTS = web.AppKey("rendered_products", RenderedProducts)
 RENDERED_PAGES = web.AppKey("rendered_pages", RenderedPages)
+STORE = web.AppKey("store", UnitOfWorkFactory)  # for change_counter(): is what we rendered still current?

@@ -37,11 +37,12 @@ class RenderedProducts:
 
 
 class RenderedPages:
-    """Whole catalog pages, each with the listing version it was read at. A page is served
-    again only while the version is unchanged, i.e. while nothing at all was committed
-    (by any process): then reading the database again would give the very same bytes."""
+    """Whole responses (catalog pages, the caller's account), each with the store's change
+    counter it was read at. One is served again only while the counter is unchanged, i.e.
+    while nothing at all was committed by any process: then reading the database again
+    would give the very same bytes. Under a steady write load they are simply rebuilt."""
 
-    def __init__(self, capacity: int = 1_000) -> None:
+    def __init__(self, capacity: int = 10_000) -> None:
         self._capacity = capacity
         self._pages: dict[Hashable, tuple[int, bytes]] = {}
 

@@ -227,3 +227,18 @@ async def test_a_demoted_or_disabled_admin_loses_powers_before_the_token_expires
         "POST", "/api/v1/products", token=other, json={"sku": "NO-1", "name": "Disabled", "price": 1}
     )
     assert_error(status, body, 401, "invalid_token")
+
+
+async def test_users_me_follows_changes_to_the_account(api: Api) -> None:
+    root = await api.token_for("root3@example.com", "admin")
+    user_id = await api.create_user("fol@example.com")
+    token = (await api.login("fol@example.com"))["access_token"]
+    for _ in range(2):  # the second answer may come from the rendered copy
+        status, me, _ = await api.call("GET", "/api/v1/users/me", token=token)
+        assert (status, me["role"]) == (200, "customer")
+    await api.call("PATCH", f"/api/v1/users/{user_id}", token=root, json={"role": "staff"})
+    status, me, _ = await api.call("GET", "/api/v1/users/me", token=token)
+    assert (status, me["role"]) == (200, "staff")
+    await api.call("PATCH", f"/api/v1/users/{user_id}", token=root, json={"status": "disabled"})
+    status, body, _ = await api.call("GET", "/api/v1/users/me", token=token)
+    assert_error(status, body, 401, "invalid_token")

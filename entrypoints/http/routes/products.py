@@ -11,7 +11,7 @@ from core.domain.catalog import Product
 from core.domain.pagination import PageRequest
 from core.services.catalog import AdjustStock, CatalogService, CreateProduct, DeleteProduct, ListProducts, UpdateProduct
 from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, encode_cursor, json_response
-from entrypoints.http.keys import CATALOG, RENDERED_PAGES, RENDERED_PRODUCTS
+from entrypoints.http.keys import CATALOG, RENDERED_PAGES, RENDERED_PRODUCTS, STORE
 from entrypoints.http.representations import RenderedProducts
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
@@ -72,7 +72,7 @@ async def list_products(request: web.Request, i: Input) -> web.Response:
     q = i.query
     catalog = request.app[CATALOG]
     pages = request.app[RENDERED_PAGES]
-    version = catalog.listing_version()
+    version = request.app[STORE].change_counter()
     key = (
         i.actor.is_staff,
         q.get("limit"),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.serialization import to_wire
+from adapters.serialization import to_json, to_wire
 from core.domain.pagination import PageRequest
 from core.domain.users import Role, UserStatus, normalize_email
 from core.ports.repositories import UserFilter
 from core.services.auth import ChangePassword, ListUsers, UpdateUser
 from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
-from entrypoints.http.keys import AUTH
+from entrypoints.http.keys import AUTH, RENDERED_PAGES, STORE
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
     CONFLICT,
@@ -35,7 +35,16 @@ api = Api()
     replies=(Reply(200, "The account.", ref("User")), UNAUTHENTICATED),
 )
 async def get_me(request: web.Request, i: Input) -> web.Response:
-    return json_response(to_wire(await request.app[AUTH].current_user(i.actor)))
+    # Rendered once per store version: while nothing was committed, reading the account
+    # again would give the same bytes (a disabled account is a commit, so it is seen).
+    version = request.app[STORE].change_counter()
+    key = ("me", i.actor.user_id)
+    pages = request.app[RENDERED_PAGES]
+    body = pages.get(key, version)
+    if body is None:
+        body = to_json(to_wire(await request.app[AUTH].current_user(i.actor)))
+        pages.put(key, version, body)
+    return web.Response(body=body, content_type="application/json")
 
 
 @api.operation(
