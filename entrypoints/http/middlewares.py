@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from adapters.timestamps import format_timestamp
 from core.domain import errors
@@ -37,6 +38,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
+_SECURITY_HEADERS = CIMultiDict(SECURITY_HEADERS)
 DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
@@ -136,9 +138,12 @@ def request_middleware(access_log: AccessLog | None) -> Any:
             response = error_response(request, rid, error)
         headers = response.headers
         headers["X-Request-ID"] = rid
-        for name, value in SECURITY_HEADERS.items():
-            if name not in headers:
-                headers[name] = value
+        if "Content-Security-Policy" in headers:  # a page that sets its own (/docs)
+            for name, value in SECURITY_HEADERS.items():
+                if name not in headers:
+                    headers[name] = value
+        else:
+            headers.extend(_SECURITY_HEADERS)
         if access_log is not None:
             ms = (time.perf_counter() - started) * 1000
             access_log.write(time.time(), rid, request.remote, request.method, request.path, response.status, ms)
