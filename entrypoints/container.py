@@ -20,6 +20,7 @@ from adapters.cache.throttle import DiskcacheLoginThrottle
 from adapters.clock import SystemClock
 from adapters.ids import UlidIds
 from adapters.sqlite.database import SqliteDatabase
+from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
 from entrypoints.settings import Settings
@@ -143,6 +144,7 @@ class Container(containers.DeclarativeContainer):
         ids=ids,
         settings=auth_settings,
     )
+    audit_service = providers.Singleton(AuditService, uow=database)
     catalog_service = providers.Singleton(
         CatalogService, uow=database, clock=clock, ids=ids, currency=config.store.currency
     )

@@ -11,6 +11,7 @@ from aiohttp import web
 from entrypoints.container import Container, disk_check, provide, start, stop
 from entrypoints.http.docs import render_docs
 from entrypoints.http.keys import (
+    AUDIT,
     AUTH,
     CATALOG,
     DOCS_HTML,
@@ -62,6 +63,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
         try:
             app[AUTH] = await provide(container.auth_service)
             app[CATALOG] = await provide(container.catalog_service)
+            app[AUDIT] = await provide(container.audit_service)
             app[TOKENS] = await provide(container.access_tokens)
             database = await provide(container.database)
             app[STORE] = database

@@ -7,6 +7,7 @@ from aiohttp import web
 from core.domain.users import Actor
 from core.ports.identity import AccessTokenIssuer
 from core.ports.unit_of_work import UnitOfWorkFactory
+from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
 from entrypoints.http.representations import RenderedPages, RenderedProducts
@@ -17,6 +18,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # App-wide services, filled from the container at startup (see app.py).
 AUTH = web.AppKey("auth", AuthService)
 CATALOG = web.AppKey("catalog", CatalogService)
+AUDIT = web.AppKey("audit", AuditService)
 READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, detail) or raising
 OPENAPI = web.AppKey("openapi", dict)
 DOCS_HTML = web.AppKey("docs_html", str)

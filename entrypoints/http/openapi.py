@@ -21,6 +21,7 @@ TAGS = [
     {"name": "auth", "description": "Accounts and sessions: register, log in, refresh, log out."},
     {"name": "users", "description": "The caller's account; for admins, every account."},
     {"name": "catalog", "description": "Products, prices and stock."},
+    {"name": "admin", "description": "The audit log."},
     {"name": "operations", "description": "Health, readiness and this description."},
 ]
 

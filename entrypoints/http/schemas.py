@@ -116,6 +116,22 @@ COMPONENTS: dict[str, Schema] = {
         },
         ["id", "sku", "name", "description", "price", "currency", "stock", "active", "created_at", "updated_at"],
     ),
+    "AuditEntry": obj(
+        {
+            "id": ID,
+            "at": TIMESTAMP,
+            "actor_id": {
+                "type": ["string", "null"],
+                "description": "null: the operator at the command line, or anonymous",
+            },
+            "action": {"type": "string"},
+            "object_type": {"type": "string"},
+            "object_id": {"type": ["string", "null"]},
+            "source_ip": {"type": ["string", "null"]},
+            "details": {"type": "object", "description": "Before and after, where they apply."},
+        },
+        ["id", "at", "actor_id", "action", "object_type", "object_id", "source_ip", "details"],
+    ),
     "Health": obj(
         {"status": {"type": "string"}, "checks": {"type": "object"}},
         ["status"],
