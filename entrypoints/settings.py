@@ -44,11 +44,23 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "login_failures_per_ip": 20,
         "login_window": 900,
     },
+    "orders": {"expiry_minutes": 30, "expiry_check_seconds": 30},
+    "stripe": {
+        "secret_key": "",
+        "webhook_secret": "",
+        "api_base": "https://api.stripe.com",
+        "retry_attempts": 3,
+        "timeout_seconds": 20,
+        "breaker_threshold": 5,
+        "breaker_reset_seconds": 30,
+    },
     "log": {"level": "info"},
 }
 
 #: Settings whose values are secrets: masked by ``tillbox config show``, never logged.
-SECRETS: frozenset[tuple[str, str]] = frozenset({("database", "url")})
+SECRETS: frozenset[tuple[str, str]] = frozenset(
+    {("database", "url"), ("stripe", "secret_key"), ("stripe", "webhook_secret")}
+)
 
 _POSITIVE = {
     ("server", "port"): (1, 65535),
@@ -65,6 +77,12 @@ _POSITIVE = {
     ("auth", "login_failures_per_account"): (1, 1000),
     ("auth", "login_failures_per_ip"): (1, 100_000),
     ("auth", "login_window"): (1, 86_400),
+    ("orders", "expiry_minutes"): (1, 7 * 24 * 60),
+    ("orders", "expiry_check_seconds"): (1, 3600),
+    ("stripe", "retry_attempts"): (1, 10),
+    ("stripe", "timeout_seconds"): (1, 300),
+    ("stripe", "breaker_threshold"): (1, 1000),
+    ("stripe", "breaker_reset_seconds"): (1, 3600),
 }
 _CHOICES = {("log", "level"): {"debug", "info", "warning", "error"}}
 ENV_PREFIX = "TILLBOX_"
