@@ -1,0 +1,1 @@
+"""localstripe, the Stripe emulator the payment adapter's tests run against."""
