@@ -20,11 +20,21 @@ import attrs
 
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
-from core.domain.errors import ConcurrentUpdate, EmailTaken, LoginThrottled, SkuTaken, TokenInvalid
+from core.domain.errors import (
+    ConcurrentUpdate,
+    EmailTaken,
+    LoginThrottled,
+    ProviderReferenceTaken,
+    SkuTaken,
+    TokenInvalid,
+)
+from core.domain.events import DomainEvent
+from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
+from core.domain.payments import Payment, Refund
 from core.domain.users import RefreshToken, Role, User
 from core.ports.identity import AccessClaims, AccessToken
-from core.ports.repositories import AuditFilter, ProductFilter, ProductVersion, UserFilter
+from core.ports.repositories import AuditFilter, OrderFilter, ProductFilter, ProductVersion, UserFilter
 
 
 def _page(items: list[Any], page: PageRequest, key: Any) -> Page[Any]:
@@ -40,6 +50,12 @@ class InMemoryStore:
     products: dict[str, Product] = attrs.Factory(dict)
     refresh_tokens: dict[str, RefreshToken] = attrs.Factory(dict)
     audit: dict[str, AuditEntry] = attrs.Factory(dict)
+    orders: dict[str, Order] = attrs.Factory(dict)
+    payments: dict[str, Payment] = attrs.Factory(dict)
+    refunds: dict[str, Refund] = attrs.Factory(dict)
+    outbox: dict[str, DomainEvent] = attrs.Factory(dict)
+    delivered: dict[str, datetime] = attrs.Factory(dict)  # outbox event id -> when
+    provider_events: dict[tuple[str, str], datetime] = attrs.Factory(dict)
 
 
 class InMemoryUserRepository:
@@ -140,6 +156,10 @@ class InMemoryProductRepository:
     async def get_many(self, product_ids: Sequence[str]) -> list[Product]:
         return [copy.deepcopy(self._s.products[i]) for i in dict.fromkeys(product_ids) if i in self._s.products]
 
+    async def get_many_by_sku(self, skus: Sequence[str]) -> list[Product]:
+        wanted = set(skus)
+        return [copy.deepcopy(p) for p in self._s.products.values() if p.sku in wanted]
+
 
 class InMemoryRefreshTokenRepository:
     def __init__(self, store: InMemoryStore):
@@ -197,6 +217,163 @@ class InMemoryAuditLog:
         return _page(entries, page, lambda e: e.id)
 
 
+def _check_version(stored: Any, new: Any, what: str) -> None:
+    """The stored object must still be at the version the caller read (see OrderRepository.update)."""
+    if stored is None or stored.version != new.version:
+        raise ConcurrentUpdate(what)
+
+
+class InMemoryOrderRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, order: Order) -> None:
+        self._s.orders[order.id] = copy.deepcopy(order)
+
+    async def get(self, order_id: str) -> Order | None:
+        return copy.deepcopy(self._s.orders.get(order_id))
+
+    async def get_many(self, order_ids: Sequence[str]) -> list[Order]:
+        return [copy.deepcopy(self._s.orders[i]) for i in dict.fromkeys(order_ids) if i in self._s.orders]
+
+    async def update(self, order: Order) -> None:
+        stored = self._s.orders.get(order.id)
+        _check_version(stored, order, "The order")
+        assert stored is not None
+        # Only what the port persists: lines never change.
+        stored.status = order.status
+        stored.amount_paid = order.amount_paid
+        stored.amount_refunded = order.amount_refunded
+        stored.updated_at = order.updated_at
+        stored.expires_at = order.expires_at
+        stored.version = order.version = order.version + 1
+
+    async def list(self, page: PageRequest, filter: OrderFilter) -> Page[Order]:
+        orders = sorted(
+            (
+                copy.deepcopy(o)
+                for o in self._s.orders.values()
+                if (page.after is None or o.id < page.after)
+                and (filter.customer_id is None or o.customer_id == filter.customer_id)
+                and (filter.status is None or o.status is filter.status)
+            ),
+            key=lambda o: o.id,
+            reverse=True,
+        )
+        return _page(orders, page, lambda o: o.id)
+
+    async def due_for_expiry(self, now: datetime, limit: int) -> list[str]:
+        due = sorted(
+            (
+                o
+                for o in self._s.orders.values()
+                if o.status is OrderStatus.PENDING_PAYMENT and o.expires_at is not None
+            ),
+            key=lambda o: (o.expires_at, o.id),
+        )
+        return [o.id for o in due if o.expires_at is not None and o.expires_at <= now][:limit]
+
+
+class InMemoryPaymentRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    def _check_reference(self, payment: Payment) -> None:
+        ref = payment.provider_reference
+        if ref is not None and any(
+            p.provider_reference == ref and p.id != payment.id for p in self._s.payments.values()
+        ):
+            raise ProviderReferenceTaken(ref)
+
+    async def add(self, payment: Payment) -> None:
+        self._check_reference(payment)
+        self._s.payments[payment.id] = copy.deepcopy(payment)
+
+    async def get(self, payment_id: str) -> Payment | None:
+        return copy.deepcopy(self._s.payments.get(payment_id))
+
+    async def get_by_provider_reference(self, reference: str) -> Payment | None:
+        return copy.deepcopy(next((p for p in self._s.payments.values() if p.provider_reference == reference), None))
+
+    async def list_for_order(self, order_id: str) -> list[Payment]:
+        return sorted(
+            (copy.deepcopy(p) for p in self._s.payments.values() if p.order_id == order_id), key=lambda p: p.id
+        )
+
+    async def update(self, payment: Payment) -> None:
+        stored = self._s.payments.get(payment.id)
+        _check_version(stored, payment, "The payment")
+        assert stored is not None
+        self._check_reference(payment)
+        stored.status = payment.status
+        stored.provider_reference = payment.provider_reference
+        stored.client_secret = payment.client_secret
+        stored.next_action = copy.deepcopy(payment.next_action)
+        stored.failure_code = payment.failure_code
+        stored.updated_at = payment.updated_at
+        stored.version = payment.version = payment.version + 1
+
+
+class InMemoryRefundRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, refund: Refund) -> None:
+        self._s.refunds[refund.id] = copy.deepcopy(refund)
+
+    async def get(self, refund_id: str) -> Refund | None:
+        return copy.deepcopy(self._s.refunds.get(refund_id))
+
+    async def list_for_order(self, order_id: str) -> list[Refund]:
+        return sorted(
+            (copy.deepcopy(r) for r in self._s.refunds.values() if r.order_id == order_id), key=lambda r: r.id
+        )
+
+    async def list_for_payment(self, payment_id: str) -> list[Refund]:
+        return sorted(
+            (copy.deepcopy(r) for r in self._s.refunds.values() if r.payment_id == payment_id), key=lambda r: r.id
+        )
+
+    async def update(self, refund: Refund) -> None:
+        stored = self._s.refunds.get(refund.id)
+        _check_version(stored, refund, "The refund")
+        assert stored is not None
+        stored.status = refund.status
+        stored.provider_reference = refund.provider_reference
+        stored.failure_code = refund.failure_code
+        stored.updated_at = refund.updated_at
+        stored.version = refund.version = refund.version + 1
+
+
+class InMemoryOutbox:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def append(self, event: DomainEvent) -> None:
+        self._s.outbox[event.id] = copy.deepcopy(event)
+
+    async def list_pending(self, limit: int) -> list[DomainEvent]:
+        pending = sorted((e for e in self._s.outbox.values() if e.id not in self._s.delivered), key=lambda e: e.id)
+        return copy.deepcopy(pending[:limit])
+
+    async def mark_delivered(self, event_id: str, at: datetime) -> bool:
+        if event_id not in self._s.outbox or event_id in self._s.delivered:
+            return False
+        self._s.delivered[event_id] = at
+        return True
+
+
+class InMemoryProviderEvents:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def record(self, provider: str, event_id: str, at: datetime) -> bool:
+        if (provider, event_id) in self._s.provider_events:
+            return False
+        self._s.provider_events[provider, event_id] = at
+        return True
+
+
 class InMemoryUnitOfWork:
     """Works on a private copy of the store; commit swaps it in. Writers are serialized,
     like the SQLite adapter's, so a use case sees no one else's half-done work."""
@@ -214,6 +391,11 @@ class InMemoryUnitOfWork:
         self.products = InMemoryProductRepository(self._work)
         self.refresh_tokens = InMemoryRefreshTokenRepository(self._work)
         self.audit = InMemoryAuditLog(self._work)
+        self.orders = InMemoryOrderRepository(self._work)
+        self.payments = InMemoryPaymentRepository(self._work)
+        self.refunds = InMemoryRefundRepository(self._work)
+        self.outbox = InMemoryOutbox(self._work)
+        self.provider_events = InMemoryProviderEvents(self._work)
         return self
 
     async def commit(self) -> None:

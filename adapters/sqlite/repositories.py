@@ -25,11 +25,14 @@ import orjson
 from adapters.timestamps import format_timestamp, parse_timestamp
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
-from core.domain.errors import ConcurrentUpdate, EmailTaken, SkuTaken
+from core.domain.errors import ConcurrentUpdate, EmailTaken, ProviderReferenceTaken, SkuTaken
+from core.domain.events import DomainEvent
 from core.domain.money import Money
+from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import Page, PageRequest
+from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User, UserStatus
-from core.ports.repositories import AuditFilter, ProductFilter, ProductVersion, UserFilter
+from core.ports.repositories import AuditFilter, OrderFilter, ProductFilter, ProductVersion, UserFilter
 
 T = TypeVar("T")
 
@@ -207,6 +210,7 @@ PRODUCT_LIST_VERSIONS: dict[tuple[bool, str | None], str] = {
 }
 #: Many products by id in one constant statement (the ids travel as one JSON array).
 PRODUCT_GET_MANY = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id IN (SELECT value FROM json_each(?))"
+PRODUCT_GET_MANY_BY_SKU = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku IN (SELECT value FROM json_each(?))"
 
 
 def fts_query(text: str) -> str | None:
@@ -310,6 +314,12 @@ class SqliteProductRepository(_Repository):
             return []
         conn = await self._session.connection()
         return [_product(row) for row in conn.execute(PRODUCT_GET_MANY, (orjson.dumps(list(product_ids)),))]
+
+    async def get_many_by_sku(self, skus: Sequence[str]) -> builtins.list[Product]:
+        if not skus:
+            return []
+        conn = await self._session.connection()
+        return [_product(row) for row in conn.execute(PRODUCT_GET_MANY_BY_SKU, (orjson.dumps(list(skus)),))]
 
     async def _list(
         self,
@@ -444,3 +454,372 @@ class SqliteAuditLog(_Repository):
         params["before"] = FIRST_DESCENDING if page.after is None else page.after
         params["limit"] = page.limit + 1
         return _page((await self._execute(sql, params)).fetchall(), page, _audit_entry)
+
+
+# Orders. An order and its lines are read by one statement: the lines come as one JSON
+# array from a correlated subquery (a search of the lines' primary key), sorted here by
+# line number, so that a page of orders is one statement and not one more per order.
+_ORDER_COLUMNS = (
+    "id, customer_id, status, subtotal, total, amount_paid, amount_refunded, currency,"
+    " created_at, updated_at, expires_at, version"
+)
+_ORDER_FIELDS = (
+    ", ".join(f"o.{c}" for c in _ORDER_COLUMNS.split(", "))
+    + ", (SELECT json_group_array(json_array(l.line_no, l.product_id, l.sku, l.name, l.unit_price, l.quantity))"
+    " FROM order_lines AS l WHERE l.order_id = o.id)"
+)
+ORDER_INSERT = f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+ORDER_LINE_INSERT = (
+    "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, unit_price, quantity)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+ORDER_GET = f"SELECT {_ORDER_FIELDS} FROM orders AS o WHERE o.id = ?"
+ORDER_GET_MANY = f"SELECT {_ORDER_FIELDS} FROM orders AS o WHERE o.id IN (SELECT value FROM json_each(?))"
+# Optimistic concurrency: the row must still be at the version the caller read; it moves on.
+ORDER_UPDATE = (
+    "UPDATE orders SET status = ?, amount_paid = ?, amount_refunded = ?, updated_at = ?, expires_at = ?,"
+    " version = version + 1 WHERE id = ? AND version = ?"
+)
+# The partial index orders_pending_expiry holds exactly the orders awaiting payment, in
+# deadline order; left to itself the planner prefers orders_status_id and then sorts every
+# pending order, hence INDEXED BY. (NULL deadlines never pass <=.)
+ORDER_DUE_FOR_EXPIRY = (
+    "SELECT id FROM orders INDEXED BY orders_pending_expiry"
+    " WHERE status = 'pending_payment' AND expires_at <= ? ORDER BY expires_at LIMIT ?"
+)
+
+
+def _order_list_sql(customer: bool, status: bool) -> str:
+    where = ["o.id < :before"]
+    where += ["o.customer_id = :customer_id"] if customer else []
+    where += ["o.status = :status"] if status else []
+    return f"SELECT {_ORDER_FIELDS} FROM orders AS o WHERE {' AND '.join(where)} ORDER BY o.id DESC LIMIT :limit"
+
+
+#: Keyed by which filters are set: (customer_id, status).
+ORDER_LIST: dict[tuple[bool, ...], str] = {
+    flags: _order_list_sql(*flags) for flags in itertools.product((False, True), repeat=2)
+}
+
+
+def _order(row: tuple[Any, ...]) -> Order:
+    currency = row[7]
+    lines = sorted(orjson.loads(row[12]))
+    return Order(
+        id=row[0],
+        customer_id=row[1],
+        status=OrderStatus(row[2]),
+        lines=[OrderLine(line[1], line[2], line[3], Money(line[4], currency), line[5]) for line in lines],
+        subtotal=Money(row[3], currency),
+        total=Money(row[4], currency),
+        amount_paid=row[5],
+        amount_refunded=row[6],
+        currency=currency,
+        created_at=parse_timestamp(row[8]),
+        updated_at=parse_timestamp(row[9]),
+        expires_at=_optional_timestamp(row[10]),
+        version=row[11],
+    )
+
+
+class SqliteOrderRepository(_Repository):
+    async def add(self, order: Order) -> None:
+        conn = await self._session.connection()
+        conn.execute(
+            ORDER_INSERT,
+            (
+                order.id,
+                order.customer_id,
+                order.status.value,
+                order.subtotal.amount,
+                order.total.amount,
+                order.amount_paid,
+                order.amount_refunded,
+                order.currency,
+                format_timestamp(order.created_at),
+                format_timestamp(order.updated_at),
+                _optional_format(order.expires_at),
+                order.version,
+            ),
+        )
+        conn.executemany(
+            ORDER_LINE_INSERT,
+            [
+                (order.id, n, line.product_id, line.sku, line.name, line.unit_price.amount, line.quantity)
+                for n, line in enumerate(order.lines)
+            ],
+        )
+
+    async def get(self, order_id: str) -> Order | None:
+        rows = (await self._execute(ORDER_GET, (order_id,))).fetchall()
+        return _order(rows[0]) if rows else None
+
+    async def get_many(self, order_ids: Sequence[str]) -> builtins.list[Order]:
+        if not order_ids:
+            return []
+        return [_order(row) for row in await self._execute(ORDER_GET_MANY, (orjson.dumps(list(order_ids)),))]
+
+    async def update(self, order: Order) -> None:
+        cursor = await self._execute(
+            ORDER_UPDATE,
+            (
+                order.status.value,
+                order.amount_paid,
+                order.amount_refunded,
+                format_timestamp(order.updated_at),
+                _optional_format(order.expires_at),
+                order.id,
+                order.version,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise ConcurrentUpdate("The order")
+        order.version += 1
+
+    async def list(self, page: PageRequest, filter: OrderFilter) -> Page[Order]:
+        sql = ORDER_LIST[filter.customer_id is not None, filter.status is not None]
+        params = {
+            "before": FIRST_DESCENDING if page.after is None else page.after,
+            "customer_id": filter.customer_id,
+            "status": None if filter.status is None else filter.status.value,
+            "limit": page.limit + 1,
+        }
+        return _page((await self._execute(sql, params)).fetchall(), page, _order)
+
+    async def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[str]:
+        rows = await self._execute(ORDER_DUE_FOR_EXPIRY, (format_timestamp(now), limit))
+        return [row[0] for row in rows]
+
+
+# Payments.
+_PAYMENT_COLUMNS = (
+    "id, order_id, method, provider, status, amount, currency, provider_reference, client_secret, next_action,"
+    " failure_code, reference, payment_method, created_at, updated_at, version"
+)
+PAYMENT_INSERT = f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+PAYMENT_GET = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = ?"
+PAYMENT_GET_BY_PROVIDER_REFERENCE = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE provider_reference = ?"
+PAYMENT_LIST_FOR_ORDER = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = ? ORDER BY id"
+PAYMENT_UPDATE = (
+    "UPDATE payments SET status = ?, provider_reference = ?, client_secret = ?, next_action = ?, failure_code = ?,"
+    " updated_at = ?, version = version + 1 WHERE id = ? AND version = ?"
+)
+
+
+def _optional_json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _payment(row: tuple[Any, ...]) -> Payment:
+    return Payment(
+        id=row[0],
+        order_id=row[1],
+        method=PaymentMethod(row[2]),
+        provider=row[3],
+        status=PaymentStatus(row[4]),
+        amount=Money(row[5], row[6]),
+        provider_reference=row[7],
+        client_secret=row[8],
+        next_action=None if row[9] is None else orjson.loads(row[9]),
+        failure_code=row[10],
+        reference=row[11],
+        payment_method=row[12],
+        created_at=parse_timestamp(row[13]),
+        updated_at=parse_timestamp(row[14]),
+        version=row[15],
+    )
+
+
+class SqlitePaymentRepository(_Repository):
+    async def add(self, payment: Payment) -> None:
+        try:
+            await self._execute(
+                PAYMENT_INSERT,
+                (
+                    payment.id,
+                    payment.order_id,
+                    payment.method.value,
+                    payment.provider,
+                    payment.status.value,
+                    payment.amount.amount,
+                    payment.amount.currency,
+                    payment.provider_reference,
+                    payment.client_secret,
+                    _optional_json(payment.next_action),
+                    payment.failure_code,
+                    payment.reference,
+                    payment.payment_method,
+                    format_timestamp(payment.created_at),
+                    format_timestamp(payment.updated_at),
+                    payment.version,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            if _is_unique_violation(exc, "payments.provider_reference"):
+                raise ProviderReferenceTaken(payment.provider_reference or "") from None
+            raise
+
+    async def get(self, payment_id: str) -> Payment | None:
+        rows = (await self._execute(PAYMENT_GET, (payment_id,))).fetchall()
+        return _payment(rows[0]) if rows else None
+
+    async def get_by_provider_reference(self, reference: str) -> Payment | None:
+        rows = (await self._execute(PAYMENT_GET_BY_PROVIDER_REFERENCE, (reference,))).fetchall()
+        return _payment(rows[0]) if rows else None
+
+    async def list_for_order(self, order_id: str) -> builtins.list[Payment]:
+        return [_payment(row) for row in await self._execute(PAYMENT_LIST_FOR_ORDER, (order_id,))]
+
+    async def update(self, payment: Payment) -> None:
+        try:
+            cursor = await self._execute(
+                PAYMENT_UPDATE,
+                (
+                    payment.status.value,
+                    payment.provider_reference,
+                    payment.client_secret,
+                    _optional_json(payment.next_action),
+                    payment.failure_code,
+                    format_timestamp(payment.updated_at),
+                    payment.id,
+                    payment.version,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            if _is_unique_violation(exc, "payments.provider_reference"):
+                raise ProviderReferenceTaken(payment.provider_reference or "") from None
+            raise
+        if cursor.rowcount != 1:
+            raise ConcurrentUpdate("The payment")
+        payment.version += 1
+
+
+# Refunds.
+_REFUND_COLUMNS = (
+    "id, payment_id, order_id, amount, currency, reason, status, provider_reference, failure_code,"
+    " created_at, updated_at, version"
+)
+REFUND_INSERT = f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+REFUND_GET = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = ?"
+REFUND_LIST_FOR_ORDER = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE order_id = ? ORDER BY id"
+REFUND_LIST_FOR_PAYMENT = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE payment_id = ? ORDER BY id"
+REFUND_UPDATE = (
+    "UPDATE refunds SET status = ?, provider_reference = ?, failure_code = ?, updated_at = ?,"
+    " version = version + 1 WHERE id = ? AND version = ?"
+)
+
+
+def _refund(row: tuple[Any, ...]) -> Refund:
+    return Refund(
+        id=row[0],
+        payment_id=row[1],
+        order_id=row[2],
+        amount=Money(row[3], row[4]),
+        reason=row[5],
+        status=RefundStatus(row[6]),
+        provider_reference=row[7],
+        failure_code=row[8],
+        created_at=parse_timestamp(row[9]),
+        updated_at=parse_timestamp(row[10]),
+        version=row[11],
+    )
+
+
+class SqliteRefundRepository(_Repository):
+    async def add(self, refund: Refund) -> None:
+        await self._execute(
+            REFUND_INSERT,
+            (
+                refund.id,
+                refund.payment_id,
+                refund.order_id,
+                refund.amount.amount,
+                refund.amount.currency,
+                refund.reason,
+                refund.status.value,
+                refund.provider_reference,
+                refund.failure_code,
+                format_timestamp(refund.created_at),
+                format_timestamp(refund.updated_at),
+                refund.version,
+            ),
+        )
+
+    async def get(self, refund_id: str) -> Refund | None:
+        rows = (await self._execute(REFUND_GET, (refund_id,))).fetchall()
+        return _refund(rows[0]) if rows else None
+
+    async def list_for_order(self, order_id: str) -> builtins.list[Refund]:
+        return [_refund(row) for row in await self._execute(REFUND_LIST_FOR_ORDER, (order_id,))]
+
+    async def list_for_payment(self, payment_id: str) -> builtins.list[Refund]:
+        return [_refund(row) for row in await self._execute(REFUND_LIST_FOR_PAYMENT, (payment_id,))]
+
+    async def update(self, refund: Refund) -> None:
+        cursor = await self._execute(
+            REFUND_UPDATE,
+            (
+                refund.status.value,
+                refund.provider_reference,
+                refund.failure_code,
+                format_timestamp(refund.updated_at),
+                refund.id,
+                refund.version,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise ConcurrentUpdate("The refund")
+        refund.version += 1
+
+
+# The outbox.
+_OUTBOX_COLUMNS = "id, type, aggregate_type, aggregate_id, payload, occurred_at"
+OUTBOX_INSERT = f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+# The condition is the partial index's own (outbox_pending), which is what lets SQLite use
+# it: the index holds only undelivered events, so reading it in order reads just those.
+OUTBOX_LIST_PENDING = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?"
+OUTBOX_MARK_DELIVERED = "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL"
+
+
+def _event(row: tuple[Any, ...]) -> DomainEvent:
+    return DomainEvent(
+        id=row[0],
+        type=row[1],
+        aggregate_type=row[2],
+        aggregate_id=row[3],
+        payload=orjson.loads(row[4]),
+        occurred_at=parse_timestamp(row[5]),
+    )
+
+
+class SqliteOutbox(_Repository):
+    async def append(self, event: DomainEvent) -> None:
+        await self._execute(
+            OUTBOX_INSERT,
+            (
+                event.id,
+                event.type,
+                event.aggregate_type,
+                event.aggregate_id,
+                orjson.dumps(event.payload).decode(),
+                format_timestamp(event.occurred_at),
+            ),
+        )
+
+    async def list_pending(self, limit: int) -> builtins.list[DomainEvent]:
+        return [_event(row) for row in await self._execute(OUTBOX_LIST_PENDING, (limit,))]
+
+    async def mark_delivered(self, event_id: str, at: datetime) -> bool:
+        return (await self._execute(OUTBOX_MARK_DELIVERED, (format_timestamp(at), event_id))).rowcount == 1
+
+
+# Provider events: the primary key is the guard; a second insert of the same event does nothing.
+PROVIDER_EVENT_INSERT = (
+    "INSERT INTO provider_events (provider, event_id, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+class SqliteProviderEvents(_Repository):
+    async def record(self, provider: str, event_id: str, at: datetime) -> bool:
+        cursor = await self._execute(PROVIDER_EVENT_INSERT, (provider, event_id, format_timestamp(at)))
+        return cursor.rowcount == 1

@@ -10,8 +10,13 @@ from typing import TYPE_CHECKING
 
 from adapters.sqlite.repositories import (
     SqliteAuditLog,
+    SqliteOrderRepository,
+    SqliteOutbox,
+    SqlitePaymentRepository,
     SqliteProductRepository,
+    SqliteProviderEvents,
     SqliteRefreshTokenRepository,
+    SqliteRefundRepository,
     SqliteUserRepository,
 )
 
@@ -31,6 +36,11 @@ class SqliteUnitOfWork:
     products: SqliteProductRepository
     refresh_tokens: SqliteRefreshTokenRepository
     audit: SqliteAuditLog
+    orders: SqliteOrderRepository
+    payments: SqlitePaymentRepository
+    refunds: SqliteRefundRepository
+    outbox: SqliteOutbox
+    provider_events: SqliteProviderEvents
 
     def __init__(self, db: SqliteDatabase, *, readonly: bool):
         self._db = db
@@ -68,6 +78,11 @@ class SqliteUnitOfWork:
         self.products = SqliteProductRepository(self)
         self.refresh_tokens = SqliteRefreshTokenRepository(self)
         self.audit = SqliteAuditLog(self)
+        self.orders = SqliteOrderRepository(self)
+        self.payments = SqlitePaymentRepository(self)
+        self.refunds = SqliteRefundRepository(self)
+        self.outbox = SqliteOutbox(self)
+        self.provider_events = SqliteProviderEvents(self)
         return self
 
     async def commit(self) -> None:

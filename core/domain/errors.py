@@ -196,3 +196,98 @@ class LoginThrottled(TooManyRequests):
             retry_after=retry_after,
             details={"retry_after": retry_after},
         )
+
+
+# Orders and payments.
+class OrderNotFound(NotFound):
+    """Also what a customer hears for another customer's order: its existence is not theirs to know."""
+
+    code = "order_not_found"
+
+    def __init__(self, order_id: str):
+        super().__init__(f"No order with id {order_id!r}.", details={"order_id": order_id})
+
+
+class PaymentNotFound(NotFound):
+    code = "payment_not_found"
+
+    def __init__(self, payment_id: str):
+        super().__init__(f"No payment with id {payment_id!r}.", details={"payment_id": payment_id})
+
+
+class InvalidOrderTransition(Conflict):
+    """The order's state machine (PRODUCT.md) does not allow this action from its current status."""
+
+    code = "invalid_order_state"
+
+    def __init__(self, status: str, action: str):
+        super().__init__(
+            f"An order that is {status} cannot be {_PAST_TENSE.get(action, action)}.",
+            details={"status": status, "action": action},
+        )
+
+
+_PAST_TENSE = {
+    "pay": "paid",
+    "fulfil": "fulfilled",
+    "cancel": "cancelled",
+    "expire": "expired",
+    "refund": "refunded",
+}
+
+
+class UnknownProduct(Invalid):
+    """Lines of an order that name no product on sale (unknown or inactive): every such line."""
+
+    code = "unknown_product"
+
+    def __init__(self, lines: list[dict[str, Any]]):
+        super().__init__("Some lines name no product on sale.", details={"lines": lines})
+
+
+class DuplicateProduct(Invalid):
+    code = "duplicate_product"
+
+    def __init__(self, product_id: str, lines: list[int]):
+        super().__init__(
+            "A product appears on more than one line; order it once with the total quantity.",
+            details={"product_id": product_id, "lines": lines},
+        )
+
+
+class AmountExceedsBalance(Invalid):
+    """A payment larger than what the order still owes: overpayment is refused."""
+
+    code = "amount_exceeds_balance"
+
+    def __init__(self, remaining: int):
+        super().__init__(f"The order owes {remaining}; a payment cannot exceed it.", details={"remaining": remaining})
+
+
+class RefundExceedsCaptured(Invalid):
+    code = "refund_exceeds_captured"
+
+    def __init__(self, refundable: int):
+        super().__init__(f"At most {refundable} can still be refunded.", details={"refundable": refundable})
+
+
+class RefundFailed(PaymentFailed):
+    code = "refund_failed"
+
+
+class PaymentProviderUnavailable(Unavailable):
+    code = "payment_provider_unavailable"
+
+    def __init__(
+        self, message: str = "The payment provider cannot be reached; try again later.", retry_after: int = 30
+    ):
+        super().__init__(message, retry_after=retry_after, details={"retry_after": retry_after})
+
+
+class ProviderReferenceTaken(Conflict):
+    code = "provider_reference_taken"
+
+    def __init__(self, reference: str):
+        super().__init__(
+            f"Another payment already has the provider reference {reference!r}.", details={"reference": reference}
+        )

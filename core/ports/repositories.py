@@ -15,7 +15,10 @@ import attrs
 
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
+from core.domain.events import DomainEvent
+from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
+from core.domain.payments import Payment, Refund
 from core.domain.users import RefreshToken, Role, User, UserStatus
 
 
@@ -40,6 +43,12 @@ class ProductVersion(NamedTuple):
 
     id: str
     version: int
+
+
+@attrs.frozen
+class OrderFilter:
+    customer_id: str | None = None
+    status: OrderStatus | None = None
 
 
 @attrs.frozen
@@ -93,6 +102,9 @@ class ProductRepository(Protocol):
     async def get_many(self, product_ids: Sequence[str]) -> builtins.list[Product]:
         """The products that exist among these ids, in no particular order."""
 
+    async def get_many_by_sku(self, skus: Sequence[str]) -> builtins.list[Product]:
+        """The products that exist among these skus (exact), in no particular order."""
+
 
 class RefreshTokenRepository(Protocol):
     async def add(self, token: RefreshToken) -> None: ...
@@ -114,3 +126,84 @@ class AuditLog(Protocol):
 
     async def list(self, page: PageRequest, filter: AuditFilter) -> Page[AuditEntry]:
         """Newest first (id descending); ``page.after`` is the id of the last entry already seen."""
+
+
+class OrderRepository(Protocol):
+    """Orders with their lines. Lines never change after the order is placed."""
+
+    async def add(self, order: Order) -> None:
+        """Insert the order and its lines (in their order)."""
+
+    async def get(self, order_id: str) -> Order | None: ...
+
+    async def get_many(self, order_ids: Sequence[str]) -> builtins.list[Order]:
+        """The orders that exist among these ids, in no particular order."""
+
+    async def update(self, order: Order) -> None:
+        """Persist status, amount_paid, amount_refunded, updated_at and expires_at.
+
+        Optimistic concurrency: ``order.version`` is the version the order was read at; the
+        stored row must still be at it or ConcurrentUpdate is raised (nothing is written).
+        On success the row and ``order.version`` move to the next version, so a use case
+        may apply several transitions to an order and save it once."""
+
+    async def list(self, page: PageRequest, filter: OrderFilter) -> Page[Order]:
+        """Newest first (id descending); ``page.after`` is the id of the last order already seen."""
+
+    async def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[str]:
+        """Ids of at most ``limit`` orders awaiting payment whose ``expires_at`` is at or
+        before ``now``, earliest deadline first. Orders without a deadline never appear."""
+
+
+class PaymentRepository(Protocol):
+    async def add(self, payment: Payment) -> None:
+        """Insert; raises ProviderReferenceTaken if another payment has its provider reference."""
+
+    async def get(self, payment_id: str) -> Payment | None: ...
+
+    async def get_by_provider_reference(self, reference: str) -> Payment | None: ...
+
+    async def list_for_order(self, order_id: str) -> builtins.list[Payment]:
+        """Every payment of the order, oldest first (id ascending)."""
+
+    async def update(self, payment: Payment) -> None:
+        """Persist status, provider_reference, client_secret, next_action, failure_code and
+        updated_at, with the version check (and move) of OrderRepository.update.
+        Raises ProviderReferenceTaken."""
+
+
+class RefundRepository(Protocol):
+    async def add(self, refund: Refund) -> None: ...
+
+    async def get(self, refund_id: str) -> Refund | None: ...
+
+    async def list_for_order(self, order_id: str) -> builtins.list[Refund]:
+        """Every refund of the order, oldest first (id ascending)."""
+
+    async def list_for_payment(self, payment_id: str) -> builtins.list[Refund]:
+        """Every refund of the payment, oldest first (id ascending)."""
+
+    async def update(self, refund: Refund) -> None:
+        """Persist status, provider_reference, failure_code and updated_at, with the
+        version check (and move) of OrderRepository.update."""
+
+
+class Outbox(Protocol):
+    """Domain events, appended in the transaction of the change they describe."""
+
+    async def append(self, event: DomainEvent) -> None: ...
+
+    async def list_pending(self, limit: int) -> builtins.list[DomainEvent]:
+        """At most ``limit`` events not yet delivered, oldest first (id ascending)."""
+
+    async def mark_delivered(self, event_id: str, at: datetime) -> bool:
+        """True if the event was pending (it is not any more)."""
+
+
+class ProviderEvents(Protocol):
+    """The provider events already applied: what makes each apply at most once."""
+
+    async def record(self, provider: str, event_id: str, at: datetime) -> bool:
+        """True if this event of this provider is new (and is now recorded), False if it
+        was recorded before. Recorded in the caller's transaction: if that rolls back,
+        the event counts as never seen."""

@@ -5,7 +5,17 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol
 
-from core.ports.repositories import AuditLog, ProductRepository, RefreshTokenRepository, UserRepository
+from core.ports.repositories import (
+    AuditLog,
+    OrderRepository,
+    Outbox,
+    PaymentRepository,
+    ProductRepository,
+    ProviderEvents,
+    RefreshTokenRepository,
+    RefundRepository,
+    UserRepository,
+)
 
 
 class UnitOfWork(Protocol):
@@ -29,6 +39,21 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditLog: ...
+
+    @property
+    def orders(self) -> OrderRepository: ...
+
+    @property
+    def payments(self) -> PaymentRepository: ...
+
+    @property
+    def refunds(self) -> RefundRepository: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def provider_events(self) -> ProviderEvents: ...
 
     async def commit(self) -> None: ...
 

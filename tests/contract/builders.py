@@ -8,7 +8,10 @@ from typing import Any
 
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
+from core.domain.events import DomainEvent
 from core.domain.money import Money
+from core.domain.orders import Order, OrderLine, OrderStatus
+from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User, UserStatus
 from core.ports.unit_of_work import UnitOfWorkFactory
 from tests.fakes import FixedClock, SequentialIds
@@ -89,6 +92,87 @@ class Make:
             details=details or {},
         )
 
+    def order(
+        self,
+        *lines: tuple[str, int, int],
+        customer_id: str = "usr_000000000099",
+        status: OrderStatus = OrderStatus.PENDING_PAYMENT,
+        amount_paid: int = 0,
+        amount_refunded: int = 0,
+        expires_in: timedelta | None = timedelta(minutes=30),
+    ) -> Order:
+        """An order of (sku, unit price, quantity) lines, for products that need not exist."""
+        now = self.clock.now()
+        items = [
+            OrderLine(f"prd_{sku.lower()}", sku, f"Thing {sku}", Money(price, "USD"), quantity)
+            for sku, price, quantity in lines or (("MUG-1", 1200, 2),)
+        ]
+        subtotal = sum((line.line_total for line in items), Money.zero("USD"))
+        return Order(
+            id=self.ids.new("ord"),
+            customer_id=customer_id,
+            status=status,
+            lines=items,
+            subtotal=subtotal,
+            total=subtotal,
+            amount_paid=amount_paid,
+            amount_refunded=amount_refunded,
+            currency="USD",
+            created_at=now,
+            updated_at=now,
+            expires_at=None if expires_in is None else now + expires_in,
+        )
+
+    def payment(
+        self,
+        order: Order,
+        *,
+        amount: int | None = None,
+        status: PaymentStatus = PaymentStatus.SUCCEEDED,
+        method: PaymentMethod = PaymentMethod.CARD,
+        provider_reference: str | None = None,
+    ) -> Payment:
+        now = self.clock.now()
+        card = method is PaymentMethod.CARD
+        return Payment(
+            id=self.ids.new("pay"),
+            order_id=order.id,
+            method=method,
+            provider="stripe" if card else "manual",
+            status=status,
+            amount=Money(order.total.amount if amount is None else amount, "USD"),
+            created_at=now,
+            updated_at=now,
+            provider_reference=provider_reference,
+            payment_method="pm_card_visa" if card else None,
+            reference=None if card else "Till receipt 42",
+        )
+
+    def refund(
+        self, payment: Payment, amount: int, *, status: RefundStatus = RefundStatus.PENDING, reason: str = "Broken"
+    ) -> Refund:
+        now = self.clock.now()
+        return Refund(
+            id=self.ids.new("ref"),
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            amount=Money(amount, "USD"),
+            reason=reason,
+            status=status,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def event(self, type: str = "order.created", *, aggregate_id: str = "ord_1", payload: Any = None) -> DomainEvent:
+        return DomainEvent(
+            id=self.ids.new("evt"),
+            type=type,
+            aggregate_type=type.split(".")[0],
+            aggregate_id=aggregate_id,
+            occurred_at=self.clock.now(),
+            payload={"id": aggregate_id} if payload is None else payload,
+        )
+
 
 async def store(uow_factory: UnitOfWorkFactory, *objects: object) -> None:
     """Add the objects in one unit of work and commit."""
@@ -102,6 +186,14 @@ async def store(uow_factory: UnitOfWorkFactory, *objects: object) -> None:
                 await uow.refresh_tokens.add(obj)
             elif isinstance(obj, AuditEntry):
                 await uow.audit.append(obj)
+            elif isinstance(obj, Order):
+                await uow.orders.add(obj)
+            elif isinstance(obj, Payment):
+                await uow.payments.add(obj)
+            elif isinstance(obj, Refund):
+                await uow.refunds.add(obj)
+            elif isinstance(obj, DomainEvent):
+                await uow.outbox.append(obj)
             else:
                 raise TypeError(obj)
         await uow.commit()

@@ -410,3 +410,13 @@ async def test_get_many_returns_the_products_that_exist(uow_factory: UnitOfWorkF
         nothing = await uow.products.get_many([])
     assert sorted(found, key=lambda p: p.id) == [a, c]
     assert nothing == []
+
+
+async def test_get_many_by_sku_returns_the_products_that_exist(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    a, b, c = make.product("GM-A"), make.product("GM-B"), make.product("GM-C")
+    await store(uow_factory, a, b, c)
+    async with uow_factory(readonly=True) as uow:
+        found = await uow.products.get_many_by_sku(["GM-C", "GM-missing", "GM-A", "GM-A", "gm-b"])
+        nothing = await uow.products.get_many_by_sku([])
+    assert sorted(found, key=lambda p: p.id) == [a, c]  # skus are exact
+    assert nothing == []
