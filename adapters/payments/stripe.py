@@ -27,7 +27,7 @@ import stripe
 import tenacity
 
 from adapters.payments.breaker import CircuitBreaker, CircuitOpen
-from core.domain.errors import DomainError, Invalid, Unavailable
+from core.domain.errors import DomainError, Invalid, PaymentProviderUnavailable, Unavailable
 from core.domain.money import Money
 from core.ports.clock import Clock
 from core.ports.payments import (
@@ -358,9 +358,8 @@ class StripePaymentGateway:
         try:
             self._breaker.check()
         except CircuitOpen as exc:
-            raise Unavailable(
+            raise PaymentProviderUnavailable(
                 "Card payments are temporarily unavailable; try again shortly.",
-                code=UNAVAILABLE,
                 retry_after=max(1, math.ceil(exc.retry_after)),
             ) from None
         try:
@@ -369,9 +368,8 @@ class StripePaymentGateway:
             if _is_provider_failure(exc):
                 self._breaker.record_failure()
                 log.warning("payment provider failure: %s (status %s)", type(exc).__name__, _status(exc))
-                raise Unavailable(
+                raise PaymentProviderUnavailable(
                     "The payment provider cannot be reached; try again shortly.",
-                    code=UNAVAILABLE,
                     retry_after=max(1, math.ceil(self._breaker.seconds_left())),
                 ) from exc
             if isinstance(exc, stripe.StripeError):
@@ -413,10 +411,8 @@ def _refused(exc: stripe.StripeError) -> DomainError:
     status = exc.http_status
     if status == 409:
         # Another request with the same idempotency key is still running at Stripe.
-        return Unavailable(
-            "The payment provider is still processing this request; try again shortly.",
-            code=UNAVAILABLE,
-            retry_after=1,
+        return PaymentProviderUnavailable(
+            "The payment provider is still processing this request; try again shortly.", retry_after=1
         )
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         message = "The payment provider refused this store's credentials; check [stripe] secret_key."

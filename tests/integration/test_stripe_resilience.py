@@ -16,7 +16,7 @@ from aiohttp import web
 
 from adapters.payments.breaker import BreakerState
 from adapters.payments.stripe import StripePaymentGateway
-from core.domain.errors import Invalid, Unavailable
+from core.domain.errors import Invalid, PaymentProviderUnavailable, Unavailable
 from core.domain.money import Money
 from core.ports.payments import ProviderPaymentStatus
 from tests.fakes import FixedClock
@@ -157,8 +157,10 @@ async def test_a_provider_failure_is_retried_then_unavailable(
     with pytest.raises(Unavailable) as caught:
         await pay(gateway, "pay_7")
 
+    assert isinstance(caught.value, PaymentProviderUnavailable)
     assert caught.value.code == "payment_provider_unavailable"
     assert caught.value.retry_after == 1  # one failure: the breaker is still closed
+    assert caught.value.details == {"retry_after": 1}
     assert server.keys() == ["pay_7", "pay_7", "pay_7"]
 
 
@@ -339,6 +341,7 @@ async def test_the_breaker_opens_after_the_threshold_and_fails_fast(
         with pytest.raises(Unavailable) as fast:
             await call
         assert (fast.value.code, fast.value.retry_after) == ("payment_provider_unavailable", 18)
+        assert isinstance(fast.value, PaymentProviderUnavailable)
     with pytest.raises(Unavailable):
         await gateway.refund(payment_reference="pi_x", amount=Money(1, "USD"), idempotency_key="r")
     assert len(server.requests) == 9  # nothing reached the provider
