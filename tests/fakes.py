@@ -5,8 +5,10 @@ what keeps the fakes honest."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import hashlib
+import hmac
 import itertools
 import math
 import secrets
@@ -17,23 +19,35 @@ from types import TracebackType
 from typing import Any
 
 import attrs
+import orjson
 
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.errors import (
     ConcurrentUpdate,
+    Conflict,
     EmailTaken,
+    Invalid,
     LoginThrottled,
+    PaymentProviderUnavailable,
     ProviderReferenceTaken,
     SkuTaken,
     TokenInvalid,
 )
 from core.domain.events import DomainEvent
+from core.domain.money import Money
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund
 from core.domain.users import RefreshToken, Role, User
 from core.ports.identity import AccessClaims, AccessToken
+from core.ports.payments import (
+    ProviderEvent,
+    ProviderEventKind,
+    ProviderPayment,
+    ProviderPaymentStatus,
+    ProviderRefund,
+)
 from core.ports.repositories import AuditFilter, OrderFilter, ProductFilter, ProductVersion, UserFilter
 
 
@@ -529,3 +543,251 @@ class InMemoryLoginThrottle:
 
     async def record_success(self, email: str) -> None:
         self._failures.pop(f"a:{email}", None)
+
+
+@attrs.define
+class FakeIntent:
+    """A card payment as the fake provider holds it."""
+
+    reference: str
+    amount: Money
+    payment_method: str
+    status: ProviderPaymentStatus
+    metadata: dict[str, str]
+    client_secret: str | None = None
+    next_action: dict[str, Any] | None = None
+    failure_code: str | None = None
+    refunded: int = 0
+
+    def answer(self) -> ProviderPayment:
+        return ProviderPayment(
+            reference=self.reference,
+            status=self.status,
+            amount=self.amount,
+            client_secret=self.client_secret,
+            next_action=copy.deepcopy(self.next_action),
+            failure_code=self.failure_code,
+        )
+
+
+class FakePaymentGateway:
+    """A payment provider that keeps the promises of core/ports/payments.py, and the ones
+    Stripe keeps that an emulator does not model:
+
+    - idempotency: a repeated idempotency key gets the first answer again and never a
+      second charge or refund; the same key with other parameters is refused;
+    - refund limits: never more than a payment captured (Conflict), nothing of a payment
+      that did not succeed;
+    - outcomes by payment method: ``pm_card_visa`` succeeds, ``pm_card_chargeDeclined`` is
+      declined (``generic_decline``), ``pm_card_threeDSecure2Required`` requires action
+      (``complete_action`` finishes it), ``pm_card_processing`` stays processing; others
+      can be added to ``outcomes``; an unknown one is Invalid;
+    - signed notifications: every change it makes is also sent as a webhook, kept in
+      ``sent`` (payload, signature header) for a test to deliver in any order, any number
+      of times, to ``parse_event``, which verifies a signature of its own scheme:
+      ``t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`` with a 300 s tolerance.
+
+    Failures on demand: ``down`` (every call raises Unavailable before reaching the
+    provider), ``lose_answers`` (the provider does the work, then the answer is lost:
+    Unavailable), ``refund_failure`` (refunds come back failed with this code), and
+    ``hold()`` (answers wait at a gate until released, so a test can deliver a webhook
+    while the caller is still waiting for the answer). ``calls`` counts calls by name.
+    """
+
+    SECRET = b"whsec_fake_tillbox"
+    TOLERANCE = 300
+
+    def __init__(self, clock: FixedClock, *, configured: bool = True) -> None:
+        self._clock = clock
+        self.configured = configured
+        self.down = False
+        self.lose_answers = False
+        self.refund_failure: str | None = None
+        self.outcomes: dict[str, tuple[ProviderPaymentStatus, str | None]] = {
+            "pm_card_visa": (ProviderPaymentStatus.SUCCEEDED, None),
+            "pm_card_chargeDeclined": (ProviderPaymentStatus.FAILED, "generic_decline"),
+            "pm_card_threeDSecure2Required": (ProviderPaymentStatus.REQUIRES_ACTION, None),
+            "pm_card_processing": (ProviderPaymentStatus.PROCESSING, None),
+        }
+        self.intents: dict[str, FakeIntent] = {}
+        self.refunds: dict[str, ProviderRefund] = {}
+        self.sent: list[tuple[bytes, str]] = []
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._answers: dict[str, tuple[tuple[Any, ...], Any]] = {}  # idempotency key -> (request, answer)
+        self._payment_numbers = itertools.count(1)
+        self._refund_numbers = itertools.count(1)
+        self._event_numbers = itertools.count(1)
+        self._gate: asyncio.Event | None = None
+        self.waiting = asyncio.Event()  # set while an answer waits at the gate
+
+    # Test controls.
+    @property
+    def charges(self) -> int:
+        """Card payments the provider created (each at most once per idempotency key)."""
+        return len(self.intents)
+
+    def hold(self) -> None:
+        self._gate = asyncio.Event()
+        self.waiting.clear()
+
+    def release(self) -> None:
+        assert self._gate is not None
+        self._gate.set()
+        self._gate = None
+
+    def complete_action(self, reference: str, *, succeed: bool = True) -> None:
+        """The customer finishes (or fails) the action a payment required."""
+        intent = self.intents[reference]
+        assert intent.status is ProviderPaymentStatus.REQUIRES_ACTION
+        intent.next_action = None
+        if succeed:
+            intent.status = ProviderPaymentStatus.SUCCEEDED
+            self._notify(ProviderEventKind.PAYMENT_SUCCEEDED, intent)
+        else:
+            intent.status = ProviderPaymentStatus.FAILED
+            intent.failure_code = "authentication_required"
+            self._notify(ProviderEventKind.PAYMENT_FAILED, intent)
+
+    def refund_outside(self, reference: str, amount: int) -> None:
+        """Someone refunds at the provider directly (its dashboard)."""
+        intent = self.intents[reference]
+        assert intent.refunded + amount <= intent.amount.amount
+        intent.refunded += amount
+        self._notify(ProviderEventKind.REFUNDED, intent)
+
+    def sign(self, payload: bytes, at: datetime | None = None) -> str:
+        t = int((at or self._clock.now()).timestamp())
+        digest = hmac.new(self.SECRET, f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+        return f"t={t},v1={digest}"
+
+    def event_payload(self, kind: str, intent: FakeIntent, *, event_id: str | None = None) -> bytes:
+        amount = intent.refunded if kind == ProviderEventKind.REFUNDED else intent.amount.amount
+        return orjson.dumps(
+            {
+                "id": event_id or f"evt_fake_{next(self._event_numbers)}",
+                "type": kind,
+                "payment_reference": intent.reference,
+                "amount": amount,
+                "currency": intent.amount.currency,
+                "failure_code": intent.failure_code,
+                "metadata": intent.metadata,
+            }
+        )
+
+    def _notify(self, kind: ProviderEventKind, intent: FakeIntent) -> None:
+        payload = self.event_payload(kind, intent)
+        self.sent.append((payload, self.sign(payload)))
+
+    # The port.
+    @property
+    def available(self) -> bool:
+        return self.configured
+
+    def _check_reachable(self) -> None:
+        if not self.configured:
+            raise PaymentProviderUnavailable("Card payments are not configured.", retry_after=None)
+        if self.down:
+            raise PaymentProviderUnavailable(retry_after=30)
+
+    async def _answer(self, answer: Any) -> Any:
+        if self.lose_answers:
+            raise PaymentProviderUnavailable(retry_after=30)
+        if self._gate is not None:
+            self.waiting.set()
+            await self._gate.wait()
+        return answer
+
+    def _replay(self, key: str, request: tuple[Any, ...]) -> Any | None:
+        seen = self._answers.get(key)
+        if seen is None:
+            return None
+        if seen[0] != request:
+            raise Invalid("This idempotency key was used with other parameters.", code="idempotency_key_reused")
+        return seen[1]
+
+    async def create_card_payment(
+        self, *, amount: Money, payment_method: str, idempotency_key: str, metadata: dict[str, str]
+    ) -> ProviderPayment:
+        self.calls["create_card_payment"] += 1
+        self._check_reachable()
+        request = ("create", amount, payment_method, tuple(sorted(metadata.items())))
+        replayed = self._replay(idempotency_key, request)
+        if replayed is not None:
+            return await self._answer(replayed)
+        if payment_method not in self.outcomes:
+            raise Invalid(f"No such payment method: {payment_method!r}.", code="payment_method_invalid")
+        status, failure_code = self.outcomes[payment_method]
+        reference = f"pi_fake_{next(self._payment_numbers)}"
+        intent = FakeIntent(reference, amount, payment_method, status, dict(metadata), failure_code=failure_code)
+        if status is ProviderPaymentStatus.REQUIRES_ACTION:
+            intent.client_secret = f"{reference}_secret_fake"
+            intent.next_action = {"type": "use_stripe_sdk"}
+        self.intents[reference] = intent
+        if status is ProviderPaymentStatus.SUCCEEDED:
+            self._notify(ProviderEventKind.PAYMENT_SUCCEEDED, intent)
+        elif status is ProviderPaymentStatus.FAILED:
+            self._notify(ProviderEventKind.PAYMENT_FAILED, intent)
+        answer = intent.answer()
+        self._answers[idempotency_key] = (request, answer)
+        return await self._answer(answer)
+
+    async def get_payment(self, reference: str) -> ProviderPayment:
+        self.calls["get_payment"] += 1
+        self._check_reachable()
+        intent = self.intents.get(reference)
+        if intent is None:
+            raise Invalid(f"No such payment: {reference!r}.", code="resource_missing")
+        return await self._answer(intent.answer())
+
+    async def refund(self, *, payment_reference: str, amount: Money, idempotency_key: str) -> ProviderRefund:
+        self.calls["refund"] += 1
+        self._check_reachable()
+        request = ("refund", payment_reference, amount)
+        replayed = self._replay(idempotency_key, request)
+        if replayed is not None:
+            return await self._answer(replayed)
+        intent = self.intents.get(payment_reference)
+        if intent is None:
+            raise Invalid(f"No such payment: {payment_reference!r}.", code="resource_missing")
+        if intent.status is not ProviderPaymentStatus.SUCCEEDED:
+            raise Conflict("This payment captured nothing to refund.", code="charge_not_captured")
+        if amount.amount > intent.amount.amount - intent.refunded:
+            raise Conflict("The refund is more than what remains of the payment.", code="refund_exceeds_captured")
+        reference = f"re_fake_{next(self._refund_numbers)}"
+        if self.refund_failure is not None:
+            answer = ProviderRefund(reference, payment_reference, amount, False, self.refund_failure)
+        else:
+            intent.refunded += amount.amount
+            answer = ProviderRefund(reference, payment_reference, amount, True)
+            self._notify(ProviderEventKind.REFUNDED, intent)
+        self.refunds[reference] = answer
+        self._answers[idempotency_key] = (request, answer)
+        return await self._answer(answer)
+
+    def parse_event(self, payload: bytes, signature_header: str | None) -> ProviderEvent | None:
+        parts = dict(p.split("=", 1) for p in (signature_header or "").split(",") if "=" in p)
+        try:
+            t = int(parts["t"])
+            signature = parts["v1"]
+        except (KeyError, ValueError):
+            raise Invalid("The webhook signature is missing or malformed.", code="invalid_signature") from None
+        expected = hmac.new(self.SECRET, f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise Invalid("The webhook signature does not verify.", code="invalid_signature")
+        if abs(self._clock.now().timestamp() - t) > self.TOLERANCE:
+            raise Invalid("The webhook signature is too old.", code="invalid_signature")
+        try:
+            body = orjson.loads(payload)
+            kind = body["type"]
+            if kind not in set(ProviderEventKind):
+                return None
+            return ProviderEvent(
+                id=body["id"],
+                kind=ProviderEventKind(kind),
+                payment_reference=body["payment_reference"],
+                amount=Money(body["amount"], body["currency"]),
+                failure_code=body.get("failure_code"),
+                metadata=body.get("metadata") or {},
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, Invalid):
+            raise Invalid("The webhook payload is not an event.", code="invalid_signature") from None

@@ -279,9 +279,10 @@ class PaymentProviderUnavailable(Unavailable):
     code = "payment_provider_unavailable"
 
     def __init__(
-        self, message: str = "The payment provider cannot be reached; try again later.", retry_after: int = 30
+        self, message: str = "The payment provider cannot be reached; try again later.", retry_after: int | None = 30
     ):
-        super().__init__(message, retry_after=retry_after, details={"retry_after": retry_after})
+        details = {} if retry_after is None else {"retry_after": retry_after}
+        super().__init__(message, retry_after=retry_after, details=details)
 
 
 class ProviderReferenceTaken(Conflict):

@@ -45,18 +45,12 @@ class OrderStatus(enum.StrEnum):
     REFUNDED = "refunded"
 
 
-#: Where a refund may come from: an order that took money and was not yet wholly refunded,
-#: or one cancelled or expired with money still on it (a cancellation whose refund failed,
-#: a payment that arrived after the order was closed).
-_REFUNDABLE = frozenset(
-    {
-        OrderStatus.PAID,
-        OrderStatus.FULFILLED,
-        OrderStatus.PARTIALLY_REFUNDED,
-        OrderStatus.CANCELLED,
-        OrderStatus.EXPIRED,
-    }
-)
+#: Where a refund may be asked for: every order past awaiting payment. How much can still
+#: be refunded decides the rest (nothing, for an order wholly refunded; something, for one
+#: cancelled or expired with money still on it: a cancellation whose refund failed, a
+#: payment that arrived after the order was closed). An order awaiting payment is cancelled,
+#: not refunded.
+_REFUNDABLE = frozenset(set(OrderStatus) - {OrderStatus.PENDING_PAYMENT})
 #: Statuses in which a refund moves the order towards refunded (a closed order stays closed).
 _REFUND_MOVES = frozenset({OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.PARTIALLY_REFUNDED})
 

@@ -7,10 +7,13 @@ import pytest
 from core.domain.users import Actor, Role
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
+from core.services.orders import OrderService
+from core.services.payments import PaymentService
 from tests.fakes import (
     FakeAccessTokens,
     FakeOpaqueTokens,
     FakePasswordHasher,
+    FakePaymentGateway,
     FixedClock,
     InMemoryDatabase,
     InMemoryLoginThrottle,
@@ -76,6 +79,23 @@ def auth(
 @pytest.fixture
 def catalog(db: InMemoryDatabase, clock: FixedClock, ids: SequentialIds) -> CatalogService:
     return CatalogService(db, clock, ids, "USD")
+
+
+@pytest.fixture
+def gateway(clock: FixedClock) -> FakePaymentGateway:
+    return FakePaymentGateway(clock)
+
+
+@pytest.fixture
+def orders(db: InMemoryDatabase, gateway: FakePaymentGateway, clock: FixedClock, ids: SequentialIds) -> OrderService:
+    return OrderService(db, gateway, clock, ids, "USD")
+
+
+@pytest.fixture
+def payments(
+    db: InMemoryDatabase, gateway: FakePaymentGateway, clock: FixedClock, ids: SequentialIds
+) -> PaymentService:
+    return PaymentService(db, gateway, clock, ids)
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
+from core.domain.events import DomainEvent
+from core.domain.orders import Order
+from core.domain.payments import Payment, Refund
 from core.domain.users import RefreshToken, User
 from tests.fakes import InMemoryDatabase
 
@@ -33,3 +36,24 @@ def products(db: InMemoryDatabase) -> list[Product]:
 
 def tokens(db: InMemoryDatabase) -> list[RefreshToken]:
     return sorted(db.store.refresh_tokens.values(), key=lambda t: t.id)
+
+
+def all_orders(db: InMemoryDatabase) -> list[Order]:
+    return sorted(db.store.orders.values(), key=lambda o: o.id)
+
+
+def all_payments(db: InMemoryDatabase) -> list[Payment]:
+    return sorted(db.store.payments.values(), key=lambda p: p.id)
+
+
+def all_refunds(db: InMemoryDatabase) -> list[Refund]:
+    return sorted(db.store.refunds.values(), key=lambda r: r.id)
+
+
+def outbox(db: InMemoryDatabase) -> list[DomainEvent]:
+    """Every committed domain event, oldest first."""
+    return sorted(db.store.outbox.values(), key=lambda e: e.id)
+
+
+def event_types(db: InMemoryDatabase) -> list[str]:
+    return [e.type for e in outbox(db)]

@@ -1,0 +1,260 @@
+"""Orders: place (reserving stock), read and list, cancel (releasing stock and refunding what
+was paid), fulfil, and expire the unpaid ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from core.domain import events
+from core.domain.catalog import Product
+from core.domain.errors import (
+    AuthenticationRequired,
+    InsufficientStock,
+    UnknownProduct,
+    ValidationFailed,
+)
+from core.domain.orders import Order, OrderLine, OrderStatus, check_line_count, check_quantity
+from core.domain.pagination import Page, PageRequest
+from core.domain.users import Actor
+from core.ports.clock import Clock, IdGenerator
+from core.ports.payments import PaymentGateway
+from core.ports.repositories import OrderFilter
+from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from core.services.ledger import Ledger, ReservedRefund, get_visible_order, release_stock
+
+CANCEL_REFUND_REASON = "Order cancelled."
+
+
+@attrs.frozen
+class OrderSettings:
+    expiry: timedelta = timedelta(minutes=30)  # how long an unpaid order keeps its stock
+
+
+@attrs.frozen
+class OrderItem:
+    """One line as the client asks for it: a product by id or by sku (exactly one)."""
+
+    quantity: int
+    product_id: str | None = None
+    sku: str | None = None
+
+
+def _items(items: Iterable[OrderItem]) -> tuple[OrderItem, ...]:
+    return tuple(items)
+
+
+@attrs.frozen
+class PlaceOrder:
+    actor: Actor
+    items: tuple[OrderItem, ...] = attrs.field(converter=_items)
+
+
+@attrs.frozen
+class ListOrders:
+    actor: Actor
+    page: PageRequest = attrs.field(factory=PageRequest)
+    status: OrderStatus | None = None
+    customer_id: str | None = None  # staff only; a customer always lists their own
+
+
+@attrs.frozen
+class CancelOrder:
+    actor: Actor
+    order_id: str
+    reason: str | None = None
+
+
+@attrs.frozen
+class FulfilOrder:
+    actor: Actor
+    order_id: str
+
+
+async def expire_orders(uow: UnitOfWork, ledger: Ledger, orders: Sequence[Order], now: datetime) -> None:
+    """Expire orders past their deadline in the caller's unit of work: their stock goes back."""
+    for order in orders:
+        order.expire(at=now)
+        await uow.orders.update(order)
+        await ledger.emit(uow, events.ORDER_EXPIRED, order, now)
+    await release_stock(uow, [line for order in orders for line in order.lines], now)
+
+
+class OrderService:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        gateway: PaymentGateway,
+        clock: Clock,
+        ids: IdGenerator,
+        currency: str,
+        settings: OrderSettings | None = None,
+    ):
+        self._uow = uow
+        self._clock = clock
+        self._ids = ids
+        self._currency = currency
+        self._settings = settings or OrderSettings()
+        self._ledger = Ledger(uow, gateway, clock, ids)
+
+    async def place_order(self, cmd: PlaceOrder) -> Order:
+        """Place an order for the signed-in actor, reserving stock for every line in one unit
+        of work: either every line is reserved or nothing changes.
+
+        Lines name active products by id or sku (UnknownProduct, 422, lists every line that
+        does not); each product at most once (DuplicateProduct); 1 to 100 lines of 1 to
+        1000 units. If any line is short, InsufficientStock (409) lists every short line
+        (index, product_id, sku, requested, available). The order keeps the sku, name and
+        price of each product as they are now, and expires unpaid after the configured time."""
+        customer_id = cmd.actor.user_id
+        if customer_id is None:
+            raise AuthenticationRequired()
+        _check_items(cmd.items)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            products = await self._products_for(uow, cmd.items)
+            order = Order.place(
+                id=self._ids.new("ord"),
+                customer_id=customer_id,
+                lines=[
+                    OrderLine(p.id, p.sku, p.name, p.price, item.quantity)
+                    for p, item in zip(products, cmd.items, strict=True)
+                ],
+                currency=self._currency,
+                at=now,
+                expires_at=now + self._settings.expiry,
+            )
+            short = [
+                {"index": i, "product_id": p.id, "sku": p.sku, "requested": item.quantity, "available": p.stock}
+                for i, (p, item) in enumerate(zip(products, cmd.items, strict=True))
+                if p.stock < item.quantity
+            ]
+            if short:
+                raise InsufficientStock(short)
+            for product, item in zip(products, cmd.items, strict=True):
+                # A version-checked update: writes are serialized, and a stale read could
+                # never oversell anyway (it would be a ConcurrentUpdate, not a lost update).
+                product.adjust_stock(-item.quantity, at=now)
+                await uow.products.update(product)
+            await uow.orders.add(order)
+            await self._ledger.emit(uow, events.ORDER_CREATED, order, now)
+            if order.status is OrderStatus.PAID:  # nothing to pay
+                await self._ledger.emit(uow, events.ORDER_PAID, order, now)
+            await uow.commit()
+        return order
+
+    async def _products_for(self, uow: UnitOfWork, items: Sequence[OrderItem]) -> list[Product]:
+        """The product of each item, in order; UnknownProduct names every line without one."""
+        ids = [item.product_id for item in items if item.product_id is not None]
+        skus = [item.sku for item in items if item.sku is not None]
+        by_id = {p.id: p for p in await uow.products.get_many(ids)} if ids else {}
+        by_sku = {p.sku: p for p in await uow.products.get_many_by_sku(skus)} if skus else {}
+        found: list[Product] = []
+        unknown: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            product = by_id.get(item.product_id) if item.product_id is not None else by_sku.get(item.sku or "")
+            if product is None or not product.active:
+                ref = {"product_id": item.product_id} if item.product_id is not None else {"sku": item.sku}
+                unknown.append({"index": index, **ref})
+            else:
+                found.append(product)  # a product on two lines is refused by Order.place
+        if unknown:
+            raise UnknownProduct(unknown)
+        return found
+
+    async def get_order(self, actor: Actor, order_id: str) -> Order:
+        """An order its customer or staff may see; anyone else gets OrderNotFound."""
+        async with self._uow(readonly=True) as uow:
+            return await get_visible_order(uow, actor, order_id)
+
+    async def list_orders(self, cmd: ListOrders) -> Page[Order]:
+        """Newest first. A customer lists their own orders; staff list everyone's, or one
+        customer's with ``customer_id``. Optionally only those of one status."""
+        if cmd.actor.is_staff:
+            customer_id = cmd.customer_id
+        elif cmd.actor.user_id is None:
+            raise AuthenticationRequired()
+        else:
+            customer_id = cmd.actor.user_id
+        async with self._uow(readonly=True) as uow:
+            return await uow.orders.list(cmd.page, OrderFilter(customer_id=customer_id, status=cmd.status))
+
+    async def cancel_order(self, cmd: CancelOrder) -> Order:
+        """Cancel an order awaiting payment or paid (not yet fulfilled): its customer or staff.
+
+        In one unit of work the order is cancelled, its stock released and refunds of
+        everything captured are reserved (manual payments' refunds recorded at once);
+        then card refunds go to the provider and are settled. The order stays cancelled
+        whatever the provider says: a refund that fails or cannot be sent shows on the
+        order (amount_refunded below amount_paid), in its refunds and in the audit log,
+        and staff can refund it again. Returns the order as it stands after all that."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            order = await get_visible_order(uow, cmd.actor, cmd.order_id)
+            was = order.status
+            order.cancel(at=now)
+            await uow.orders.update(order)
+            await release_stock(uow, order.lines, now)
+            await self._ledger.emit(uow, events.ORDER_CANCELLED, order, now)
+            await self._ledger.audit(
+                uow,
+                cmd.actor,
+                "order.cancelled",
+                order.id,
+                {"status": was.value, "reason": cmd.reason, "amount_paid": order.amount_paid},
+                now,
+            )
+            refundable = await self._ledger.refundable(uow, order)
+            reserved: list[ReservedRefund] = []
+            if refundable:
+                reason = cmd.reason.strip() if cmd.reason and cmd.reason.strip() else CANCEL_REFUND_REASON
+                reserved = await self._ledger.reserve_refunds(uow, order, refundable, reason, cmd.actor, at=now)
+            await uow.commit()
+        if any(r.payment_reference is not None for r in reserved):
+            await self._ledger.execute_refunds(reserved, cmd.actor)
+            async with self._uow(readonly=True) as uow:
+                reread = await uow.orders.get(order.id)
+            assert reread is not None
+            return reread
+        return order
+
+    async def fulfil_order(self, cmd: FulfilOrder) -> Order:
+        """Mark a paid order fulfilled (staff)."""
+        cmd.actor.require_staff()
+        now = self._clock.now()
+        async with self._uow() as uow:
+            order = await get_visible_order(uow, cmd.actor, cmd.order_id)
+            order.fulfil(at=now)
+            await uow.orders.update(order)
+            await self._ledger.emit(uow, events.ORDER_FULFILLED, order, now)
+            await self._ledger.audit(uow, cmd.actor, "order.fulfilled", order.id, {}, now)
+            await uow.commit()
+        return order
+
+    async def expire_due(self, now: datetime | None = None, limit: int = 100) -> list[str]:
+        """Expire up to ``limit`` unpaid orders past their deadline, releasing their stock;
+        returns their ids. For the server's periodic task: idempotent, and safe to run in
+        several processes at once (each order is expired by exactly one unit of work; the
+        others no longer find it due)."""
+        now = self._clock.now() if now is None else now
+        async with self._uow(readonly=True) as uow:  # the common case, nothing due, takes no write lock
+            if not await uow.orders.due_for_expiry(now, 1):
+                return []
+        async with self._uow() as uow:
+            due = await uow.orders.due_for_expiry(now, limit)
+            by_id = {o.id: o for o in await uow.orders.get_many(due)}
+            await expire_orders(uow, self._ledger, [by_id[order_id] for order_id in due], now)
+            await uow.commit()
+        return due
+
+
+def _check_items(items: Sequence[OrderItem]) -> None:
+    check_line_count(len(items))
+    for index, item in enumerate(items):
+        check_quantity(index, item.quantity)
+        named = [ref for ref in (item.product_id, item.sku) if ref is not None]
+        if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
+            raise ValidationFailed({f"items[{index}]": "name the product by product_id or by sku (one of them)"})
