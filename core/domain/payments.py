@@ -154,8 +154,12 @@ class Refund:
         failure_code: str | None = None,
     ) -> bool:
         """A pending refund succeeded or failed; True if it was pending. A settled refund
-        stays as it is, so the provider's answer and its webhook settle it once."""
+        stays as it is, so the provider's answer and its webhook settle it once; the
+        provider's reference is kept the first time it is heard, whichever settled it."""
         if self.status is not RefundStatus.PENDING:
+            if provider_reference is not None and self.provider_reference is None:
+                self.provider_reference = provider_reference
+                self.updated_at = at
             return False
         self.status = RefundStatus.SUCCEEDED if succeeded else RefundStatus.FAILED
         self.provider_reference = provider_reference or self.provider_reference

@@ -250,9 +250,12 @@ class Ledger:
     ) -> bool:
         """Settle a refund read in this unit of work; False if it was settled already (the
         provider's answer and its webhook each try: the first one counts)."""
-        if not refund.settle(succeeded, at=at, provider_reference=provider_reference, failure_code=failure_code):
+        before = attrs.evolve(refund)
+        settled = refund.settle(succeeded, at=at, provider_reference=provider_reference, failure_code=failure_code)
+        if refund != before:
+            await uow.refunds.update(refund)
+        if not settled:
             return False
-        await uow.refunds.update(refund)
         if succeeded:
             order = await uow.orders.get(refund.order_id)
             assert order is not None, "a refund's order is never deleted"

@@ -124,6 +124,9 @@ def test_a_refund_settles_once() -> None:
         None,
         LATER,
     )
+    refund.provider_reference = None  # settled by a webhook, which does not name the refund
+    assert refund.settle(True, at=LATER, provider_reference="re_1") is False
+    assert (refund.status, refund.provider_reference) == (RefundStatus.SUCCEEDED, "re_1")
     failed = Refund("ref_2", "pay_1", "ord_1", Money(1, "USD"), "x", RefundStatus.PENDING, START, START)
     assert failed.settle(False, at=LATER, failure_code="charge_disputed") is True
     assert (failed.status, failed.failure_code, failed.counts) == (RefundStatus.FAILED, "charge_disputed", False)

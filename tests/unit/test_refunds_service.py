@@ -235,8 +235,10 @@ async def test_a_refund_counts_once_whether_its_answer_or_its_webhook_comes_firs
         assert await deliver_last(payments, gateway) is True
     assert await deliver_last(payments, gateway) is False
 
-    assert done.status is RefundStatus.SUCCEEDED
-    assert [(r.amount.amount, r.status) for r in all_refunds(db)] == [(250, RefundStatus.SUCCEEDED)]
+    assert (done.status, done.provider_reference) == (RefundStatus.SUCCEEDED, "re_fake_1")
+    assert [(r.amount.amount, r.status, r.provider_reference) for r in all_refunds(db)] == [
+        (250, RefundStatus.SUCCEEDED, "re_fake_1")
+    ]
     assert stored_order(db).amount_refunded == 250
     assert event_types(db).count("refund.created") == 1
 
