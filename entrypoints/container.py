@@ -19,10 +19,16 @@ from adapters.auth.tokens import JwtAccessTokens
 from adapters.cache.throttle import DiskcacheLoginThrottle
 from adapters.clock import SystemClock
 from adapters.ids import UlidIds
+from adapters.payments.stripe import StripePaymentGateway
+from adapters.payments.unconfigured import UnconfiguredPaymentGateway
 from adapters.sqlite.database import SqliteDatabase
+from core.ports.payments import PaymentGateway
 from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
+from core.services.idempotency import IdempotencyService
+from core.services.orders import OrderService, OrderSettings
+from core.services.payments import PaymentService
 from entrypoints.settings import Settings
 
 DATABASE_FILE = "tillbox.db"
@@ -86,6 +92,39 @@ def open_throttle(
         throttle.close()
 
 
+async def open_payment_gateway(
+    clock: SystemClock,
+    currency: str,
+    secret_key: str,
+    webhook_secret: str,
+    api_base: str,
+    retry_attempts: int,
+    timeout_seconds: int,
+    breaker_threshold: int,
+    breaker_reset_seconds: int,
+) -> AsyncIterator[PaymentGateway]:
+    """Stripe when a secret key is configured; otherwise a gateway that answers 503 to card
+    payments while everything else works."""
+    if not secret_key:
+        yield UnconfiguredPaymentGateway()
+        return
+    gateway = StripePaymentGateway(
+        secret_key=secret_key,
+        api_base=api_base,
+        webhook_secret=webhook_secret or None,
+        currency=currency,
+        clock=clock,
+        retry_attempts=retry_attempts,
+        breaker_threshold=breaker_threshold,
+        breaker_reset_seconds=breaker_reset_seconds,
+        timeout_seconds=timeout_seconds,
+    )
+    try:
+        yield gateway
+    finally:
+        await gateway.close()
+
+
 def disk_check(data_dir: Path, minimum_bytes: int = 64 * 1024 * 1024) -> dict[str, str]:
     """Refuse readiness before the disk is so full that commits would fail."""
     free = shutil.disk_usage(data_dir).free
@@ -144,7 +183,33 @@ class Container(containers.DeclarativeContainer):
         ids=ids,
         settings=auth_settings,
     )
+    payment_gateway = providers.Resource(
+        open_payment_gateway,
+        clock=clock,
+        currency=config.store.currency,
+        secret_key=config.stripe.secret_key,
+        webhook_secret=config.stripe.webhook_secret,
+        api_base=config.stripe.api_base,
+        retry_attempts=config.stripe.retry_attempts,
+        timeout_seconds=config.stripe.timeout_seconds,
+        breaker_threshold=config.stripe.breaker_threshold,
+        breaker_reset_seconds=config.stripe.breaker_reset_seconds,
+    )
+    order_settings = providers.Singleton(
+        OrderSettings, expiry=providers.Factory(timedelta, minutes=config.orders.expiry_minutes)
+    )
+    order_service = providers.Singleton(
+        OrderService,
+        uow=database,
+        gateway=payment_gateway,
+        clock=clock,
+        ids=ids,
+        currency=config.store.currency,
+        settings=order_settings,
+    )
+    payment_service = providers.Singleton(PaymentService, uow=database, gateway=payment_gateway, clock=clock, ids=ids)
     audit_service = providers.Singleton(AuditService, uow=database)
+    idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock)
     catalog_service = providers.Singleton(
         CatalogService, uow=database, clock=clock, ids=ids, currency=config.store.currency
     )

@@ -13,7 +13,7 @@ import itertools
 import math
 import secrets
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -40,6 +40,7 @@ from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund
 from core.domain.users import RefreshToken, Role, User
+from core.ports.idempotency import KEY_LIFETIME, IdempotencyClaim, IdempotencyKeyTaken, StoredRequest, current_claim
 from core.ports.identity import AccessClaims, AccessToken
 from core.ports.payments import (
     ProviderEvent,
@@ -70,6 +71,7 @@ class InMemoryStore:
     outbox: dict[str, DomainEvent] = attrs.Factory(dict)
     delivered: dict[str, datetime] = attrs.Factory(dict)  # outbox event id -> when
     provider_events: dict[tuple[str, str], datetime] = attrs.Factory(dict)
+    idempotency: dict[tuple[str, str], StoredRequest] = attrs.Factory(dict)
 
 
 class InMemoryUserRepository:
@@ -388,6 +390,34 @@ class InMemoryProviderEvents:
         return True
 
 
+class InMemoryIdempotencyRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def get(self, scope: str, key: str) -> StoredRequest | None:
+        return self._s.idempotency.get((scope, key))
+
+    def claim(self, claim: IdempotencyClaim, at: datetime, expired_before: datetime) -> bool:
+        held = self._s.idempotency.get((claim.scope, claim.key))
+        if held is not None and held.created_at >= expired_before:
+            return False
+        self._s.idempotency[claim.scope, claim.key] = StoredRequest(
+            scope=claim.scope, key=claim.key, fingerprint=claim.fingerprint, created_at=at
+        )
+        return True
+
+    async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
+        held = self._s.idempotency.get((scope, key))
+        if held is not None:
+            self._s.idempotency[scope, key] = attrs.evolve(held, status=status, headers=dict(headers), body=body)
+
+    async def purge(self, before: datetime) -> int:
+        old = [k for k, v in self._s.idempotency.items() if v.created_at < before]
+        for k in old:
+            del self._s.idempotency[k]
+        return len(old)
+
+
 class InMemoryUnitOfWork:
     """Works on a private copy of the store; commit swaps it in. Writers are serialized,
     like the SQLite adapter's, so a use case sees no one else's half-done work."""
@@ -410,11 +440,18 @@ class InMemoryUnitOfWork:
         self.refunds = InMemoryRefundRepository(self._work)
         self.outbox = InMemoryOutbox(self._work)
         self.provider_events = InMemoryProviderEvents(self._work)
+        self.idempotency = InMemoryIdempotencyRepository(self._work)
         return self
 
     async def commit(self) -> None:
         if self._readonly:
             raise RuntimeError("commit() in a read-only unit of work")
+        claim = current_claim.get()
+        if claim is not None and not claim.recorded:
+            now = self._db.clock_now()
+            if not self.idempotency.claim(claim, now, now - KEY_LIFETIME):
+                raise IdempotencyKeyTaken()  # nothing of this unit is published
+            claim.recorded = True
         # Publish a copy: the repositories keep working on self._work, so writes made
         # after this commit stay private until the next commit (or are dropped at exit).
         self._db.store = copy.deepcopy(self._work)
@@ -435,6 +472,8 @@ class InMemoryDatabase:
         self.store = InMemoryStore()
         self.write_lock = asyncio.Lock()
         self.commits = 0
+        # Claims are stamped with real time, as the SQLite adapter does (tests may replace it).
+        self.clock_now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def __call__(self, *, readonly: bool = False) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self, readonly)

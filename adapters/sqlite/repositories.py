@@ -32,6 +32,7 @@ from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User, UserStatus
+from core.ports.idempotency import IdempotencyClaim, StoredRequest
 from core.ports.repositories import AuditFilter, OrderFilter, ProductFilter, ProductVersion, UserFilter
 
 T = TypeVar("T")
@@ -823,3 +824,47 @@ class SqliteProviderEvents(_Repository):
     async def record(self, provider: str, event_id: str, at: datetime) -> bool:
         cursor = await self._execute(PROVIDER_EVENT_INSERT, (provider, event_id, format_timestamp(at)))
         return cursor.rowcount == 1
+
+
+# Idempotency keys. A claim is inserted in the transaction of its effect (see
+# SqliteUnitOfWork.commit); an expired row with the same key is replaced in the same step.
+_IDEMPOTENCY_COLUMNS = "scope, key, fingerprint, created_at, status, headers, body"
+IDEMPOTENCY_GET = f"SELECT {_IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE scope = ? AND key = ?"
+IDEMPOTENCY_CLAIM = (
+    "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, created_at = excluded.created_at,"
+    " status = NULL, headers = NULL, body = NULL WHERE idempotency_keys.created_at < ?"
+)
+IDEMPOTENCY_COMPLETE = "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? WHERE scope = ? AND key = ?"
+IDEMPOTENCY_PURGE = "DELETE FROM idempotency_keys WHERE created_at < ?"
+
+
+class SqliteIdempotencyRepository(_Repository):
+    async def get(self, scope: str, key: str) -> StoredRequest | None:
+        rows = (await self._execute(IDEMPOTENCY_GET, (scope, key))).fetchall()
+        if not rows:
+            return None
+        scope, key, fingerprint, created_at, status, headers, body = rows[0]
+        return StoredRequest(
+            scope=scope,
+            key=key,
+            fingerprint=fingerprint,
+            created_at=parse_timestamp(created_at),
+            status=status,
+            headers=orjson.loads(headers) if headers else {},
+            body=body or b"",
+        )
+
+    async def claim(self, claim: IdempotencyClaim, at: datetime, expired_before: datetime) -> bool:
+        """Record the claim; False if the key is held by another live claim."""
+        cursor = await self._execute(
+            IDEMPOTENCY_CLAIM,
+            (claim.scope, claim.key, claim.fingerprint, format_timestamp(at), format_timestamp(expired_before)),
+        )
+        return cursor.rowcount == 1
+
+    async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
+        await self._execute(IDEMPOTENCY_COMPLETE, (status, orjson.dumps(headers).decode(), body, scope, key))
+
+    async def purge(self, before: datetime) -> int:
+        return (await self._execute(IDEMPOTENCY_PURGE, (format_timestamp(before),))).rowcount

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from adapters.sqlite.repositories import (
     SqliteAuditLog,
+    SqliteIdempotencyRepository,
     SqliteOrderRepository,
     SqliteOutbox,
     SqlitePaymentRepository,
@@ -19,6 +21,7 @@ from adapters.sqlite.repositories import (
     SqliteRefundRepository,
     SqliteUserRepository,
 )
+from core.ports.idempotency import KEY_LIFETIME, IdempotencyKeyTaken, current_claim
 
 if TYPE_CHECKING:
     from adapters.sqlite.database import SqliteDatabase
@@ -41,6 +44,7 @@ class SqliteUnitOfWork:
     refunds: SqliteRefundRepository
     outbox: SqliteOutbox
     provider_events: SqliteProviderEvents
+    idempotency: SqliteIdempotencyRepository
 
     def __init__(self, db: SqliteDatabase, *, readonly: bool):
         self._db = db
@@ -83,6 +87,7 @@ class SqliteUnitOfWork:
         self.refunds = SqliteRefundRepository(self)
         self.outbox = SqliteOutbox(self)
         self.provider_events = SqliteProviderEvents(self)
+        self.idempotency = SqliteIdempotencyRepository(self)
         return self
 
     async def commit(self) -> None:
@@ -92,6 +97,13 @@ class SqliteUnitOfWork:
         if self._state is _State.COMMITTED:
             return  # nothing was written since the last commit
         conn = await self.connection()
+        claim = current_claim.get()
+        if claim is not None and not claim.recorded:
+            # In the transaction of the effect: both are kept, or neither.
+            now = datetime.now(UTC)
+            if not await self.idempotency.claim(claim, now, now - KEY_LIFETIME):
+                raise IdempotencyKeyTaken()  # leaving the block rolls this unit back whole
+            claim.recorded = True
         conn.execute("RELEASE uow")
         self._state = _State.COMMITTED
         await self._db._commit_unit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol
 
+from core.ports.idempotency import IdempotencyRepository
 from core.ports.repositories import (
     AuditLog,
     OrderRepository,
@@ -55,7 +56,14 @@ class UnitOfWork(Protocol):
     @property
     def provider_events(self) -> ProviderEvents: ...
 
-    async def commit(self) -> None: ...
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+    async def commit(self) -> None:
+        """Durable when it returns. If an idempotency claim is current (see
+        core/ports/idempotency.py) and not yet recorded, it is recorded in this same
+        transaction; if another request recorded the same key first, raises
+        IdempotencyKeyTaken and nothing of this unit of work is kept."""
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -7,6 +7,7 @@ that the same declarations describe. Handlers receive already-validated input.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -19,10 +20,18 @@ from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
 from adapters.serialization import to_json
-from core.domain.errors import AuthenticationRequired, ValidationFailed
+from core.domain.errors import AuthenticationRequired, DomainError, ValidationFailed
+from core.domain.errors import Invalid as DomainInvalid
 from core.domain.users import Actor
-from entrypoints.http.keys import ACTOR, AUTH
-from entrypoints.http.middlewares import HttpError
+from core.ports.idempotency import (
+    IdempotencyClaim,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyTaken,
+    StoredRequest,
+    current_claim,
+)
+from entrypoints.http.keys import ACTOR, AUTH, IDEMPOTENCY, REQUEST_ID
+from entrypoints.http.middlewares import HttpError, error_response
 from entrypoints.http.schemas import Schema, specialize
 
 AUTH_LEVELS = ("none", "optional", "user", "staff", "admin")
@@ -73,6 +82,7 @@ class Operation:
     replies: tuple[Reply, ...]
     headers: tuple[Param, ...] = ()
     public: bool = True  # listed in the OpenAPI document
+    idempotent: bool = False  # honours Idempotency-Key (every POST, but for responses that carry secrets)
 
 
 class Api:
@@ -93,6 +103,7 @@ class Api:
         headers: Iterable[Param] = (),
         description: str = "",
         public: bool = True,
+        idempotent: bool | None = None,
     ) -> Callable[[Handler], Handler]:
         assert auth in AUTH_LEVELS, auth
 
@@ -114,6 +125,7 @@ class Api:
                     replies=tuple(replies),
                     headers=tuple(headers),
                     public=public,
+                    idempotent=method == "POST" if idempotent is None else idempotent,
                 )
             )
             return handler
@@ -150,10 +162,66 @@ def _wrap(op: Operation, validator: Validator | None) -> Callable[[web.Request],
             _check_headers(op, request)
         query = _parse_query(op, request) if op.query else {}
         body = await _parse_body(validator, request) if validator is not None else None
-        return await op.handler(request, Input(actor=actor, body=body, query=query))
+        key = request.headers.get(IDEMPOTENCY_KEY) if op.idempotent else None
+        if key is None:
+            return await op.handler(request, Input(actor=actor, body=body, query=query))
+        return await _idempotently(op, request, Input(actor=actor, body=body, query=query), key)
 
     handle.__name__ = op.operation_id
     return handle
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces, at most 255
+_REPLAYED_HEADERS = ("Content-Type", "Location", "ETag")
+
+
+async def _idempotently(op: Operation, request: web.Request, i: Input, key: str) -> web.StreamResponse:
+    """Run the operation under an idempotency claim (see core/ports/idempotency.py): the
+    claim is recorded in the transaction of the effect; the response is attached after."""
+    if not _KEY.match(key):
+        raise ValidationFailed({IDEMPOTENCY_KEY: "must be 1-255 printable characters without spaces"})
+    scope = f"user:{i.actor.user_id}" if i.actor.user_id is not None else f"ip:{request.remote}"
+    canonical = orjson.dumps(i.body, option=orjson.OPT_SORT_KEYS) if i.body is not None else b""
+    fingerprint = hashlib.sha256(
+        b"%s %s\n%s" % (request.method.encode(), request.path_qs.encode(), canonical)
+    ).hexdigest()
+    service = request.app[IDEMPOTENCY]
+    stored = await service.lookup(scope, key)
+    if stored is not None:
+        return _replay(stored, fingerprint)
+    claim = IdempotencyClaim(scope=scope, key=key, fingerprint=fingerprint)
+    token = current_claim.set(claim)
+    try:
+        try:
+            response = await op.handler(request, i)
+        except IdempotencyKeyTaken:
+            # Another request with this key committed first; ours was rolled back whole.
+            stored = await service.lookup(scope, key)
+            if stored is None:  # pragma: no cover - it was just committed
+                raise
+            return _replay(stored, fingerprint)
+        except (DomainError, HttpError) as error:
+            if not claim.recorded:
+                raise  # nothing was written: a retry may simply run again
+            # Written, then refused (a declined card): the refusal is the answer to replay.
+            response = error_response(request, request[REQUEST_ID], error)
+    finally:
+        current_claim.reset(token)
+    if claim.recorded and isinstance(response, web.Response):
+        headers = {name: response.headers[name] for name in _REPLAYED_HEADERS if name in response.headers}
+        await service.complete(scope, key, response.status, headers, response.body or b"")  # type: ignore[arg-type]
+    return response
+
+
+def _replay(stored: StoredRequest, fingerprint: str) -> web.Response:
+    if stored.fingerprint != fingerprint:
+        raise DomainInvalid("This Idempotency-Key was used for a different request.", code="idempotency_key_reused")
+    if stored.status is None:
+        raise IdempotencyKeyInFlight()
+    response = web.Response(status=stored.status, body=stored.body, headers=stored.headers)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 async def _parse_body(validator: Validator, request: web.Request) -> Any:
@@ -203,6 +271,14 @@ def _fields(errors: list[ValidationError]) -> dict[str, str]:
     for e in errors:
         where = _field(e.absolute_path)
         v = e.validator
+        if v in ("oneOf", "anyOf") and e.context:
+            # Report the alternative the client most nearly sent: the one with fewest errors.
+            branches: dict[Any, list[ValidationError]] = {}
+            for sub in e.context:
+                branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+            for name, problem in _fields(min(branches.values(), key=len)).items():
+                fields.setdefault(name, problem)
+            continue
         if v == "required":
             missing = [p for p in e.validator_value if isinstance(e.instance, dict) and p not in e.instance]
             for name in missing:
@@ -254,6 +330,8 @@ def _message(e: ValidationError) -> str:
         return f"must have at most {value} items"
     if v == "not":
         return "has a value that is not allowed"
+    if v == "const":
+        return f"must be {value!r}"
     return "is not valid"
 
 

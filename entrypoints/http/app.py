@@ -15,7 +15,11 @@ from entrypoints.http.keys import (
     AUTH,
     CATALOG,
     DOCS_HTML,
+    GATEWAY,
+    IDEMPOTENCY,
     OPENAPI,
+    ORDERS,
+    PAYMENTS,
     READY_CHECKS,
     RENDERED_PAGES,
     RENDERED_PRODUCTS,
@@ -64,6 +68,10 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[AUTH] = await provide(container.auth_service)
             app[CATALOG] = await provide(container.catalog_service)
             app[AUDIT] = await provide(container.audit_service)
+            app[IDEMPOTENCY] = await provide(container.idempotency_service)
+            app[ORDERS] = await provide(container.order_service)
+            app[PAYMENTS] = await provide(container.payment_service)
+            app[GATEWAY] = await provide(container.payment_gateway)
             app[TOKENS] = await provide(container.access_tokens)
             database = await provide(container.database)
             app[STORE] = database

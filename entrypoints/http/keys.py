@@ -6,10 +6,14 @@ from aiohttp import web
 
 from core.domain.users import Actor
 from core.ports.identity import AccessTokenIssuer
+from core.ports.payments import PaymentGateway
 from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
+from core.services.idempotency import IdempotencyService
+from core.services.orders import OrderService
+from core.services.payments import PaymentService
 from entrypoints.http.representations import RenderedPages, RenderedProducts
 
 ACTOR = web.RequestKey("actor", Actor)  # the caller; set by the authentication middleware
@@ -19,6 +23,10 @@ REQUEST_ID = web.RequestKey("request_id", str)
 AUTH = web.AppKey("auth", AuthService)
 CATALOG = web.AppKey("catalog", CatalogService)
 AUDIT = web.AppKey("audit", AuditService)
+ORDERS = web.AppKey("orders", OrderService)
+PAYMENTS = web.AppKey("payments", PaymentService)
+GATEWAY = web.AppKey("gateway", PaymentGateway)
+IDEMPOTENCY = web.AppKey("idempotency", IdempotencyService)
 READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, detail) or raising
 OPENAPI = web.AppKey("openapi", dict)
 DOCS_HTML = web.AppKey("docs_html", str)

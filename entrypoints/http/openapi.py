@@ -6,7 +6,9 @@ import re
 from typing import Any, cast
 
 from entrypoints.http.api import Operation
-from entrypoints.http.schemas import COMPONENTS, specialize
+from entrypoints.http.schemas import COMPONENTS, ref, specialize
+
+ERROR = ref("Error")
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
 _ROUTE_PATTERN = re.compile(r"{(\w+):[^}]*}")
@@ -21,6 +23,9 @@ TAGS = [
     {"name": "auth", "description": "Accounts and sessions: register, log in, refresh, log out."},
     {"name": "users", "description": "The caller's account; for admins, every account."},
     {"name": "catalog", "description": "Products, prices and stock."},
+    {"name": "orders", "description": "Orders: stock reserved at once, expired when unpaid, cancelled or fulfilled."},
+    {"name": "payments", "description": "Card payments through Stripe, manual payments, refunds."},
+    {"name": "webhooks", "description": "Signed notifications from payment providers."},
     {"name": "admin", "description": "The audit log."},
     {"name": "operations", "description": "Health, readiness and this description."},
 ]
@@ -61,6 +66,19 @@ def _operation(op: Operation) -> dict[str, Any]:
         {"name": p.name, "in": "header", "required": p.required, "schema": p.schema, "description": p.description}
         for p in op.headers
     ]
+    if op.idempotent:
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+                "description": "Repeat the request safely: the same key with the same body replays the first "
+                "response (with `Idempotent-Replayed: true`), with another body is refused (422 "
+                "`idempotency_key_reused`), and while the first is running gets 409. Keys live 24 hours, "
+                "per caller.",
+            }
+        )
     if params:
         doc["parameters"] = params
     if op.body is not None:
@@ -76,6 +94,12 @@ def _operation(op: Operation) -> dict[str, Any]:
         responses[str(reply.status)] = entry
     if op.path == "/docs":
         responses["200"]["content"] = {"text/html": {"schema": {"type": "string"}}}
+    if op.idempotent:
+        for status, text in (
+            ("409", "A request with this Idempotency-Key is still running."),
+            ("422", "The Idempotency-Key was used for another request, or is malformed."),
+        ):
+            responses.setdefault(status, {"description": text, "content": {"application/json": {"schema": ERROR}}})
     doc["responses"] = responses
     if op.auth in ("user", "staff", "admin"):
         doc["security"] = [{"bearer": []}]

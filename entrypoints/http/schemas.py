@@ -132,6 +132,101 @@ COMPONENTS: dict[str, Schema] = {
         },
         ["id", "at", "actor_id", "action", "object_type", "object_id", "source_ip", "details"],
     ),
+    "Order": obj(
+        {
+            "id": ID,
+            "customer_id": ID,
+            "status": {
+                "type": "string",
+                "enum": [
+                    "pending_payment",
+                    "paid",
+                    "fulfilled",
+                    "cancelled",
+                    "expired",
+                    "partially_refunded",
+                    "refunded",
+                ],
+            },
+            "items": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "product_id": ID,
+                        "sku": {"type": "string"},
+                        "name": {"type": "string"},
+                        "unit_price": AMOUNT,
+                        "quantity": {"type": "integer", "minimum": 1},
+                        "line_total": AMOUNT,
+                    },
+                    ["product_id", "sku", "name", "unit_price", "quantity", "line_total"],
+                ),
+            },
+            "subtotal": AMOUNT,
+            "total": AMOUNT,
+            "amount_paid": AMOUNT,
+            "amount_refunded": AMOUNT,
+            "currency": CURRENCY,
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+            "expires_at": {**TIMESTAMP, "type": ["string", "null"], "description": "null once partly paid"},
+        },
+        [
+            "id",
+            "customer_id",
+            "status",
+            "items",
+            "subtotal",
+            "total",
+            "amount_paid",
+            "amount_refunded",
+            "currency",
+            "created_at",
+            "updated_at",
+            "expires_at",
+        ],
+    ),
+    "Payment": obj(
+        {
+            "id": ID,
+            "order_id": ID,
+            "method": {"type": "string", "enum": ["card", "manual"]},
+            "status": {"type": "string", "enum": ["requires_action", "processing", "succeeded", "failed", "canceled"]},
+            "amount": AMOUNT,
+            "currency": CURRENCY,
+            "provider_reference": {"type": ["string", "null"]},
+            "reference": {"type": ["string", "null"], "description": "Manual payments: the receipt or transfer."},
+            "failure_code": {"type": ["string", "null"], "description": "e.g. the card's decline code"},
+            "client_secret": {"type": "string", "description": "Only while the customer must act (3-D Secure)."},
+            "next_action": {"type": ["object", "null"]},
+            "created_at": TIMESTAMP,
+        },
+        [
+            "id",
+            "order_id",
+            "method",
+            "status",
+            "amount",
+            "currency",
+            "provider_reference",
+            "reference",
+            "failure_code",
+            "created_at",
+        ],
+    ),
+    "Refund": obj(
+        {
+            "id": ID,
+            "payment_id": ID,
+            "order_id": ID,
+            "amount": AMOUNT,
+            "currency": CURRENCY,
+            "reason": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+            "created_at": TIMESTAMP,
+        },
+        ["id", "payment_id", "order_id", "amount", "currency", "reason", "status", "created_at"],
+    ),
     "Health": obj(
         {"status": {"type": "string"}, "checks": {"type": "object"}},
         ["status"],
@@ -186,3 +281,49 @@ ADJUST_STOCK = obj(
 # Query parameters.
 LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
 CURSOR: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
+
+# Orders and payments.
+QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": 1000}
+PLACE_ORDER = obj(
+    {
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 100,
+            "items": {
+                "oneOf": [
+                    obj({"product_id": ID, "quantity": QUANTITY}, ["product_id", "quantity"]),
+                    obj({"sku": SKU, "quantity": QUANTITY}, ["sku", "quantity"]),
+                ]
+            },
+        }
+    },
+    ["items"],
+)
+CANCEL_ORDER = obj({"reason": {"type": "string", "maxLength": 500}})
+PAY = {
+    "oneOf": [
+        obj(
+            {
+                "method": {"const": "card"},
+                "payment_method": {"type": "string", "pattern": "^pm_[A-Za-z0-9_]{1,200}$"},
+            },
+            ["method", "payment_method"],
+        ),
+        obj(
+            {
+                "method": {"const": "manual"},
+                "reference": {"type": "string", "minLength": 1, "maxLength": 200},
+                "amount": {**AMOUNT, "minimum": 1, "description": "Minor units; default: the balance due."},
+            },
+            ["method", "reference"],
+        ),
+    ]
+}
+REFUND = obj(
+    {
+        "amount": {**AMOUNT, "minimum": 1, "description": "Minor units; default: all that is still refundable."},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+    },
+    ["reason"],
+)

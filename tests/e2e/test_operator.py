@@ -288,7 +288,7 @@ def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
     assert 'host = "0.0.0.0"  # environment TILLBOX_SERVER_HOST' in lines
     assert "workers = 1  # default" in lines
     assert f'url = "********"  # config file {config}' in lines
-    assert "secret" not in result.stdout
+    assert "u:secret@" not in result.stdout
     assert not (tmp_path / "tillbox-data").exists()
 
 

@@ -18,7 +18,12 @@ from typing import NamedTuple
 import sqlite_utils
 
 from adapters.sqlite.connection import connect, is_busy
-from adapters.sqlite.migrations import m0001_initial, m0002_product_list_covering, m0003_orders_payments
+from adapters.sqlite.migrations import (
+    m0001_initial,
+    m0002_product_list_covering,
+    m0003_orders_payments,
+    m0004_idempotency,
+)
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
 
@@ -33,6 +38,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", m0001_initial.apply),
     Migration(2, "product list covering indexes", m0002_product_list_covering.apply),
     Migration(3, "orders, payments, refunds, outbox, provider events", m0003_orders_payments.apply),
+    Migration(4, "idempotency keys", m0004_idempotency.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

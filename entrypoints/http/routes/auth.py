@@ -49,6 +49,7 @@ async def register(request: web.Request, i: Input) -> web.Response:
     tag="auth",
     auth="none",
     body=CREDENTIALS,
+    idempotent=False,  # the answer is a new session's secrets: never stored; a retry logs in again
     replies=(Reply(200, "A new session.", ref("Tokens")), UNAUTHENTICATED, FORBIDDEN, THROTTLED, *BODY_ERRORS),
 )
 async def login(request: web.Request, i: Input) -> web.Response:
@@ -67,6 +68,7 @@ async def login(request: web.Request, i: Input) -> web.Response:
     tag="auth",
     auth="none",
     body=REFRESH,
+    idempotent=False,  # the answer carries secrets: never stored (a replayed refresh token is refused anyway)
     replies=(Reply(200, "New tokens; the old refresh token is spent.", ref("Tokens")), UNAUTHENTICATED, *BODY_ERRORS),
 )
 async def refresh(request: web.Request, i: Input) -> web.Response:

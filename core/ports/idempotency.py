@@ -1,0 +1,75 @@
+"""Idempotency keys: a client may repeat a POST safely; its effect happens once.
+
+The entry point that receives a key sets ``current_claim`` for the duration of the
+request. A unit of work that commits while a claim is current records the claim *in
+the same transaction as the effect* (adapters do this in ``commit()``), so there are
+only two outcomes even across a crash: the effect and the claim both exist, or neither
+does. If another request has already recorded the same (scope, key), the commit raises
+``IdempotencyKeyTaken`` and this request's effect is rolled back whole. The response
+is attached to the claim right after (``IdempotencyRepository.complete``) and replayed
+to any later request with the same key.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import attrs
+
+from core.domain.errors import Conflict
+
+#: How long a key is remembered (PRODUCT.md: keys live 24 h).
+KEY_LIFETIME = timedelta(hours=24)
+
+
+@attrs.define
+class IdempotencyClaim:
+    scope: str  # whose key: "user:<id>" or "ip:<address>"
+    key: str
+    fingerprint: str  # of the request (method, path, body): the same key with another body is refused
+    recorded: bool = False  # set by the unit of work that recorded it (later ones of the request do not)
+
+
+@attrs.frozen
+class StoredRequest:
+    scope: str
+    key: str
+    fingerprint: str
+    created_at: datetime
+    status: int | None = None  # None until the response is attached
+    headers: dict[str, str] = attrs.Factory(dict)
+    body: bytes = b""
+
+
+class IdempotencyKeyTaken(Conflict):
+    code = "idempotency_key_in_flight"
+
+    def __init__(self) -> None:
+        super().__init__("Another request with this Idempotency-Key was applied first.")
+
+
+class IdempotencyKeyInFlight(Conflict):
+    code = "idempotency_key_in_flight"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being processed (or its response was "
+            "lost in a crash after it was applied); retry in a moment, or look the resource up."
+        )
+
+
+#: The claim of the request being served, if it carries a key.
+current_claim: ContextVar[IdempotencyClaim | None] = ContextVar("current_claim", default=None)
+
+
+class IdempotencyRepository(Protocol):
+    async def get(self, scope: str, key: str) -> StoredRequest | None:
+        """The stored request, if one was recorded for this scope and key."""
+
+    async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
+        """Attach the response to a recorded claim."""
+
+    async def purge(self, before: datetime) -> int:
+        """Forget claims recorded before ``before``; returns how many."""

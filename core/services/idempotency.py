@@ -1,0 +1,32 @@
+"""Looking up and completing idempotency claims (see core/ports/idempotency.py)."""
+
+from __future__ import annotations
+
+from core.ports.clock import Clock
+from core.ports.idempotency import KEY_LIFETIME, StoredRequest
+from core.ports.unit_of_work import UnitOfWorkFactory
+
+
+class IdempotencyService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock):
+        self._uow = uow
+        self._clock = clock
+
+    async def lookup(self, scope: str, key: str) -> StoredRequest | None:
+        """The request recorded under this key within its lifetime, if any."""
+        async with self._uow(readonly=True) as uow:
+            stored = await uow.idempotency.get(scope, key)
+        if stored is None or stored.created_at < self._clock.now() - KEY_LIFETIME:
+            return None
+        return stored
+
+    async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
+        async with self._uow() as uow:
+            await uow.idempotency.complete(scope, key, status, headers, body)
+            await uow.commit()
+
+    async def purge_expired(self) -> int:
+        async with self._uow() as uow:
+            purged = await uow.idempotency.purge(self._clock.now() - KEY_LIFETIME)
+            await uow.commit()
+        return purged
