@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -84,4 +86,33 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             await stop(container)
 
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(maintenance(config.orders.expiry_check_seconds()))
     return app
+
+
+def maintenance(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The server's own housekeeping, instead of a separate worker: unpaid orders past their
+    deadline expire (and give their stock back), forgotten idempotency keys are purged.
+    Every server process runs it; both jobs are idempotent and safe side by side."""
+
+    async def housekeeping(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            rounds = 0
+            while True:
+                await asyncio.sleep(interval)
+                rounds += 1
+                try:
+                    while len(await app[ORDERS].expire_due()) > 0:
+                        pass  # a batch at a time until none is due
+                    if rounds % max(1, int(600 / interval)) == 0:  # about every ten minutes
+                        await app[IDEMPOTENCY].purge_expired()
+                except Exception:
+                    log.exception("housekeeping failed; trying again next round")
+
+        task = asyncio.create_task(loop(), name="tillbox-housekeeping")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return housekeeping
