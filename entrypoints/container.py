@@ -19,7 +19,6 @@ from adapters.auth.tokens import JwtAccessTokens
 from adapters.cache.throttle import DiskcacheLoginThrottle
 from adapters.clock import SystemClock
 from adapters.ids import UlidIds
-from adapters.payments.stripe import StripePaymentGateway
 from adapters.payments.unconfigured import UnconfiguredPaymentGateway
 from adapters.sqlite.database import SqliteDatabase
 from core.ports.payments import PaymentGateway
@@ -108,6 +107,8 @@ async def open_payment_gateway(
     if not secret_key:
         yield UnconfiguredPaymentGateway()
         return
+    from adapters.payments.stripe import StripePaymentGateway  # stripe costs ~100 ms to import: only when used
+
     gateway = StripePaymentGateway(
         secret_key=secret_key,
         api_base=api_base,

@@ -13,9 +13,7 @@ import pathlib
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
-
-import sqlite_utils
+from typing import TYPE_CHECKING, NamedTuple
 
 from adapters.sqlite.connection import connect, is_busy
 from adapters.sqlite.migrations import (
@@ -26,6 +24,9 @@ from adapters.sqlite.migrations import (
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 class Migration(NamedTuple):
@@ -97,6 +98,8 @@ def apply_migrations(conn: sqlite3.Connection, path: pathlib.Path) -> int:
         conn.execute(_CREATE_TABLE)
         version = current_version(conn)  # again, under the lock: another process may have migrated
         _check_not_newer(version, path)
+        import sqlite_utils  # ~50 ms: only when a migration is pending, not at every start
+
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         for migration in MIGRATIONS[version:]:
             try:

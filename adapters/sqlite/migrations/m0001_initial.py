@@ -8,7 +8,10 @@ plans. Lists are keyset-paginated by id, so every filter index ends with ``id``.
 
 from __future__ import annotations
 
-import sqlite_utils
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when a migration runs, not at every start
+    import sqlite_utils
 
 STATEMENTS = (
     # Users: the email is stored normalized (lower-cased) by the domain, so a plain UNIQUE

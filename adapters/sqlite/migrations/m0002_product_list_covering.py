@@ -7,7 +7,10 @@ alone, without a lookup in the table per row: ~2x faster on a 20-row page.
 
 from __future__ import annotations
 
-import sqlite_utils
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when a migration runs, not at every start
+    import sqlite_utils
 
 STATEMENTS = (
     "DROP INDEX products_active_id",

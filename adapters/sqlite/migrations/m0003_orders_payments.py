@@ -11,7 +11,10 @@ it. Orders keep their customer's id without one for the same reason as the audit
 
 from __future__ import annotations
 
-import sqlite_utils
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when a migration runs, not at every start
+    import sqlite_utils
 
 STATEMENTS = (
     """
