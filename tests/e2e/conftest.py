@@ -3,19 +3,31 @@ temporary directory, real HTTP through aiohttp's client."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
+from dependency_injector import providers
 
 from core.domain.users import Actor, Role
 from core.services.auth import CreateUser
 from entrypoints.container import Container, build_container
 from entrypoints.http.app import create_app
 from entrypoints.settings import load_settings
+from tests.localstripe.fixtures import (
+    SECRET_KEY,
+    WEBHOOK_SECRET,
+    localstripe_url_fixture,  # noqa: F401 - a fixture
+)
 
 PASSWORD = "correct battery horse staple"
 
@@ -27,6 +39,8 @@ class Api:
         self.session = session
         self.base = base
         self.container = container
+        # What the server answered to each Stripe webhook it was sent, by whomever.
+        self.webhook_answers: list[WebhookAnswer] = []
 
     async def call(
         self,
@@ -66,20 +80,139 @@ class Api:
         await self.create_user(email, role)
         return (await self.login(email))["access_token"]
 
+    async def account(self, email: str, role: str = "customer") -> tuple[str, str]:
+        """A new user: (their id, an access token)."""
+        user_id = await self.create_user(email, role)
+        return user_id, (await self.login(email))["access_token"]
+
+    async def wait_for_webhook(self, event_type: str, object_id: str, timeout: float = 10.0) -> WebhookAnswer:
+        """The server's answer to the first delivery of ``event_type`` about ``object_id``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for answer in self.webhook_answers:
+                    if answer.event_type == event_type and answer.object_id == object_id:
+                        return answer
+                await asyncio.sleep(0.05)
+
+
+@attrs.frozen
+class WebhookAnswer:
+    event_id: str | None
+    event_type: str | None
+    object_id: str | None
+    status: int
+    body: Any
+
+
+def _record_webhook_answers(app: web.Application, answers: list[WebhookAnswer]) -> None:
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path != "/api/v1/webhooks/stripe" or not isinstance(response, web.Response):
+            return
+        try:
+            event = json.loads(await request.read())
+            event_id, event_type, object_id = event.get("id"), event.get("type"), event["data"]["object"].get("id")
+        except Exception:  # not an event: recorded without its names
+            event_id = event_type = object_id = None
+        body = json.loads(response.body) if isinstance(response.body, bytes) and response.body else None
+        answers.append(WebhookAnswer(event_id, event_type, object_id, response.status, body))
+
+    app.on_response_prepare.append(record)
+
 
 def settings_for(data_dir: Path, **env: str) -> Any:
     environment = {"TILLBOX_DATA_DIR": str(data_dir), "TILLBOX_SERVER_ACCESS_LOG": "false", **env}
     return load_settings(None, environment)
 
 
+@contextlib.asynccontextmanager
+async def serve(data_dir: Path, *, clock: Any = None, **env: str) -> AsyncIterator[Api]:
+    """A server on a free port over a fresh data directory, with settings ``env`` on top of
+    the defaults and, if given, ``clock`` in place of the system clock."""
+    container = build_container(settings_for(data_dir, **env))
+    if clock is not None:
+        container.clock.override(providers.Object(clock))
+    app = create_app(container)
+    answers: list[WebhookAnswer] = []
+    _record_webhook_answers(app, answers)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            running = Api(session, str(server.make_url("")).rstrip("/"), container)
+            running.webhook_answers = answers
+            yield running
+    finally:
+        await server.close()
+
+
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    container = build_container(settings_for(tmp_path / "data"))
-    server = TestServer(create_app(container), host="127.0.0.1", port=0)
-    await server.start_server()
-    async with aiohttp.ClientSession() as session:
-        yield Api(session, str(server.make_url("")).rstrip("/"), container)
-    await server.close()
+    async with serve(tmp_path / "data") as running:
+        yield running
+
+
+@pytest.fixture
+async def stripe_api(tmp_path: Path, localstripe_url: str) -> AsyncIterator[Api]:
+    """A server whose card payments go to localstripe, and which verifies webhooks signed
+    with the secret the localstripe fixtures register."""
+    async with serve(
+        tmp_path / "data",
+        TILLBOX_STRIPE_SECRET_KEY=SECRET_KEY,
+        TILLBOX_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        TILLBOX_STRIPE_API_BASE=localstripe_url,
+    ) as running:
+        yield running
+
+
+class MovableClock:
+    """The system clock, plus however far a test has moved it forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **kwargs: float) -> None:
+        self.offset += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+async def clock_api(tmp_path: Path, clock: MovableClock) -> AsyncIterator[Api]:
+    """A server on ``clock`` that looks for expired orders every second."""
+    async with serve(tmp_path / "data", clock=clock, TILLBOX_ORDERS_EXPIRY_CHECK_SECONDS="1") as running:
+        yield running
+
+
+# The catalog and orders, as tests set them up.
+async def create_product(api: Api, token: str, **fields: Any) -> dict[str, Any]:
+    body = {"sku": "SKU-1", "name": "Blue mug", "price": 1250, "stock": 10, **fields}
+    status, product, _ = await api.call("POST", "/api/v1/products", json=body, token=token)
+    assert status == 201, product
+    return product
+
+
+async def place_order(api: Api, token: str, items: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    status, order, _ = await api.call("POST", "/api/v1/orders", json={"items": items}, token=token, **kwargs)
+    assert status == 201, order
+    return order
+
+
+async def stock_of(api: Api, product_id: str) -> int:
+    database = await api.container.database()
+    stock: int = database.read_scalar("SELECT stock FROM products WHERE id = ?", (product_id,))
+    return stock
+
+
+async def count_rows(api: Api, table: str, where: str = "1", params: tuple[Any, ...] = ()) -> int:
+    database = await api.container.database()
+    count: int = database.read_scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
+    return count
 
 
 def assert_error(status: int, body: Any, expected_status: int, code: str | None = None) -> None:
