@@ -203,7 +203,13 @@ async def _idempotently(op: Operation, request: web.Request, i: Input, key: str)
             return _replay(stored, fingerprint)
         except (DomainError, HttpError) as error:
             if not claim.recorded:
-                raise  # nothing was written: a retry may simply run again
+                # Nothing was written. But a copy of this request may have committed while
+                # this one ran, and its effect be why this one failed (it took the last
+                # stock): then the answer is that copy's, not this error.
+                stored = await service.lookup(scope, key)
+                if stored is not None:
+                    return _replay(stored, fingerprint)
+                raise  # a retry may simply run again
             # Written, then refused (a declined card): the refusal is the answer to replay.
             response = error_response(request, request[REQUEST_ID], error)
     finally:
