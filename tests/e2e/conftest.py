@@ -125,12 +125,15 @@ def settings_for(data_dir: Path, **env: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def serve(data_dir: Path, *, clock: Any = None, **env: str) -> AsyncIterator[Api]:
+async def serve(data_dir: Path, *, clock: Any = None, gateway: Any = None, **env: str) -> AsyncIterator[Api]:
     """A server on a free port over a fresh data directory, with settings ``env`` on top of
-    the defaults and, if given, ``clock`` in place of the system clock."""
+    the defaults and, if given, ``clock`` in place of the system clock and ``gateway`` in
+    place of the payment gateway the settings would make."""
     container = build_container(settings_for(data_dir, **env))
     if clock is not None:
         container.clock.override(providers.Object(clock))
+    if gateway is not None:
+        container.payment_gateway.override(providers.Object(gateway))
     app = create_app(container)
     answers: list[WebhookAnswer] = []
     _record_webhook_answers(app, answers)
@@ -151,17 +154,52 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         yield running
 
 
+def stripe_settings(localstripe_url: str) -> dict[str, str]:
+    """Card payments on localstripe; webhooks verified with the secret the tests sign with."""
+    return {
+        "TILLBOX_STRIPE_SECRET_KEY": SECRET_KEY,
+        "TILLBOX_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "TILLBOX_STRIPE_API_BASE": localstripe_url,
+    }
+
+
 @pytest.fixture
 async def stripe_api(tmp_path: Path, localstripe_url: str) -> AsyncIterator[Api]:
-    """A server whose card payments go to localstripe, and which verifies webhooks signed
-    with the secret the localstripe fixtures register."""
-    async with serve(
-        tmp_path / "data",
-        TILLBOX_STRIPE_SECRET_KEY=SECRET_KEY,
-        TILLBOX_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        TILLBOX_STRIPE_API_BASE=localstripe_url,
-    ) as running:
+    async with serve(tmp_path / "data", **stripe_settings(localstripe_url)) as running:
         yield running
+
+
+E2E_WEBHOOK_ID = "tillbox-e2e"
+STRIPE_EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed")
+
+
+async def register_webhook(localstripe_url: str, url: str, events: tuple[str, ...] = STRIPE_EVENTS) -> None:
+    """Point localstripe's endpoint ``E2E_WEBHOOK_ID`` at ``url`` (replacing what it was)."""
+    form = [("url", url), ("secret", WEBHOOK_SECRET), *(("events[]", e) for e in events)]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{localstripe_url}/_config/webhooks/{E2E_WEBHOOK_ID}", data=form) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+
+@contextlib.asynccontextmanager
+async def webhooks_to(api: Api, localstripe_url: str) -> AsyncIterator[None]:
+    """localstripe delivers its payment events to this server while the block runs.
+    localstripe never forgets an endpoint, so on the way out it is pointed at an event that
+    never happens (no delivery to a port that another test may have by then)."""
+    await register_webhook(localstripe_url, api.base + "/api/v1/webhooks/stripe")
+    try:
+        yield
+    finally:
+        await register_webhook(localstripe_url, api.base + "/api/v1/webhooks/stripe", ("tillbox.never",))
+
+
+@pytest.fixture
+async def stripe_webhooks(stripe_api: Api, localstripe_url: str) -> AsyncIterator[Api]:
+    """``stripe_api``, with localstripe delivering its payment events to it."""
+    async with webhooks_to(stripe_api, localstripe_url):
+        yield stripe_api
 
 
 class MovableClock:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from core.domain.errors import Invalid
 from entrypoints.http.api import Api, Input, Reply, json_response
 from entrypoints.http.keys import GATEWAY, PAYMENTS
+from entrypoints.http.middlewares import HttpError
 from entrypoints.http.routes.common import err
 
 api = Api()
@@ -31,7 +33,12 @@ async def stripe_webhook(request: web.Request, i: Input) -> web.Response:
     event id is applied once, and every signal about a payment goes through the same state
     machine as the API's own answers, so an order changes exactly once."""
     payload = await request.read()
-    event = request.app[GATEWAY].parse_event(payload, request.headers.get("Stripe-Signature"))
+    try:
+        event = request.app[GATEWAY].parse_event(payload, request.headers.get("Stripe-Signature"))
+    except Invalid as exc:
+        # Not the 422 of an invalid request: a signature that does not verify is a 400, as
+        # Stripe and the documented reply expect (it shows as a failed delivery in Stripe).
+        raise HttpError(400, exc.code, exc.message, exc.details) from None
     if event is None:
         return json_response({"received": True, "applied": False})
     applied = await request.app[PAYMENTS].handle_provider_event(event)
