@@ -3,14 +3,25 @@ listing, cancelling, fulfilling, and every kind of bad input refused with nothin
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
-from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, stock_of
+from tests.e2e.conftest import (
+    Api,
+    MovableClock,
+    assert_error,
+    count_rows,
+    create_product,
+    place_order,
+    serve,
+    stock_of,
+)
 
 
 @attrs.frozen
@@ -348,3 +359,77 @@ async def test_anonymous_callers_cannot_order(api: Api, shop: Shop) -> None:
     )
     assert_error(status, body, 401, "invalid_token")
     assert await count_rows(api, "orders") == 0
+
+
+# Expiry.
+async def _status_in_database(api: Api, order_id: str) -> str:
+    database = await api.container.database()
+    status: str = database.read_scalar("SELECT status FROM orders WHERE id = ?", (order_id,))
+    return status
+
+
+async def test_unpaid_orders_expire_by_the_servers_own_task(clock_api: Api, clock: MovableClock) -> None:
+    api = clock_api
+    staff = await api.token_for("staff@example.com", "staff")
+    alice = await api.token_for("alice@example.com")
+    mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
+    unpaid = await place_order(api, alice, [{"sku": "MUG-1", "quantity": 3}])
+    paid = await place_order(api, alice, [{"sku": "MUG-1", "quantity": 2}])
+    await _pay_manually(api, staff, paid)
+    partly = await place_order(api, alice, [{"sku": "MUG-1", "quantity": 1}])
+    status, body, _ = await api.call(
+        "POST",
+        f"/api/v1/orders/{partly['id']}/payments",
+        json={"method": "manual", "reference": "deposit", "amount": 100},
+        token=staff,
+    )
+    assert status == 201, body
+    await asyncio.sleep(1.5)  # a sweep or more, with nothing due yet
+    assert await _status_in_database(api, unpaid["id"]) == "pending_payment"
+    assert await stock_of(api, mug["id"]) == 4
+
+    clock.advance(minutes=30, seconds=1)
+    fresh = await place_order(api, await api.token_for("bob@example.com"), [{"sku": "MUG-1", "quantity": 1}])
+    async with asyncio.timeout(5):
+        while await _status_in_database(api, unpaid["id"]) != "expired":
+            await asyncio.sleep(0.1)
+    assert await stock_of(api, mug["id"]) == 3 + 3  # the expired order's three are back
+    assert await _status_in_database(api, paid["id"]) == "paid"
+    assert await _status_in_database(api, partly["id"]) == "pending_payment"  # money was taken: staff decide
+    assert await _status_in_database(api, fresh["id"]) == "pending_payment"  # its deadline is 30 min away
+    assert await count_rows(api, "outbox", "type = 'order.expired'") == 1
+    assert await count_rows(api, "outbox", "type = 'order.expired' AND aggregate_id = ?", (unpaid["id"],)) == 1
+
+    # Tokens issued before the jump have expired with it; a new session sees the result.
+    alice = (await api.login("alice@example.com"))["access_token"]
+    staff = (await api.login("staff@example.com"))["access_token"]
+    status, got, _ = await api.call("GET", f"/api/v1/orders/{unpaid['id']}", token=alice)
+    assert (got["status"], got["amount_paid"]) == ("expired", 0)
+    status, body, _ = await api.call(
+        "POST", f"/api/v1/orders/{unpaid['id']}/payments", json={"method": "manual", "reference": "late"}, token=staff
+    )
+    assert_error(status, body, 409, "invalid_order_state")
+    assert body["error"]["details"] == {"status": "expired", "action": "pay"}
+    status, body, _ = await api.call("POST", f"/api/v1/orders/{unpaid['id']}/cancel", json={}, token=alice)
+    assert_error(status, body, 409, "invalid_order_state")
+    await asyncio.sleep(1.5)  # later sweeps change nothing more
+    assert await stock_of(api, mug["id"]) == 6
+
+
+async def test_paying_an_order_past_its_deadline_expires_it_even_before_the_sweep(
+    tmp_path: Path, clock: MovableClock
+) -> None:
+    async with serve(tmp_path / "data", clock=clock) as api:  # the sweep runs every 30 s: not in this test
+        staff = await api.token_for("staff@example.com", "staff")
+        mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
+        order = await place_order(api, staff, [{"sku": "MUG-1", "quantity": 4}])
+        clock.advance(minutes=31)
+        staff = (await api.login("staff@example.com"))["access_token"]
+        status, body, _ = await api.call(
+            "POST", f"/api/v1/orders/{order['id']}/payments", json={"method": "manual", "reference": "r"}, token=staff
+        )
+        assert_error(status, body, 409, "invalid_order_state")
+        assert body["error"]["details"] == {"status": "expired", "action": "pay"}
+        assert await _status_in_database(api, order["id"]) == "expired"
+        assert await stock_of(api, mug["id"]) == 10
+        assert await count_rows(api, "payments") == 0

@@ -1,0 +1,239 @@
+"""Card payments and refunds through Stripe, over real HTTP, against localstripe: the server's
+container is configured with localstripe's address, as an operator would configure Stripe's."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+
+from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, stock_of
+from tests.localstripe.fixtures import SECRET_KEY, THREE_D_SECURE_CARD, create_card_payment_method
+
+
+@attrs.frozen
+class Shop:
+    staff: str
+    alice: str
+    mug: dict[str, Any]  # 1250, stock 20
+
+
+@pytest.fixture
+async def shop(stripe_api: Api) -> Shop:
+    staff = await stripe_api.token_for("staff@example.com", "staff")
+    alice = await stripe_api.token_for("alice@example.com")
+    mug = await create_product(stripe_api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=20)
+    return Shop(staff, alice, mug)
+
+
+async def _pay_by_card(api: Api, token: str, order_id: str, payment_method: str, **kw: Any) -> tuple[int, Any, Any]:
+    return await api.call(
+        "POST",
+        f"/api/v1/orders/{order_id}/payments",
+        json={"method": "card", "payment_method": payment_method},
+        token=token,
+        **kw,
+    )
+
+
+async def _get(api: Api, token: str, path: str) -> Any:
+    status, body, _ = await api.call("GET", path, token=token)
+    assert status == 200, body
+    return body
+
+
+async def stripe_object(localstripe_url: str, path: str) -> dict[str, Any]:
+    """What localstripe holds: the provider's side of the books."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{localstripe_url}/v1/{path}", headers={"Authorization": f"Bearer {SECRET_KEY}"}) as response,
+    ):
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def test_a_card_payment_succeeds_and_pays_the_order(stripe_api: Api, shop: Shop, localstripe_url: str) -> None:
+    api = stripe_api
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 3}])
+    status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
+    assert status == 201, payment
+    assert payment["provider_reference"].startswith("pi_")
+    assert {k: v for k, v in payment.items() if k not in ("id", "created_at", "provider_reference")} == {
+        "order_id": order["id"],
+        "method": "card",
+        "status": "succeeded",
+        "amount": 3750,
+        "currency": "USD",
+        "reference": None,
+        "failure_code": None,
+    }  # and no client_secret: there is nothing left for the customer to do
+    paid = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
+    assert (paid["status"], paid["amount_paid"], paid["amount_refunded"]) == ("paid", 3750, 0)
+    assert await stock_of(api, shop.mug["id"]) == 17
+
+    intent = await stripe_object(localstripe_url, f"payment_intents/{payment['provider_reference']}")
+    assert (intent["status"], intent["amount"], intent["currency"]) == ("succeeded", 3750, "usd")
+    assert intent["metadata"] == {"tillbox_payment_id": payment["id"], "tillbox_order_id": order["id"]}
+    database = await api.container.database()
+    assert database.read_scalar("SELECT payment_method FROM payments WHERE id = ?", (payment["id"],)) == "pm_card_visa"
+    assert await count_rows(api, "outbox", "type = 'order.paid'") == 1
+
+    status, body, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
+    assert_error(status, body, 409, "invalid_order_state")
+    assert body["error"]["details"] == {"status": "paid", "action": "pay"}
+    assert await count_rows(api, "payments") == 1
+
+
+async def test_a_declined_card_is_402_and_the_order_still_awaits_payment(stripe_api: Api, shop: Shop) -> None:
+    api = stripe_api
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 1}])
+    status, body, _ = await _pay_by_card(
+        api, shop.alice, order["id"], "pm_card_chargeCustomerFail", headers={"Idempotency-Key": "pay-1"}
+    )
+    assert_error(status, body, 402, "payment_failed")
+    details = body["error"]["details"]
+    assert details["decline_code"] == "card_declined"
+    assert details["payment_id"].startswith("pay_")
+    now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
+    assert (now["status"], now["amount_paid"]) == ("pending_payment", 0)
+    payments = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}/payments")
+    [failed] = payments["data"]
+    assert (failed["id"], failed["status"], failed["failure_code"]) == (
+        details["payment_id"],
+        "failed",
+        "card_declined",
+    )
+    assert failed["provider_reference"].startswith("pi_")
+
+    # The refusal was written (a failed payment), so the same key replays it.
+    status, again, headers = await _pay_by_card(
+        api, shop.alice, order["id"], "pm_card_chargeCustomerFail", headers={"Idempotency-Key": "pay-1"}
+    )
+    assert status == 402 and again == body and headers["Idempotent-Replayed"] == "true"
+    assert await count_rows(api, "payments") == 1
+
+    # Another card pays.
+    status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
+    assert status == 201 and payment["status"] == "succeeded" and payment["id"] != details["payment_id"]
+    now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
+    assert (now["status"], now["amount_paid"]) == ("paid", 1250)
+
+
+async def test_a_card_that_needs_3d_secure_answers_requires_action(
+    stripe_api: Api, shop: Shop, localstripe_url: str
+) -> None:
+    api = stripe_api
+    card = await create_card_payment_method(localstripe_url, THREE_D_SECURE_CARD)
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 2}])
+    status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], card)
+    assert status == 201, payment
+    assert (payment["status"], payment["amount"]) == ("requires_action", 2500)
+    reference = payment["provider_reference"]
+    assert payment["client_secret"].startswith(f"{reference}_secret_")
+    assert payment["next_action"]["type"] == "use_stripe_sdk"
+    now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
+    assert (now["status"], now["amount_paid"]) == ("pending_payment", 0)
+    intent = await stripe_object(localstripe_url, f"payment_intents/{reference}")
+    assert intent["status"] == "requires_action"
+
+
+async def test_an_unknown_payment_method_is_refused_and_charges_nothing(stripe_api: Api, shop: Shop) -> None:
+    api = stripe_api
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 1}])
+    status, body, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_does_not_exist")
+    assert_error(status, body, 422, "payment_request_invalid")
+    assert body["error"]["details"]["provider_status"] == 404
+    database = await api.container.database()
+    assert database.read_scalar("SELECT status FROM payments WHERE order_id = ?", (order["id"],)) == "failed"
+    now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
+    assert (now["status"], now["amount_paid"]) == ("pending_payment", 0)
+    status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
+    assert status == 201 and payment["status"] == "succeeded"
+
+
+async def test_refunds_through_stripe(stripe_api: Api, shop: Shop, localstripe_url: str) -> None:
+    api = stripe_api
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 4}])
+    status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
+    assert status == 201 and payment["amount"] == 5000
+
+    status, body, _ = await api.call(
+        "POST", f"/api/v1/orders/{order['id']}/refunds", json={"amount": 1200, "reason": "Chipped"}, token=shop.staff
+    )
+    assert status == 201, body
+    [refund] = body["data"]
+    assert (refund["payment_id"], refund["amount"], refund["status"]) == (payment["id"], 1200, "succeeded")
+    database = await api.container.database()
+    reference = database.read_scalar("SELECT provider_reference FROM refunds WHERE id = ?", (refund["id"],))
+    at_stripe = await stripe_object(localstripe_url, f"refunds/{reference}")
+    assert (at_stripe["amount"], at_stripe["payment_intent"], at_stripe["status"]) == (
+        1200,
+        payment["provider_reference"],
+        "succeeded",
+    )
+    now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
+    assert (now["status"], now["amount_refunded"]) == ("partially_refunded", 1200)
+
+    # localstripe would refund more than was charged; Tillbox does not ask it to.
+    status, body, _ = await api.call(
+        "POST", f"/api/v1/orders/{order['id']}/refunds", json={"amount": 3801, "reason": "All"}, token=shop.staff
+    )
+    assert_error(status, body, 422, "refund_exceeds_captured")
+    assert body["error"]["details"] == {"refundable": 3800}
+    status, body, _ = await api.call(
+        "POST", f"/api/v1/orders/{order['id']}/refunds", json={"reason": "Returned"}, token=shop.staff
+    )
+    assert status == 201 and [r["amount"] for r in body["data"]] == [3800]
+    now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
+    assert (now["status"], now["amount_paid"], now["amount_refunded"]) == ("refunded", 5000, 5000)
+    assert await count_rows(api, "refunds", "status = 'succeeded' AND provider_reference LIKE 're_%'") == 2
+
+
+async def test_concurrent_card_refunds_never_exceed_the_charge(stripe_api: Api, shop: Shop) -> None:
+    """localstripe has no refund limit: the reservation in Tillbox's own books is what holds."""
+    api = stripe_api
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 4}])
+    status, _, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
+    assert status == 201
+    results = await asyncio.gather(
+        *(
+            api.call(
+                "POST",
+                f"/api/v1/orders/{order['id']}/refunds",
+                json={"amount": 1250, "reason": "race"},
+                token=shop.staff,
+            )
+            for _ in range(10)
+        )
+    )
+    assert collections.Counter(status for status, _, _ in results) == {201: 4, 422: 6}
+    for status, body, _ in results:
+        if status == 422:
+            assert_error(status, body, 422, "refund_exceeds_captured")
+    now = await _get(api, shop.staff, f"/api/v1/orders/{order['id']}")
+    assert (now["status"], now["amount_refunded"]) == ("refunded", 5000)
+    assert await count_rows(api, "refunds") == 4
+
+
+async def test_cancelling_a_card_paid_order_refunds_it_at_stripe(
+    stripe_api: Api, shop: Shop, localstripe_url: str
+) -> None:
+    api = stripe_api
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 2}])
+    status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
+    assert status == 201
+    status, cancelled, _ = await api.call(
+        "POST", f"/api/v1/orders/{order['id']}/cancel", json={"reason": "Wrong colour"}, token=shop.alice
+    )
+    assert status == 200, cancelled
+    assert (cancelled["status"], cancelled["amount_paid"], cancelled["amount_refunded"]) == ("cancelled", 2500, 2500)
+    assert await stock_of(api, shop.mug["id"]) == 20
+    database = await api.container.database()
+    reference = database.read_scalar("SELECT provider_reference FROM refunds WHERE order_id = ?", (order["id"],))
+    at_stripe = await stripe_object(localstripe_url, f"refunds/{reference}")
+    assert (at_stripe["amount"], at_stripe["payment_intent"]) == (2500, payment["provider_reference"])
