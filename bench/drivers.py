@@ -68,10 +68,17 @@ class Measurement:
     p99_ms: float
     statuses: dict[str, int]
     errors: dict[str, int] = field(default_factory=dict)  # socket errors (wrk) or client exceptions
+    # Requests the generator built, where it counted them (a header with "{unique}"): with
+    # wrk, those still in flight when it hung up at its deadline are sent but not answered.
+    sent: int | None = None
 
     @property
     def non_2xx(self) -> int:
         return sum(count for status, count in self.statuses.items() if not status.startswith("2"))
+
+    def other_than(self, status: str) -> int:
+        """Answers with any status but this one (a 200 where a 201 was due counts)."""
+        return sum(count for code, count in self.statuses.items() if code != status)
 
 
 _WRK_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -126,6 +133,7 @@ class Wrk:
             for kind, count in zip(("connect", "read", "write", "timeout"), socket_errors.groups(), strict=True):
                 if int(count):
                     errors[kind] = int(count)
+        sent = re.search(r"^bench-sent (\d+)$", output, re.MULTILINE)  # only for "{unique}" headers
         return Measurement(
             requests=int(first(r"^\s+(\d+) requests in", "request count").group(1)),
             requests_per_second=float(first(r"^Requests/sec:\s+([\d.]+)", "Requests/sec").group(1)),
@@ -133,6 +141,7 @@ class Wrk:
             p99_ms=percentile_ms("99"),
             statuses=statuses,
             errors=errors,
+            sent=int(sent.group(1)) if sent else None,
         )
 
 
@@ -163,6 +172,7 @@ class PythonLoad:
             p99_ms=result["p99_ms"],
             statuses=result["statuses"],
             errors=result["errors"],
+            sent=result.get("sent"),
         )
 
 

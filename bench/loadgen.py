@@ -4,8 +4,9 @@
                                       [--connections 64] [--duration 10]
 
 N connections, each a task sending its next request as soon as the previous answer is
-read (closed loop, like wrk), for a fixed time. Prints one JSON object: requests,
-seconds, requests_per_second, p50_ms, p99_ms, statuses, errors.
+read (closed loop, like wrk), for a fixed time. Prints one JSON object: requests, sent,
+seconds, requests_per_second, p50_ms, p99_ms, statuses, errors. A header given as
+"Name: {unique}" gets a value of its own in every request, as with bench/wrk.lua.
 
 It is much slower than wrk: on a small machine the client, not the server, sets the
 pace, and the ratios it gives compress towards 1. bench/run.py says so when it uses it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import time
 from collections import Counter
 
@@ -36,16 +38,26 @@ async def generate(
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    unique = [name for name, value in headers.items() if value == "{unique}"]
+    nonce = secrets.token_hex(6)
+    sent = 0
     # One pooled connection per task, kept alive, as wrk does.
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         deadline = time.perf_counter() + duration
 
-        async def connection() -> None:
+        async def connection(number: int) -> None:
+            nonlocal sent
+            mine = dict(headers)
+            count = 0
             while (started := time.perf_counter()) < deadline:
+                count += 1
+                sent += 1
+                for name in unique:
+                    mine[name] = f"{nonce}-{number}-{count}"
                 try:
-                    async with session.request(method, url, data=body, headers=headers) as response:
+                    async with session.request(method, url, data=body, headers=mine) as response:
                         await response.read()
                         statuses[str(response.status)] += 1
                 except (aiohttp.ClientError, TimeoutError) as e:
@@ -55,12 +67,13 @@ async def generate(
                 latencies.append(time.perf_counter() - started)
 
         began = time.perf_counter()
-        await asyncio.gather(*(connection() for _ in range(connections)))
+        await asyncio.gather(*(connection(number) for number in range(connections)))
         elapsed = time.perf_counter() - began
 
     latencies.sort()
     return {
         "requests": len(latencies),
+        "sent": sent,
         "seconds": round(elapsed, 3),
         "requests_per_second": len(latencies) / elapsed,
         "p50_ms": percentile(latencies, 0.50) * 1000,

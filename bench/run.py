@@ -11,8 +11,13 @@ denominator, so that drift (heat, noisy neighbours) shows instead of hiding.
 
 Scenarios, each after a discarded warm-up: the bare endpoint; GET /api/v1/products?limit=20
 and GET /api/v1/users/me with a customer's token; POST /api/v1/auth/login (argon2id, slow
-on purpose); the catalog list again while 4 connections keep logging in; the bare endpoint
-again. Every status is counted (bench/wrk.lua) and non-2xx answers are flagged loudly.
+on purpose); the catalog list again while 4 connections keep logging in; GET
+/api/v1/orders/{id}, the customer's own order; POST /api/v1/orders, two lines, each request
+with an Idempotency-Key of its own, over two products with a stock (10^9) that no run can
+exhaust; the bare endpoint again. Every status is counted (bench/wrk.lua) and non-2xx
+answers are flagged loudly (for orders, any answer but 201). After the run, the orders in
+the database are counted against the 201s: the server's (its access log) must match
+exactly, the client's within the requests wrk hung up on at its deadline.
 
 Exit status: 0 whatever the figures (a benchmark reports, it does not assert); 1 when the
 harness itself fails (a server would not start or died, wrk printed nothing useful); 130
@@ -22,6 +27,7 @@ on Ctrl-C. Both servers are stopped and the temporary directory removed in every
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -31,6 +37,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -53,6 +60,8 @@ LOGIN_STREAM_CONNECTIONS = 4  # scenario e: a trickle of logins beside the catal
 SEED_PRODUCTS = 1000
 CUSTOMER_EMAIL = "customer@bench.example"
 STAFF_EMAIL = "staff@bench.example"
+ORDER_STOCK = 1_000_000_000  # the most a product may hold: no run of the orders scenario can exhaust it
+ORDER_PRODUCTS = (("BENCH-ORDER-1", "Bench mug", 1299), ("BENCH-ORDER-2", "Bench tea towel", 850))
 
 
 def free_port() -> int:
@@ -68,9 +77,11 @@ def tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
+def http(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None) -> tuple[int, bytes]:
     """One request with the standard library: the harness's own calls need no event loop."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - our own http://
     try:
@@ -180,16 +191,47 @@ class Servers:
     bare_process: subprocess.Popen[Any]
     bare_banner: str  # what bench/bare.py says it runs on
     customer_password: str
+    staff_password: str
+    database: Path
+    order_body: str = ""  # the orders scenario's request body: two lines, by product id
+    order_id: str = ""  # the customer's own order, for GET /orders/{id}
+    orders_before: int = 0  # orders in the database before the orders scenario's warm-up
+    orders_after: int = 0  # and after it, once every request it left in flight was answered
 
-    def log_in(self) -> str:
-        """A fresh customer access token. It also drains Tillbox: the argon2 pool is a FIFO
-        queue, so this login is answered only after every hash that earlier load left queued
-        (wrk hangs up at its deadline; the server still computes what it was asked)."""
-        body = {"email": CUSTOMER_EMAIL, "password": self.customer_password}
+    def log_in(self, email: str = CUSTOMER_EMAIL, password: str | None = None) -> str:
+        """A fresh access token (the customer's by default). It also drains Tillbox: the
+        argon2 pool is a FIFO queue, so this login is answered only after every hash that
+        earlier load left queued (wrk hangs up at its deadline; the server still computes
+        what it was asked)."""
+        body = {"email": email, "password": password or self.customer_password}
         status, answer = http("POST", f"{self.tillbox}/api/v1/auth/login", body)
         if status != 200:
-            raise HarnessError(f"customer login answered {status}: {answer[:300]!r}")
+            raise HarnessError(f"login of {email} answered {status}: {answer[:300]!r}")
         return str(json.loads(answer)["access_token"])
+
+    def prepare_orders(self) -> None:
+        """Through the API, as a client would: staff create the two products the orders
+        scenario buys, each with a stock no run can exhaust; the customer places one order,
+        the one GET /orders/{id} reads."""
+        staff = self.log_in(STAFF_EMAIL, self.staff_password)
+        ids = []
+        for sku, name, price in ORDER_PRODUCTS:
+            product = {"sku": sku, "name": name, "price": price, "stock": ORDER_STOCK}
+            status, answer = http("POST", f"{self.tillbox}/api/v1/products", product, staff)
+            if status != 201:
+                raise HarnessError(f"creating product {sku} answered {status}: {answer[:300]!r}")
+            ids.append(json.loads(answer)["id"])
+        order = {"items": [{"product_id": product_id, "quantity": 1} for product_id in ids]}
+        self.order_body = json.dumps(order, separators=(",", ":"))
+        status, answer = http("POST", f"{self.tillbox}/api/v1/orders", order, self.log_in())
+        if status != 201:
+            raise HarnessError(f"the customer's first order answered {status}: {answer[:300]!r}")
+        self.order_id = str(json.loads(answer)["id"])
+
+    def count_orders(self) -> int:
+        """Orders in the database, read as an outsider would (read-only, another connection)."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)) as db:
+            return int(db.execute("SELECT count(*) FROM orders").fetchone()[0])
 
 
 def prepare_and_start(tmp: Path, processes: Processes) -> Servers:
@@ -231,14 +273,18 @@ def prepare_and_start(tmp: Path, processes: Processes) -> Servers:
         )
     wait_ready(f"http://127.0.0.1:{tillbox_port}/readyz", server, tmp / "server.log", "tillbox serve")
     wait_ready(f"http://127.0.0.1:{bare_port}/", bare, tmp / "bare.log", "bench/bare.py")
-    return Servers(
+    servers = Servers(
         tillbox=f"http://127.0.0.1:{tillbox_port}",
         bare=f"http://127.0.0.1:{bare_port}",
         tillbox_process=server,
         bare_process=bare,
         bare_banner=tail(tmp / "bare.log", 1),
         customer_password=passwords["customer"],
+        staff_password=passwords["staff"],
+        database=tmp / "data" / "tillbox.db",
     )
+    servers.prepare_orders()
+    return servers
 
 
 # Scenarios, rows and targets.
@@ -254,25 +300,44 @@ class Row:
     # The bare endpoint's CPU per request over this one's: the same as `ratio` when both
     # servers had a full core, and still right when other processes took part of it.
     cpu_ratio: float | None = None
+    expect: str | None = None  # the one status every answer must have (orders: "201"); None: any 2xx
+    warmup: Measurement | None = None  # the discarded warm-up's, for the orders count
+
+    @property
+    def unexpected(self) -> int:
+        """Answers that make the figure not the endpoint's: non-2xx, or anything but `expect`."""
+        m = self.measurement
+        return m.other_than(self.expect) if self.expect else m.non_2xx
+
+    @property
+    def created_per_second(self) -> float:
+        """req/s counting only the answers with the expected status (orders: 201s)."""
+        m = self.measurement
+        good = m.requests - self.unexpected
+        return m.requests_per_second * good / m.requests if m.requests else 0.0
 
 
 @dataclass(frozen=True)
 class Target:
     label: str
     row: str
-    metric: str  # "ratio" or "p99_ms"
+    metric: str  # "ratio", "p99_ms" or "per_second" (answers with the expected status per second)
     limit: float
     at_least: bool
 
     def judge(self, rows: dict[str, Row]) -> dict[str, Any]:
         row = rows[self.row]
-        value = row.ratio if self.metric == "ratio" else row.measurement.p99_ms
+        value = {"ratio": row.ratio, "p99_ms": row.measurement.p99_ms, "per_second": row.created_per_second}[
+            self.metric
+        ]
         assert value is not None
         met = value >= self.limit if self.at_least else value <= self.limit
-        # A fast error is not a fast endpoint: a figure made of non-2xx answers meets nothing.
-        invalid = row.measurement.non_2xx > 0
+        # A fast error is not a fast endpoint: a figure made of non-2xx answers (for orders,
+        # anything but 201) meets nothing.
+        invalid = row.unexpected > 0
         return {
             "target": self.label,
+            "metric": self.metric,
             "value": value,
             "value_by_cpu": row.cpu_ratio if self.metric == "ratio" else None,
             "limit": self.limit,
@@ -286,6 +351,8 @@ TARGETS = [
     Target("catalog list p99 <= 15 ms", "catalog", "p99_ms", 15.0, at_least=False),
     Target("users/me req/s >= 50% of bare", "me", "ratio", 0.50, at_least=True),
     Target("catalog list p99 <= 50 ms during logins", "catalog_during_logins", "p99_ms", 50.0, at_least=False),
+    Target("GET /orders/{id} req/s >= 30% of bare", "order", "ratio", 0.30, at_least=True),
+    Target("orders created/s >= 2,000, synchronous=FULL", "orders", "per_second", 2000.0, at_least=True),
 ]
 
 
@@ -303,25 +370,38 @@ def run_scenarios(generator: Generator, processes: Processes, servers: Servers, 
     def logins(connections: int) -> Load:
         return Load(f"{servers.tillbox}/api/v1/auth/login", connections, "POST", login_body, login_headers)
 
+    def order(token: str) -> Load:
+        url = f"{servers.tillbox}/api/v1/orders/{servers.order_id}"
+        return Load(url, conns, headers=(f"Authorization: Bearer {token}",))
+
+    def place_orders(token: str) -> Load:
+        # "{unique}": bench/wrk.lua (or loadgen.py) gives every request a key of its own.
+        headers = ("Content-Type: application/json", f"Authorization: Bearer {token}", "Idempotency-Key: {unique}")
+        return Load(f"{servers.tillbox}/api/v1/orders", conns, "POST", servers.order_body, headers)
+
     def scenario(
-        streams: list[tuple[str, str]], make_loads: Callable[[str], list[Load]], server: subprocess.Popen[Any]
+        streams: list[tuple[str, str]],
+        make_loads: Callable[[str], list[Load]],
+        server: subprocess.Popen[Any],
+        expect: str | None = None,
     ) -> None:
         # A fresh token per scenario, so that a long --duration never outlives the 15-minute
         # access token; the login also waits out whatever the previous scenario left queued.
         loads = make_loads(servers.log_in())
         # Warm-up, discarded: connections, SQLite's page cache, allocator arenas, lazy imports.
-        drive(generator, processes, loads, WARMUP_SECONDS)
+        warmups = drive(generator, processes, loads, WARMUP_SECONDS)
         servers.log_in()  # the warm-up's leftover logins must not be billed to the measurement
         meter = CpuMeter(server.pid)
         measurements = drive(generator, processes, loads, seconds)
         cpu = meter.stop()
         if server.poll() is not None:
             raise HarnessError(f"{streams[0][1]}: the server died (status {server.returncode})")
-        for (key, label), load, m in zip(streams, loads, measurements, strict=True):
+        for (key, label), load, m, warmup in zip(streams, loads, measurements, warmups, strict=True):
             alone = cpu is not None and len(loads) == 1 and m.requests > 0
             per_request = cpu.server / m.requests_per_second * 1e6 if alone and cpu is not None else None
-            rows.append(Row(key, label, load.connections, m, cpu, per_request))
-            flag = f"  !! {m.non_2xx:,} non-2xx" if m.non_2xx else ""
+            row = Row(key, label, load.connections, m, cpu, per_request, expect=expect, warmup=warmup)
+            rows.append(row)
+            flag = f"  !! {row.unexpected:,} {'non-' + (expect or '2xx')}" if row.unexpected else ""
             print(f"  {label:<36} {m.requests_per_second:>10,.0f} req/s  p99 {m.p99_ms:8.1f} ms{flag}", flush=True)
 
     tillbox, bare = servers.tillbox_process, servers.bare_process
@@ -337,7 +417,12 @@ def run_scenarios(generator: Generator, processes: Processes, servers: Servers, 
         lambda token: [catalog(token), logins(LOGIN_STREAM_CONNECTIONS)],
         tillbox,
     )
+    scenario([("order", "GET /orders/{id}")], lambda token: [order(token)], tillbox)
+    servers.orders_before = servers.count_orders()
+    scenario([("orders", "POST /orders (2 lines, own key)")], lambda token: [place_orders(token)], tillbox, "201")
     scenario([("bare_after", "bare endpoint (after)")], lambda _: [Load(f"{servers.bare}/", conns)], bare)
+    # Counted now, 12 s after wrk hung up on the orders still in flight: they are all answered.
+    servers.orders_after = servers.count_orders()
 
     mean = bare_mean(rows)
     bare_costs = [row.cpu_us_per_request for row in rows if row.key.startswith("bare")]
@@ -353,6 +438,59 @@ def bare_mean(rows: list[Row]) -> float:
     """The denominator of every ratio: the bare endpoint before and after, averaged."""
     by_key = {row.key: row.measurement.requests_per_second for row in rows}
     return (by_key["bare_before"] + by_key["bare_after"]) / 2
+
+
+@dataclass
+class OrdersCheck:
+    """Every 201 is an order in the database, and every order in the database was a 201."""
+
+    before: int  # orders in the database before the scenario (the harness's own one)
+    after: int  # after it
+    server_201: int  # POST /api/v1/orders answered 201, from the server's access log, the harness's own included
+    client_201: int  # 201s the load generator received, warm-up and measurement
+    sent: int | None  # requests the load generator sent (or built), warm-up and measurement
+    unexpected: int  # answers other than 201, warm-up and measurement
+
+    @property
+    def created(self) -> int:
+        return self.after - self.before
+
+    @property
+    def ok(self) -> bool:
+        # The server's count is exact. The client's is short by the requests in flight when
+        # wrk hung up at its deadline: answered (and committed) after it stopped listening.
+        # An answer other than 201 must have created nothing (it is reported on its own).
+        ceiling = self.sent - self.unexpected if self.sent is not None else None
+        within = self.client_201 <= self.created and (ceiling is None or self.created <= ceiling)
+        return self.after == self.server_201 and within
+
+    def describe(self) -> str:
+        unanswered = f"{self.sent - self.client_201 - self.unexpected:,}" if self.sent is not None else "?"
+        return (
+            f"{self.created:,} orders created in the database during the scenario ({self.after:,} in all);"
+            f" the server answered 201 to {self.server_201:,} POST /orders in all (access log); the load generator"
+            f" received {self.client_201:,} 201s and {self.unexpected:,} other answers, and left {unanswered}"
+            " unanswered when it hung up at its deadlines (in flight, or built but not yet sent)"
+        )
+
+
+def check_orders(servers: Servers, rows: list[Row], access_log: Path) -> OrdersCheck:
+    row = next(row for row in rows if row.key == "orders")
+    runs = [m for m in (row.warmup, row.measurement) if m is not None]
+    server_201 = 0
+    with access_log.open("rb") as lines:
+        for line in lines:
+            if b'"path":"/api/v1/orders"' in line and b'"method":"POST"' in line and b'"status":201' in line:
+                server_201 += 1
+    sent = [m.sent for m in runs]
+    return OrdersCheck(
+        before=servers.orders_before,
+        after=servers.orders_after,
+        server_201=server_201,
+        client_201=sum(m.statuses.get("201", 0) for m in runs),
+        sent=sum(n for n in sent if n is not None) if None not in sent else None,
+        unexpected=sum(m.other_than("201") for m in runs),
+    )
 
 
 def server_side_statuses(access_log: Path) -> dict[str, int]:
@@ -372,7 +510,7 @@ def percent(ratio: float) -> str:
     return f"{ratio:.0%}" if ratio >= 0.1 else f"{ratio:.1%}"
 
 
-def render_table(rows: list[Row], verdicts: list[dict[str, Any]]) -> str:
+def render_table(rows: list[Row], verdicts: list[dict[str, Any]], orders: OrdersCheck) -> str:
     columns = f"{'scenario':<36} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of bare':>7}"
     columns += f" {'non-2xx':>7} {'server':>6} {'us/req':>7} {'by CPU':>6} {'wrk':>5} {'others':>6}"
     lines = [columns, "-" * len(columns)]
@@ -396,23 +534,40 @@ def render_table(rows: list[Row], verdicts: list[dict[str, Any]]) -> str:
     )
     lines.append("")
     for verdict in verdicts:
-        shown = percent(verdict["value"]) if "%" in verdict["target"] else f"{verdict['value']:.1f} ms"
+        shown = {
+            "ratio": lambda value: percent(value),
+            "p99_ms": lambda value: f"{value:.1f} ms",
+            "per_second": lambda value: f"{value:,.0f}/s",
+        }[verdict["metric"]](verdict["value"])
         if verdict["value_by_cpu"] is not None:
             shown += f" (by CPU {percent(verdict['value_by_cpu'])})"
         outcome = "met" if verdict["met"] else "NOT met"
         if verdict["invalid"]:
-            outcome += " (non-2xx responses: the figure is not the endpoint's)"
-        lines.append(f"target: {verdict['target']:<42} {shown:>21}  {outcome}")
+            outcome += " (unexpected statuses: the figure is not the endpoint's)"
+        lines.append(f"target: {verdict['target']:<44} {shown:>19}  {outcome}")
+    row = next(row for row in rows if row.key == "orders")
+    lines.append(
+        f"orders: {row.created_per_second:,.0f} created/s, p50 {row.measurement.p50_ms:.2f} ms,"
+        f" p99 {row.measurement.p99_ms:.2f} ms, {row.unexpected:,} answers other than 201"
+    )
+    lines.append(f"check:  orders in the database == 201s answered: {'ok' if orders.ok else 'FAILED'}")
     return "\n".join(lines)
 
 
-def observations(rows: list[Row], server_statuses: dict[str, int], server_errors: int) -> list[str]:
-    notes = []
+def observations(
+    rows: list[Row], server_statuses: dict[str, int], server_errors: int, orders: OrdersCheck
+) -> list[str]:
+    notes = [("orders: " if orders.ok else "!!! orders, the counts disagree: ") + orders.describe()]
     for row in rows:
         m = row.measurement
-        if m.non_2xx:
-            bad = ", ".join(f"{s}: {n:,}" for s, n in sorted(m.statuses.items()) if not s.startswith("2"))
-            notes.append(f"!!! {row.label.strip()}: {m.non_2xx:,} non-2xx responses ({bad})")
+        if row.unexpected:
+            expected = row.expect
+            bad = ", ".join(
+                f"{s}: {n:,}"
+                for s, n in sorted(m.statuses.items())
+                if (s != expected if expected else not s.startswith("2"))
+            )
+            notes.append(f"!!! {row.label.strip()}: {row.unexpected:,} non-{row.expect or '2xx'} responses ({bad})")
         if m.errors:
             notes.append(f"!!! {row.label.strip()}: client-side errors {m.errors}")
     logins = [row.measurement for row in rows if row.key in ("login", "logins_beside")]
@@ -497,6 +652,7 @@ def write_results(
     verdicts: list[dict[str, Any]],
     server_statuses: dict[str, int],
     notes: list[str],
+    orders: OrdersCheck,
 ) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -515,9 +671,12 @@ def write_results(
             | asdict(r.measurement)
             | {"non_2xx": r.measurement.non_2xx, "cpu_cores": asdict(r.cpu) if r.cpu else None}
             | {"server_cpu_us_per_request": r.cpu_us_per_request}
+            | {"expected_status": r.expect, "unexpected": r.unexpected}
+            | {"warmup": asdict(r.warmup) if r.warmup else None}
             for r in rows
         ],
         "targets": verdicts,
+        "orders_check": asdict(orders) | {"created": orders.created, "ok": orders.ok},
         "table": table.splitlines(),
         "server_access_log_statuses": server_statuses,
         "notes": notes,
@@ -556,12 +715,13 @@ def main() -> int:
         server_statuses = server_side_statuses(tmp / "access.log")
         server_errors = (tmp / "server.log").read_text(errors="replace").count('"level":"error"')
 
+        orders = check_orders(servers, rows, tmp / "access.log")
         verdicts = [target.judge({row.key: row for row in rows}) for target in TARGETS]
-        notes = observations(rows, server_statuses, server_errors)
-        table = render_table(rows, verdicts)
+        notes = observations(rows, server_statuses, server_errors, orders)
+        table = render_table(rows, verdicts, orders)
         print(f"\n{table}\n")
         print("\n".join(notes))
-        write_results(header, table, args, rows, verdicts, server_statuses, notes)
+        write_results(header, table, args, rows, verdicts, server_statuses, notes, orders)
         print(f"\nwritten: {RESULTS.relative_to(REPO)}")
         return 0
     except HarnessError as e:
