@@ -6,10 +6,19 @@ Standard library only, meant for the system ``python3``: it tests the binary, no
 virtual environment. Everything runs in an empty temporary directory with
 ``PATH=/usr/bin:/bin`` and no inherited ``TILLBOX_`` variable: the command line, an
 admin account, a demo catalog, then ``serve`` with the catalog and account checks over
-HTTP, SIGTERM, and ``serve --workers 2`` on the same data; the database must pass
-``PRAGMA integrity_check``. Each check prints one line; the first failure prints what
-went wrong and the server's output, and exits 1.
+HTTP, an order paid by card, SIGTERM, and ``serve --workers 2`` on the same data; the
+database must pass ``PRAGMA integrity_check``. Each check prints one line; the first
+failure prints what went wrong and the server's output, and exits 1.
 (The name does not match ``test_*.py``: pytest's default run does not collect it.)
+
+The card payment goes to localstripe, a Stripe emulator started for the length of the test
+by tests/localstripe/serve.py (127.0.0.1, a free port, its state in the temporary
+directory). localstripe is test infrastructure, not part of the binary: it runs on the
+project's virtual environment (``.venv/bin/python``, or ``$SMOKE_LOCALSTRIPE_PYTHON``),
+while this script itself stays standard-library only. The binary is pointed at it with
+``TILLBOX_STRIPE_SECRET_KEY`` and ``TILLBOX_STRIPE_API_BASE``, as an operator would, so the
+payment proves that the bundle carries what stripe-python needs at run time (its lazily
+imported modules and its CA bundle, which it loads even for ``http://``).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -36,6 +46,9 @@ CUSTOMER = "customer@example.com"
 PASSWORD = "smoke test passphrase 7391"
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
+LOCALSTRIPE_SERVE = ROOT / "tests" / "localstripe" / "serve.py"
+STRIPE_SECRET_KEY = "sk_test_smoke"
+ORDER_QUANTITY = 2  # of the product created by the catalog check (stock 5, price 1299)
 
 # Native modules the server must have loaded from the bundle. Several of them have a
 # silent pure-Python or asyncio fallback, so only the process's memory map can tell.
@@ -66,6 +79,10 @@ class Smoke:
         }
         self.server: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.localstripe: subprocess.Popen[bytes] | None = None
+        self.localstripe_url = ""
+        self.order_id = ""
+        self.payment_reference = ""
 
     # Reporting.
     def ok(self, name: str, detail: str = "") -> None:
@@ -74,14 +91,17 @@ class Smoke:
     def fail(self, name: str, problem: str) -> NoReturn:
         print(f"FAIL  {name}: {problem}", flush=True)
         if self.server is not None:
-            if self.server.poll() is None:
-                self.server.kill()
-                self.server.wait()
+            self.kill_server()
             for stream in ("stderr", "stdout"):
                 text = (self.workdir / f"server.{stream}").read_text(errors="replace")
                 lines = text.splitlines()[-60:]
                 print(f"----- server {stream} (last {len(lines)} lines) -----", file=sys.stderr)
                 print("\n".join(lines), file=sys.stderr)
+        if self.localstripe is not None:
+            log = self.workdir / "localstripe" / "localstripe.log"
+            lines = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
+            print(f"----- localstripe output (last {len(lines)} lines) -----", file=sys.stderr)
+            print("\n".join(lines), file=sys.stderr)
         raise SystemExit(1)
 
     # Running the binary.
@@ -218,6 +238,114 @@ class Smoke:
             self.fail("users/me", f"unexpected account {me}")
         self.ok("the customer logs in; GET /api/v1/users/me is theirs")
 
+    def start_localstripe(self) -> None:
+        """The Stripe emulator, from the project's virtual environment, on a free port; the
+        binary's next ``serve`` is pointed at it."""
+        python = Path(os.environ.get("SMOKE_LOCALSTRIPE_PYTHON") or ROOT / ".venv" / "bin" / "python")
+        name = "localstripe"
+        if not os.access(python, os.X_OK):
+            self.fail(
+                name, f"{python} is not executable; run `make smoke` (it creates .venv) or set SMOKE_LOCALSTRIPE_PYTHON"
+            )
+        directory = self.workdir / "localstripe"
+        directory.mkdir()
+        state = directory / "state.pickle"  # private: localstripe's default is /tmp/localstripe.pickle
+        with (directory / "localstripe.log").open("wb") as log:
+            self.localstripe = subprocess.Popen(
+                [str(python), str(LOCALSTRIPE_SERVE), "--host", "127.0.0.1", "--port", "0", "--state", str(state)],
+                cwd=directory,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(self.workdir), "LANG": "C.UTF-8"},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,  # its own process group: stopped whole, by its id
+            )
+        assert self.localstripe.stdout is not None
+        ready, _, _ = select.select([self.localstripe.stdout], [], [], READY_TIMEOUT)
+        first = self.localstripe.stdout.readline().strip() if ready else b""
+        if not first.isdigit():
+            self.fail(name, f"did not print its port within {READY_TIMEOUT:.0f} s (printed {first!r})")
+        self.localstripe_url = f"http://127.0.0.1:{int(first)}"
+        started = time.monotonic()
+        while time.monotonic() - started < READY_TIMEOUT:
+            if self.localstripe.poll() is not None:
+                self.fail(name, f"exited with {self.localstripe.returncode}")
+            try:
+                status, _ = self.stripe("GET", "/v1/balance")
+            except OSError:
+                status = 0
+            if status == 200:
+                self.ok("localstripe (the Stripe emulator) is up", self.localstripe_url)
+                self.env["TILLBOX_STRIPE_SECRET_KEY"] = STRIPE_SECRET_KEY
+                self.env["TILLBOX_STRIPE_API_BASE"] = self.localstripe_url
+                return
+            time.sleep(0.05)
+        self.fail(name, f"{self.localstripe_url}/v1/balance did not answer 200 within {READY_TIMEOUT:.0f} s")
+
+    def stripe(self, method: str, path: str) -> tuple[int, Any]:
+        """A call to localstripe itself, as Stripe's dashboard would show what it received."""
+        request = urllib.request.Request(f"{self.localstripe_url}{path}", method=method)
+        request.add_header("Authorization", f"Bearer {STRIPE_SECRET_KEY}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def stop_localstripe(self) -> None:
+        if self.localstripe is None:
+            return
+        if self.localstripe.poll() is None:
+            os.killpg(self.localstripe.pid, signal.SIGTERM)
+            try:
+                self.localstripe.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.localstripe.pid, signal.SIGKILL)
+                self.localstripe.wait()
+        if self.localstripe.stdout is not None:
+            self.localstripe.stdout.close()
+        self.localstripe = None
+
+    def card_payment(self) -> None:
+        """The customer orders the product and pays by card; Stripe (localstripe) charges it."""
+        credentials = {"email": CUSTOMER, "password": PASSWORD}
+        token = self.expect("customer login", "POST", "/api/v1/auth/login", 200, credentials)["access_token"]
+        admin = self.expect("admin login", "POST", "/api/v1/auth/login", 200, {"email": ADMIN, "password": PASSWORD})
+        product = self.expect("list products", "GET", "/api/v1/products", 200)["data"][0]
+
+        lines = {"items": [{"sku": product["sku"], "quantity": ORDER_QUANTITY}]}
+        order = self.expect("place order", "POST", "/api/v1/orders", 201, lines, token)
+        total = product["price"] * ORDER_QUANTITY
+        if (order.get("status"), order.get("total"), order.get("currency")) != ("pending_payment", total, "USD"):
+            self.fail("place order", f"expected pending_payment, {total} USD; got {order}")
+        self.order_id = order["id"]
+        stock = self.expect("product", "GET", f"/api/v1/products/{product['id']}", 200, token=admin["access_token"])
+        if stock.get("stock") != product["stock"] - ORDER_QUANTITY:
+            self.fail("place order", f"stock {product['stock']} -> {stock.get('stock')}, expected -{ORDER_QUANTITY}")
+        self.ok("the customer places an order", f"{order['id']}, {total} USD, stock reserved")
+
+        card = {"method": "card", "payment_method": "pm_card_visa"}
+        path = f"/api/v1/orders/{self.order_id}/payments"
+        payment = self.expect("card payment", "POST", path, 201, card, token)
+        if (payment.get("status"), payment.get("amount"), payment.get("method")) != ("succeeded", total, "card"):
+            self.fail("card payment", f"expected a succeeded card payment of {total}; got {payment}")
+        self.payment_reference = str(payment.get("provider_reference") or "")
+        self.ok("the customer pays by card (pm_card_visa): 201 succeeded", f"{payment['id']}")
+
+        status, intent = self.stripe("GET", f"/v1/payment_intents/{self.payment_reference}")
+        if status != 200 or (intent.get("status"), intent.get("amount"), intent.get("currency")) != (
+            "succeeded",
+            total,
+            "usd",
+        ):
+            self.fail("localstripe", f"PaymentIntent {self.payment_reference!r}: {status} {intent}")
+        self.ok("localstripe holds the PaymentIntent, succeeded", f"{self.payment_reference}, {total} usd")
+
+        paid = self.expect("order after payment", "GET", f"/api/v1/orders/{self.order_id}", 200, token=token)
+        if (paid.get("status"), paid.get("amount_paid")) != ("paid", paid.get("total")) or paid.get("total") != total:
+            self.fail("order after payment", f"expected paid with amount_paid == total == {total}; got {paid}")
+        self.ok("GET the order: paid, amount_paid == total", f"{paid['amount_paid']} of {paid['total']}")
+
     def native_modules(self) -> None:
         """The Python process (the bootloader's child) has the compiled modules loaded."""
         assert self.server is not None
@@ -239,7 +367,26 @@ class Smoke:
         listed = self.expect("list after restart", "GET", "/api/v1/products", 200)
         if [p["sku"] for p in listed["data"]] != ["SMOKE-1"]:
             self.fail("list after restart", f"expected SMOKE-1, got {listed}")
-        self.ok("--workers 2: three processes under the bootloader; the product is still there")
+        credentials = {"email": CUSTOMER, "password": PASSWORD}
+        token = self.expect("customer login", "POST", "/api/v1/auth/login", 200, credentials)["access_token"]
+        order = self.expect("order after restart", "GET", f"/api/v1/orders/{self.order_id}", 200, token=token)
+        if order.get("status") != "paid":
+            self.fail("order after restart", f"expected the paid order, got {order}")
+        self.ok("--workers 2: three processes under the bootloader; the product and the paid order are still there")
+
+    def kill_server(self) -> None:
+        """SIGKILL to the bootloader and every process below it: a killed bootloader cannot
+        forward the signal, and its Python child would go on serving from a deleted directory."""
+        if self.server is None or self.server.poll() is not None:
+            return
+        tree = descendants(self.server.pid)
+        self.server.kill()
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.server.wait()
 
     def stop_server(self) -> None:
         assert self.server is not None
@@ -272,12 +419,16 @@ class Smoke:
             result = db.execute("PRAGMA integrity_check").fetchall()
             skus = [sku for (sku,) in db.execute("SELECT sku FROM products")]
             emails = sorted(email for (email,) in db.execute("SELECT email FROM users"))
+            orders = db.execute("SELECT id, status FROM orders").fetchall()
+            payments = db.execute("SELECT provider_reference, status FROM payments").fetchall()
         db.close()
         if result != [("ok",)]:
             self.fail("integrity_check", f"{result}")
         if skus != ["SMOKE-1"] or emails != [ADMIN, CUSTOMER]:
             self.fail("database", f"expected SMOKE-1 and two accounts, found {skus} and {emails}")
-        self.ok("PRAGMA integrity_check: ok", "the product and both accounts are on disk")
+        if orders != [(self.order_id, "paid")] or payments != [(self.payment_reference, "succeeded")]:
+            self.fail("database", f"expected one paid order and its payment, found {orders} and {payments}")
+        self.ok("PRAGMA integrity_check: ok", "the product, both accounts, the paid order and its payment are on disk")
 
     def unpacked_cleaned(self) -> None:
         left = [p.name for p in self.unpack_dir.iterdir()]
@@ -314,10 +465,12 @@ def main() -> int:
             smoke.command_line()
             smoke.create_admin()
             smoke.seed()
+            smoke.start_localstripe()
             smoke.start_server()
             smoke.docs()
             smoke.catalog()
             smoke.customer()
+            smoke.card_payment()
             smoke.native_modules()
             smoke.stop_server()
             smoke.start_server("--workers", "2")
@@ -326,9 +479,8 @@ def main() -> int:
             smoke.database()
             smoke.unpacked_cleaned()
         finally:
-            if smoke.server is not None and smoke.server.poll() is None:
-                smoke.server.kill()
-                smoke.server.wait()
+            smoke.kill_server()
+            smoke.stop_localstripe()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("smoke test passed")
