@@ -12,9 +12,14 @@ class IdempotencyService:
         self._uow = uow
         self._clock = clock
 
-    async def lookup(self, scope: str, key: str) -> StoredRequest | None:
-        """The request recorded under this key within its lifetime, if any."""
-        async with self._uow(readonly=True) as uow:
+    async def lookup(self, scope: str, key: str, *, including_pending: bool = False) -> StoredRequest | None:
+        """The request recorded under this key within its lifetime, if any.
+
+        ``including_pending``: also one whose commit is not yet durable (stores that batch
+        commits, like SQLite's, show those only to write units). For a request that failed
+        after a copy of it committed: its failure may be that copy's effect (the stock it
+        took), and the copy's claim must be found all the same."""
+        async with self._uow(readonly=not including_pending) as uow:  # a write unit: left without commit
             stored = await uow.idempotency.get(scope, key)
         if stored is None or stored.created_at < self._clock.now() - KEY_LIFETIME:
             return None
