@@ -18,7 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from dependency_injector import providers
 
+from core.domain.money import Money
 from core.domain.users import Actor, Role
+from core.ports.payments import ProviderPayment
 from core.services.auth import CreateUser
 from entrypoints.container import Container, build_container
 from entrypoints.http.app import create_app
@@ -27,6 +29,7 @@ from tests.localstripe.fixtures import (
     SECRET_KEY,
     WEBHOOK_SECRET,
     localstripe_url_fixture,  # noqa: F401 - a fixture
+    make_gateway,
 )
 
 PASSWORD = "correct battery horse staple"
@@ -193,6 +196,43 @@ async def webhooks_to(api: Api, localstripe_url: str) -> AsyncIterator[None]:
         yield
     finally:
         await register_webhook(localstripe_url, api.base + "/api/v1/webhooks/stripe", ("tillbox.never",))
+
+
+class HeldGateway:
+    """Stripe (localstripe) whose answers to card payments are held back until released:
+    Stripe has the payment, and its webhook may arrive before our API hears back."""
+
+    def __init__(self, localstripe_url: str):
+        self.inner = make_gateway(localstripe_url)
+        self.answers: asyncio.Queue[ProviderPayment] = asyncio.Queue()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create_card_payment(
+        self, *, amount: Money, payment_method: str, idempotency_key: str, metadata: dict[str, str]
+    ) -> ProviderPayment:
+        answer = await self.inner.create_card_payment(
+            amount=amount, payment_method=payment_method, idempotency_key=idempotency_key, metadata=metadata
+        )
+        self.answers.put_nowait(answer)
+        await self.release.wait()
+        return answer
+
+
+@contextlib.asynccontextmanager
+async def held_stripe(data_dir: Path, localstripe_url: str, **kwargs: Any) -> AsyncIterator[tuple[Api, HeldGateway]]:
+    """A server on localstripe through a HeldGateway (``kwargs`` as for ``serve``)."""
+    gateway = HeldGateway(localstripe_url)
+    try:
+        async with serve(data_dir, gateway=gateway, **stripe_settings(localstripe_url), **kwargs) as api:
+            try:
+                yield api, gateway
+            finally:
+                gateway.release.set()  # nothing left hanging when the server stops
+    finally:
+        await gateway.inner.close()
 
 
 @pytest.fixture

@@ -4,9 +4,11 @@ is refused; a request that wrote nothing can be retried; login and refresh ignor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -14,7 +16,15 @@ import pytest
 
 from adapters.sqlite.database import SqliteDatabase
 from adapters.timestamps import format_timestamp
-from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, stock_of
+from tests.e2e.conftest import (
+    Api,
+    assert_error,
+    count_rows,
+    create_product,
+    held_stripe,
+    place_order,
+    stock_of,
+)
 
 
 @attrs.frozen
@@ -230,3 +240,30 @@ async def test_keys_are_forgotten_after_24_hours(api: Api, shop: Shop) -> None:
     service = await api.container.idempotency_service()
     assert await service.purge_expired() == 1
     assert await count_rows(api, "idempotency_keys") == 0
+
+
+async def test_a_copy_that_arrives_while_the_first_is_running_is_409(tmp_path: Path, localstripe_url: str) -> None:
+    """A card payment is recorded before Stripe is called; while Stripe's answer is held back,
+    the same key is in flight."""
+    async with held_stripe(tmp_path / "data", localstripe_url) as (api, gateway):
+        alice = await api.token_for("alice@example.com")
+        staff = await api.token_for("staff@example.com", "staff")
+        await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
+        order = await place_order(api, alice, ONE_MUG["items"])
+        path = f"/api/v1/orders/{order['id']}/payments"
+        card = {"method": "card", "payment_method": "pm_card_visa"}
+        first = asyncio.create_task(_raw(api, "POST", path, token=alice, key="pay-once", json=card))
+        await asyncio.wait_for(gateway.answers.get(), 10)
+        status, body, headers = await api.call(
+            "POST", path, json=card, token=alice, headers={"Idempotency-Key": "pay-once"}
+        )
+        assert_error(status, body, 409, "idempotency_key_in_flight")
+        assert "Idempotent-Replayed" not in headers
+        gateway.release.set()
+        done = await asyncio.wait_for(first, 10)
+        assert done.status == 201, done.body
+        again = await _raw(api, "POST", path, token=alice, key="pay-once", json=card)
+        assert (again.status, again.body, again.headers["Idempotent-Replayed"]) == (201, done.body, "true")
+        assert await count_rows(api, "payments") == 1
+        status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=alice)
+        assert (got["status"], got["amount_paid"]) == ("paid", 1250)

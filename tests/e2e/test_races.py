@@ -163,3 +163,29 @@ async def test_one_key_for_a_manual_payment_sent_20_times_at_once(api: Api, staf
     assert await count_rows(api, "payments") == 1
     status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=staff)
     assert (got["status"], got["amount_paid"]) == ("pending_payment", 10000)
+
+
+async def test_concurrent_manual_payments_never_pay_an_order_twice(api: Api, staff: str, customers: list[str]) -> None:
+    await create_product(api, staff, sku="SOFA-1", name="Sofa", price=2000, stock=1)
+    order = await place_order(api, customers[0], [{"sku": "SOFA-1", "quantity": 1}])
+    results = await asyncio.gather(
+        *(
+            api.call(
+                "POST",
+                f"/api/v1/orders/{order['id']}/payments",
+                json={"method": "manual", "reference": f"instalment {i}", "amount": 300},
+                token=staff,
+            )
+            for i in range(20)
+        )
+    )
+    statuses = collections.Counter(status for status, _, _ in results)
+    # 6 x 300 = 1800; a seventh would be 2100, above the total of 2000.
+    assert statuses == {201: 6, 422: 14}, statuses
+    for status, body, _ in results:
+        if status == 422:
+            assert_error(status, body, 422, "amount_exceeds_balance")
+            assert body["error"]["details"]["remaining"] in range(200, 2001, 300)
+    status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=staff)
+    assert (got["status"], got["amount_paid"]) == ("pending_payment", 1800)
+    assert await count_rows(api, "payments") == 6

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
 import pytest
 
-from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, stock_of
+from tests.e2e.conftest import (
+    Api,
+    MovableClock,
+    assert_error,
+    count_rows,
+    create_product,
+    held_stripe,
+    place_order,
+    stock_of,
+)
 from tests.localstripe.fixtures import SECRET_KEY, THREE_D_SECURE_CARD, create_card_payment_method
 
 
@@ -237,3 +247,70 @@ async def test_cancelling_a_card_paid_order_refunds_it_at_stripe(
     reference = database.read_scalar("SELECT provider_reference FROM refunds WHERE order_id = ?", (order["id"],))
     at_stripe = await stripe_object(localstripe_url, f"refunds/{reference}")
     assert (at_stripe["amount"], at_stripe["payment_intent"]) == (2500, payment["provider_reference"])
+
+
+async def test_another_customer_cannot_pay_an_order_by_card(stripe_api: Api, shop: Shop) -> None:
+    api = stripe_api
+    bob = await api.token_for("bob@example.com")
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 1}])
+    status, body, _ = await _pay_by_card(api, bob, order["id"], "pm_card_visa")
+    assert_error(status, body, 404, "order_not_found")
+    assert await count_rows(api, "payments") == 0
+
+
+async def test_concurrent_card_payments_of_one_order_pay_it_once(stripe_api: Api, shop: Shop) -> None:
+    """The copies that find the first payment still processing retry that payment with its
+    own Stripe idempotency key (localstripe ignores the key, so it may hold extra
+    PaymentIntents; Stripe would not): Tillbox's books show one payment, paid once."""
+    api = stripe_api
+    order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 2}])
+    results = await asyncio.gather(*(_pay_by_card(api, shop.alice, order["id"], "pm_card_visa") for _ in range(8)))
+    statuses = collections.Counter(status for status, _, _ in results)
+    assert set(statuses) <= {201, 409} and statuses[201] >= 1, results
+    assert len({body["id"] for status, body, _ in results if status == 201}) == 1
+    for status, body, _ in results:
+        if status == 409:
+            assert_error(status, body, 409, "invalid_order_state")
+            assert body["error"]["details"]["status"] == "paid"
+    now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
+    assert (now["status"], now["amount_paid"]) == ("paid", 2500)
+    assert await count_rows(api, "payments") == 1
+    assert await count_rows(api, "outbox", "type = 'order.paid'") == 1
+
+
+async def test_a_card_payment_that_succeeds_after_the_order_expired_is_refunded(
+    tmp_path: Path, localstripe_url: str, clock: MovableClock
+) -> None:
+    async with held_stripe(
+        tmp_path / "data", localstripe_url, clock=clock, TILLBOX_ORDERS_EXPIRY_CHECK_SECONDS="1"
+    ) as (api, gateway):
+        staff = await api.token_for("staff@example.com", "staff")
+        alice = await api.token_for("alice@example.com")
+        mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=5)
+        order = await place_order(api, alice, [{"sku": "MUG-1", "quantity": 2}])
+        paying = asyncio.create_task(_pay_by_card(api, alice, order["id"], "pm_card_visa"))
+        answer = await asyncio.wait_for(gateway.answers.get(), 10)
+        clock.advance(minutes=31)  # Stripe's answer is slower than the order's deadline
+        database = await api.container.database()
+        async with asyncio.timeout(5):
+            while database.read_scalar("SELECT status FROM orders WHERE id = ?", (order["id"],)) != "expired":
+                await asyncio.sleep(0.1)
+        assert await stock_of(api, mug["id"]) == 5
+
+        gateway.release.set()
+        status, payment, _ = await asyncio.wait_for(paying, 10)
+        assert status == 201 and payment["status"] == "succeeded"  # the money was taken: a fact
+        row = database.reader_connection().execute(
+            "SELECT status, amount_paid, amount_refunded FROM orders WHERE id = ?", (order["id"],)
+        )
+        assert tuple(row.fetchone()) == ("expired", 2500, 2500)  # and given back at once
+        refund = database.reader_connection().execute(
+            "SELECT amount, status, reason, provider_reference FROM refunds WHERE order_id = ?", (order["id"],)
+        )
+        amount, refund_status, reason, reference = refund.fetchone()
+        assert (amount, refund_status) == (2500, "succeeded")
+        assert reason == "Paid after the order no longer needed it; returned automatically."
+        at_stripe = await stripe_object(localstripe_url, f"refunds/{reference}")
+        assert (at_stripe["amount"], at_stripe["payment_intent"]) == (2500, answer.reference)
+        assert await stock_of(api, mug["id"]) == 5  # the stock stays released
+        assert await count_rows(api, "audit_log", "action = 'payment.surplus' AND object_id = ?", (order["id"],)) == 1

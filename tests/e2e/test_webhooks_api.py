@@ -16,16 +16,13 @@ import attrs
 import pytest
 import stripe
 
-from core.domain.money import Money
-from core.ports.payments import ProviderPayment
 from tests.e2e.conftest import (
     Api,
     assert_error,
     count_rows,
     create_product,
+    held_stripe,
     place_order,
-    serve,
-    stripe_settings,
     webhooks_to,
 )
 from tests.localstripe.fixtures import (
@@ -33,7 +30,6 @@ from tests.localstripe.fixtures import (
     WEBHOOK_SECRET,
     authenticate_payment,
     create_card_payment_method,
-    make_gateway,
 )
 
 WEBHOOK = "/api/v1/webhooks/stripe"
@@ -164,65 +160,34 @@ async def test_a_delivered_failure_after_the_decline_changes_nothing_more(stripe
     assert await count_rows(api, "outbox", "type = 'payment.failed'") == 1
 
 
-class HeldGateway:
-    """Stripe (localstripe) whose answers to card payments are held back until released:
-    Stripe has the payment, and its webhook may arrive before our API hears back."""
-
-    def __init__(self, localstripe_url: str):
-        self.inner = make_gateway(localstripe_url)
-        self.answers: asyncio.Queue[ProviderPayment] = asyncio.Queue()
-        self.release = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def create_card_payment(
-        self, *, amount: Money, payment_method: str, idempotency_key: str, metadata: dict[str, str]
-    ) -> ProviderPayment:
-        answer = await self.inner.create_card_payment(
-            amount=amount, payment_method=payment_method, idempotency_key=idempotency_key, metadata=metadata
-        )
-        self.answers.put_nowait(answer)
-        await self.release.wait()
-        return answer
-
-
 async def test_a_success_delivered_before_the_api_answer_pays_the_order_once(
     tmp_path: Path, localstripe_url: str
 ) -> None:
-    gateway = HeldGateway(localstripe_url)
-    try:
-        async with (
-            serve(tmp_path / "data", gateway=gateway, **stripe_settings(localstripe_url)) as api,
-            webhooks_to(api, localstripe_url),
-        ):
-            shop = await _shop(api)
-            order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 3}])
-            paying = asyncio.create_task(_pay(api, shop.alice, order["id"], "pm_card_visa"))
-            answer = await asyncio.wait_for(gateway.answers.get(), 10)
-            database = await api.container.database()
-            # Stripe has charged; our payment is saved (processing) but knows no reference yet.
-            assert database.read_scalar("SELECT status || ' ' || coalesce(provider_reference, '-') FROM payments") == (
-                "processing -"
-            )
+    async with held_stripe(tmp_path / "data", localstripe_url) as (api, gateway), webhooks_to(api, localstripe_url):
+        shop = await _shop(api)
+        order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 3}])
+        paying = asyncio.create_task(_pay(api, shop.alice, order["id"], "pm_card_visa"))
+        answer = await asyncio.wait_for(gateway.answers.get(), 10)
+        database = await api.container.database()
+        # Stripe has charged; our payment is saved (processing) but knows no reference yet.
+        assert database.read_scalar("SELECT status || ' ' || coalesce(provider_reference, '-') FROM payments") == (
+            "processing -"
+        )
 
-            delivered = await api.wait_for_webhook("payment_intent.succeeded", answer.reference)
-            assert (delivered.status, delivered.body) == (200, {"received": True, "applied": True})
-            assert await _order_row(api, order["id"]) == ("paid", 3750, 0)
-            assert database.read_scalar("SELECT provider_reference FROM payments") == answer.reference
+        delivered = await api.wait_for_webhook("payment_intent.succeeded", answer.reference)
+        assert (delivered.status, delivered.body) == (200, {"received": True, "applied": True})
+        assert await _order_row(api, order["id"]) == ("paid", 3750, 0)
+        assert database.read_scalar("SELECT provider_reference FROM payments") == answer.reference
 
-            gateway.release.set()
-            status, payment = await asyncio.wait_for(paying, 10)
-            assert status == 201, payment
-            assert (payment["status"], payment["provider_reference"]) == ("succeeded", answer.reference)
-            assert await _order_row(api, order["id"]) == ("paid", 3750, 0)
-            assert await count_rows(api, "payments") == 1
-            assert await _events(api, "order.paid", order["id"]) == 1
-            assert await _events(api, "payment.succeeded", payment["id"]) == 1
-            assert await count_rows(api, "refunds") == 0  # nothing was taken twice, nothing to give back
-    finally:
         gateway.release.set()
-        await gateway.inner.close()
+        status, payment = await asyncio.wait_for(paying, 10)
+        assert status == 201, payment
+        assert (payment["status"], payment["provider_reference"]) == ("succeeded", answer.reference)
+        assert await _order_row(api, order["id"]) == ("paid", 3750, 0)
+        assert await count_rows(api, "payments") == 1
+        assert await _events(api, "order.paid", order["id"]) == 1
+        assert await _events(api, "payment.succeeded", payment["id"]) == 1
+        assert await count_rows(api, "refunds") == 0  # nothing was taken twice, nothing to give back
 
 
 # Signed here.
