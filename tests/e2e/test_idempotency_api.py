@@ -223,6 +223,28 @@ async def test_login_and_refresh_ignore_the_key(api: Api, shop: Shop) -> None:
     assert await count_rows(api, "idempotency_keys") == 0
 
 
+async def test_the_openapi_document_says_which_posts_take_a_key(api: Api) -> None:
+    status, document, _ = await api.call("GET", "/api/v1/openapi.json")
+    assert status == 200
+
+    def takes_key(path: str) -> bool:
+        parameters = document["paths"][path]["post"].get("parameters", [])
+        return any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters)
+
+    assert not takes_key("/api/v1/auth/login")
+    assert not takes_key("/api/v1/auth/refresh")
+    assert not takes_key("/api/v1/webhooks/stripe")  # Stripe's event ids do that job
+    for path in (
+        "/api/v1/orders",
+        "/api/v1/orders/{order_id}/payments",
+        "/api/v1/orders/{order_id}/refunds",
+        "/api/v1/orders/{order_id}/cancel",
+        "/api/v1/orders/{order_id}/fulfil",
+        "/api/v1/auth/register",
+    ):
+        assert takes_key(path), path
+
+
 async def test_keys_are_forgotten_after_24_hours(api: Api, shop: Shop) -> None:
     first = await _raw(api, "POST", "/api/v1/orders", token=shop.alice, key="old", json=ONE_MUG)
     assert first.status == 201

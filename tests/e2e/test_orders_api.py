@@ -167,6 +167,16 @@ async def test_customers_list_their_own_orders_staff_list_all(api: Api, shop: Sh
         cursor = page["meta"]["next_cursor"]
     assert pages == 2
     assert seen == [bobs["id"]] + [o["id"] for o in reversed(mine)]
+    # Pages of a filtered list: one order a page, the cancelled one never among them.
+    seen, cursor = [], None
+    while True:
+        path = "/api/v1/orders?status=pending_payment&limit=1" + (f"&cursor={cursor}" if cursor else "")
+        status, page, _ = await api.call("GET", path, token=shop.staff)
+        seen += [o["id"] for o in page["data"]]
+        if not page["meta"]["has_more"]:
+            break
+        cursor = page["meta"]["next_cursor"]
+    assert seen == [bobs["id"], mine[2]["id"], mine[0]["id"]]
 
     for query in ("status=lost", "limit=0", "limit=101", "limit=x"):
         status, body, _ = await api.call("GET", f"/api/v1/orders?{query}", token=shop.staff)
@@ -433,3 +443,11 @@ async def test_paying_an_order_past_its_deadline_expires_it_even_before_the_swee
         assert await _status_in_database(api, order["id"]) == "expired"
         assert await stock_of(api, mug["id"]) == 10
         assert await count_rows(api, "payments") == 0
+
+
+async def test_the_expiry_time_is_a_setting(tmp_path: Path) -> None:
+    async with serve(tmp_path / "data", TILLBOX_ORDERS_EXPIRY_MINUTES="5") as api:
+        staff = await api.token_for("staff@example.com", "staff")
+        await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
+        order = await place_order(api, staff, [{"sku": "MUG-1", "quantity": 1}])
+        assert _time(order["expires_at"]) - _time(order["created_at"]) == timedelta(minutes=5)

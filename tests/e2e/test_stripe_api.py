@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from tests.e2e.conftest import (
     create_product,
     held_stripe,
     place_order,
+    serve,
     stock_of,
+    stripe_settings,
 )
 from tests.localstripe.fixtures import SECRET_KEY, THREE_D_SECURE_CARD, create_card_payment_method
 
@@ -314,3 +317,47 @@ async def test_a_card_payment_that_succeeds_after_the_order_expired_is_refunded(
         assert (at_stripe["amount"], at_stripe["payment_intent"]) == (2500, answer.reference)
         assert await stock_of(api, mug["id"]) == 5  # the stock stays released
         assert await count_rows(api, "audit_log", "action = 'payment.surplus' AND object_id = ?", (order["id"],)) == 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # nothing listens there once the socket is closed
+
+
+async def test_an_unreachable_provider_fails_fast_and_nothing_else_does(tmp_path: Path) -> None:
+    settings = {
+        **stripe_settings(f"http://127.0.0.1:{_closed_port()}"),
+        "TILLBOX_STRIPE_RETRY_ATTEMPTS": "1",
+        "TILLBOX_STRIPE_BREAKER_THRESHOLD": "2",
+        "TILLBOX_STRIPE_BREAKER_RESET_SECONDS": "60",
+    }
+    async with serve(tmp_path / "data", **settings) as api:
+        staff = await api.token_for("staff@example.com", "staff")
+        alice = await api.token_for("alice@example.com")
+        mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=5)
+        order = await place_order(api, alice, [{"sku": "MUG-1", "quantity": 1}])
+        for _ in range(3):  # two failures open the breaker; the third does not try
+            status, body, headers = await _pay_by_card(api, alice, order["id"], "pm_card_visa")
+            assert_error(status, body, 503, "payment_provider_unavailable")
+            assert int(headers["Retry-After"]) >= 1
+            assert body["error"]["details"]["retry_after"] == int(headers["Retry-After"])
+        assert int(headers["Retry-After"]) > 50  # the breaker's own wait, not a network timeout's
+        # One attempt, retried each time with its own idempotency key: never a second payment.
+        database = await api.container.database()
+        assert database.read_scalar("SELECT count(*) || ' ' || status FROM payments") == "1 processing"
+        status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=alice)
+        assert (got["status"], got["amount_paid"]) == ("pending_payment", 0)
+        # Everything else keeps serving.
+        status, products, _ = await api.call("GET", "/api/v1/products")
+        assert status == 200 and [p["id"] for p in products["data"]] == [mug["id"]]
+        status, body, _ = await api.call(
+            "POST",
+            f"/api/v1/orders/{order['id']}/payments",
+            json={"method": "manual", "reference": "paid at the till"},
+            token=staff,
+        )
+        assert status == 201, body
+        status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=alice)
+        assert (got["status"], got["amount_paid"]) == ("paid", 1250)
