@@ -411,6 +411,9 @@ class InMemoryIdempotencyRepository:
         if held is not None:
             self._s.idempotency[scope, key] = attrs.evolve(held, status=status, headers=dict(headers), body=body)
 
+    async def release(self, scope: str, key: str) -> None:
+        self._s.idempotency.pop((scope, key), None)
+
     async def purge(self, before: datetime) -> int:
         old = [k for k, v in self._s.idempotency.items() if v.created_at < before]
         for k in old:

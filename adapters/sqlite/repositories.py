@@ -837,6 +837,7 @@ IDEMPOTENCY_CLAIM = (
 )
 IDEMPOTENCY_COMPLETE = "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? WHERE scope = ? AND key = ?"
 IDEMPOTENCY_PURGE = "DELETE FROM idempotency_keys WHERE created_at < ?"
+IDEMPOTENCY_RELEASE = "DELETE FROM idempotency_keys WHERE scope = ? AND key = ?"
 
 
 class SqliteIdempotencyRepository(_Repository):
@@ -865,6 +866,9 @@ class SqliteIdempotencyRepository(_Repository):
 
     async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
         await self._execute(IDEMPOTENCY_COMPLETE, (status, orjson.dumps(headers).decode(), body, scope, key))
+
+    async def release(self, scope: str, key: str) -> None:
+        await self._execute(IDEMPOTENCY_RELEASE, (scope, key))
 
     async def purge(self, before: datetime) -> int:
         return (await self._execute(IDEMPOTENCY_PURGE, (format_timestamp(before),))).rowcount

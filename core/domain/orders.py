@@ -194,7 +194,9 @@ class Order:
         return max(self.amount_paid - self.total.amount, 0)
 
     def fulfil(self, *, at: datetime) -> None:
-        self._move("fulfil", frozenset({OrderStatus.PAID}), OrderStatus.FULFILLED, at)
+        """A paid order ships; so does one partly refunded (one damaged item refunded, the
+        rest sent). amount_refunded keeps the refund visible."""
+        self._move("fulfil", frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED}), OrderStatus.FULFILLED, at)
 
     def cancel(self, *, at: datetime) -> None:
         """Awaiting payment or paid (not yet fulfilled). The caller releases the stock and

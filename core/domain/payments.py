@@ -114,6 +114,9 @@ class Payment:
                 self.client_secret = client_secret
                 self.next_action = next_action
             else:
+                # The client secret lets a browser finish the payment: once there is nothing
+                # left to finish, it is no longer handed out.
+                self.client_secret = None
                 self.next_action = None
             self.failure_code = failure_code if status is PaymentStatus.FAILED else None
             self.updated_at = at

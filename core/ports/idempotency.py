@@ -71,5 +71,9 @@ class IdempotencyRepository(Protocol):
     async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
         """Attach the response to a recorded claim."""
 
+    async def release(self, scope: str, key: str) -> None:
+        """Forget a claim at once: for a request whose outcome says "try again" (the payment
+        provider was unreachable) and whose operation is safe to run again."""
+
     async def purge(self, before: datetime) -> int:
         """Forget claims recorded before ``before``; returns how many."""

@@ -30,6 +30,11 @@ class IdempotencyService:
             await uow.idempotency.complete(scope, key, status, headers, body)
             await uow.commit()
 
+    async def release(self, scope: str, key: str) -> None:
+        async with self._uow() as uow:
+            await uow.idempotency.release(scope, key)
+            await uow.commit()
+
     async def purge_expired(self) -> int:
         async with self._uow() as uow:
             purged = await uow.idempotency.purge(self._clock.now() - KEY_LIFETIME)

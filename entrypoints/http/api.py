@@ -13,14 +13,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
+import jsonschema_rs
 import orjson
 from aiohttp import web
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
-from jsonschema.protocols import Validator
 
 from adapters.serialization import to_json
-from core.domain.errors import AuthenticationRequired, DomainError, ValidationFailed
+from core.domain.errors import AuthenticationRequired, DomainError, Unavailable, ValidationFailed
 from core.domain.errors import Invalid as DomainInvalid
 from core.domain.users import Actor
 from core.ports.idempotency import (
@@ -36,7 +36,32 @@ from entrypoints.http.schemas import Schema, specialize
 
 AUTH_LEVELS = ("none", "optional", "user", "staff", "admin")
 
-StrictValidator = Draft202012Validator
+
+@attrs.frozen
+class BodyValidator:
+    """One body schema, checked twice over: jsonschema-rs decides (in Rust: ~1 us for an
+    order, where the pure-Python jsonschema took ~140 us, a fifth of the whole request),
+    and only a refused body is walked by jsonschema to say which field is wrong and why.
+    Both read the schema as JSON Schema 2020-12; where their regex dialects differ (a
+    trailing newline before ``$``), the Rust one, ECMAScript's, is the one clients use."""
+
+    fast: Any  # jsonschema_rs validator
+    explain: Draft202012Validator
+
+    @classmethod
+    def for_schema(cls, schema: Schema) -> BodyValidator:
+        return cls(
+            fast=jsonschema_rs.validator_for(schema, validate_formats=False),
+            explain=Draft202012Validator(schema),
+        )
+
+    def problems(self, data: Any) -> dict[str, str]:
+        if self.fast.is_valid(data):
+            return {}
+        errors = sorted(self.explain.iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            return _fields(errors)
+        return {_field(e.instance_path): e.message for e in self.fast.iter_errors(data)}
 
 
 @attrs.frozen
@@ -83,6 +108,7 @@ class Operation:
     headers: tuple[Param, ...] = ()
     public: bool = True  # listed in the OpenAPI document
     idempotent: bool = False  # honours Idempotency-Key (every POST, but for responses that carry secrets)
+    rerun_when_unavailable: bool = False  # a 503 frees the key: running again is safe (card payments)
 
 
 class Api:
@@ -104,12 +130,13 @@ class Api:
         description: str = "",
         public: bool = True,
         idempotent: bool | None = None,
+        rerun_when_unavailable: bool = False,
     ) -> Callable[[Handler], Handler]:
         assert auth in AUTH_LEVELS, auth
 
         def register(handler: Handler) -> Handler:
             if body is not None:
-                StrictValidator.check_schema(body)
+                Draft202012Validator.check_schema(body)
             self.operations.append(
                 Operation(
                     method=method,
@@ -126,6 +153,7 @@ class Api:
                     headers=tuple(headers),
                     public=public,
                     idempotent=method == "POST" if idempotent is None else idempotent,
+                    rerun_when_unavailable=rerun_when_unavailable,
                 )
             )
             return handler
@@ -134,7 +162,7 @@ class Api:
 
     def install(self, app: web.Application, *, currency: str) -> None:
         for op in self.operations:
-            validator = StrictValidator(specialize(op.body, currency)) if op.body is not None else None
+            validator = BodyValidator.for_schema(specialize(op.body, currency)) if op.body is not None else None
             app.router.add_route(op.method, op.path, _wrap(op, validator), name=op.operation_id)
 
 
@@ -151,7 +179,7 @@ async def _authorize_privileged(op: Operation, request: web.Request, actor: Acto
     return actor
 
 
-def _wrap(op: Operation, validator: Validator | None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _wrap(op: Operation, validator: BodyValidator | None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         actor = request[ACTOR]
         if op.auth in ("staff", "admin"):
@@ -173,7 +201,7 @@ def _wrap(op: Operation, validator: Validator | None) -> Callable[[web.Request],
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces, at most 255
-_REPLAYED_HEADERS = ("Content-Type", "Location", "ETag")
+_REPLAYED_HEADERS = ("Content-Type", "Location", "ETag", "Retry-After")
 
 
 async def _idempotently(op: Operation, request: web.Request, i: Input, key: str) -> web.StreamResponse:
@@ -201,6 +229,15 @@ async def _idempotently(op: Operation, request: web.Request, i: Input, key: str)
             if stored is None:  # pragma: no cover - it was just committed
                 raise
             return _replay(stored, fingerprint)
+        except Unavailable as error:
+            if claim.recorded and op.rerun_when_unavailable:
+                # "Try again later" must not become the key's answer for 24 hours: the
+                # operation is safe to run again (it reuses what it saved), so the key is freed.
+                await service.release(scope, key)
+                raise
+            if not claim.recorded:
+                raise
+            response = error_response(request, request[REQUEST_ID], error)
         except (DomainError, HttpError) as error:
             if not claim.recorded:
                 # Nothing was written. But a copy of this request may have committed while
@@ -230,7 +267,7 @@ def _replay(stored: StoredRequest, fingerprint: str) -> web.Response:
     return response
 
 
-async def _parse_body(validator: Validator, request: web.Request) -> Any:
+async def _parse_body(validator: BodyValidator, request: web.Request) -> Any:
     content_type = request.content_type
     if content_type != "application/json" and not (
         content_type.startswith("application/") and content_type.endswith("+json")
@@ -246,9 +283,9 @@ async def _parse_body(validator: Validator, request: web.Request) -> Any:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise HttpError(400, "malformed_json", f"The body is not valid JSON: {e.msg}.") from None
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ValidationFailed(_fields(errors))
+    problems = validator.problems(data)
+    if problems:
+        raise ValidationFailed(problems)
     return _integers(data)
 
 

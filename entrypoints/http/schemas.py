@@ -60,6 +60,18 @@ def obj(properties: dict[str, Schema], required: list[str] | None = None, **extr
     return schema
 
 
+REFUND_FIELDS: dict[str, Schema] = {
+    "id": ID,
+    "payment_id": ID,
+    "order_id": ID,
+    "amount": AMOUNT,
+    "currency": CURRENCY,
+    "reason": {"type": "string"},
+    "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+    "created_at": TIMESTAMP,
+}
+REFUND_REQUIRED = ["id", "payment_id", "order_id", "amount", "currency", "reason", "status", "created_at"]
+
 # Resources (responses).
 COMPONENTS: dict[str, Schema] = {
     "Error": obj(
@@ -214,18 +226,18 @@ COMPONENTS: dict[str, Schema] = {
             "created_at",
         ],
     ),
-    "Refund": obj(
+    "Refund": obj(REFUND_FIELDS, REFUND_REQUIRED),
+    "RefundCreated": obj(
         {
-            "id": ID,
-            "payment_id": ID,
-            "order_id": ID,
-            "amount": AMOUNT,
-            "currency": CURRENCY,
-            "reason": {"type": "string"},
-            "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
-            "created_at": TIMESTAMP,
+            **REFUND_FIELDS,
+            "refunds": {
+                "type": "array",
+                "items": ref("Refund"),
+                "description": "Every refund this request made, one per payment refunded (almost always one).",
+            },
         },
-        ["id", "payment_id", "order_id", "amount", "currency", "reason", "status", "created_at"],
+        [*REFUND_REQUIRED, "refunds"],
+        description="The refund (the first, if the amount spans several payments) and all it made in `refunds`.",
     ),
     "Health": obj(
         {"status": {"type": "string"}, "checks": {"type": "object"}},

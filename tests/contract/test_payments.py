@@ -129,7 +129,7 @@ async def test_update_persists_the_signal_fields_and_the_version(
         PaymentStatus.FAILED,
         "insufficient_funds",
         None,
-        "pi_9_secret",
+        None,  # the client secret is only handed out while there is something to finish
         3,
     )
 

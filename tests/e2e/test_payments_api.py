@@ -206,8 +206,8 @@ async def test_refunds_partial_then_the_rest(api: Api, shop: Shop) -> None:
 
     status, body = await _refund(api, shop.staff, order["id"], amount=1000, reason="One mug was chipped")
     assert status == 201, body
-    assert body["meta"] == {"has_more": False, "next_cursor": None}
-    [refund] = body["data"]
+    assert [r["id"] for r in body["refunds"]] == [body["id"]]  # one payment: one refund, also at the top
+    [refund] = body["refunds"]
     assert refund["id"].startswith("ref_")
     assert {k: v for k, v in refund.items() if k not in ("id", "created_at")} == {
         "payment_id": payment["id"],
@@ -226,7 +226,7 @@ async def test_refunds_partial_then_the_rest(api: Api, shop: Shop) -> None:
 
     # No amount: all that remains.
     status, body = await _refund(api, shop.staff, order["id"], reason="Returned the rest")
-    assert status == 201 and [r["amount"] for r in body["data"]] == [2697]
+    assert status == 201 and [r["amount"] for r in body["refunds"]] == [2697]
     now = await _get(api, shop.alice, order["id"])
     assert (now["status"], now["amount_paid"], now["amount_refunded"]) == ("refunded", 3697, 3697)
 
@@ -247,7 +247,8 @@ async def test_a_refund_spans_several_payments_newest_first(api: Api, shop: Shop
     assert second["amount"] == 2697
     status, body = await _refund(api, shop.staff, order["id"], amount=3000, reason="Goodwill")
     assert status == 201, body
-    assert [(r["payment_id"], r["amount"]) for r in body["data"]] == [(second["id"], 2697), (first["id"], 303)]
+    assert [(r["payment_id"], r["amount"]) for r in body["refunds"]] == [(second["id"], 2697), (first["id"], 303)]
+    assert body["id"] == body["refunds"][0]["id"]
     now = await _get(api, shop.staff, order["id"])
     assert (now["status"], now["amount_refunded"]) == ("partially_refunded", 3000)
 
@@ -313,7 +314,7 @@ async def test_payments_refunds_cancellations_and_fulfilments_are_audited(api: A
         "reference": "receipt 42",
     }
     assert refund["details"] == {
-        "refund_id": refunds["data"][0]["id"],
+        "refund_id": refunds["refunds"][0]["id"],
         "payment_id": payment["id"],
         "amount": 399,
         "currency": "USD",
@@ -343,7 +344,7 @@ async def test_order_payment_and_refund_events_are_in_the_outbox(api: Api, shop:
         ("order.created", "order", order["id"]),
         ("payment.succeeded", "payment", payment["id"]),
         ("order.paid", "order", order["id"]),
-        ("refund.created", "refund", refunds["data"][0]["id"]),
+        ("refund.created", "refund", refunds["refunds"][0]["id"]),
     ]
     assert all(r[6] is None for r in rows)  # not delivered yet: delivery is a later issue
     created, succeeded, paid, refunded = (json.loads(r[4]) for r in rows)
@@ -359,4 +360,4 @@ async def test_order_payment_and_refund_events_are_in_the_outbox(api: Api, shop:
         "currency": "USD",
     }
     assert "client_secret" not in succeeded
-    assert refunded == {**refunds["data"][0], "provider_reference": None}
+    assert refunded == {**refunds["refunds"][0], "provider_reference": None}

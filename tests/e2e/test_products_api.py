@@ -218,3 +218,12 @@ async def test_listed_products_are_never_stale(api: Api, staff: str) -> None:
         await uow.products.update(stored)
         await uow.commit()
     assert [p["price"] for p in await listed()] == [42]
+
+
+async def test_a_sku_with_a_trailing_newline_is_refused_by_the_schema(api: Api, staff: str) -> None:
+    # ECMAScript's $ (the schema's dialect) does not match before a final newline; Python's would.
+    status, body, _ = await api.call(
+        "POST", "/api/v1/products", json={"sku": "MUG-1\n", "name": "N", "price": 1}, token=staff
+    )
+    assert_error(status, body, 422, "validation_failed")
+    assert list(body["error"]["details"]["fields"]) == ["sku"]

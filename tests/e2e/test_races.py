@@ -64,7 +64,7 @@ async def test_20_concurrent_refunds_never_exceed_the_payment(api: Api, staff: s
     )
     succeeded = [body for status, body, _ in results if status == 201]
     refused = [(status, body) for status, body, _ in results if status != 201]
-    refunded = sum(r["amount"] for body in succeeded for r in body["data"])
+    refunded = sum(r["amount"] for body in succeeded for r in body["refunds"])
     assert refunded <= 2000
     assert len(succeeded) == 6 and refunded == 1800  # each 300; a seventh would be 2100
     for status, body in refused:

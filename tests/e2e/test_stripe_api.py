@@ -179,7 +179,7 @@ async def test_refunds_through_stripe(stripe_api: Api, shop: Shop, localstripe_u
         "POST", f"/api/v1/orders/{order['id']}/refunds", json={"amount": 1200, "reason": "Chipped"}, token=shop.staff
     )
     assert status == 201, body
-    [refund] = body["data"]
+    [refund] = body["refunds"]
     assert (refund["payment_id"], refund["amount"], refund["status"]) == (payment["id"], 1200, "succeeded")
     database = await api.container.database()
     reference = database.read_scalar("SELECT provider_reference FROM refunds WHERE id = ?", (refund["id"],))
@@ -201,7 +201,7 @@ async def test_refunds_through_stripe(stripe_api: Api, shop: Shop, localstripe_u
     status, body, _ = await api.call(
         "POST", f"/api/v1/orders/{order['id']}/refunds", json={"reason": "Returned"}, token=shop.staff
     )
-    assert status == 201 and [r["amount"] for r in body["data"]] == [3800]
+    assert status == 201 and [r["amount"] for r in body["refunds"]] == [3800]
     now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
     assert (now["status"], now["amount_paid"], now["amount_refunded"]) == ("refunded", 5000, 5000)
     assert await count_rows(api, "refunds", "status = 'succeeded' AND provider_reference LIKE 're_%'") == 2
@@ -349,6 +349,20 @@ async def test_an_unreachable_provider_fails_fast_and_nothing_else_does(tmp_path
         assert database.read_scalar("SELECT count(*) || ' ' || status FROM payments") == "1 processing"
         status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=alice)
         assert (got["status"], got["amount_paid"]) == ("pending_payment", 0)
+        # A 503 under an Idempotency-Key is not the key's answer for 24 hours: a retry with
+        # the same key runs again (reusing the saved payment), so it is never replayed.
+        keyed = {"Idempotency-Key": "pay-once", "Authorization": f"Bearer {alice}"}
+        for _ in range(2):
+            status, body, headers = await api.call(
+                "POST",
+                f"/api/v1/orders/{order['id']}/payments",
+                json={"method": "card", "payment_method": "pm_card_visa"},
+                headers=keyed,
+            )
+            assert_error(status, body, 503, "payment_provider_unavailable")
+            assert "Idempotent-Replayed" not in headers
+        assert database.read_scalar("SELECT count(*) FROM idempotency_keys") == 0
+        assert database.read_scalar("SELECT count(*) || ' ' || status FROM payments") == "1 processing"
         # Everything else keeps serving.
         status, products, _ = await api.call("GET", "/api/v1/products")
         assert status == 200 and [p["id"] for p in products["data"]] == [mug["id"]]

@@ -144,6 +144,7 @@ async def fulfil_order(request: web.Request, i: Input) -> web.Response:
     tag="payments",
     auth="user",
     body=PAY,
+    rerun_when_unavailable=True,  # a retry reuses the saved payment and its Stripe key: never two charges
     replies=(
         Reply(
             201,
@@ -198,7 +199,7 @@ async def list_payments(request: web.Request, i: Input) -> web.Response:
     auth="staff",
     body=REFUND,
     replies=(
-        Reply(201, "The refunds made (one per payment refunded).", list_of("Refund")),
+        Reply(201, "The refund, and every refund the request made in `refunds`.", ref("RefundCreated")),
         UNAUTHENTICATED,
         FORBIDDEN,
         NOT_FOUND,
@@ -215,9 +216,8 @@ async def refund_order(request: web.Request, i: Input) -> web.Response:
             actor=i.actor, order_id=request.match_info["order_id"], reason=i.body["reason"], amount=i.body.get("amount")
         )
     )
-    response = list_response(to_wire(refunds), None)
-    response.set_status(201)
-    return response
+    made = to_wire(refunds)
+    return json_response({**made[0], "refunds": made}, status=201)
 
 
 @api.operation(
