@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.serialization import to_wire
+from adapters.serialization import to_json, to_wire
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import PageRequest
 from core.domain.payments import PaymentMethod
 from core.services.orders import CancelOrder, FulfilOrder, ListOrders, OrderItem, PlaceOrder
 from core.services.payments import PayOrder, RefundPayment
 from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
-from entrypoints.http.keys import ORDERS, PAYMENTS
+from entrypoints.http.keys import ORDERS, PAYMENTS, RENDERED_PAGES, STORE
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
     FORBIDDEN,
@@ -96,8 +96,16 @@ async def list_orders(request: web.Request, i: Input) -> web.Response:
 )
 async def get_order(request: web.Request, i: Input) -> web.Response:
     """Another customer's order is a 404, like one that does not exist."""
-    order = await request.app[ORDERS].get_order(i.actor, request.match_info["order_id"])
-    return json_response(to_wire(order))
+    order_id = request.match_info["order_id"]
+    # Rendered once per store version and per caller (what one may see, another may not).
+    version = request.app[STORE].change_counter()
+    key = ("order", order_id, i.actor.user_id)
+    pages = request.app[RENDERED_PAGES]
+    body = pages.get(key, version)
+    if body is None:
+        body = to_json(to_wire(await request.app[ORDERS].get_order(i.actor, order_id)))
+        pages.put(key, version, body)
+    return web.Response(body=body, content_type="application/json")
 
 
 @api.operation(
