@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import pathlib
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -74,6 +75,8 @@ class SqliteDatabase:
         self.busy_timeout_ms = busy_timeout_ms
         self.stats = DatabaseStats()
         self._reader: sqlite3.Connection | None = None
+        self._data_version = 0
+        self._data_version_at = -1.0
         self._writer: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
@@ -190,11 +193,18 @@ class SqliteDatabase:
         """Units whose commit() is waiting for their batch to be durable."""
         return self._pending
 
+    #: How often other processes' commits are looked for (PRAGMA data_version takes a read
+    #: lock: two fcntl calls, ~15% of a cached GET's CPU under load when asked every time).
+    CHANGE_POLL_SECONDS = 0.001
+
     def change_counter(self) -> int:
-        # The reader never writes, so its data_version moves with every commit by anyone:
-        # our writer connection and every other process on the file.
-        version: int = self.reader_connection().execute("PRAGMA data_version").fetchone()[0]
-        return version
+        """Commits of this process count at once; other processes' within a millisecond.
+        The reader never writes, so its data_version moves with every commit by anyone."""
+        now = time.monotonic()
+        if now - self._data_version_at >= self.CHANGE_POLL_SECONDS:
+            self._data_version = self.reader_connection().execute("PRAGMA data_version").fetchone()[0]
+            self._data_version_at = now
+        return (self._data_version << 32) + self.stats.commits
 
     def reader_connection(self) -> sqlite3.Connection:
         """The reader connection (autocommit, query_only), for read-only units and health checks."""

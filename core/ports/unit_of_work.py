@@ -78,7 +78,7 @@ class UnitOfWorkFactory(Protocol):
         serve it from a consistent snapshot without queueing behind writers."""
 
     def change_counter(self) -> int:
-        """A number that changes whenever a unit of work commits, in this process or any
-        other sharing the store; equal numbers mean nothing was committed in between.
-        Cheap (microseconds): callers use it to tell whether something they derived from
-        the store is still current."""
+        """A number that changes whenever a unit of work commits: at once for commits of this
+        process, within a millisecond for those of other processes sharing the store. Equal
+        numbers mean nothing was committed in between (to that precision). Cheap (well under
+        a microsecond): callers use it to tell whether something they derived is current."""
