@@ -18,6 +18,7 @@ import orjson
 
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
+from core.domain.events import order_payload, payment_payload, refund_payload
 from core.domain.orders import Order
 from core.domain.payments import Payment, Refund
 from core.domain.users import User
@@ -71,69 +72,19 @@ def _audit_entry(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-def _order(order: Order) -> dict[str, Any]:
-    return {
-        "id": order.id,
-        "customer_id": order.customer_id,
-        "status": order.status.value,
-        "items": [
-            {
-                "product_id": line.product_id,
-                "sku": line.sku,
-                "name": line.name,
-                "unit_price": line.unit_price.amount,
-                "quantity": line.quantity,
-                "line_total": line.line_total.amount,
-            }
-            for line in order.lines
-        ],
-        "subtotal": order.subtotal.amount,
-        "total": order.total.amount,
-        "amount_paid": order.amount_paid,
-        "amount_refunded": order.amount_refunded,
-        "currency": order.currency,
-        "created_at": order.created_at,
-        "updated_at": order.updated_at,
-        "expires_at": order.expires_at,
-    }
-
-
 def _payment(payment: Payment) -> dict[str, Any]:
-    wire: dict[str, Any] = {
-        "id": payment.id,
-        "order_id": payment.order_id,
-        "method": payment.method.value,
-        "status": payment.status.value,
-        "amount": payment.amount.amount,
-        "currency": payment.amount.currency,
-        "provider_reference": payment.provider_reference,
-        "reference": payment.reference,
-        "failure_code": payment.failure_code,
-        "created_at": payment.created_at,
-    }
+    wire = payment_payload(payment)
     if payment.client_secret is not None:  # only while the customer still has something to do
         wire["client_secret"] = payment.client_secret
         wire["next_action"] = payment.next_action
     return wire
 
 
-def _refund(refund: Refund) -> dict[str, Any]:
-    return {
-        "id": refund.id,
-        "payment_id": refund.payment_id,
-        "order_id": refund.order_id,
-        "amount": refund.amount.amount,
-        "currency": refund.amount.currency,
-        "reason": refund.reason,
-        "status": refund.status.value,
-        "created_at": refund.created_at,
-    }
-
-
+# Orders, payments and refunds look on the wire exactly as in their domain events' payloads.
 converter.register_unstructure_hook(User, _user)
-converter.register_unstructure_hook(Order, _order)
+converter.register_unstructure_hook(Order, order_payload)
 converter.register_unstructure_hook(Payment, _payment)
-converter.register_unstructure_hook(Refund, _refund)
+converter.register_unstructure_hook(Refund, refund_payload)
 converter.register_unstructure_hook(Product, _product)
 converter.register_unstructure_hook(AuditEntry, _audit_entry)
 

@@ -68,9 +68,20 @@ REFUND_FIELDS: dict[str, Schema] = {
     "currency": CURRENCY,
     "reason": {"type": "string"},
     "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+    "provider_reference": {"type": ["string", "null"], "description": "e.g. Stripe's refund id"},
     "created_at": TIMESTAMP,
 }
-REFUND_REQUIRED = ["id", "payment_id", "order_id", "amount", "currency", "reason", "status", "created_at"]
+REFUND_REQUIRED = [
+    "id",
+    "payment_id",
+    "order_id",
+    "amount",
+    "currency",
+    "reason",
+    "status",
+    "provider_reference",
+    "created_at",
+]
 
 # Resources (responses).
 COMPONENTS: dict[str, Schema] = {
@@ -203,6 +214,7 @@ COMPONENTS: dict[str, Schema] = {
             "id": ID,
             "order_id": ID,
             "method": {"type": "string", "enum": ["card", "manual"]},
+            "provider": {"type": "string", "enum": ["stripe", "manual"]},
             "status": {"type": "string", "enum": ["requires_action", "processing", "succeeded", "failed", "canceled"]},
             "amount": AMOUNT,
             "currency": CURRENCY,
@@ -212,11 +224,13 @@ COMPONENTS: dict[str, Schema] = {
             "client_secret": {"type": "string", "description": "Only while the customer must act (3-D Secure)."},
             "next_action": {"type": ["object", "null"]},
             "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
         },
         [
             "id",
             "order_id",
             "method",
+            "provider",
             "status",
             "amount",
             "currency",
@@ -224,6 +238,7 @@ COMPONENTS: dict[str, Schema] = {
             "reference",
             "failure_code",
             "created_at",
+            "updated_at",
         ],
     ),
     "Refund": obj(REFUND_FIELDS, REFUND_REQUIRED),

@@ -73,9 +73,11 @@ async def test_partial_manual_payments_add_up_to_paid(api: Api, shop: Shop) -> N
     status, first = await _pay(api, shop.staff, order["id"], reference="cash 1", amount=1000)
     assert status == 201, first
     assert first["id"].startswith("pay_")
-    assert {k: v for k, v in first.items() if k not in ("id", "created_at")} == {
+    assert first["updated_at"] == first["created_at"]
+    assert {k: v for k, v in first.items() if k not in ("id", "created_at", "updated_at")} == {
         "order_id": order["id"],
         "method": "manual",
+        "provider": "manual",
         "status": "succeeded",
         "amount": 1000,
         "currency": "USD",
@@ -216,6 +218,7 @@ async def test_refunds_partial_then_the_rest(api: Api, shop: Shop) -> None:
         "currency": "USD",
         "reason": "One mug was chipped",
         "status": "succeeded",
+        "provider_reference": None,  # a manual refund: no provider
     }
     now = await _get(api, shop.alice, order["id"])
     assert (now["status"], now["amount_paid"], now["amount_refunded"]) == ("partially_refunded", 3697, 1000)

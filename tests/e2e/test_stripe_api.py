@@ -76,9 +76,11 @@ async def test_a_card_payment_succeeds_and_pays_the_order(stripe_api: Api, shop:
     status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
     assert status == 201, payment
     assert payment["provider_reference"].startswith("pi_")
-    assert {k: v for k, v in payment.items() if k not in ("id", "created_at", "provider_reference")} == {
+    excluded = ("id", "created_at", "updated_at", "provider_reference")
+    assert {k: v for k, v in payment.items() if k not in excluded} == {
         "order_id": order["id"],
         "method": "card",
+        "provider": "stripe",
         "status": "succeeded",
         "amount": 3750,
         "currency": "USD",
