@@ -25,6 +25,9 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz_api.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 

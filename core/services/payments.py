@@ -111,6 +111,9 @@ class PaymentService:
         if cmd.amount is not None:
             raise ValidationFailed({"amount": "a card payment is for the balance due; only manual payments take one"})
         if not self._gateway.available:
+            # Whose order and in what state first: a 404 or 409 says more than "not configured".
+            async with self._uow() as uow:  # may expire an order past its deadline (and commit)
+                await self._payable_order(uow, cmd.actor, cmd.order_id)
             raise PaymentProviderUnavailable("Card payments are not configured on this store.", retry_after=None)
         now = self._clock.now()
         retry = True

@@ -25,6 +25,7 @@ api = Api()
         Reply(200, "Received (applied, already applied before, or of a kind we ignore).", {"type": "object"}),
         err(400, "The signature does not verify, is older than 300 s, or is missing (`invalid_signature`)."),
         err(413, "The body is larger than the server accepts."),
+        err(503, "Card payments are not configured here: Stripe keeps the event and sends it again later."),
     ),
 )
 async def stripe_webhook(request: web.Request, i: Input) -> web.Response:
