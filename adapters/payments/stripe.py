@@ -398,7 +398,8 @@ def _refund(refund: Any, payment_reference: str) -> ProviderRefund:
         payment_reference=_value(refund, "payment_intent") or payment_reference,
         amount=_money(_value(refund, "amount"), _value(refund, "currency")),
         succeeded=status == "succeeded",
-        failure_code=_value(refund, "failure_reason") if status in ("failed", "canceled") else None,
+        # A refund that failed always carries a code (so the core can tell it from a pending one).
+        failure_code=(_value(refund, "failure_reason") or status) if status in ("failed", "canceled") else None,
     )
 
 

@@ -41,7 +41,13 @@ class ProviderRefund:
     payment_reference: str
     amount: Money
     succeeded: bool
-    failure_code: str | None = None
+    failure_code: str | None = None  # set when the refund failed; not succeeded and no code: still pending
+
+    @property
+    def pending(self) -> bool:
+        """Accepted by the provider but not done yet (e.g. Stripe's "pending"): neither
+        money back nor a failure. Its notification, or asking again, settles it."""
+        return not self.succeeded and self.failure_code is None
 
 
 class ProviderEventKind(enum.StrEnum):

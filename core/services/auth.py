@@ -240,11 +240,15 @@ class AuthService:
         now = self._clock.now()
         refresh, record = self._new_refresh_token(user.id, self._ids.new("fam"), now + self._settings.refresh_token_ttl)
         async with self._uow() as uow:
+            # The password was checked outside this transaction: if it was changed (or the
+            # account disabled) meanwhile, that change revoked every session, and this one
+            # must not be born after it.
+            fresh = await uow.users.get(user.id)
+            if fresh is None or fresh.password_hash != user.password_hash or not fresh.is_active:
+                raise InvalidCredentials()
             if new_hash is not None:
-                fresh = await uow.users.get(user.id)
-                if fresh is not None and fresh.password_hash == user.password_hash:
-                    fresh.change_password_hash(new_hash, at=now)
-                    await uow.users.update(fresh)
+                fresh.change_password_hash(new_hash, at=now)
+                await uow.users.update(fresh)
             await uow.refresh_tokens.add(record)
             await self._audit(uow, user.id, "auth.login_succeeded", user.id, cmd.source_ip, {})
             await uow.commit()

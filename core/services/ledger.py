@@ -293,7 +293,13 @@ class Ledger:
                 refund = await uow.refunds.get(item.refund.id)
                 assert refund is not None
                 outcome = outcomes.get(refund.id)
-                if isinstance(outcome, ProviderRefund):
+                if isinstance(outcome, ProviderRefund) and outcome.pending:
+                    # Not done and not failed: the reservation keeps counting against what can
+                    # be refunded (settling it as failed would let staff refund it twice).
+                    if refund.provider_reference != outcome.reference:
+                        refund.provider_reference = outcome.reference
+                        await uow.refunds.update(refund)
+                elif isinstance(outcome, ProviderRefund):
                     await self.settle_refund(
                         uow,
                         refund,

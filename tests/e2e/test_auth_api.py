@@ -242,3 +242,38 @@ async def test_users_me_follows_changes_to_the_account(api: Api) -> None:
     await api.call("PATCH", f"/api/v1/users/{user_id}", token=root, json={"status": "disabled"})
     status, body, _ = await api.call("GET", "/api/v1/users/me", token=token)
     assert_error(status, body, 401, "invalid_token")
+
+
+async def test_demoted_staff_and_disabled_customers_lose_powers_on_customer_routes_too(api: Api) -> None:
+    root = await api.token_for("root4@example.com", "admin")
+    clerk_id = await api.create_user("clerk@example.com", "staff")
+    clerk = (await api.login("clerk@example.com"))["access_token"]
+    buyer_id = await api.create_user("buyer4@example.com")
+    buyer = (await api.login("buyer4@example.com"))["access_token"]
+    status, mug, _ = await api.call(
+        "POST", "/api/v1/products", token=clerk, json={"sku": "DEM-1", "name": "Mug", "price": 500, "stock": 5}
+    )
+    assert status == 201
+    status, order, _ = await api.call(
+        "POST", "/api/v1/orders", token=buyer, json={"items": [{"sku": "DEM-1", "quantity": 1}]}
+    )
+    assert status == 201
+
+    await api.call("PATCH", f"/api/v1/users/{clerk_id}", token=root, json={"role": "customer"})
+    # The token still says staff; the account no longer is: no manual payment, no one else's order.
+    status, body, _ = await api.call(
+        "POST", f"/api/v1/orders/{order['id']}/payments", token=clerk, json={"method": "manual", "reference": "cash"}
+    )
+    assert_error(status, body, 403, "forbidden")
+    status, body, _ = await api.call("POST", f"/api/v1/orders/{order['id']}/cancel", token=clerk, json={})
+    assert_error(status, body, 404, "order_not_found")
+    status, body, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=clerk)
+    assert_error(status, body, 404, "order_not_found")
+
+    await api.call("PATCH", f"/api/v1/users/{buyer_id}", token=root, json={"status": "disabled"})
+    status, body, _ = await api.call(
+        "POST", "/api/v1/orders", token=buyer, json={"items": [{"sku": "DEM-1", "quantity": 1}]}
+    )
+    assert_error(status, body, 401, "invalid_token")
+    status, got, _ = await api.call("GET", f"/api/v1/products/{mug['id']}")
+    assert got["stock"] == 4  # only the first order's unit is reserved

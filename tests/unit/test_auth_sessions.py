@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from unittest.mock import ANY
 
@@ -13,6 +14,7 @@ from core.domain.users import Actor, RefreshToken, Role, User, UserStatus
 from core.services.auth import (
     AuthService,
     ChangePassword,
+    CreateUser,
     LogIn,
     LogOut,
     RefreshSession,
@@ -305,3 +307,30 @@ async def test_change_password_of_the_operator_or_an_unknown_user(auth: AuthServ
                 actor=Actor(user_id="usr_gone", role=Role.CUSTOMER), current_password=STRONG, new_password=OTHER_STRONG
             )
         )
+
+
+async def test_a_login_whose_check_straddles_a_password_change_gets_no_session(
+    auth: AuthService, hasher: FakePasswordHasher
+) -> None:
+    old, new = "old password that is long", "new password that is long"
+    user = await auth.create_user(CreateUser(actor=Actor.operator(), email="v@example.com", password=old))
+    owner = Actor(user_id=user.id, role=Role.CUSTOMER, source_ip="192.0.2.7")
+    checking, release = asyncio.Event(), asyncio.Event()
+    real_verify = hasher.verify
+
+    async def slow_verify(password_hash: str, password: str) -> bool:  # argon2 runs off the loop, for ms
+        ok = await real_verify(password_hash, password)
+        if password == old and not checking.is_set():
+            checking.set()
+            await release.wait()
+        return ok
+
+    hasher.verify = slow_verify  # type: ignore[method-assign]
+    stale_login = asyncio.create_task(auth.login(LogIn(email="v@example.com", password=old)))
+    await checking.wait()
+    hasher.verify = real_verify  # type: ignore[method-assign]
+    await auth.change_password(ChangePassword(actor=owner, current_password=old, new_password=new))
+    release.set()
+
+    with pytest.raises(InvalidCredentials):
+        await stale_login

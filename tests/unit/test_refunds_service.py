@@ -10,6 +10,7 @@ import pytest
 
 from core.domain.audit import AuditEntry
 from core.domain.errors import (
+    Invalid,
     InvalidOrderTransition,
     NotAllowed,
     OrderNotFound,
@@ -22,6 +23,7 @@ from core.domain.money import Money
 from core.domain.orders import Order, OrderStatus
 from core.domain.payments import PaymentMethod, Refund, RefundStatus
 from core.domain.users import Actor
+from core.ports.payments import ProviderRefund
 from core.services.catalog import CatalogService, CreateProduct
 from core.services.orders import FulfilOrder, OrderItem, OrderService, PlaceOrder
 from core.services.payments import PaymentService, PayOrder, RefundPayment
@@ -342,3 +344,35 @@ async def test_refunds_are_listed_for_whoever_may_see_the_order(
     assert await payments.list_refunds(customer, paid.id) == [made]
     with pytest.raises(OrderNotFound):
         await payments.list_refunds(Actor("usr_other", customer.role), paid.id)
+
+
+async def test_a_refund_the_provider_leaves_pending_keeps_its_reservation(
+    catalog: CatalogService,
+    orders: OrderService,
+    payments: PaymentService,
+    gateway: FakePaymentGateway,
+    db: InMemoryDatabase,
+    staff: Actor,
+    customer: Actor,
+) -> None:
+    # Stripe answers "pending" when it accepts a refund it cannot pay out yet: not a failure.
+    real_refund = gateway.refund
+
+    async def pending_at_the_provider(*, payment_reference: str, amount: Money, idempotency_key: str) -> ProviderRefund:
+        done = await real_refund(payment_reference=payment_reference, amount=amount, idempotency_key=idempotency_key)
+        return ProviderRefund(done.reference, payment_reference, amount, succeeded=False, failure_code=None)
+
+    gateway.refund = pending_at_the_provider  # type: ignore[method-assign]
+    mug = await catalog.create_product(CreateProduct(actor=staff, sku="PEND-1", name="Mug", price=500, stock=5))
+    order = await orders.place_order(PlaceOrder(actor=customer, items=[OrderItem(quantity=2, product_id=mug.id)]))
+    await payments.pay(
+        PayOrder(actor=customer, order_id=order.id, method=PaymentMethod.CARD, payment_method="pm_card_visa")
+    )
+
+    [refund] = await payments.refund(RefundPayment(actor=staff, order_id=order.id, amount=1000, reason="Chipped"))
+
+    assert refund.status is RefundStatus.PENDING
+    assert refund.provider_reference is not None
+    with pytest.raises(Invalid) as caught:  # the pending refund still counts: nothing left to refund
+        await payments.refund(RefundPayment(actor=staff, order_id=order.id, amount=1, reason="Again"))
+    assert caught.value.code == "refund_exceeds_captured"
