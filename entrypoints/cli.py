@@ -45,6 +45,10 @@ def _settings(args: argparse.Namespace, flags: dict[tuple[str, str], Any] | None
 
 
 def _run_with_container(settings: Settings, work: Callable[[Container], Awaitable[Any]]) -> Any:
+    """Run a command's work with the services, holding the data directory like a server
+    does, so that ``restore`` and ``db reset`` never pull the database from under it."""
+    from entrypoints.datadir import serving
+
     async def main() -> Any:
         container = build_container(settings)
         await start(container)
@@ -53,7 +57,8 @@ def _run_with_container(settings: Settings, work: Callable[[Container], Awaitabl
         finally:
             await stop(container)
 
-    return asyncio.run(main())
+    with serving(_data_dir(settings)):
+        return asyncio.run(main())
 
 
 # Commands.

@@ -10,6 +10,7 @@ lock on the data directory (entrypoints.datadir) so that ``restore`` knows it is
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -87,8 +88,10 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
         )
 
     factory = event_loop_factory()
+    loop: asyncio.AbstractEventLoop = factory() if factory is not None else asyncio.new_event_loop()  # type: ignore[assignment]
+    _stop_on_signals(loop, worker=reuse_port)
     try:
-        # run_app stops accepting on SIGTERM/SIGINT, gives in-flight requests
+        # On the first SIGTERM/SIGINT run_app stops accepting, gives in-flight requests
         # shutdown_timeout seconds, then runs cleanup (closing the database) and returns.
         web.run_app(
             app,
@@ -97,13 +100,35 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
             shutdown_timeout=server["shutdown_grace"],
             access_log=None,
             print=announce,
-            loop=factory() if factory is not None else None,  # type: ignore[arg-type]
-            handle_signals=True,
+            loop=loop,
+            handle_signals=False,  # ours: see _stop_on_signals
             reuse_port=reuse_port,
         )
     except OSError as e:
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, *, worker: bool) -> None:
+    """Begin a graceful stop on the first signal and ignore the ones after it. aiohttp's
+    own handlers stop again on a second signal, cancelling in-flight requests and the
+    database's close; a worker gets two SIGTERMs whenever the whole process group is
+    signalled (systemd does that), one of them from the supervisor. Workers ignore SIGINT:
+    the supervisor turns Ctrl-C into SIGTERM for them."""
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise web.GracefulExit()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    if worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        loop.add_signal_handler(signal.SIGINT, stop)
 
 
 async def _freeze_startup_objects(app: web.Application) -> None:
@@ -119,8 +144,8 @@ def _fork_worker(settings: Settings) -> int:
     if pid == 0:  # the worker
         code = 0
         try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the worker's loop takes it
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             _run_worker(settings, reuse_port=True)
         except ServerError as e:
             print(f"tillbox: error: {e}", file=sys.stderr)

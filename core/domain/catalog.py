@@ -108,3 +108,10 @@ class Product:
         check_stock(new_stock)
         self.stock = new_stock
         self._touch(at)
+
+    def restock(self, quantity: int, *, at: datetime) -> None:
+        """Units come back from an order that will not be paid. Never refused: they were
+        taken from this stock, so giving them back cannot be wrong even where a new delta
+        of the same size would be (stock topped up to the maximum meanwhile)."""
+        self.stock += quantity
+        self._touch(at)

@@ -58,7 +58,7 @@ async def release_stock(uow: UnitOfWork, lines: Sequence[OrderLine], at: datetim
     for line in lines:
         quantities[line.product_id] += line.quantity
     for product in await uow.products.get_many(list(quantities)):
-        product.adjust_stock(quantities[product.id], at=at)
+        product.restock(quantities[product.id], at=at)
         await uow.products.update(product)
 
 

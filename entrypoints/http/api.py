@@ -255,6 +255,12 @@ async def _idempotently(op: Operation, request: web.Request, i: Input, key: str)
                 raise  # a retry may simply run again
             # Written, then refused (a declined card): the refusal is the answer to replay.
             response = error_response(request, request[REQUEST_ID], error)
+        except Exception as error:
+            if not claim.recorded:
+                raise
+            # Something broke after the effect was committed: the key must not answer
+            # "in flight" for a day. The 500 (logged with its traceback) is its answer.
+            response = error_response(request, request[REQUEST_ID], error)
     finally:
         current_claim.reset(token)
     if claim.recorded and isinstance(response, web.Response):

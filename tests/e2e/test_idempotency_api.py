@@ -23,8 +23,10 @@ from tests.e2e.conftest import (
     create_product,
     held_stripe,
     place_order,
+    serve,
     stock_of,
 )
+from tests.fakes import FakePaymentGateway, FixedClock
 
 
 @attrs.frozen
@@ -289,3 +291,39 @@ async def test_a_copy_that_arrives_while_the_first_is_running_is_409(tmp_path: P
         assert await count_rows(api, "payments") == 1
         status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=alice)
         assert (got["status"], got["amount_paid"]) == ("paid", 1250)
+
+
+async def test_a_key_whose_request_broke_after_its_effect_answers_the_500(tmp_path: Path) -> None:
+    gateway = FakePaymentGateway(FixedClock())
+    async with serve(tmp_path / "data", gateway=gateway) as api:
+        admin = await api.token_for("admin@example.com", "admin")
+        customer = await api.token_for("cust@example.com")
+        product = await create_product(api, admin)
+        order = await place_order(api, customer, [{"product_id": product["id"], "quantity": 1}])
+        status, _, _ = await api.call(
+            "POST",
+            f"/api/v1/orders/{order['id']}/payments",
+            json={"method": "card", "payment_method": "pm_card_visa"},
+            token=customer,
+        )
+        assert status == 201
+
+        async def broken(**_: object) -> None:
+            raise RuntimeError("unexpected error inside the provider's SDK")
+
+        real_refund = gateway.refund
+        gateway.refund = broken  # type: ignore[method-assign,assignment]
+        key = {"Idempotency-Key": "refund-1"}
+        status, body, _ = await api.call(
+            "POST", f"/api/v1/orders/{order['id']}/refunds", json={"reason": "x"}, token=admin, headers=key
+        )
+        assert_error(status, body, 500, "internal_error")
+        gateway.refund = real_refund  # type: ignore[method-assign]
+        # The refund was reserved before the call broke: the key's answer is that 500, not
+        # "in flight" for a day, and no second refund is reserved by the retry.
+        status, again, headers = await api.call(
+            "POST", f"/api/v1/orders/{order['id']}/refunds", json={"reason": "x"}, token=admin, headers=key
+        )
+        assert (status, headers["Idempotent-Replayed"]) == (500, "true")
+        assert again["error"]["code"] == "internal_error"
+        assert await count_rows(api, "refunds") == 1

@@ -327,3 +327,36 @@ def test_a_data_directory_that_is_not_writable(tmp_path: Path, command: tuple[st
         assert list(data.iterdir()) == []
     finally:
         _writable(data)
+
+
+def test_workers_stop_cleanly_when_the_whole_process_group_is_signalled(admin_dir: Path) -> None:
+    # What systemd (KillMode=control-group) and a terminal's Ctrl-C do: every worker gets the
+    # signal directly and again from the supervisor; the second must not abort the first.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=admin_dir,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if _get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert "GracefulExit" not in (process.stderr.read() if process.stderr else "")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert not (admin_dir / "tillbox-data" / "tillbox.db-wal").exists()  # the database was closed

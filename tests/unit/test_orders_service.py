@@ -9,7 +9,7 @@ from unittest.mock import ANY
 import pytest
 
 from core.domain.audit import AuditEntry
-from core.domain.catalog import Product
+from core.domain.catalog import MAX_STOCK, Product
 from core.domain.errors import (
     AuthenticationRequired,
     DuplicateProduct,
@@ -26,7 +26,7 @@ from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import PageRequest
 from core.domain.payments import PaymentMethod, RefundStatus
 from core.domain.users import Actor, Role
-from core.services.catalog import CatalogService, CreateProduct, UpdateProduct
+from core.services.catalog import AdjustStock, CatalogService, CreateProduct, UpdateProduct
 from core.services.orders import (
     CancelOrder,
     FulfilOrder,
@@ -573,3 +573,29 @@ async def test_sweeps_running_at_once_expire_each_order_once(
     assert sorted(len(r) for r in results) == [0, 0, 0, 0, 3]
     assert stock(db)["MUG-1"] == 5
     assert event_types(db).count("order.expired") == 3
+
+
+async def test_stock_topped_up_to_the_maximum_never_blocks_expiry(
+    catalog: CatalogService,
+    orders: OrderService,
+    clock: FixedClock,
+    staff: Actor,
+    customer: Actor,
+    db: InMemoryDatabase,
+) -> None:
+    unlimited = await catalog.create_product(
+        CreateProduct(actor=staff, sku="EBOOK", name="E-book", price=100, stock=MAX_STOCK)
+    )
+    mug = await catalog.create_product(CreateProduct(actor=staff, sku="MUG-X", name="Mug", price=500, stock=5))
+    await orders.place_order(PlaceOrder(actor=customer, items=[OrderItem(quantity=1, product_id=unlimited.id)]))
+    clock.advance(seconds=1)
+    await orders.place_order(PlaceOrder(actor=customer, items=[OrderItem(quantity=5, product_id=mug.id)]))
+    await catalog.adjust_stock(AdjustStock(actor=staff, product_id=unlimited.id, delta=1))  # topped up again
+    clock.advance(minutes=31)
+
+    expired = await orders.expire_due()
+
+    assert len(expired) == 2
+    assert {o.status for o in all_orders(db)} == {OrderStatus.EXPIRED}
+    assert (await catalog.get_product(staff, mug.id)).stock == 5
+    assert (await catalog.get_product(staff, unlimited.id)).stock == MAX_STOCK + 1
