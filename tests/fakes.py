@@ -38,7 +38,7 @@ from core.domain.events import DomainEvent
 from core.domain.money import Money
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
-from core.domain.payments import Payment, Refund
+from core.domain.payments import Payment, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User
 from core.ports.idempotency import KEY_LIFETIME, IdempotencyClaim, IdempotencyKeyTaken, StoredRequest, current_claim
 from core.ports.identity import AccessClaims, AccessToken
@@ -349,6 +349,16 @@ class InMemoryRefundRepository:
         return sorted(
             (copy.deepcopy(r) for r in self._s.refunds.values() if r.payment_id == payment_id), key=lambda r: r.id
         )
+
+    async def list_unsent(self, created_after: datetime, created_before: datetime, limit: int) -> list[Refund]:
+        unsent = (
+            r
+            for r in self._s.refunds.values()
+            if r.status is RefundStatus.PENDING
+            and r.provider_reference is None
+            and created_after < r.created_at < created_before
+        )
+        return [copy.deepcopy(r) for r in sorted(unsent, key=lambda r: r.id)[:limit]]
 
     async def update(self, refund: Refund) -> None:
         stored = self._s.refunds.get(refund.id)

@@ -704,6 +704,12 @@ REFUND_INSERT = f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (?, ?, ?, ?, ?,
 REFUND_GET = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = ?"
 REFUND_LIST_FOR_ORDER = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE order_id = ? ORDER BY id"
 REFUND_LIST_FOR_PAYMENT = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE payment_id = ? ORDER BY id"
+# The partial index refunds_unsent (migration 5) holds exactly these rows.
+REFUND_LIST_UNSENT = (
+    f"SELECT {_REFUND_COLUMNS} FROM refunds"
+    " WHERE status = 'pending' AND provider_reference IS NULL AND created_at > ? AND created_at < ?"
+    " ORDER BY created_at LIMIT ?"
+)
 REFUND_UPDATE = (
     "UPDATE refunds SET status = ?, provider_reference = ?, failure_code = ?, updated_at = ?,"
     " version = version + 1 WHERE id = ? AND version = ?"
@@ -755,6 +761,10 @@ class SqliteRefundRepository(_Repository):
 
     async def list_for_payment(self, payment_id: str) -> builtins.list[Refund]:
         return [_refund(row) for row in await self._execute(REFUND_LIST_FOR_PAYMENT, (payment_id,))]
+
+    async def list_unsent(self, created_after: datetime, created_before: datetime, limit: int) -> builtins.list[Refund]:
+        window = (format_timestamp(created_after), format_timestamp(created_before), limit)
+        return [_refund(row) for row in await self._execute(REFUND_LIST_UNSENT, window)]
 
     async def update(self, refund: Refund) -> None:
         cursor = await self._execute(

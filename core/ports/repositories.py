@@ -183,6 +183,10 @@ class RefundRepository(Protocol):
     async def list_for_payment(self, payment_id: str) -> builtins.list[Refund]:
         """Every refund of the payment, oldest first (id ascending)."""
 
+    async def list_unsent(self, created_after: datetime, created_before: datetime, limit: int) -> builtins.list[Refund]:
+        """Pending refunds the provider never acknowledged (no provider reference) created in
+        the half-open window (created_after, created_before), oldest first."""
+
     async def update(self, refund: Refund) -> None:
         """Persist status, provider_reference, failure_code and updated_at, with the
         version check (and move) of OrderRepository.update."""

@@ -9,6 +9,8 @@ transaction, with an idempotency key (our payment's or refund's id) saved before
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import attrs
 
 from core.domain.errors import (
@@ -61,6 +63,10 @@ class RefundPayment:
     order_id: str
     reason: str
     amount: int | None = None  # minor units; default: all that can still be refunded
+
+
+#: Refunds are sent again only while the provider's idempotency key still holds (Stripe: 24 h).
+RESEND_WINDOW = timedelta(hours=23)
 
 
 class PaymentService:
@@ -253,9 +259,10 @@ class PaymentService:
         (RefundExceedsCaptured, 422, says how much can still be); card refunds then go to
         the provider (idempotency key: the refund's id) and are settled in a second unit
         of work; manual payments' refunds are recorded at once. Raises RefundFailed (402)
-        if the provider refused one (its reservation is released) and Unavailable if it
-        could not be reached (the refund stays pending until the provider's webhook
-        settles it), in both cases after every other refund of the request is settled."""
+        if the provider refused one (its reservation is released). One the provider could
+        not be reached about, or has not finished, comes back pending: it keeps its
+        reservation, and the provider's webhook or ``resend_unsent_refunds`` (the server's
+        housekeeping) settles it."""
         cmd.actor.require_staff()
         reason = check_reason(cmd.reason)
         if cmd.amount is not None and (type(cmd.amount) is not int or cmd.amount < 1):
@@ -269,10 +276,7 @@ class PaymentService:
                 raise RefundExceedsCaptured(0)
             reserved = await self._ledger.reserve_refunds(uow, order, amount, reason, cmd.actor, at=now)
             await uow.commit()
-        refunds, errors = await self._ledger.execute_refunds(reserved, cmd.actor)
-        unavailable = [e for e in errors if isinstance(e, Unavailable)]
-        if unavailable:
-            raise unavailable[0]
+        refunds, _ = await self._ledger.execute_refunds(reserved, cmd.actor)
         failed = [r for r in refunds if r.status is RefundStatus.FAILED]
         if failed:
             raise RefundFailed(
@@ -296,13 +300,35 @@ class PaymentService:
             pending = [
                 ReservedRefund(r, payments[r.payment_id].provider_reference)
                 for r in await uow.refunds.list_for_order(order.id)
-                if r.status is RefundStatus.PENDING
+                # Only those the provider never acknowledged: one it holds (its "pending") is
+                # settled by its webhook, and asking again after its key's lifetime could
+                # make a second refund.
+                if r.status is RefundStatus.PENDING and r.provider_reference is None
             ]
         refunds, errors = await self._ledger.execute_refunds(pending, actor)
         unavailable = [e for e in errors if isinstance(e, Unavailable)]
         if unavailable:
             raise unavailable[0]
         return refunds
+
+    async def resend_unsent_refunds(self, *, settled_after: timedelta = timedelta(minutes=1)) -> int:
+        """For the server's housekeeping: card refunds reserved but never acknowledged by the
+        provider (it was unreachable, or the process stopped between reserving and asking)
+        are sent again, with their own ids as idempotency keys, once they are a minute old
+        and while they are younger than the provider's idempotency window (a day, less an
+        hour's margin): older ones are left for staff (POST .../refunds/retry) and logged
+        by the caller. Returns how many were sent; stops at the first Unavailable."""
+        now = self._clock.now()
+        async with self._uow(readonly=True) as uow:
+            unsent = await uow.refunds.list_unsent(now - RESEND_WINDOW, now - settled_after, limit=100)
+        sent = 0
+        operator = Actor.operator()
+        for order_id in dict.fromkeys(r.order_id for r in unsent):
+            try:
+                sent += len(await self.retry_pending_refunds(operator, order_id))
+            except Unavailable:
+                break
+        return sent
 
     # The provider's notifications.
     async def handle_provider_event(self, event: ProviderEvent) -> bool:

@@ -92,7 +92,8 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
 
 def maintenance(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
     """The server's own housekeeping, instead of a separate worker: unpaid orders past their
-    deadline expire (and give their stock back), forgotten idempotency keys are purged.
+    deadline expire (and give their stock back), card refunds the provider never heard of
+    (it was unreachable) are sent again, forgotten idempotency keys are purged.
     Every server process runs it; both jobs are idempotent and safe side by side."""
 
     async def housekeeping(app: web.Application) -> AsyncIterator[None]:
@@ -104,6 +105,7 @@ def maintenance(interval: float) -> Callable[[web.Application], AsyncIterator[No
                 try:
                     while len(await app[ORDERS].expire_due()) > 0:
                         pass  # a batch at a time until none is due
+                    await app[PAYMENTS].resend_unsent_refunds()
                     if rounds % max(1, int(600 / interval)) == 0:  # about every ten minutes
                         await app[IDEMPOTENCY].purge_expired()
                 except Exception:

@@ -221,3 +221,27 @@ async def test_refund_update_persists_the_outcome_with_a_version_check(
 async def _refund(uow_factory: UnitOfWorkFactory, refund_id: str) -> Refund | None:
     async with uow_factory(readonly=True) as uow:
         return await uow.refunds.get(refund_id)
+
+
+async def test_unsent_refunds_are_pending_without_a_provider_reference_inside_the_window(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock, order: Order
+) -> None:
+    card = make.payment(order, amount=3000, provider_reference="pi_1")
+    await store(uow_factory, card)
+    before = clock.now()
+    clock.advance(seconds=1)
+    first = make.refund(card, 100)  # pending, never acknowledged: unsent
+    clock.advance(seconds=1)
+    acknowledged = make.refund(card, 200)  # pending at the provider: has its reference
+    acknowledged.provider_reference = "re_1"
+    settled = make.refund(card, 300, status=RefundStatus.SUCCEEDED)
+    clock.advance(seconds=1)
+    second = make.refund(card, 400)
+    clock.advance(seconds=1)
+    too_new = make.refund(card, 500)
+    await store(uow_factory, first, acknowledged, settled, second, too_new)
+
+    async with uow_factory(readonly=True) as uow:
+        assert await uow.refunds.list_unsent(before, too_new.created_at, limit=10) == [first, second]
+        assert await uow.refunds.list_unsent(before, too_new.created_at, limit=1) == [first]
+        assert await uow.refunds.list_unsent(first.created_at, too_new.created_at, limit=10) == [second]

@@ -5,12 +5,16 @@ record, refunds, the audit log and the outbox rows they write, and card payments
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
-from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, stock_of
+from entrypoints.container import provide
+from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, serve, stock_of
+from tests.fakes import FakePaymentGateway, FixedClock
 
 
 @attrs.frozen
@@ -364,3 +368,34 @@ async def test_order_payment_and_refund_events_are_in_the_outbox(api: Api, shop:
     }
     assert "client_secret" not in succeeded
     assert refunded == {**refunds["refunds"][0], "provider_reference": None}
+
+
+async def test_a_refund_while_the_provider_is_down_is_accepted_and_sent_later(tmp_path: Path) -> None:
+    gateway = FakePaymentGateway(FixedClock())
+    async with serve(tmp_path / "data", gateway=gateway) as api:
+        staff = await api.token_for("staff@example.com", "staff")
+        alice = await api.token_for("alice@example.com")
+        await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=5)
+        order = await place_order(api, alice, [{"sku": "MUG-1", "quantity": 2}])
+        status, _, _ = await api.call(
+            "POST",
+            f"/api/v1/orders/{order['id']}/payments",
+            json={"method": "card", "payment_method": "pm_card_visa"},
+            token=alice,
+        )
+        assert status == 201
+        gateway.down = True
+        status, body = await _refund(api, staff, order["id"], amount=500, reason="Chipped")
+        assert status == 202, body  # accepted, not done
+        assert (body["status"], body["amount"], body["provider_reference"]) == ("pending", 500, None)
+        status, body = await _refund(api, staff, order["id"], amount=2001, reason="Too much")
+        assert_error(status, body, 422, "refund_exceeds_captured")
+        assert body["error"]["details"] == {"refundable": 2000}  # the pending 500 still counts
+
+        gateway.down = False
+        payments = await provide(api.container.payment_service)
+        assert await payments.resend_unsent_refunds(settled_after=timedelta(0)) == 1  # what housekeeping does
+        status, refunds, _ = await api.call("GET", f"/api/v1/orders/{order['id']}/refunds", token=staff)
+        assert [(r["amount"], r["status"]) for r in refunds["data"]] == [(500, "succeeded")]
+        got = await _get(api, alice, order["id"])
+        assert (got["status"], got["amount_refunded"]) == ("partially_refunded", 500)

@@ -16,7 +16,6 @@ from core.domain.errors import (
     OrderNotFound,
     RefundExceedsCaptured,
     RefundFailed,
-    Unavailable,
     ValidationFailed,
 )
 from core.domain.money import Money
@@ -27,7 +26,7 @@ from core.ports.payments import ProviderRefund
 from core.services.catalog import CatalogService, CreateProduct
 from core.services.orders import FulfilOrder, OrderItem, OrderService, PlaceOrder
 from core.services.payments import PaymentService, PayOrder, RefundPayment
-from tests.fakes import FakePaymentGateway, InMemoryDatabase
+from tests.fakes import FakePaymentGateway, FixedClock, InMemoryDatabase
 from tests.unit.helpers import START, all_orders, all_refunds, audit, event_types
 
 
@@ -197,8 +196,8 @@ async def test_an_unreachable_provider_leaves_the_refund_pending_until_its_webho
     payments: PaymentService, gateway: FakePaymentGateway, db: InMemoryDatabase, staff: Actor, paid: Order
 ) -> None:
     gateway.lose_answers = True  # the provider refunds; we never hear its answer
-    with pytest.raises(Unavailable):
-        await payments.refund(refund(staff, paid, 400))
+    (answered,) = await payments.refund(refund(staff, paid, 400))
+    assert answered.status is RefundStatus.PENDING  # accepted, not done: no error for the caller
     (pending,) = all_refunds(db)
     assert pending.status is RefundStatus.PENDING
     assert stored_order(db).amount_refunded == 0
@@ -376,3 +375,44 @@ async def test_a_refund_the_provider_leaves_pending_keeps_its_reservation(
     with pytest.raises(Invalid) as caught:  # the pending refund still counts: nothing left to refund
         await payments.refund(RefundPayment(actor=staff, order_id=order.id, amount=1, reason="Again"))
     assert caught.value.code == "refund_exceeds_captured"
+
+
+async def test_refunds_the_provider_never_heard_of_are_sent_again_by_housekeeping(
+    payments: PaymentService,
+    gateway: FakePaymentGateway,
+    clock: FixedClock,
+    db: InMemoryDatabase,
+    staff: Actor,
+    paid: Order,
+) -> None:
+    gateway.down = True  # nothing reaches the provider
+    (accepted,) = await payments.refund(refund(staff, paid, 400))
+    assert (accepted.status, accepted.provider_reference) == (RefundStatus.PENDING, None)
+
+    assert await payments.resend_unsent_refunds() == 0  # not a minute old yet
+    clock.advance(minutes=2)
+    assert await payments.resend_unsent_refunds() == 0  # still down: stays pending, nothing lost
+    gateway.down = False
+    assert await payments.resend_unsent_refunds() == 1
+
+    (settled,) = all_refunds(db)
+    assert (settled.id, settled.status) == (accepted.id, RefundStatus.SUCCEEDED)
+    assert (stored_order(db).status, stored_order(db).amount_refunded) == (OrderStatus.PARTIALLY_REFUNDED, 400)
+    assert gateway.intents["pi_fake_1"].refunded == 400
+    assert await payments.resend_unsent_refunds() == 0  # done: nothing left to send
+
+
+async def test_unsent_refunds_older_than_the_providers_key_window_are_left_for_staff(
+    payments: PaymentService,
+    gateway: FakePaymentGateway,
+    clock: FixedClock,
+    db: InMemoryDatabase,
+    staff: Actor,
+    paid: Order,
+) -> None:
+    gateway.down = True
+    await payments.refund(refund(staff, paid, 400))
+    gateway.down = False
+    clock.advance(hours=23, minutes=1)  # resending now might make a second refund at the provider
+    assert await payments.resend_unsent_refunds() == 0
+    assert [r.status for r in all_refunds(db)] == [RefundStatus.PENDING]

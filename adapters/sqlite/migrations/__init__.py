@@ -21,6 +21,7 @@ from adapters.sqlite.migrations import (
     m0002_product_list_covering,
     m0003_orders_payments,
     m0004_idempotency,
+    m0005_unsent_refunds,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -40,6 +41,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "product list covering indexes", m0002_product_list_covering.apply),
     Migration(3, "orders, payments, refunds, outbox, provider events", m0003_orders_payments.apply),
     Migration(4, "idempotency keys", m0004_idempotency.apply),
+    Migration(5, "unsent refunds index", m0005_unsent_refunds.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

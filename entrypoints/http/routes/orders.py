@@ -7,7 +7,7 @@ from aiohttp import web
 from adapters.serialization import to_json, to_wire
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import PageRequest
-from core.domain.payments import PaymentMethod
+from core.domain.payments import PaymentMethod, RefundStatus
 from core.services.orders import CancelOrder, FulfilOrder, ListOrders, OrderItem, PlaceOrder
 from core.services.payments import PayOrder, RefundPayment
 from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
@@ -208,6 +208,12 @@ async def list_payments(request: web.Request, i: Input) -> web.Response:
     body=REFUND,
     replies=(
         Reply(201, "The refund, and every refund the request made in `refunds`.", ref("RefundCreated")),
+        Reply(
+            202,
+            "Accepted but pending (the provider was unreachable or has not finished): it still counts "
+            "against what can be refunded and is settled by the provider's webhook or sent again by the server.",
+            ref("RefundCreated"),
+        ),
         UNAUTHENTICATED,
         FORBIDDEN,
         NOT_FOUND,
@@ -225,7 +231,11 @@ async def refund_order(request: web.Request, i: Input) -> web.Response:
         )
     )
     made = to_wire(refunds)
-    return json_response({**made[0], "refunds": made}, status=201)
+    # 202: accepted, not done: the provider could not be reached or has not finished; the
+    # refund keeps its reservation and is settled by the provider's webhook or sent again
+    # by the server's housekeeping.
+    status = 202 if any(r.status is RefundStatus.PENDING for r in refunds) else 201
+    return json_response({**made[0], "refunds": made}, status=status)
 
 
 @api.operation(
