@@ -316,8 +316,8 @@ class PaymentService:
         provider (it was unreachable, or the process stopped between reserving and asking)
         are sent again, with their own ids as idempotency keys, once they are a minute old
         and while they are younger than the provider's idempotency window (a day, less an
-        hour's margin): older ones are left for staff (POST .../refunds/retry) and logged
-        by the caller. Returns how many were sent; stops at the first Unavailable."""
+        hour's margin): older ones are left for staff to look into (resending them could
+        make a second refund). Returns how many were sent; stops at the first Unavailable."""
         now = self._clock.now()
         async with self._uow(readonly=True) as uow:
             unsent = await uow.refunds.list_unsent(now - RESEND_WINDOW, now - settled_after, limit=100)
