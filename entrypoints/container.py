@@ -12,11 +12,13 @@ from typing import TypeVar, cast
 
 from dependency_injector import containers, providers
 
+from adapters.auth.digest import HmacDigest
 from adapters.auth.keys import SigningKeys
 from adapters.auth.opaque import Sha256OpaqueTokens
 from adapters.auth.passwords import Argon2PasswordHasher
+from adapters.auth.skeletons import Uts39Skeletons
 from adapters.auth.tokens import JwtAccessTokens
-from adapters.cache.throttle import DiskcacheLoginThrottle
+from adapters.cache.throttle import DiskcacheThrottle
 from adapters.clock import SystemClock
 from adapters.ids import UlidIds
 from adapters.payments.unconfigured import UnconfiguredPaymentGateway
@@ -65,9 +67,16 @@ async def open_database(data_dir: Path, busy_timeout_ms: int) -> AsyncIterator[S
         await database.close()
 
 
-def start_hasher(memory_kib: int, time_cost: int, parallelism: int, workers: int) -> Iterator[Argon2PasswordHasher]:
+def start_hasher(
+    memory_kib: int, time_cost: int, parallelism: int, workers: int, hash_queue_limit: int, verify_queue_limit: int
+) -> Iterator[Argon2PasswordHasher]:
     hasher = Argon2PasswordHasher(
-        memory_kib=memory_kib, time_cost=time_cost, parallelism=parallelism, max_workers=workers
+        memory_kib=memory_kib,
+        time_cost=time_cost,
+        parallelism=parallelism,
+        max_workers=workers,
+        hash_queue_limit=hash_queue_limit,
+        verify_queue_limit=verify_queue_limit,
     )
     try:
         yield hasher
@@ -75,16 +84,8 @@ def start_hasher(memory_kib: int, time_cost: int, parallelism: int, workers: int
         hasher.close()
 
 
-def open_throttle(
-    data_dir: Path, clock: SystemClock, per_account: int, per_ip: int, window_seconds: int
-) -> Iterator[DiskcacheLoginThrottle]:
-    throttle = DiskcacheLoginThrottle(
-        data_dir / "cache" / "throttle",
-        clock=clock,
-        per_account=per_account,
-        per_ip=per_ip,
-        window_seconds=window_seconds,
-    )
+def open_throttle(data_dir: Path, clock: SystemClock) -> Iterator[DiskcacheThrottle]:
+    throttle = DiskcacheThrottle(data_dir / "cache" / "throttle", clock=clock)
     try:
         yield throttle
     finally:
@@ -148,8 +149,13 @@ class Container(containers.DeclarativeContainer):
         time_cost=config.auth.argon2_time_cost,
         parallelism=config.auth.argon2_parallelism,
         workers=config.auth.hash_workers,
+        hash_queue_limit=config.auth.hash_queue_limit,
+        verify_queue_limit=config.auth.verify_queue_limit,
     )
-    signing_keys = providers.Singleton(SigningKeys, directory=providers.Callable(Path.joinpath, data_dir, "keys"))
+    keys_dir = providers.Callable(Path.joinpath, data_dir, "keys")
+    signing_keys = providers.Singleton(SigningKeys, directory=keys_dir)
+    request_digests = providers.Singleton(HmacDigest, directory=keys_dir)
+    skeletons = providers.Singleton(Uts39Skeletons)
     access_tokens = providers.Singleton(
         JwtAccessTokens,
         keys=signing_keys,
@@ -159,19 +165,18 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
     )
     opaque_tokens = providers.Singleton(Sha256OpaqueTokens)
-    login_throttle = providers.Resource(
-        open_throttle,
-        data_dir=data_dir,
-        clock=clock,
-        per_account=config.auth.login_failures_per_account,
-        per_ip=config.auth.login_failures_per_ip,
-        window_seconds=config.auth.login_window,
-    )
+    throttle = providers.Resource(open_throttle, data_dir=data_dir, clock=clock)
 
     auth_settings = providers.Singleton(
         AuthSettings,
         allow_registration=config.auth.allow_registration,
         refresh_token_ttl=providers.Factory(timedelta, seconds=config.auth.refresh_token_ttl),
+        access_token_ttl=providers.Factory(timedelta, seconds=config.auth.access_token_ttl),
+        login_failures_per_account=config.auth.login_failures_per_account,
+        login_failures_per_ip=config.auth.login_failures_per_ip,
+        login_window=providers.Factory(timedelta, seconds=config.auth.login_window),
+        registrations_per_ip=config.auth.registrations_per_ip,
+        registration_window=providers.Factory(timedelta, seconds=config.auth.registration_window),
     )
     auth_service = providers.Singleton(
         AuthService,
@@ -179,7 +184,8 @@ class Container(containers.DeclarativeContainer):
         hasher=hasher,
         access_tokens=access_tokens,
         opaque_tokens=opaque_tokens,
-        throttle=login_throttle,
+        throttle=throttle,
+        skeletons=skeletons,
         clock=clock,
         ids=ids,
         settings=auth_settings,
@@ -197,7 +203,9 @@ class Container(containers.DeclarativeContainer):
         breaker_reset_seconds=config.stripe.breaker_reset_seconds,
     )
     order_settings = providers.Singleton(
-        OrderSettings, expiry=providers.Factory(timedelta, minutes=config.orders.expiry_minutes)
+        OrderSettings,
+        expiry=providers.Factory(timedelta, minutes=config.orders.expiry_minutes),
+        customers_cancel_paid_card_orders=config.orders.customers_cancel_paid_card_orders,
     )
     order_service = providers.Singleton(
         OrderService,
@@ -210,7 +218,7 @@ class Container(containers.DeclarativeContainer):
     )
     payment_service = providers.Singleton(PaymentService, uow=database, gateway=payment_gateway, clock=clock, ids=ids)
     audit_service = providers.Singleton(AuditService, uow=database)
-    idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock)
+    idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock, digests=request_digests)
     catalog_service = providers.Singleton(
         CatalogService, uow=database, clock=clock, ids=ids, currency=config.store.currency
     )

@@ -28,10 +28,10 @@ from core.domain.errors import (
     Conflict,
     EmailTaken,
     Invalid,
-    LoginThrottled,
     PaymentProviderUnavailable,
     ProviderReferenceTaken,
     SkuTaken,
+    Throttled,
     TokenInvalid,
 )
 from core.domain.events import DomainEvent
@@ -41,7 +41,7 @@ from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User
 from core.ports.idempotency import KEY_LIFETIME, IdempotencyClaim, IdempotencyKeyTaken, StoredRequest, current_claim
-from core.ports.identity import AccessClaims, AccessToken
+from core.ports.identity import AccessClaims, AccessToken, ThrottleBudget, ThrottleTicket
 from core.ports.payments import (
     ProviderEvent,
     ProviderEventKind,
@@ -49,7 +49,14 @@ from core.ports.payments import (
     ProviderPaymentStatus,
     ProviderRefund,
 )
-from core.ports.repositories import AuditFilter, OrderFilter, ProductFilter, ProductVersion, UserFilter
+from core.ports.repositories import (
+    AuditFilter,
+    EndedSession,
+    OrderFilter,
+    ProductFilter,
+    ProductVersion,
+    UserFilter,
+)
 
 
 def _page(items: list[Any], page: PageRequest, key: Any) -> Page[Any]:
@@ -72,6 +79,8 @@ class InMemoryStore:
     delivered: dict[str, datetime] = attrs.Factory(dict)  # outbox event id -> when
     provider_events: dict[tuple[str, str], datetime] = attrs.Factory(dict)
     idempotency: dict[tuple[str, str], StoredRequest] = attrs.Factory(dict)
+    revoked_sessions: list[tuple[int, str, datetime]] = attrs.Factory(list)  # (seq, session id, until)
+    revoked_seq: int = 0
 
 
 class InMemoryUserRepository:
@@ -79,7 +88,7 @@ class InMemoryUserRepository:
         self._s = store
 
     async def add(self, user: User) -> None:
-        if any(u.email == user.email for u in self._s.users.values()):
+        if any(u.email == user.email or u.email_skeleton == user.email_skeleton for u in self._s.users.values()):
             raise EmailTaken()
         self._s.users[user.id] = copy.deepcopy(user)
 
@@ -105,6 +114,16 @@ class InMemoryUserRepository:
             key=lambda u: u.id,
         )
         return _page(users, page, lambda u: u.id)
+
+    async def count(self, filter: UserFilter) -> int:
+        # Units of work are serialized (one write lock), so a count holds until commit.
+        return sum(
+            1
+            for u in self._s.users.values()
+            if (filter.role is None or u.role is filter.role)
+            and (filter.status is None or u.status is filter.status)
+            and (filter.email is None or u.email == filter.email)
+        )
 
 
 def _words(text: str) -> list[str]:
@@ -200,6 +219,11 @@ class InMemoryRefreshTokenRepository:
     async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
         return self._revoke(lambda t: t.user_id == user_id, at)
 
+    async def live_families(self, user_id: str, now: datetime) -> list[str]:
+        return sorted(
+            {t.family_id for t in self._s.refresh_tokens.values() if t.user_id == user_id and t.is_usable(now)}
+        )
+
     def _revoke(self, which: Any, at: datetime) -> int:
         n = 0
         for t in self._s.refresh_tokens.values():
@@ -207,6 +231,27 @@ class InMemoryRefreshTokenRepository:
                 t.revoked_at = at
                 n += 1
         return n
+
+
+class InMemoryRevokedSessions:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, session_ids: Sequence[str], at: datetime, until: datetime) -> None:
+        for session_id in session_ids:
+            self._s.revoked_seq += 1
+            self._s.revoked_sessions.append((self._s.revoked_seq, session_id, until))
+
+    async def changes(self, cursor: str | None, now: datetime, limit: int) -> tuple[list[EndedSession], str | None]:
+        after = 0 if cursor is None else int(cursor)
+        chosen = [(seq, s, u) for seq, s, u in self._s.revoked_sessions if seq > after and u > now][:limit]
+        return [EndedSession(s, u) for _, s, u in chosen], (str(chosen[-1][0]) if chosen else cursor)
+
+    async def purge(self, before: datetime) -> int:
+        kept = [record for record in self._s.revoked_sessions if record[2] >= before]
+        removed = len(self._s.revoked_sessions) - len(kept)
+        self._s.revoked_sessions = kept
+        return removed
 
 
 class InMemoryAuditLog:
@@ -447,6 +492,7 @@ class InMemoryUnitOfWork:
         self.users = InMemoryUserRepository(self._work)
         self.products = InMemoryProductRepository(self._work)
         self.refresh_tokens = InMemoryRefreshTokenRepository(self._work)
+        self.revoked_sessions = InMemoryRevokedSessions(self._work)
         self.audit = InMemoryAuditLog(self._work)
         self.orders = InMemoryOrderRepository(self._work)
         self.payments = InMemoryPaymentRepository(self._work)
@@ -536,10 +582,10 @@ class FakeAccessTokens:
         self._issued: dict[str, AccessClaims] = {}
         self.rotations = 0
 
-    def issue(self, user_id: str, role: Role) -> AccessToken:
+    def issue(self, user_id: str, role: Role, session_id: str) -> AccessToken:
         token = secrets.token_urlsafe(16)
         expires_at = int(self._clock.now().timestamp()) + self._ttl
-        self._issued[token] = AccessClaims(user_id=user_id, role=role, expires_at=expires_at)
+        self._issued[token] = AccessClaims(user_id=user_id, role=role, session_id=session_id, expires_at=expires_at)
         return AccessToken(token=token, expires_in=self._ttl)
 
     def rotate_signing_key(self) -> str:
@@ -561,40 +607,43 @@ class FakeOpaqueTokens:
         return hashlib.sha256(token.encode()).hexdigest()
 
 
-class InMemoryLoginThrottle:
-    def __init__(self, clock: FixedClock, per_account: int = 5, per_ip: int = 20, window: int = 900):
+class InMemoryThrottle:
+    def __init__(self, clock: FixedClock):
         self._clock = clock
-        self._per_account = per_account
-        self._per_ip = per_ip
-        self._window = window
-        self._failures: dict[str, list[float]] = {}
+        self._uses: dict[str, list[tuple[float, str]]] = {}  # key -> (time, ticket id), oldest first
+        self._tickets = itertools.count(1)
 
-    def _recent(self, key: str) -> list[float]:
-        now = self._clock.now().timestamp()
-        kept = [t for t in self._failures.get(key, []) if t > now - self._window]
-        self._failures[key] = kept
-        return kept
-
-    async def check(self, email: str, source_ip: str | None) -> None:
+    async def take(self, budgets: Sequence[ThrottleBudget]) -> ThrottleTicket:
         now = self._clock.now().timestamp()
         waits = [0]
-        for key, limit in ((f"a:{email}", self._per_account), (f"i:{source_ip}", self._per_ip)):
-            if key == "i:None":
-                continue
-            recent = self._recent(key)
-            if len(recent) >= limit:
-                waits.append(max(1, math.ceil(recent[-limit] + self._window - now)))
+        for budget in budgets:
+            recent = [use for use in self._uses.get(budget.key, []) if use[0] > now - budget.window_seconds]
+            self._uses[budget.key] = recent
+            if len(recent) >= budget.limit:
+                waits.append(max(1, math.ceil(recent[-budget.limit][0] + budget.window_seconds - now)))
         if max(waits) > 0:
-            raise LoginThrottled(retry_after=max(waits))
+            raise Throttled(retry_after=max(waits))
+        ticket = ThrottleTicket(keys=tuple(b.key for b in budgets), id=f"t{next(self._tickets)}")
+        for budget in budgets:
+            self._uses[budget.key].append((now, ticket.id))
+        return ticket
 
-    async def record_failure(self, email: str, source_ip: str | None) -> None:
-        now = self._clock.now().timestamp()
-        self._failures.setdefault(f"a:{email}", []).append(now)
-        if source_ip is not None:
-            self._failures.setdefault(f"i:{source_ip}", []).append(now)
+    async def give_back(self, ticket: ThrottleTicket, *, reset: Sequence[str] = ()) -> None:
+        for key in ticket.keys:
+            self._uses[key] = [use for use in self._uses.get(key, []) if use[1] != ticket.id]
+        for key in reset:
+            self._uses.pop(key, None)
 
-    async def record_success(self, email: str) -> None:
-        self._failures.pop(f"a:{email}", None)
+    def uses(self, key: str) -> int:
+        return len(self._uses.get(key, []))
+
+
+class FakeKeyedDigest:
+    def __init__(self, key: bytes = b"fake-key") -> None:
+        self._key = key
+
+    def digest(self, data: bytes) -> str:
+        return hmac.new(self._key, data, "sha256").hexdigest()
 
 
 @attrs.define

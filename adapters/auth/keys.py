@@ -274,19 +274,10 @@ class SigningKeys:
                     f"(run: chmod 700 {self._dir})"
                 )
 
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
+    def _exclusive(self) -> contextlib.AbstractContextManager[None]:
         """Serialize key creation across processes, so two servers starting together do not
         each make a 'first' key."""
-        if fcntl is None:  # pragma: no cover
-            yield
-            return
-        fd = os.open(self._dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        return exclusive_lock(self._dir)
 
     def _write_new_key(self, existing: _Ring | None, *, retire_older_at: datetime | None) -> str:
         key = OKPKey.generate_key("Ed25519", private=True)
@@ -303,11 +294,25 @@ class SigningKeys:
             "retire_older_at": format_timestamp(retire_older_at) if retire_older_at is not None else None,
             "jwk": jwk,
         }
-        _write_atomically(self._dir / f"{kid}.json", json.dumps(document, indent=2).encode())
+        write_atomically(self._dir / f"{kid}.json", json.dumps(document, indent=2).encode())
         return kid
 
 
-def _write_atomically(path: pathlib.Path, content: bytes) -> None:
+@contextlib.contextmanager
+def exclusive_lock(directory: pathlib.Path) -> Iterator[None]:
+    """Held by the one process that creates or rotates a key in ``directory``."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def write_atomically(path: pathlib.Path, content: bytes) -> None:
     """Temp file (0600 from the start, never readable by others) + fsync + os.replace: readers
     see the old state or the whole new file, never a part."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

@@ -76,9 +76,10 @@ class JwtAccessTokens:
             exp={"essential": True},
             iat={"essential": True},
             jti={"essential": True},
+            sid={"essential": True},
         )
 
-    def issue(self, user_id: str, role: Role) -> AccessToken:
+    def issue(self, user_id: str, role: Role, session_id: str) -> AccessToken:
         kid, key = self._keys.signing_key()
         now = self._now()
         header = {"alg": ALGORITHM, "kid": kid, "typ": TOKEN_TYPE}
@@ -87,6 +88,7 @@ class JwtAccessTokens:
             "aud": self._audience,
             "sub": user_id,
             "role": role.value,
+            "sid": session_id,  # the sign-in session: ending it ends this token too
             "iat": now,
             "exp": now + self._ttl,
             "jti": secrets.token_urlsafe(16),
@@ -147,8 +149,11 @@ class JwtAccessTokens:
         if not isinstance(role_name, str) or role_name not in _ROLES:
             raise TokenInvalid()
         role = Role(role_name)
+        session_id = claims["sid"]
+        if not isinstance(session_id, str) or not session_id:
+            raise TokenInvalid()
         exp = claims["exp"]  # a NumericDate, checked by the claims registry
-        return AccessClaims(user_id=claims["sub"], role=role, expires_at=int(exp)), kid
+        return AccessClaims(user_id=claims["sub"], role=role, session_id=session_id, expires_at=int(exp)), kid
 
     def _now(self) -> int:
         return int(self._clock.now().timestamp())

@@ -1,5 +1,5 @@
-"""Login throttling on diskcache: one SQLite file, so every server process on the machine
-counts the same failures."""
+"""Throttle budgets on diskcache: one SQLite file, so every server process on the machine
+counts the same uses."""
 
 from __future__ import annotations
 
@@ -7,41 +7,33 @@ import hashlib
 import json
 import math
 import pathlib
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
 
 import diskcache
 
-from core.domain.errors import LoginThrottled, Unavailable
+from core.domain.errors import Throttled, Unavailable
 from core.ports.clock import Clock
+from core.ports.identity import ThrottleBudget, ThrottleTicket
 
 
-class DiskcacheLoginThrottle:
-    """A sliding window of failure timestamps per account and per source IP.
+class DiskcacheThrottle:
+    """A sliding window of uses per key, each a [time, ticket id] pair.
 
-    Each key holds the newest ``limit`` failure times (older ones can never matter: the
-    throttle lifts when the ``limit``-th newest failure leaves the window). Reads and
-    writes of a key happen inside ``cache.transact()``, so concurrent processes never lose
-    a failure. Keys expire one window after their last failure; there is no permanent
-    lockout, only a wait of at most one window.
+    Each key holds its newest ``limit`` uses (older ones can never matter: a budget has
+    room again when its ``limit``-th newest use leaves the window). A take reads and writes
+    every key of the call inside one ``cache.transact()`` (an SQLite write transaction), so
+    concurrent processes never both take the last use of a budget. Keys expire one window
+    after their last use; there is no permanent lockout, only a wait of at most one window.
 
-    The calls are synchronous: each is a short SQLite transaction (tens of µs), made only
-    on the login path.
+    The calls are synchronous: each is a short SQLite transaction (tens of µs), made only on
+    the paths that are throttled (sign-in, sign-up, password change).
     """
 
-    def __init__(
-        self,
-        directory: pathlib.Path,
-        *,
-        clock: Clock,
-        per_account: int = 5,
-        per_ip: int = 20,
-        window_seconds: int = 900,
-    ):
-        if per_account < 1 or per_ip < 1 or window_seconds < 1:
-            raise ValueError("per_account, per_ip and window_seconds must be positive")
+    def __init__(self, directory: pathlib.Path, *, clock: Clock):
         self._clock = clock
-        self._per_account = per_account
-        self._per_ip = per_ip
-        self._window = window_seconds
         # A short busy timeout: a login must not wait a minute (diskcache's default) on a lock.
         # "none": reads need not write LRU bookkeeping; expiry alone keeps the file small.
         self._cache = diskcache.Cache(str(directory), timeout=2, eviction_policy="none")
@@ -49,56 +41,61 @@ class DiskcacheLoginThrottle:
     def close(self) -> None:
         self._cache.close()
 
-    async def check(self, email: str, source_ip: str | None) -> None:
-        now = self._now()
-        waits = [self._wait(self._read(key), limit, now) for key, limit in self._keys(email, source_ip)]
-        retry_after = max(waits)
-        if retry_after > 0:
-            raise LoginThrottled(retry_after=retry_after)
-
-    async def record_failure(self, email: str, source_ip: str | None) -> None:
-        now = self._now()
+    async def take(self, budgets: Sequence[ThrottleBudget]) -> ThrottleTicket:
+        now = self._clock.now().timestamp()
+        ticket = ThrottleTicket(keys=tuple(b.key for b in budgets), id=secrets.token_hex(8))
         try:
             with self._cache.transact():
-                for key, limit in self._keys(email, source_ip):
-                    times = [t for t in self._read(key) if t > now - self._window]
-                    times.append(now)
-                    self._cache.set(key, json.dumps(times[-limit:]), expire=self._window)
+                current = [(b, self._recent(b, now)) for b in budgets]
+                wait = max((_wait(uses, b, now) for b, uses in current), default=0)
+                if wait > 0:
+                    raise Throttled(retry_after=wait)
+                for budget, uses in current:
+                    uses.append([now, ticket.id])
+                    self._cache.set(_key(budget.key), json.dumps(uses[-budget.limit :]), expire=budget.window_seconds)
         except diskcache.Timeout:
-            raise Unavailable("The login service is busy; try again.", retry_after=1) from None
+            raise Unavailable("The sign-in service is busy; try again.", retry_after=1) from None
+        return ticket
 
-    async def record_success(self, email: str) -> None:
+    async def give_back(self, ticket: ThrottleTicket, *, reset: Sequence[str] = ()) -> None:
         try:
-            self._cache.delete(self._account_key(email))
+            with self._cache.transact():
+                for key in ticket.keys:
+                    if key in reset:
+                        continue
+                    raw = self._cache.get(_key(key))
+                    if not isinstance(raw, str):
+                        continue
+                    uses = json.loads(raw)
+                    kept = [use for use in uses if use[1] != ticket.id]
+                    if len(kept) != len(uses):
+                        # Keep the entry's expiry: one window after a use that is still there or later.
+                        self._cache.set(_key(key), json.dumps(kept), expire=self._expire_left(key))
+                for key in reset:
+                    self._cache.delete(_key(key))
         except diskcache.Timeout:
-            raise Unavailable("The login service is busy; try again.", retry_after=1) from None
+            raise Unavailable("The sign-in service is busy; try again.", retry_after=1) from None
 
-    def _keys(self, email: str, source_ip: str | None) -> list[tuple[str, int]]:
-        keys = [(self._account_key(email), self._per_account)]
-        if source_ip is not None:
-            keys.append((f"login:ip:{source_ip}", self._per_ip))
-        return keys
+    def _recent(self, budget: ThrottleBudget, now: float) -> list[list[Any]]:
+        raw = self._cache.get(_key(budget.key))
+        uses: list[list[Any]] = json.loads(raw) if isinstance(raw, str) else []
+        return [use for use in uses if use[0] > now - budget.window_seconds]
 
-    @staticmethod
-    def _account_key(email: str) -> str:
-        # Hashed so that the cache file, which no backup or deletion policy covers, holds no emails.
-        return "login:account:" + hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()
+    def _expire_left(self, key: str) -> float | None:
+        _, expire_time = self._cache.get(_key(key), expire_time=True)
+        if expire_time is None:
+            return None
+        return max(0.001, expire_time - time.time())  # diskcache expires by the wall clock
 
-    def _read(self, key: str) -> list[float]:
-        try:
-            raw = self._cache.get(key)
-        except diskcache.Timeout:
-            raise Unavailable("The login service is busy; try again.", retry_after=1) from None
-        return json.loads(raw) if isinstance(raw, str) else []
 
-    def _wait(self, times: list[float], limit: int, now: float) -> int:
-        """Seconds until fewer than ``limit`` failures remain in the window; 0 if already so."""
-        recent = [t for t in times if t > now - self._window]
-        if len(recent) < limit:
-            return 0
-        # A failure at t counts while now < t + window; the limit-th newest is the one whose
-        # departure lifts the throttle.
-        return max(1, math.ceil(recent[-limit] + self._window - now))
+def _key(key: str) -> str:
+    # Hashed so that the cache file, which no backup or deletion policy covers, holds no emails.
+    return "throttle:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
-    def _now(self) -> float:
-        return self._clock.now().timestamp()
+
+def _wait(uses: list[list[Any]], budget: ThrottleBudget, now: float) -> int:
+    """Seconds until the budget has room; 0 if it has now. A use at t counts while
+    now < t + window; the limit-th newest is the one whose departure makes room."""
+    if len(uses) < budget.limit:
+        return 0
+    return max(1, math.ceil(uses[-budget.limit][0] + budget.window_seconds - now))

@@ -33,7 +33,14 @@ from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User, UserStatus
 from core.ports.idempotency import IdempotencyClaim, StoredRequest
-from core.ports.repositories import AuditFilter, OrderFilter, ProductFilter, ProductVersion, UserFilter
+from core.ports.repositories import (
+    AuditFilter,
+    EndedSession,
+    OrderFilter,
+    ProductFilter,
+    ProductVersion,
+    UserFilter,
+)
 
 T = TypeVar("T")
 
@@ -84,8 +91,8 @@ def _optional_format(at: datetime | None) -> str | None:
 
 
 # Users.
-_USER_COLUMNS = "id, email, password_hash, role, status, created_at, updated_at"
-USER_INSERT = f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_USER_COLUMNS = "id, email, password_hash, role, status, created_at, updated_at, email_skeleton"
+USER_INSERT = f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 USER_GET = f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?"
 USER_GET_BY_EMAIL = f"SELECT {_USER_COLUMNS} FROM users WHERE email = ?"
 USER_UPDATE = "UPDATE users SET role = ?, status = ?, password_hash = ?, updated_at = ? WHERE id = ?"
@@ -114,7 +121,21 @@ def _user(row: tuple[Any, ...]) -> User:
         status=UserStatus(row[4]),
         created_at=parse_timestamp(row[5]),
         updated_at=parse_timestamp(row[6]),
+        email_skeleton=row[7] or "",  # accounts that predate skeletons may lack one (migration 6)
     )
+
+
+def _user_count_sql(role: bool, status: bool) -> str:
+    where = ["1"]
+    where += ["role = :role"] if role else []
+    where += ["status = :status"] if status else []
+    return f"SELECT count(*) FROM users WHERE {' AND '.join(where)}"
+
+
+#: Keyed by which filters are set: (role, status).
+USER_COUNT: dict[tuple[bool, ...], str] = {
+    flags: _user_count_sql(*flags) for flags in itertools.product((False, True), repeat=2)
+}
 
 
 class SqliteUserRepository(_Repository):
@@ -130,10 +151,11 @@ class SqliteUserRepository(_Repository):
                     user.status.value,
                     format_timestamp(user.created_at),
                     format_timestamp(user.updated_at),
+                    user.email_skeleton,
                 ),
             )
         except sqlite3.IntegrityError as exc:
-            if _is_unique_violation(exc, "users.email"):
+            if _is_unique_violation(exc, "users.email") or _is_unique_violation(exc, "users.email_skeleton"):
                 raise EmailTaken() from None
             raise
 
@@ -161,6 +183,21 @@ class SqliteUserRepository(_Repository):
             "limit": page.limit + 1,
         }
         return _page((await self._execute(sql, params)).fetchall(), page, _user)
+
+    async def count(self, filter: UserFilter) -> int:
+        if filter.email is not None:
+            user = await self.get_by_email(filter.email)
+            matches = user is not None and filter.role in (None, user.role) and filter.status in (None, user.status)
+            return int(matches)
+        sql = USER_COUNT[filter.role is not None, filter.status is not None]
+        params = {
+            "role": None if filter.role is None else filter.role.value,
+            "status": None if filter.status is None else filter.status.value,
+        }
+        # Writes are serialized (one writer, BEGIN IMMEDIATE): a count read in a write unit
+        # holds until it commits, as the port asks.
+        (count,) = (await self._execute(sql, params)).fetchone()
+        return int(count)
 
 
 # Products.
@@ -357,6 +394,12 @@ REFRESH_GET_BY_DIGEST = f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens WHERE to
 REFRESH_MARK_USED = "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL"
 REFRESH_REVOKE_FAMILY = "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL"
 REFRESH_REVOKE_USER = "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+# A live family has one usable token (each refresh spends the last): no DISTINCT needed,
+# but duplicates are dropped in Python all the same rather than sorted for in SQL.
+REFRESH_LIVE_FAMILIES = (
+    "SELECT family_id FROM refresh_tokens"
+    " WHERE user_id = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?"
+)
 
 
 def _token(row: tuple[Any, ...]) -> RefreshToken:
@@ -400,6 +443,45 @@ class SqliteRefreshTokenRepository(_Repository):
 
     async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
         return (await self._execute(REFRESH_REVOKE_USER, (format_timestamp(at), user_id))).rowcount
+
+    async def live_families(self, user_id: str, now: datetime) -> builtins.list[str]:
+        rows = await self._execute(REFRESH_LIVE_FAMILIES, (user_id, format_timestamp(now)))
+        return sorted({row[0] for row in rows})
+
+
+# Ended sessions. ``seq`` orders records as they were committed (writers are serialized),
+# so "seq greater than the last one seen" is every record committed since.
+REVOKED_SESSION_INSERT = "INSERT INTO revoked_sessions (session_id, revoked_at, until) VALUES (?, ?, ?)"
+REVOKED_SESSION_CHANGES = (
+    "SELECT seq, session_id, until FROM revoked_sessions WHERE seq > ? AND until > ? ORDER BY seq LIMIT ?"
+)
+REVOKED_SESSION_PURGE = "DELETE FROM revoked_sessions WHERE until < ?"
+
+
+class SqliteRevokedSessions(_Repository):
+    async def add(self, session_ids: Sequence[str], at: datetime, until: datetime) -> None:
+        conn = await self._session.connection()
+        at_text, until_text = format_timestamp(at), format_timestamp(until)
+        conn.executemany(REVOKED_SESSION_INSERT, [(session_id, at_text, until_text) for session_id in session_ids])
+
+    async def changes(
+        self, cursor: str | None, now: datetime, limit: int
+    ) -> tuple[builtins.list[EndedSession], str | None]:
+        after = _sequence_cursor(cursor)
+        rows = (await self._execute(REVOKED_SESSION_CHANGES, (after, format_timestamp(now), limit))).fetchall()
+        ended = [EndedSession(row[1], parse_timestamp(row[2])) for row in rows]
+        return ended, (str(rows[-1][0]) if rows else cursor)
+
+    async def purge(self, before: datetime) -> int:
+        return (await self._execute(REVOKED_SESSION_PURGE, (format_timestamp(before),))).rowcount
+
+
+def _sequence_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not cursor.isdigit():
+        raise ValueError(f"not a cursor of this store: {cursor!r}")
+    return int(cursor)
 
 
 # The audit log.

@@ -19,6 +19,7 @@ from adapters.sqlite.repositories import (
     SqliteProviderEvents,
     SqliteRefreshTokenRepository,
     SqliteRefundRepository,
+    SqliteRevokedSessions,
     SqliteUserRepository,
 )
 from core.ports.idempotency import KEY_LIFETIME, IdempotencyKeyTaken, current_claim
@@ -38,6 +39,7 @@ class SqliteUnitOfWork:
     users: SqliteUserRepository
     products: SqliteProductRepository
     refresh_tokens: SqliteRefreshTokenRepository
+    revoked_sessions: SqliteRevokedSessions
     audit: SqliteAuditLog
     orders: SqliteOrderRepository
     payments: SqlitePaymentRepository
@@ -81,6 +83,7 @@ class SqliteUnitOfWork:
         self.users = SqliteUserRepository(self)
         self.products = SqliteProductRepository(self)
         self.refresh_tokens = SqliteRefreshTokenRepository(self)
+        self.revoked_sessions = SqliteRevokedSessions(self)
         self.audit = SqliteAuditLog(self)
         self.orders = SqliteOrderRepository(self)
         self.payments = SqlitePaymentRepository(self)

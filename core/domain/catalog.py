@@ -112,6 +112,8 @@ class Product:
     def restock(self, quantity: int, *, at: datetime) -> None:
         """Units come back from an order that will not be paid. Never refused: they were
         taken from this stock, so giving them back cannot be wrong even where a new delta
-        of the same size would be (stock topped up to the maximum meanwhile)."""
-        self.stock += quantity
+        of the same size would be. Stock never passes MAX_STOCK, though: units coming back
+        to a product topped up to its ceiling meanwhile stop there (a billion units is
+        notional; an invariant that no path can break is not)."""
+        self.stock = min(self.stock + quantity, MAX_STOCK)
         self._touch(at)

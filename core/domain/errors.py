@@ -198,6 +198,51 @@ class LoginThrottled(TooManyRequests):
         )
 
 
+class Throttled(TooManyRequests):
+    """A throttle budget is spent; what was being limited decides the error callers see."""
+
+    code = "throttled"
+
+    def __init__(self, retry_after: int):
+        super().__init__("Too many attempts; try again later.", retry_after=retry_after)
+
+
+class RegistrationThrottled(TooManyRequests):
+    code = "too_many_registrations"
+
+    def __init__(self, retry_after: int):
+        super().__init__(
+            "Too many accounts were created from this address; try again later.",
+            retry_after=retry_after,
+            details={"retry_after": retry_after},
+        )
+
+
+class PasswordHashingBusy(TooManyRequests):
+    code = "server_busy"
+
+    def __init__(self, retry_after: int = 2):
+        super().__init__(
+            "The server is busy checking passwords; try again in a moment.",
+            retry_after=retry_after,
+            details={"retry_after": retry_after},
+        )
+
+
+class SessionEnded(TokenInvalid):
+    code = "session_ended"
+
+    def __init__(self) -> None:
+        super().__init__("This session has ended (signed out, password changed or account disabled); sign in again.")
+
+
+class LastAdmin(Conflict):
+    code = "last_admin"
+
+    def __init__(self) -> None:
+        super().__init__("This is the store's last active admin; make another admin first.")
+
+
 # Orders and payments.
 class OrderNotFound(NotFound):
     """Also what a customer hears for another customer's order: its existence is not theirs to know."""

@@ -37,9 +37,51 @@ MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 128
 
 
+# Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt): characters that render
+# as nothing, among them letters (Hangul fillers) that no general category gives away.
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+# Control, format, surrogate, private-use and unassigned characters, and separators.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
+
+
+def _is_invisible(char: str) -> bool:
+    code = ord(char)
+    return unicodedata.category(char) in _INVISIBLE_CATEGORIES or any(
+        low <= code <= high for low, high in _DEFAULT_IGNORABLE
+    )
+
+
 def normalize_email(email: str) -> str:
-    """Emails are unique case-insensitively; we store and compare the lower-cased form."""
-    normalized = email.strip().lower()
+    """Emails are unique case-insensitively and in their compatibility form (NFKC: a
+    fullwidth "ｋ" is a "k"); we store and compare that form, lower-cased. Addresses with
+    invisible or control characters are refused: two of them would look the same as one
+    without. (Look-alikes made of visible characters are the skeleton's job: see User.)"""
+    text = unicodedata.normalize("NFKC", email.strip())
+    if any(_is_invisible(c) for c in text):
+        raise Invalid(
+            "An email address cannot contain invisible or control characters.",
+            code="invalid_email",
+            details={"field": "email"},
+        )
+    normalized = unicodedata.normalize("NFKC", text.lower())
     if len(normalized) > MAX_EMAIL_LENGTH or not _EMAIL.match(normalized):
         raise Invalid("This is not a valid email address.", code="invalid_email", details={"field": "email"})
     return normalized
@@ -91,6 +133,8 @@ class User:
     status: UserStatus
     created_at: datetime
     updated_at: datetime
+    # The address's confusable skeleton (UTS #39): no two accounts have addresses that look alike.
+    email_skeleton: str = attrs.field(kw_only=True)
 
     @property
     def is_active(self) -> bool:
@@ -116,11 +160,13 @@ class Actor:
     user_id: str | None
     role: Role
     source_ip: str | None = None
+    session_id: str | None = None  # the sign-in session the caller's access token belongs to
+    is_operator: bool = False
 
     @classmethod
     def operator(cls) -> Actor:
         """The person at the server's command line: trusted like an admin, not a user."""
-        return cls(user_id=None, role=Role.ADMIN, source_ip="cli")
+        return cls(user_id=None, role=Role.ADMIN, source_ip="cli", is_operator=True)
 
     @property
     def is_staff(self) -> bool:

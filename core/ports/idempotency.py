@@ -28,7 +28,7 @@ KEY_LIFETIME = timedelta(hours=24)
 class IdempotencyClaim:
     scope: str  # whose key: "user:<id>" or "ip:<address>"
     key: str
-    fingerprint: str  # of the request (method, path, body): the same key with another body is refused
+    fingerprint: str  # keyed digest of the request (method, path, body): the same key with another body is refused
     recorded: bool = False  # set by the unit of work that recorded it (later ones of the request do not)
 
 
@@ -36,11 +36,17 @@ class IdempotencyClaim:
 class StoredRequest:
     scope: str
     key: str
+    # A keyed digest of the request (see IdempotencyService.fingerprint); empty: not known
+    # (recorded before fingerprints were keyed), and then any request matches it.
     fingerprint: str
     created_at: datetime
     status: int | None = None  # None until the response is attached
     headers: dict[str, str] = attrs.Factory(dict)
     body: bytes = b""
+
+    def matches(self, fingerprint: str) -> bool:
+        """Whether a request with this fingerprint is the one that was recorded."""
+        return self.fingerprint in ("", fingerprint)
 
 
 class IdempotencyKeyTaken(Conflict):

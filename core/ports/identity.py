@@ -1,7 +1,9 @@
-"""Ports for proving who someone is: password hashes, access tokens, opaque secrets."""
+"""Ports for proving who someone is: password hashes, access tokens, opaque secrets,
+keyed digests, throttles and the look-alike key of an email address."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -10,8 +12,14 @@ from core.domain.users import Role
 
 
 class PasswordHasher(Protocol):
+    """Hashing is slow by design (argon2id: tens of milliseconds of CPU each) and runs off the
+    caller's loop in a bounded pool. Checks (sign-ins) are served before waiting hashes
+    (sign-ups, password changes), so that a flood of new accounts never makes a sign-in
+    wait; and neither queue grows without bound: past its limit a call is refused at once
+    with PasswordHashingBusy (429, Retry-After) instead of waiting."""
+
     async def hash(self, password: str) -> str:
-        """A self-describing hash (algorithm and parameters included). Never blocks the caller's loop."""
+        """A self-describing hash (algorithm and parameters included)."""
 
     async def verify(self, password_hash: str, password: str) -> bool:
         """True if the password matches. Never raises for a wrong password or a malformed hash."""
@@ -30,11 +38,12 @@ class AccessToken:
 class AccessClaims:
     user_id: str
     role: Role
+    session_id: str  # the sign-in session (refresh-token family) the token was issued to
     expires_at: int  # unix seconds
 
 
 class AccessTokenIssuer(Protocol):
-    def issue(self, user_id: str, role: Role) -> AccessToken: ...
+    def issue(self, user_id: str, role: Role, session_id: str) -> AccessToken: ...
 
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; raises TokenInvalid for anything else
@@ -46,20 +55,57 @@ class AccessTokenIssuer(Protocol):
 
 
 class OpaqueTokens(Protocol):
-    """Random bearer secrets (refresh tokens) and the digest under which they are stored."""
+    """Random bearer secrets (refresh tokens) and the digest under which they are stored.
+    The secrets have full entropy (256 bits), so no digest of one can be reversed by guessing."""
 
     def generate(self) -> str: ...
 
     def digest(self, token: str) -> str: ...
 
 
-class LoginThrottle(Protocol):
-    """Counts failed logins per account and per source IP over a sliding window."""
+class KeyedDigest(Protocol):
+    """A digest keyed with a secret that only the server holds (HMAC): what is stored about
+    a request that may carry a secret (a password in an Idempotency-Key's fingerprint)
+    cannot be checked against guesses by anyone who has the database but not the key."""
 
-    async def check(self, email: str, source_ip: str | None) -> None:
-        """Raise LoginThrottled (with seconds to wait) if either limit is reached."""
+    def digest(self, data: bytes) -> str: ...
 
-    async def record_failure(self, email: str, source_ip: str | None) -> None: ...
 
-    async def record_success(self, email: str) -> None:
-        """A successful login clears the account's failures (not the IP's)."""
+@attrs.frozen
+class ThrottleBudget:
+    """At most ``limit`` uses of ``key`` within any ``window_seconds``."""
+
+    key: str
+    limit: int
+    window_seconds: int
+
+
+@attrs.frozen
+class ThrottleTicket:
+    """One use taken from each of some budgets (``id`` tells it from any other use)."""
+
+    keys: tuple[str, ...]
+    id: str
+
+
+class Throttle(Protocol):
+    """Sliding-window budgets, counted alike by every server process sharing the store's host.
+    Keys are the caller's business (what is limited); they may hold personal data such as
+    an email, which adapters never store in the clear."""
+
+    async def take(self, budgets: Sequence[ThrottleBudget]) -> ThrottleTicket:
+        """One use of every budget, atomically: if any budget is spent, raise Throttled
+        (with the seconds until all of them have room again) and record nothing; otherwise
+        record a use in each and return the ticket. However many callers take at once, no
+        budget is ever used more than its limit within its window."""
+
+    async def give_back(self, ticket: ThrottleTicket, *, reset: Sequence[str] = ()) -> None:
+        """The ticket's use did not count after all (a sign-in that succeeded): forget it,
+        and forget every use of the keys in ``reset``."""
+
+
+class TextSkeletons(Protocol):
+    """Unicode's confusable skeletons (UTS #39, section 4): two strings that look alike to a
+    reader have the same skeleton (Latin "a" and Cyrillic "а", "rn" and "m")."""
+
+    def skeleton(self, text: str) -> str: ...

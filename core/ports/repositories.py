@@ -61,7 +61,8 @@ class AuditFilter:
 
 class UserRepository(Protocol):
     async def add(self, user: User) -> None:
-        """Insert; raises EmailTaken if the (normalized) email exists."""
+        """Insert; raises EmailTaken if an account has the same (normalized) email or the
+        same ``email_skeleton`` (an address that looks the same)."""
 
     async def get(self, user_id: str) -> User | None: ...
 
@@ -73,6 +74,11 @@ class UserRepository(Protocol):
 
     async def list(self, page: PageRequest, filter: UserFilter) -> Page[User]:
         """Ordered by id ascending; ``page.after`` is the id of the last user already seen."""
+
+    async def count(self, filter: UserFilter) -> int:
+        """How many users match. In a write unit of work the number holds until it commits:
+        two write units that each count and then change a counted user's role or status
+        never both commit on the strength of the same count (the store serializes them)."""
 
 
 class ProductRepository(Protocol):
@@ -119,6 +125,33 @@ class RefreshTokenRepository(Protocol):
 
     async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
         """Revoke every token of the user not yet revoked; returns how many."""
+
+    async def live_families(self, user_id: str, now: datetime) -> builtins.list[str]:
+        """The families (sessions) of the user that still have a token usable at ``now``."""
+
+
+class EndedSession(NamedTuple):
+    session_id: str
+    until: datetime  # when the record is no longer needed
+
+
+class RevokedSessions(Protocol):
+    """Sign-in sessions that ended while access tokens issued to them may still be unexpired:
+    an access token whose session is here is refused."""
+
+    async def add(self, session_ids: Sequence[str], at: datetime, until: datetime) -> None:
+        """Record that these sessions ended at ``at``; the record is needed until ``until``
+        (when the last access token they were issued has expired)."""
+
+    async def changes(
+        self, cursor: str | None, now: datetime, limit: int
+    ) -> tuple[builtins.list[EndedSession], str | None]:
+        """Sessions recorded since ``cursor`` (None: every record still needed at ``now``), at
+        most ``limit``, and the cursor to pass next time. Cursors are opaque. Every record
+        committed after one call's snapshot is returned by a later call with its cursor."""
+
+    async def purge(self, before: datetime) -> int:
+        """Forget the records needed only until before ``before``; returns how many."""
 
 
 class AuditLog(Protocol):

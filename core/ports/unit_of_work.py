@@ -15,6 +15,7 @@ from core.ports.repositories import (
     ProviderEvents,
     RefreshTokenRepository,
     RefundRepository,
+    RevokedSessions,
     UserRepository,
 )
 
@@ -37,6 +38,9 @@ class UnitOfWork(Protocol):
 
     @property
     def refresh_tokens(self) -> RefreshTokenRepository: ...
+
+    @property
+    def revoked_sessions(self) -> RevokedSessions: ...
 
     @property
     def audit(self) -> AuditLog: ...

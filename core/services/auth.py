@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import attrs
 
-from core.domain.audit import AuditEntry
 from core.domain.errors import (
     AccountDisabled,
     Conflict,
     EmailTaken,
     Invalid,
     InvalidCredentials,
+    LastAdmin,
+    LoginThrottled,
+    PasswordHashingBusy,
     RefreshTokenReused,
     RegistrationClosed,
+    RegistrationThrottled,
+    Throttled,
     TokenInvalid,
     UserNotFound,
 )
@@ -30,15 +35,41 @@ from core.domain.users import (
     normalize_password,
 )
 from core.ports.clock import Clock, IdGenerator
-from core.ports.identity import AccessTokenIssuer, LoginThrottle, OpaqueTokens, PasswordHasher
+from core.ports.identity import (
+    AccessTokenIssuer,
+    OpaqueTokens,
+    PasswordHasher,
+    TextSkeletons,
+    Throttle,
+    ThrottleBudget,
+    ThrottleTicket,
+)
 from core.ports.repositories import UserFilter
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from core.services.access import as_admin, current_actor, current_actor_in
+from core.services.audit import Auditor
+from core.services.sessions import SessionGuard
+
+#: How long after its access tokens' lifetime an ended session is still remembered: covers
+#: the verifiers' leeway for clock skew.
+_SESSION_RECORD_MARGIN = timedelta(minutes=1)
 
 
 @attrs.frozen
 class AuthSettings:
     allow_registration: bool = True
     refresh_token_ttl: timedelta = timedelta(days=30)
+    access_token_ttl: timedelta = timedelta(minutes=15)
+    # Sign-in attempts: each takes its place in both budgets before the password is checked,
+    # and gives it back only if it succeeds, so that concurrent guesses never exceed them.
+    login_failures_per_account: int = 5
+    login_failures_per_ip: int = 20
+    login_window: timedelta = timedelta(minutes=15)
+    # Self-registrations per client address (each costs a password hash).
+    registrations_per_ip: int = 10
+    registration_window: timedelta = timedelta(hours=1)
+    # How soon a session ended by another server process is refused here.
+    session_poll_interval: timedelta = timedelta(milliseconds=100)
 
 
 # Commands.
@@ -88,7 +119,7 @@ class ChangePassword:
 class ListUsers:
     actor: Actor
     page: PageRequest = attrs.field(factory=PageRequest)
-    filter: UserFilter = attrs.field(factory=UserFilter)
+    filter: UserFilter = attrs.field(factory=UserFilter)  # ``email`` as the caller typed it
 
 
 @attrs.frozen
@@ -113,7 +144,8 @@ class AuthService:
         hasher: PasswordHasher,
         access_tokens: AccessTokenIssuer,
         opaque_tokens: OpaqueTokens,
-        throttle: LoginThrottle,
+        throttle: Throttle,
+        skeletons: TextSkeletons,
         clock: Clock,
         ids: IdGenerator,
         settings: AuthSettings,
@@ -123,51 +155,83 @@ class AuthService:
         self._access_tokens = access_tokens
         self._opaque = opaque_tokens
         self._throttle = throttle
+        self._skeletons = skeletons
         self._clock = clock
         self._ids = ids
         self._settings = settings
+        self._auditor = Auditor(ids, clock)
+        self._sessions = SessionGuard(uow, clock, settings.session_poll_interval)
         self._dummy_hash: str | None = None
+
+    # Who is calling.
+    async def authenticate(self, access_token: str, source_ip: str | None) -> Actor:
+        """The actor an access token speaks for: TokenInvalid if it does not verify or has
+        expired, SessionEnded if its session was ended (within a second on every server
+        process sharing the store, at once on this one). No database read as a rule: the
+        role is the token's; use cases that grant more than a customer's reads check it."""
+        claims = self._access_tokens.verify(access_token)
+        await self._sessions.check(claims.session_id)
+        return Actor(user_id=claims.user_id, role=claims.role, source_ip=source_ip, session_id=claims.session_id)
+
+    async def current_user(self, actor: Actor) -> User:
+        if actor.user_id is None:
+            raise UserNotFound("operator")
+        async with self._uow(readonly=True) as uow:
+            user = await uow.users.get(actor.user_id)
+        if user is None or not user.is_active:
+            raise TokenInvalid("The account of this token no longer exists or is disabled.")
+        return user
+
+    async def authorize(self, actor: Actor) -> Actor:
+        """The caller as the store knows them now (see core/services/access.py)."""
+        return await current_actor(self._uow, actor)
 
     # Accounts.
     async def register(self, cmd: RegisterUser) -> User:
-        """Self-registration of a customer, when the store allows it."""
+        """Self-registration of a customer, when the store allows it. Throttled per client
+        address (each registration, whatever its outcome, counts)."""
         if not self._settings.allow_registration:
             raise RegistrationClosed()
-        return await self._create(
-            cmd.email, cmd.password, Role.CUSTOMER, actor_id=None, source_ip=cmd.source_ip, self_registered=True
+        email, password = self._check_new_account(cmd.email, cmd.password)
+        if cmd.source_ip is None:
+            return await self._create(email, password, Role.CUSTOMER, actor=None, source_ip=None)
+        budget = ThrottleBudget(
+            f"register:ip:{cmd.source_ip}",
+            self._settings.registrations_per_ip,
+            _seconds(self._settings.registration_window),
         )
+        try:
+            ticket = await self._throttle.take([budget])
+        except Throttled as exc:
+            raise RegistrationThrottled(exc.retry_after) from None
+        try:
+            return await self._create(email, password, Role.CUSTOMER, actor=None, source_ip=cmd.source_ip)
+        except PasswordHashingBusy:
+            await self._throttle.give_back(ticket)  # refused for the server's sake, not the caller's
+            raise
 
     async def create_user(self, cmd: CreateUser) -> User:
         """An admin (or the operator) creates an account with any role."""
-        cmd.actor.require_admin()
-        return await self._create(
-            cmd.email,
-            cmd.password,
-            cmd.role,
-            actor_id=cmd.actor.user_id,
-            source_ip=cmd.actor.source_ip,
-            self_registered=False,
-        )
+        actor = await as_admin(self._uow, cmd.actor)
+        email, password = self._check_new_account(cmd.email, cmd.password)
+        return await self._create(email, password, cmd.role, actor=actor, source_ip=actor.source_ip)
 
-    async def _create(
-        self,
-        email: str,
-        password: str,
-        role: Role,
-        *,
-        actor_id: str | None,
-        source_ip: str | None,
-        self_registered: bool,
-    ) -> User:
+    def _check_new_account(self, email: str, password: str) -> tuple[str, str]:
         email = normalize_email(email)
         password = normalize_password(password)
         check_password_policy(password, email=email)
+        return email, password
+
+    async def _create(
+        self, email: str, password: str, role: Role, *, actor: Actor | None, source_ip: str | None
+    ) -> User:
         # Hash before the transaction: it is slow, and a transaction must stay short.
         password_hash = await self._hasher.hash(password)
         now = self._clock.now()
         user = User(
             id=self._ids.new("usr"),
             email=email,
+            email_skeleton=self._skeletons.skeleton(email),
             password_hash=password_hash,
             role=role,
             status=UserStatus.ACTIVE,
@@ -177,66 +241,54 @@ class AuthService:
         async with self._uow() as uow:
             if await uow.users.get_by_email(email) is not None:
                 raise EmailTaken()
-            await uow.users.add(user)
+            await uow.users.add(user)  # also EmailTaken for an address that looks like a taken one
             # A self-registered customer acted on their own account; the operator (no user id)
-            # must stay None rather than be recorded as the account it created.
-            actor = user.id if self_registered else actor_id
-            await self._audit(uow, actor, "user.created", user.id, source_ip, {"role": role.value})
+            # stays None rather than be recorded as the account it created.
+            by = actor or Actor(user_id=user.id, role=Role.CUSTOMER, source_ip=source_ip)
+            await self._audit(uow, by, "user.created", user.id, {"role": role.value})
             await uow.commit()
         return user
 
-    async def current_user(self, actor: Actor) -> User:
-        if actor.user_id is None:
-            raise UserNotFound("operator")
-        async with self._uow(readonly=True) as uow:
-            user = await uow.users.get(actor.user_id)
-        if user is None or not user.is_active:
-            # A token outlives a deleted or disabled account by at most its 15 minutes;
-            # it reads nothing in that time.
-            raise TokenInvalid("The account of this token no longer exists or is disabled.")
-        return user
-
-    async def authorize(self, actor: Actor) -> Actor:
-        """The caller as the store knows them now. An access token carries the role it was
-        issued with; privileged operations re-read role and status, so that a demoted or
-        disabled admin loses their powers at once, not when the token expires."""
-        user = await self.current_user(actor)
-        return Actor(user_id=user.id, role=user.role, source_ip=actor.source_ip)
-
     # Sessions.
     async def login(self, cmd: LogIn) -> TokenPair:
-        """Verify the password and start a new session (a new refresh-token family)."""
+        """Verify the password and start a new session (a new refresh-token family). The
+        attempt takes its place in the per-account and per-address budgets before the
+        password is checked (LoginThrottled, 429, when either is spent) and gives it back
+        only if it succeeds."""
         try:
             email = normalize_email(cmd.email)
             password = normalize_password(cmd.password)
         except Invalid:
             raise InvalidCredentials() from None
-        await self._throttle.check(email, cmd.source_ip)
+        ticket = await self._take_login_attempt(email, cmd.source_ip)
+        anonymous = Actor(user_id=None, role=Role.CUSTOMER, source_ip=cmd.source_ip)
         async with self._uow(readonly=True) as uow:
             user = await uow.users.get_by_email(email)
-        if user is None:
-            # Spend the same time as a real check so that response times do not reveal
-            # which emails have accounts.
-            await self._hasher.verify(await self._get_dummy_hash(), password)
-            ok = False
-        else:
-            ok = await self._hasher.verify(user.password_hash, password)
+        try:
+            if user is None:
+                # Spend the same time as a real check so that response times do not reveal
+                # which emails have accounts.
+                await self._hasher.verify(await self._get_dummy_hash(), password)
+                ok = False
+            else:
+                ok = await self._hasher.verify(user.password_hash, password)
+        except PasswordHashingBusy:
+            await self._throttle.give_back(ticket)  # not an attempt: the password was never checked
+            raise
         if not ok or user is None:
-            await self._throttle.record_failure(email, cmd.source_ip)
             async with self._uow() as uow:
                 # The caller is anonymous: the account is the object, never the actor.
-                await self._audit(
-                    uow, None, "auth.login_failed", user.id if user else None, cmd.source_ip, {"email": email}
-                )
+                await self._audit(uow, anonymous, "auth.login_failed", user.id if user else None, {"email": email})
                 await uow.commit()
             raise InvalidCredentials()
+        you = Actor(user_id=user.id, role=user.role, source_ip=cmd.source_ip)
         if not user.is_active:
             async with self._uow() as uow:
-                await self._audit(uow, user.id, "auth.login_refused", user.id, cmd.source_ip, {"reason": "disabled"})
+                await self._audit(uow, you, "auth.login_refused", user.id, {"reason": "disabled"})
                 await uow.commit()
             raise AccountDisabled()
-        await self._throttle.record_success(email)
-        new_hash = await self._hasher.hash(password) if self._hasher.needs_rehash(user.password_hash) else None
+        await self._throttle.give_back(ticket, reset=[_login_account_key(email)])
+        new_hash = await self._rehash_if_needed(user, password)
         now = self._clock.now()
         refresh, record = self._new_refresh_token(user.id, self._ids.new("fam"), now + self._settings.refresh_token_ttl)
         async with self._uow() as uow:
@@ -250,13 +302,14 @@ class AuthService:
                 fresh.change_password_hash(new_hash, at=now)
                 await uow.users.update(fresh)
             await uow.refresh_tokens.add(record)
-            await self._audit(uow, user.id, "auth.login_succeeded", user.id, cmd.source_ip, {})
+            await self._audit(uow, you, "auth.login_succeeded", user.id, {})
             await uow.commit()
-        return self._pair(user, refresh)
+        return self._pair(fresh, record.family_id, refresh)
 
     async def refresh(self, cmd: RefreshSession) -> TokenPair:
         """Rotate: the presented token is spent and a new one of the same family returned.
-        Presenting a spent token again means it leaked: the whole family is revoked."""
+        Presenting a spent token again means it leaked: the whole family (the session, its
+        access tokens included) is revoked."""
         digest = self._opaque.digest(cmd.refresh_token)
         now = self._clock.now()
         async with self._uow() as uow:
@@ -265,15 +318,16 @@ class AuthService:
                 raise TokenInvalid("The refresh token is invalid, expired or revoked.")
             if record.used_at is not None or not await uow.refresh_tokens.mark_used(record.id, now):
                 await uow.refresh_tokens.revoke_family(record.family_id, now)
+                until = await self._end_sessions(uow, [record.family_id], now)
                 await self._audit(
                     uow,
-                    record.user_id,
+                    Actor(user_id=record.user_id, role=Role.CUSTOMER, source_ip=cmd.source_ip),
                     "auth.refresh_token_reused",
                     record.user_id,
-                    cmd.source_ip,
                     {"family_id": record.family_id},
                 )
                 await uow.commit()
+                self._sessions.ended([record.family_id], until)
                 raise RefreshTokenReused()
             user = await uow.users.get(record.user_id)
             if user is None or not user.is_active:
@@ -281,33 +335,43 @@ class AuthService:
             refresh, new_record = self._new_refresh_token(user.id, record.family_id, record.expires_at)
             await uow.refresh_tokens.add(new_record)
             await uow.commit()
-        return self._pair(user, refresh)
+        return self._pair(user, record.family_id, refresh)
 
     async def logout(self, cmd: LogOut) -> None:
-        """End the session the refresh token belongs to. Unknown tokens are ignored: logging
-        out twice is not an error, and the answer reveals nothing about the token."""
+        """End the session the refresh token belongs to, its access tokens included. Unknown
+        tokens are ignored: logging out twice is not an error, and the answer reveals
+        nothing about the token."""
         now = self._clock.now()
         async with self._uow() as uow:
             record = await uow.refresh_tokens.get_by_digest(self._opaque.digest(cmd.refresh_token))
-            if record is not None:
-                await uow.refresh_tokens.revoke_family(record.family_id, now)
-                await uow.commit()
+            if record is None:
+                return
+            await uow.refresh_tokens.revoke_family(record.family_id, now)
+            until = await self._end_sessions(uow, [record.family_id], now)
+            await uow.commit()
+        self._sessions.ended([record.family_id], until)
 
     async def change_password(self, cmd: ChangePassword) -> None:
         """Needs the current password, throttled and audited like a login (a stolen access
         token must not become a password oracle); ends every session of the user."""
         user = await self.current_user(cmd.actor)
-        await self._throttle.check(user.email, cmd.actor.source_ip)
+        ticket = await self._take_login_attempt(user.email, cmd.actor.source_ip)
         try:
             current = normalize_password(cmd.current_password)
         except Invalid:
             current = None
-        if current is None or not await self._hasher.verify(user.password_hash, current):
-            await self._throttle.record_failure(user.email, cmd.actor.source_ip)
+        try:
+            ok = current is not None and await self._hasher.verify(user.password_hash, current)
+        except PasswordHashingBusy:
+            await self._throttle.give_back(ticket)
+            raise
+        you = Actor(user_id=user.id, role=user.role, source_ip=cmd.actor.source_ip)
+        if not ok:
             async with self._uow() as uow:
-                await self._audit(uow, user.id, "user.password_change_failed", user.id, cmd.actor.source_ip, {})
+                await self._audit(uow, you, "user.password_change_failed", user.id, {})
                 await uow.commit()
             raise InvalidCredentials()
+        await self._throttle.give_back(ticket)
         new_password = normalize_password(cmd.new_password)
         check_password_policy(new_password, email=user.email)
         new_hash = await self._hasher.hash(new_password)
@@ -318,18 +382,22 @@ class AuthService:
                 raise UserNotFound(user.id)
             fresh.change_password_hash(new_hash, at=now)
             await uow.users.update(fresh)
-            await uow.refresh_tokens.revoke_all_for_user(user.id, now)
-            await self._audit(uow, user.id, "user.password_changed", user.id, cmd.actor.source_ip, {})
+            ended, until = await self._end_every_session(uow, user.id, now)
+            await self._audit(uow, you, "user.password_changed", user.id, {})
             await uow.commit()
+        self._sessions.ended(ended, until)
 
     # Administration.
     async def list_users(self, cmd: ListUsers) -> Page[User]:
-        cmd.actor.require_admin()
+        await as_admin(self._uow, cmd.actor)
+        user_filter = cmd.filter
+        if user_filter.email is not None:
+            user_filter = attrs.evolve(user_filter, email=normalize_email(user_filter.email))
         async with self._uow(readonly=True) as uow:
-            return await uow.users.list(cmd.page, cmd.filter)
+            return await uow.users.list(cmd.page, user_filter)
 
     async def get_user(self, actor: Actor, user_id: str) -> User:
-        actor.require_admin()
+        await as_admin(self._uow, actor)
         async with self._uow(readonly=True) as uow:
             user = await uow.users.get(user_id)
         if user is None:
@@ -337,68 +405,93 @@ class AuthService:
         return user
 
     async def update_user(self, cmd: UpdateUser) -> User:
-        """Change role and/or status. Disabling ends every session of the user. Admins cannot
-        demote or disable themselves, so a store always keeps the admin who is acting."""
-        cmd.actor.require_admin()
-        if cmd.user_id == cmd.actor.user_id and (
-            (cmd.role is not None and cmd.role is not Role.ADMIN)
-            or (cmd.status is not None and cmd.status is not UserStatus.ACTIVE)
-        ):
-            raise Conflict("You cannot demote or disable your own account.", code="cannot_change_self")
+        """Change role and/or status. Disabling ends every session of the user. Checked in
+        the transaction of the change: the acting admin must still be an active admin, an
+        admin cannot demote or disable themselves, and the store's last active admin is
+        never demoted or disabled (LastAdmin), even by two admins acting at once."""
         now = self._clock.now()
         async with self._uow() as uow:
+            actor = await current_actor_in(uow, cmd.actor)
+            actor.require_admin()
+            if cmd.user_id == actor.user_id and (
+                (cmd.role is not None and cmd.role is not Role.ADMIN)
+                or (cmd.status is not None and cmd.status is not UserStatus.ACTIVE)
+            ):
+                raise Conflict("You cannot demote or disable your own account.", code="cannot_change_self")
             user = await uow.users.get(cmd.user_id)
             if user is None:
                 raise UserNotFound(cmd.user_id)
+            was_admin = user.role is Role.ADMIN and user.is_active
+            ended: list[str] = []
+            until = now
             if cmd.role is not None and cmd.role is not user.role:
                 before = user.role
                 user.change_role(cmd.role, at=now)
                 await self._audit(
-                    uow,
-                    cmd.actor.user_id,
-                    "user.role_changed",
-                    user.id,
-                    cmd.actor.source_ip,
-                    {"before": before.value, "after": cmd.role.value},
+                    uow, actor, "user.role_changed", user.id, {"before": before.value, "after": cmd.role.value}
                 )
             if cmd.status is not None and cmd.status is not user.status:
                 before_status = user.status
                 user.change_status(cmd.status, at=now)
                 if cmd.status is UserStatus.DISABLED:
-                    await uow.refresh_tokens.revoke_all_for_user(user.id, now)
+                    ended, until = await self._end_every_session(uow, user.id, now)
                 await self._audit(
                     uow,
-                    cmd.actor.user_id,
+                    actor,
                     "user.status_changed",
                     user.id,
-                    cmd.actor.source_ip,
                     {"before": before_status.value, "after": cmd.status.value},
                 )
+            if was_admin and not (user.role is Role.ADMIN and user.is_active):
+                active_admins = await uow.users.count(UserFilter(role=Role.ADMIN, status=UserStatus.ACTIVE))
+                if active_admins <= 1:
+                    raise LastAdmin()
             await uow.users.update(user)
             await uow.commit()
+        self._sessions.ended(ended, until)
         return user
 
     async def rotate_signing_key(self, actor: Actor) -> str:
         """A new key signs access tokens from now on; the old one verifies until its tokens expire."""
-        actor.require_admin()
+        actor = await as_admin(self._uow, actor)
         kid = self._access_tokens.rotate_signing_key()
         async with self._uow() as uow:
-            await uow.audit.append(
-                AuditEntry(
-                    id=self._ids.new("aud"),
-                    at=self._clock.now(),
-                    actor_id=actor.user_id,
-                    action="keys.rotated",
-                    object_type="signing_key",
-                    object_id=kid,
-                    source_ip=actor.source_ip,
-                    details={},
-                )
-            )
+            await self._auditor.record(uow, actor, "keys.rotated", "signing_key", kid)
             await uow.commit()
         return kid
 
     # Helpers.
+    async def _take_login_attempt(self, email: str, source_ip: str | None) -> ThrottleTicket:
+        window = _seconds(self._settings.login_window)
+        budgets = [ThrottleBudget(_login_account_key(email), self._settings.login_failures_per_account, window)]
+        if source_ip is not None:
+            budgets.append(ThrottleBudget(f"login:ip:{source_ip}", self._settings.login_failures_per_ip, window))
+        try:
+            return await self._throttle.take(budgets)
+        except Throttled as exc:
+            raise LoginThrottled(exc.retry_after) from None
+
+    async def _end_sessions(self, uow: UnitOfWork, session_ids: Sequence[str], now: datetime) -> datetime:
+        """Record, in the caller's unit of work, that these sessions ended: their access
+        tokens are refused from the commit on. Returns until when the record is needed."""
+        until = now + self._settings.access_token_ttl + _SESSION_RECORD_MARGIN
+        if session_ids:
+            await uow.revoked_sessions.add(session_ids, now, until)
+        return until
+
+    async def _end_every_session(self, uow: UnitOfWork, user_id: str, now: datetime) -> tuple[list[str], datetime]:
+        families = await uow.refresh_tokens.live_families(user_id, now)
+        await uow.refresh_tokens.revoke_all_for_user(user_id, now)
+        return families, await self._end_sessions(uow, families, now)
+
+    async def _rehash_if_needed(self, user: User, password: str) -> str | None:
+        if not self._hasher.needs_rehash(user.password_hash):
+            return None
+        try:
+            return await self._hasher.hash(password)
+        except PasswordHashingBusy:
+            return None  # next time: the sign-in itself must not fail for it
+
     def _new_refresh_token(self, user_id: str, family_id: str, expires_at: datetime) -> tuple[str, RefreshToken]:
         secret = self._opaque.generate()
         now = self._clock.now()
@@ -412,8 +505,8 @@ class AuthService:
         )
         return secret, record
 
-    def _pair(self, user: User, refresh: str) -> TokenPair:
-        access = self._access_tokens.issue(user.id, user.role)
+    def _pair(self, user: User, session_id: str, refresh: str) -> TokenPair:
+        access = self._access_tokens.issue(user.id, user.role, session_id)
         return TokenPair(access_token=access.token, expires_in=access.expires_in, refresh_token=refresh)
 
     async def _get_dummy_hash(self) -> str:
@@ -422,23 +515,14 @@ class AuthService:
         return self._dummy_hash
 
     async def _audit(
-        self,
-        uow: UnitOfWork,
-        actor_id: str | None,
-        action: str,
-        object_id: str | None,
-        source_ip: str | None,
-        details: dict[str, object],
+        self, uow: UnitOfWork, actor: Actor, action: str, user_id: str | None, details: dict[str, object]
     ) -> None:
-        await uow.audit.append(
-            AuditEntry(
-                id=self._ids.new("aud"),
-                at=self._clock.now(),
-                actor_id=actor_id,
-                action=action,
-                object_type="user",
-                object_id=object_id,
-                source_ip=source_ip,
-                details=details,
-            )
-        )
+        await self._auditor.record(uow, actor, action, "user", user_id, details)
+
+
+def _login_account_key(email: str) -> str:
+    return f"login:account:{email}"
+
+
+def _seconds(span: timedelta) -> int:
+    return max(1, int(span.total_seconds()))

@@ -7,7 +7,6 @@ from typing import Any
 
 import attrs
 
-from core.domain.audit import AuditEntry
 from core.domain.catalog import (
     Product,
     check_description,
@@ -23,6 +22,8 @@ from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
 from core.ports.repositories import ProductFilter, ProductVersion
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from core.services.access import as_staff, for_reading
+from core.services.audit import Auditor
 
 MAX_SEARCH_LENGTH = 200
 
@@ -86,13 +87,14 @@ class CatalogService:
         self._clock = clock
         self._ids = ids
         self._currency = currency
+        self._auditor = Auditor(ids, clock)
 
     @property
     def currency(self) -> str:
         return self._currency
 
     async def create_product(self, cmd: CreateProduct) -> Product:
-        cmd.actor.require_staff()
+        actor = await as_staff(self._uow, cmd.actor)
         price = check_price(Money(cmd.price, self._given_currency(cmd.currency)), self._currency)
         now = self._clock.now()
         product = Product(
@@ -112,7 +114,7 @@ class CatalogService:
             await uow.products.add(product)
             await self._audit(
                 uow,
-                cmd.actor,
+                actor,
                 "product.created",
                 product.id,
                 {"sku": product.sku, "price": price.amount, "stock": product.stock},
@@ -120,8 +122,15 @@ class CatalogService:
             await uow.commit()
         return product
 
+    async def reader(self, actor: Actor) -> Actor:
+        """The actor as the catalog sees them: one who claims staff powers (and so sees
+        inactive products) is checked against the account as it is now. For an entry point
+        that keeps what it rendered per kind of reader."""
+        return await for_reading(self._uow, actor)
+
     async def get_product(self, actor: Actor, product_id: str) -> Product:
         """Customers and anonymous callers see active products only."""
+        actor = await for_reading(self._uow, actor)
         async with self._uow(readonly=True) as uow:
             product = await uow.products.get(product_id)
         if product is None or (not product.active and not actor.is_staff):
@@ -130,7 +139,7 @@ class CatalogService:
 
     async def list_products(self, cmd: ListProducts) -> Page[Product]:
         """Everyone may list; only staff see (or filter for) inactive products."""
-        product_filter = self._filter(cmd)
+        product_filter = self._filter(cmd, await for_reading(self._uow, cmd.actor))
         if product_filter is None:
             return Page(items=[], next_after=None)
         async with self._uow(readonly=True) as uow:
@@ -139,7 +148,7 @@ class CatalogService:
     async def list_product_versions(self, cmd: ListProducts) -> Page[ProductVersion]:
         """The ids and versions of the page ``list_products`` gives: for an entry point that
         keeps rendered copies of products and fetches only those that changed."""
-        product_filter = self._filter(cmd)
+        product_filter = self._filter(cmd, await for_reading(self._uow, cmd.actor))
         if product_filter is None:
             return Page(items=[], next_after=None)
         async with self._uow(readonly=True) as uow:
@@ -147,13 +156,14 @@ class CatalogService:
 
     async def get_products(self, actor: Actor, product_ids: Sequence[str]) -> list[Product]:
         """The products among these ids that exist and that the actor may see."""
+        actor = await for_reading(self._uow, actor)
         async with self._uow(readonly=True) as uow:
             products = await uow.products.get_many(product_ids)
         return [p for p in products if p.active or actor.is_staff]
 
-    def _filter(self, cmd: ListProducts) -> ProductFilter | None:
+    def _filter(self, cmd: ListProducts, actor: Actor) -> ProductFilter | None:
         """The repository filter for a listing; None when nothing can match."""
-        active = cmd.active if cmd.actor.is_staff else True
+        active = cmd.active if actor.is_staff else True
         text = cmd.text.strip() if cmd.text is not None else None
         if text is not None and len(text) > MAX_SEARCH_LENGTH:
             raise ValidationFailed({"q": f"must have at most {MAX_SEARCH_LENGTH} characters"})
@@ -162,7 +172,7 @@ class CatalogService:
         return ProductFilter(active=active, price_min=cmd.price_min, price_max=cmd.price_max, text=text or None)
 
     async def update_product(self, cmd: UpdateProduct) -> Product:
-        cmd.actor.require_staff()
+        actor = await as_staff(self._uow, cmd.actor)
         changes: dict[str, Any] = {}
         if cmd.sku is not None:
             changes["sku"] = check_sku(cmd.sku)
@@ -188,14 +198,14 @@ class CatalogService:
                     before, after = changed["price"]
                     await self._audit(
                         uow,
-                        cmd.actor,
+                        actor,
                         "product.price_changed",
                         product.id,
                         {"before": before.amount, "after": after.amount},
                     )
                 if "active" in changed:
                     await self._audit(
-                        uow, cmd.actor, "product.activated" if product.active else "product.deactivated", product.id, {}
+                        uow, actor, "product.activated" if product.active else "product.deactivated", product.id, {}
                     )
                 await uow.commit()
         return product
@@ -206,7 +216,7 @@ class CatalogService:
 
     async def adjust_stock(self, cmd: AdjustStock) -> Product:
         """Add or remove units; a delta that would take stock below zero is refused whole."""
-        cmd.actor.require_staff()
+        actor = await as_staff(self._uow, cmd.actor)
         if type(cmd.delta) is not int or cmd.delta == 0:
             raise ValidationFailed({"delta": "must be a non-zero integer"})
         async with self._uow() as uow:
@@ -216,7 +226,7 @@ class CatalogService:
             await uow.products.update(product)
             await self._audit(
                 uow,
-                cmd.actor,
+                actor,
                 "product.stock_adjusted",
                 product.id,
                 {"before": before, "after": product.stock, "delta": cmd.delta, "reason": cmd.reason},
@@ -225,11 +235,11 @@ class CatalogService:
         return product
 
     async def delete_product(self, cmd: DeleteProduct) -> None:
-        cmd.actor.require_staff()
+        actor = await as_staff(self._uow, cmd.actor)
         async with self._uow() as uow:
             product = await self._get_for_update(uow, cmd.product_id, cmd.expected_version)
             await uow.products.delete(product.id)
-            await self._audit(uow, cmd.actor, "product.deleted", product.id, {"sku": product.sku})
+            await self._audit(uow, actor, "product.deleted", product.id, {"sku": product.sku})
             await uow.commit()
 
     def _given_currency(self, currency: str | None) -> str:
@@ -246,15 +256,4 @@ class CatalogService:
     async def _audit(
         self, uow: UnitOfWork, actor: Actor, action: str, product_id: str, details: dict[str, Any]
     ) -> None:
-        await uow.audit.append(
-            AuditEntry(
-                id=self._ids.new("aud"),
-                at=self._clock.now(),
-                actor_id=actor.user_id,
-                action=action,
-                object_type="product",
-                object_id=product_id,
-                source_ip=actor.source_ip,
-                details=details,
-            )
-        )
+        await self._auditor.record(uow, actor, action, "product", product_id, details)

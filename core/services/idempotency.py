@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from core.ports.clock import Clock
 from core.ports.idempotency import KEY_LIFETIME, StoredRequest
+from core.ports.identity import KeyedDigest
 from core.ports.unit_of_work import UnitOfWorkFactory
 
 
 class IdempotencyService:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock):
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, digests: KeyedDigest):
         self._uow = uow
         self._clock = clock
+        self._digests = digests
+
+    def fingerprint(self, method: str, target: str, body: bytes) -> str:
+        """What tells one request from another under the same key. Keyed: a request may
+        carry a secret (a password), and a stored plain hash of it would let anyone with a
+        copy of the database test guesses at the speed of SHA-256."""
+        return self._digests.digest(b"%s %s\n%s" % (method.encode(), target.encode("utf-8", "surrogatepass"), body))
 
     async def lookup(self, scope: str, key: str, *, including_pending: bool = False) -> StoredRequest | None:
         """The request recorded under this key within its lifetime, if any.

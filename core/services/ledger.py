@@ -23,7 +23,6 @@ from typing import Any
 import attrs
 
 from core.domain import events
-from core.domain.audit import AuditEntry
 from core.domain.errors import DomainError, OrderNotFound, RefundExceedsCaptured, Unavailable
 from core.domain.money import Money
 from core.domain.orders import Order, OrderLine
@@ -32,6 +31,7 @@ from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
 from core.ports.payments import PaymentGateway, ProviderRefund
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from core.services.audit import Auditor
 
 #: The reason on refunds Tillbox makes by itself.
 SURPLUS_REASON = "Paid after the order no longer needed it; returned automatically."
@@ -77,6 +77,7 @@ class Ledger:
         self._gateway = gateway
         self._clock = clock
         self._ids = ids
+        self._auditor = Auditor(ids, clock)
 
     # Events and the audit log.
     async def emit(self, uow: UnitOfWork, type: str, obj: Order | Payment | Refund, at: datetime) -> None:
@@ -94,18 +95,7 @@ class Ledger:
     ) -> None:
         """Order, payment and refund entries all name the order, so one filter gives its history.
         ``actor`` None: Tillbox itself (a webhook, the expiry sweep)."""
-        await uow.audit.append(
-            AuditEntry(
-                id=self._ids.new("aud"),
-                at=at,
-                actor_id=None if actor is None else actor.user_id,
-                action=action,
-                object_type="order",
-                object_id=order_id,
-                source_ip=None if actor is None else actor.source_ip,
-                details=details,
-            )
-        )
+        await self._auditor.record(uow, actor, action, "order", order_id, details, at=at)
 
     # Payments.
     async def apply_signal(

@@ -14,16 +14,19 @@ from core.domain.catalog import Product
 from core.domain.errors import (
     AuthenticationRequired,
     InsufficientStock,
+    NotAllowed,
     UnknownProduct,
     ValidationFailed,
 )
 from core.domain.orders import Order, OrderLine, OrderStatus, check_line_count, check_quantity
 from core.domain.pagination import Page, PageRequest
+from core.domain.payments import PROVIDER_MANUAL, Payment, PaymentStatus
 from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
 from core.ports.payments import PaymentGateway
 from core.ports.repositories import OrderFilter
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from core.services.access import as_staff, for_reading, signed_in
 from core.services.ledger import Ledger, ReservedRefund, get_visible_order, release_stock
 
 CANCEL_REFUND_REASON = "Order cancelled."
@@ -32,6 +35,9 @@ CANCEL_REFUND_REASON = "Order cancelled."
 @attrs.frozen
 class OrderSettings:
     expiry: timedelta = timedelta(minutes=30)  # how long an unpaid order keeps its stock
+    # Whether a customer may cancel an order already paid, when every payment of it is a
+    # card payment the provider can refund (otherwise paid orders are cancelled by staff).
+    customers_cancel_paid_card_orders: bool = False
 
 
 @attrs.frozen
@@ -109,10 +115,11 @@ class OrderService:
         1000 units. If any line is short, InsufficientStock (409) lists every short line
         (index, product_id, sku, requested, available). The order keeps the sku, name and
         price of each product as they are now, and expires unpaid after the configured time."""
-        customer_id = cmd.actor.user_id
-        if customer_id is None:
-            raise AuthenticationRequired()
         _check_items(cmd.items)
+        actor = await signed_in(self._uow, cmd.actor)
+        customer_id = actor.user_id
+        if customer_id is None:  # the operator places no orders: orders belong to a customer
+            raise NotAllowed("Orders are placed by a signed-in user.", code="forbidden")
         now = self._clock.now()
         async with self._uow() as uow:
             products = await self._products_for(uow, cmd.items)
@@ -167,23 +174,31 @@ class OrderService:
 
     async def get_order(self, actor: Actor, order_id: str) -> Order:
         """An order its customer or staff may see; anyone else gets OrderNotFound."""
+        actor = await for_reading(self._uow, actor)
         async with self._uow(readonly=True) as uow:
             return await get_visible_order(uow, actor, order_id)
 
     async def list_orders(self, cmd: ListOrders) -> Page[Order]:
         """Newest first. A customer lists their own orders; staff list everyone's, or one
         customer's with ``customer_id``. Optionally only those of one status."""
-        if cmd.actor.is_staff:
+        actor = await for_reading(self._uow, cmd.actor)
+        if actor.is_staff:
             customer_id = cmd.customer_id
-        elif cmd.actor.user_id is None:
+        elif actor.user_id is None:
             raise AuthenticationRequired()
         else:
-            customer_id = cmd.actor.user_id
+            customer_id = actor.user_id
         async with self._uow(readonly=True) as uow:
             return await uow.orders.list(cmd.page, OrderFilter(customer_id=customer_id, status=cmd.status))
 
     async def cancel_order(self, cmd: CancelOrder) -> Order:
-        """Cancel an order awaiting payment or paid (not yet fulfilled): its customer or staff.
+        """Cancel an order awaiting payment or paid (not yet fulfilled).
+
+        Staff cancel any such order. Its customer cancels one nothing was paid for yet; an
+        order already (partly) paid is cancelled by staff, who hand back what was paid,
+        unless the store lets customers cancel orders paid only by card (the provider
+        refunds those: ``customers_cancel_paid_card_orders``). Otherwise NotAllowed
+        (``cancel_needs_staff``), and nothing changes.
 
         In one unit of work the order is cancelled, its stock released and refunds of
         everything captured are reserved (manual payments' refunds recorded at once);
@@ -191,17 +206,20 @@ class OrderService:
         whatever the provider says: a refund that fails or cannot be sent shows on the
         order (amount_refunded below amount_paid), in its refunds and in the audit log,
         and staff can refund it again. Returns the order as it stands after all that."""
+        actor = await signed_in(self._uow, cmd.actor)
         now = self._clock.now()
         async with self._uow() as uow:
-            order = await get_visible_order(uow, cmd.actor, cmd.order_id)
+            order = await get_visible_order(uow, actor, cmd.order_id)
             was = order.status
-            order.cancel(at=now)
+            order.cancel(at=now)  # the state machine first: "fulfilled cannot be cancelled" says more
+            if not actor.is_staff:
+                self._check_customer_may_cancel(order, await uow.payments.list_for_order(order.id))
             await uow.orders.update(order)
             await release_stock(uow, order.lines, now)
             await self._ledger.emit(uow, events.ORDER_CANCELLED, order, now)
             await self._ledger.audit(
                 uow,
-                cmd.actor,
+                actor,
                 "order.cancelled",
                 order.id,
                 {"status": was.value, "reason": cmd.reason, "amount_paid": order.amount_paid},
@@ -211,26 +229,39 @@ class OrderService:
             reserved: list[ReservedRefund] = []
             if refundable:
                 reason = cmd.reason.strip() if cmd.reason and cmd.reason.strip() else CANCEL_REFUND_REASON
-                reserved = await self._ledger.reserve_refunds(uow, order, refundable, reason, cmd.actor, at=now)
+                reserved = await self._ledger.reserve_refunds(uow, order, refundable, reason, actor, at=now)
             await uow.commit()
         if any(r.payment_reference is not None for r in reserved):
-            await self._ledger.execute_refunds(reserved, cmd.actor)
+            await self._ledger.execute_refunds(reserved, actor)
             async with self._uow(readonly=True) as uow:
                 reread = await uow.orders.get(order.id)
             assert reread is not None
             return reread
         return order
 
+    def _check_customer_may_cancel(self, order: Order, payments: Sequence[Payment]) -> None:
+        captured = [p for p in payments if p.status is PaymentStatus.SUCCEEDED]
+        if not captured:
+            return  # nothing was paid: the customer's own decision
+        by_card_only = all(p.provider != PROVIDER_MANUAL for p in captured)
+        if self._settings.customers_cancel_paid_card_orders and by_card_only:
+            return
+        raise NotAllowed(
+            "This order has been paid; the shop cancels it and hands back what was paid.",
+            code="cancel_needs_staff",
+            details={"order_id": order.id, "status": order.status.value},
+        )
+
     async def fulfil_order(self, cmd: FulfilOrder) -> Order:
         """Mark a paid order fulfilled (staff)."""
-        cmd.actor.require_staff()
+        actor = await as_staff(self._uow, cmd.actor)
         now = self._clock.now()
         async with self._uow() as uow:
-            order = await get_visible_order(uow, cmd.actor, cmd.order_id)
+            order = await get_visible_order(uow, actor, cmd.order_id)
             order.fulfil(at=now)
             await uow.orders.update(order)
             await self._ledger.emit(uow, events.ORDER_FULFILLED, order, now)
-            await self._ledger.audit(uow, cmd.actor, "order.fulfilled", order.id, {}, now)
+            await self._ledger.audit(uow, actor, "order.fulfilled", order.id, {}, now)
             await uow.commit()
         return order
 

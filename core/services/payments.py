@@ -41,6 +41,7 @@ from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
 from core.ports.payments import PaymentGateway, ProviderEvent, ProviderEventKind
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from core.services.access import as_staff, for_reading, signed_in
 from core.services.ledger import Ledger, ReservedRefund, get_visible_order, may_see
 from core.services.orders import expire_orders
 
@@ -105,10 +106,10 @@ class PaymentService:
 
         A payment on an order that is not awaiting one is InvalidOrderTransition (409)."""
         if cmd.method is PaymentMethod.MANUAL:
-            return await self._record_manual(cmd)
+            return await self._record_manual(attrs.evolve(cmd, actor=await as_staff(self._uow, cmd.actor)))
         if cmd.method is not PaymentMethod.CARD:
             raise ValidationFailed({"method": "must be card or manual"})
-        return await self._pay_by_card(cmd)
+        return await self._pay_by_card(attrs.evolve(cmd, actor=await signed_in(self._uow, cmd.actor)))
 
     async def _pay_by_card(self, cmd: PayOrder) -> Payment:
         payment_method = cmd.payment_method
@@ -200,7 +201,6 @@ class PaymentService:
         return payment, surplus
 
     async def _record_manual(self, cmd: PayOrder) -> Payment:
-        cmd.actor.require_staff()
         reference = check_reference(cmd.reference)
         if cmd.payment_method is not None:
             raise ValidationFailed({"payment_method": "only card payments take a payment method"})
@@ -263,7 +263,7 @@ class PaymentService:
         not be reached about, or has not finished, comes back pending: it keeps its
         reservation, and the provider's webhook or ``resend_unsent_refunds`` (the server's
         housekeeping) settles it."""
-        cmd.actor.require_staff()
+        cmd = attrs.evolve(cmd, actor=await as_staff(self._uow, cmd.actor))
         reason = check_reason(cmd.reason)
         if cmd.amount is not None and (type(cmd.amount) is not int or cmd.amount < 1):
             raise ValidationFailed({"amount": "must be a positive integer number of minor units"})
@@ -293,7 +293,7 @@ class PaymentService:
         own idempotency key, so one the provider already made is not made twice; for refunds
         left pending because the provider could not be reached. Returns them as they now
         stand; Unavailable if the provider still cannot be reached."""
-        actor.require_staff()
+        actor = await as_staff(self._uow, actor)
         async with self._uow(readonly=True) as uow:
             order = await get_visible_order(uow, actor, order_id)
             payments = {p.id: p for p in await uow.payments.list_for_order(order.id)}
@@ -380,17 +380,20 @@ class PaymentService:
     # Reading.
     async def list_payments(self, actor: Actor, order_id: str) -> list[Payment]:
         """The order's payments, oldest first (the order's customer or staff)."""
+        actor = await for_reading(self._uow, actor)
         async with self._uow(readonly=True) as uow:
             order = await get_visible_order(uow, actor, order_id)
             return await uow.payments.list_for_order(order.id)
 
     async def list_refunds(self, actor: Actor, order_id: str) -> list[Refund]:
         """The order's refunds, oldest first (the order's customer or staff)."""
+        actor = await for_reading(self._uow, actor)
         async with self._uow(readonly=True) as uow:
             order = await get_visible_order(uow, actor, order_id)
             return await uow.refunds.list_for_order(order.id)
 
     async def get_payment(self, actor: Actor, payment_id: str) -> Payment:
+        actor = await for_reading(self._uow, actor)
         async with self._uow(readonly=True) as uow:
             payment = await uow.payments.get(payment_id)
             order = None if payment is None else await uow.orders.get(payment.order_id)

@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from adapters.timestamps import format_timestamp
 from core.domain import errors
 from core.domain.users import Actor, Role
-from entrypoints.http.keys import ACTOR, REQUEST_ID, TOKENS
+from entrypoints.http.keys import ACTOR, AUTH, REQUEST_ID
 from entrypoints.logs import AccessLog
 
 log = logging.getLogger("tillbox.http")
@@ -126,8 +126,7 @@ def request_middleware(access_log: AccessLog | None) -> Any:
                 scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise errors.TokenInvalid("Use Authorization: Bearer <access token>.")
-                claims = request.app[TOKENS].verify(token.strip())
-                request[ACTOR] = Actor(user_id=claims.user_id, role=claims.role, source_ip=request.remote)
+                request[ACTOR] = await request.app[AUTH].authenticate(token.strip(), request.remote)
             response = await handler(request)
         except web.HTTPException as error:
             if error.status < 400:

@@ -30,6 +30,7 @@ class Make:
         return User(
             id=self.ids.new("usr"),
             email=email,
+            email_skeleton=email,
             password_hash=f"fake${email}",
             role=role,
             status=status,

@@ -226,7 +226,7 @@ async def test_a_demoted_or_disabled_admin_loses_powers_before_the_token_expires
     status, body, _ = await api.call(
         "POST", "/api/v1/products", token=other, json={"sku": "NO-1", "name": "Disabled", "price": 1}
     )
-    assert_error(status, body, 401, "invalid_token")
+    assert_error(status, body, 401, "session_ended")
 
 
 async def test_users_me_follows_changes_to_the_account(api: Api) -> None:
@@ -241,7 +241,7 @@ async def test_users_me_follows_changes_to_the_account(api: Api) -> None:
     assert (status, me["role"]) == (200, "staff")
     await api.call("PATCH", f"/api/v1/users/{user_id}", token=root, json={"status": "disabled"})
     status, body, _ = await api.call("GET", "/api/v1/users/me", token=token)
-    assert_error(status, body, 401, "invalid_token")
+    assert_error(status, body, 401, "session_ended")
 
 
 async def test_demoted_staff_and_disabled_customers_lose_powers_on_customer_routes_too(api: Api) -> None:
@@ -274,6 +274,6 @@ async def test_demoted_staff_and_disabled_customers_lose_powers_on_customer_rout
     status, body, _ = await api.call(
         "POST", "/api/v1/orders", token=buyer, json={"items": [{"sku": "DEM-1", "quantity": 1}]}
     )
-    assert_error(status, body, 401, "invalid_token")
+    assert_error(status, body, 401, "session_ended")
     status, got, _ = await api.call("GET", f"/api/v1/products/{mug['id']}")
     assert got["stock"] == 4  # only the first order's unit is reserved

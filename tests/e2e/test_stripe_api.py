@@ -242,8 +242,12 @@ async def test_cancelling_a_card_paid_order_refunds_it_at_stripe(
     order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 2}])
     status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
     assert status == 201
-    status, cancelled, _ = await api.call(
+    status, body, _ = await api.call(
         "POST", f"/api/v1/orders/{order['id']}/cancel", json={"reason": "Wrong colour"}, token=shop.alice
+    )
+    assert_error(status, body, 403, "cancel_needs_staff")  # paid: the shop decides (by default)
+    status, cancelled, _ = await api.call(
+        "POST", f"/api/v1/orders/{order['id']}/cancel", json={"reason": "Wrong colour"}, token=shop.staff
     )
     assert status == 200, cancelled
     assert (cancelled["status"], cancelled["amount_paid"], cancelled["amount_refunded"]) == ("cancelled", 2500, 2500)
@@ -378,3 +382,34 @@ async def test_an_unreachable_provider_fails_fast_and_nothing_else_does(tmp_path
         assert status == 201, body
         status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=alice)
         assert (got["status"], got["amount_paid"]) == ("paid", 1250)
+
+
+async def test_a_store_may_let_customers_cancel_orders_paid_by_card_only(tmp_path: Path, localstripe_url: str) -> None:
+    settings = {"TILLBOX_ORDERS_CUSTOMERS_CANCEL_PAID_CARD_ORDERS": "true", **stripe_settings(localstripe_url)}
+    async with serve(tmp_path / "data", **settings) as api:
+        staff = await api.token_for("staff@example.com", "staff")
+        alice = await api.token_for("alice@example.com")
+        mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=20)
+        by_card = await place_order(api, alice, [{"sku": "MUG-1", "quantity": 2}])
+        status, _, _ = await _pay_by_card(api, alice, by_card["id"], "pm_card_visa")
+        assert status == 201
+        status, cancelled, _ = await api.call("POST", f"/api/v1/orders/{by_card['id']}/cancel", json={}, token=alice)
+        assert status == 200, cancelled
+        assert (cancelled["status"], cancelled["amount_refunded"]) == ("cancelled", 2500)
+
+        # A cash payment is handed back by staff: the customer still cannot cancel such an order.
+        in_cash = await place_order(api, alice, [{"sku": "MUG-1", "quantity": 1}])
+        status, _, _ = await api.call(
+            "POST",
+            f"/api/v1/orders/{in_cash['id']}/payments",
+            json={"method": "manual", "reference": "till 3", "amount": 500},
+            token=staff,
+        )
+        assert status == 201
+        refunds_before = await count_rows(api, "refunds")
+        status, body, _ = await api.call("POST", f"/api/v1/orders/{in_cash['id']}/cancel", json={}, token=alice)
+        assert_error(status, body, 403, "cancel_needs_staff")
+        status, order, _ = await api.call("GET", f"/api/v1/orders/{in_cash['id']}", token=alice)
+        assert (order["status"], order["amount_paid"], order["amount_refunded"]) == ("pending_payment", 500, 0)
+        assert await count_rows(api, "refunds") == refunds_before
+        assert await stock_of(api, mug["id"]) == 19  # the cash order still holds its unit

@@ -87,6 +87,7 @@ def good_claims(now: int) -> dict[str, Any]:
         "aud": AUDIENCE,
         "sub": "usr_1",
         "role": "staff",
+        "sid": "fam_1",
         "iat": now,
         "exp": now + TTL,
         "jti": "j1",
@@ -119,18 +120,19 @@ def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 # Issuing and verifying.
 @pytest.mark.parametrize("role", list(Role))
 def test_round_trip(tokens: JwtAccessTokens, keys: SigningKeys, now: int, role: Role) -> None:
-    issued = tokens.issue("usr_42", role)
+    issued = tokens.issue("usr_42", role, "fam_1")
     claims = tokens.verify(issued.token)
-    assert (claims.user_id, claims.role, claims.expires_at) == ("usr_42", role, now + TTL)
+    assert (claims.user_id, claims.role, claims.session_id, claims.expires_at) == ("usr_42", role, "fam_1", now + TTL)
     assert issued.expires_in == TTL
     header, payload = segments(issued.token)
     assert header == {"alg": "EdDSA", "kid": keys.signing_key()[0], "typ": "at+jwt"}
-    assert set(payload) == {"iss", "aud", "sub", "role", "iat", "exp", "jti"}
+    assert set(payload) == {"iss", "aud", "sub", "role", "sid", "iat", "exp", "jti"}
     assert payload | {"jti": None} == {
         "iss": ISSUER,
         "aud": AUDIENCE,
         "sub": "usr_42",
         "role": role.value,
+        "sid": "fam_1",
         "iat": now,
         "exp": now + TTL,
         "jti": None,
@@ -139,18 +141,18 @@ def test_round_trip(tokens: JwtAccessTokens, keys: SigningKeys, now: int, role: 
 
 
 def test_every_token_has_its_own_jti(tokens: JwtAccessTokens) -> None:
-    jtis = {segments(tokens.issue("usr_1", Role.CUSTOMER).token)[1]["jti"] for _ in range(50)}
+    jtis = {segments(tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token)[1]["jti"] for _ in range(50)}
     assert len(jtis) == 50
 
 
 def test_a_token_is_accepted_until_exp_plus_leeway(tokens: JwtAccessTokens, clock: FixedClock) -> None:
-    token = tokens.issue("usr_1", Role.CUSTOMER).token
+    token = tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token
     clock.advance(seconds=TTL + LEEWAY - 1)
     assert tokens.verify(token).user_id == "usr_1"
 
 
 def test_an_expired_token_is_rejected(tokens: JwtAccessTokens, clock: FixedClock) -> None:
-    token = tokens.issue("usr_1", Role.CUSTOMER).token
+    token = tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token
     clock.advance(seconds=TTL + LEEWAY)
     with pytest.raises(TokenInvalid, match="expired"):
         tokens.verify(token)
@@ -159,7 +161,7 @@ def test_an_expired_token_is_rejected(tokens: JwtAccessTokens, clock: FixedClock
 def test_a_cached_token_is_rejected_once_expired(
     tokens: JwtAccessTokens, clock: FixedClock, decode_calls: list[str]
 ) -> None:
-    token = tokens.issue("usr_1", Role.CUSTOMER).token
+    token = tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token
     tokens.verify(token)
     clock.advance(seconds=TTL + LEEWAY - 1)
     assert tokens.verify(token).user_id == "usr_1"
@@ -174,7 +176,7 @@ def test_a_cached_token_is_rejected_once_expired(
 
 def test_the_cache_is_bounded(keys: SigningKeys, clock: FixedClock, decode_calls: list[str]) -> None:
     small = JwtAccessTokens(keys, issuer=ISSUER, audience=AUDIENCE, clock=clock, cache_size=2)
-    first, second, third = (small.issue(f"usr_{n}", Role.CUSTOMER).token for n in range(3))
+    first, second, third = (small.issue(f"usr_{n}", Role.CUSTOMER, "fam_1").token for n in range(3))
     for token in (first, second, first, third):  # the third evicts the least recently used: second
         small.verify(token)
     assert decode_calls == [first, second, third]
@@ -270,6 +272,9 @@ def test_es256_is_rejected(tokens: JwtAccessTokens, good_header: dict[str, Any],
         pytest.param({"role": "superuser"}, id="unknown role"),
         pytest.param({"role": ["admin"]}, id="role a list"),
         pytest.param({"role": "ADMIN"}, id="role in capitals"),
+        pytest.param({"sid": None}, id="no session id"),
+        pytest.param({"sid": ""}, id="empty session id"),
+        pytest.param({"sid": 7}, id="session id not a string"),
         pytest.param({"exp": "9999999999"}, id="exp a string"),
         pytest.param({"exp": True}, id="exp a boolean"),
         pytest.param({"iat_offset": 3600}, id="issued in the future"),
@@ -322,14 +327,14 @@ def test_wrong_headers_are_rejected(
 
 
 def test_a_tampered_payload_is_rejected(tokens: JwtAccessTokens, good_claims: dict[str, Any]) -> None:
-    header, _, signature = tokens.issue("usr_1", Role.CUSTOMER).token.split(".")
+    header, _, signature = tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token.split(".")
     promoted = b64(json.dumps(good_claims | {"sub": "usr_1", "role": "admin"}).encode())
     with pytest.raises(TokenInvalid):
         tokens.verify(f"{header}.{promoted}.{signature}")
 
 
 def test_a_tampered_signature_is_rejected(tokens: JwtAccessTokens) -> None:
-    token = tokens.issue("usr_1", Role.CUSTOMER).token
+    token = tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token
     flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     for bad in (flipped, token[:-4], token + "AAAA", token.rsplit(".", 1)[0] + "."):
         with pytest.raises(TokenInvalid):
@@ -380,10 +385,10 @@ def test_after_a_rotation_new_tokens_carry_the_new_kid_and_old_ones_still_verify
     tokens: JwtAccessTokens, keys: SigningKeys, clock: FixedClock
 ) -> None:
     old_kid = keys.signing_key()[0]
-    old_token = tokens.issue("usr_1", Role.CUSTOMER).token
+    old_token = tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token
     clock.advance(seconds=10)
     new_kid = keys.rotate(TTL)
-    new_token = tokens.issue("usr_2", Role.ADMIN).token
+    new_token = tokens.issue("usr_2", Role.ADMIN, "fam_1").token
     assert new_kid != old_kid
     assert segments(new_token)[0]["kid"] == new_kid
     assert segments(old_token)[0]["kid"] == old_kid
@@ -396,7 +401,7 @@ def test_retired_keys_stop_verifying_and_prune_deletes_them(
     tokens: JwtAccessTokens, keys: SigningKeys, clock: FixedClock, key_dir: pathlib.Path
 ) -> None:
     old_kid = keys.signing_key()[0]
-    old_token = tokens.issue("usr_1", Role.CUSTOMER).token
+    old_token = tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token
     clock.advance(seconds=10)
     new_kid = keys.rotate(TTL)
     clock.advance(seconds=RETENTION)  # exactly at the end of the retention: still kept
@@ -409,7 +414,7 @@ def test_retired_keys_stop_verifying_and_prune_deletes_them(
     assert [k["kid"] for k in keys.public_jwks()["keys"]] == [new_kid]
     with pytest.raises(TokenInvalid):
         tokens.verify(old_token)
-    assert tokens.verify(tokens.issue("usr_2", Role.CUSTOMER).token).user_id == "usr_2"
+    assert tokens.verify(tokens.issue("usr_2", Role.CUSTOMER, "fam_1").token).user_id == "usr_2"
     assert keys.prune() == []
 
 
@@ -418,7 +423,7 @@ def test_an_emergency_rotation_cuts_off_cached_tokens_of_the_old_key(
 ) -> None:
     # rotate(0): the old key only outlives the rotation by the 60 s leeway, even though its
     # tokens would still be valid for almost 15 minutes.
-    token = tokens.issue("usr_1", Role.CUSTOMER).token
+    token = tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token
     assert tokens.verify(token).user_id == "usr_1"  # now cached
     keys.rotate(0)
     clock.advance(seconds=60)
@@ -479,7 +484,7 @@ def test_the_kid_is_the_rfc7638_thumbprint(keys: SigningKeys) -> None:
 
 
 def test_keys_survive_a_restart(keys: SigningKeys, key_dir: pathlib.Path, clock: FixedClock) -> None:
-    token = JwtAccessTokens(keys, issuer=ISSUER, audience=AUDIENCE, clock=clock).issue("usr_1", Role.STAFF).token
+    token = JwtAccessTokens(keys, issuer=ISSUER, audience=AUDIENCE, clock=clock).issue("usr_1", Role.STAFF, "fam_1").token
     restarted = JwtAccessTokens(SigningKeys(key_dir, clock=clock), issuer=ISSUER, audience=AUDIENCE, clock=clock)
     assert restarted.verify(token).role is Role.STAFF
 
@@ -542,12 +547,12 @@ def test_a_running_server_keeps_its_keys_if_a_broken_file_appears(
 ) -> None:
     server = SigningKeys(key_dir, clock=clock, recheck_seconds=0)
     server_tokens = JwtAccessTokens(server, issuer=ISSUER, audience=AUDIENCE, clock=clock)
-    token = server_tokens.issue("usr_1", Role.CUSTOMER).token
+    token = server_tokens.issue("usr_1", Role.CUSTOMER, "fam_1").token
     broken = key_dir / "broken.json"
     broken.write_text("{")
     broken.chmod(0o600)
     clock.advance(seconds=1)
-    assert server_tokens.verify(server_tokens.issue("usr_2", Role.CUSTOMER).token).user_id == "usr_2"
+    assert server_tokens.verify(server_tokens.issue("usr_2", Role.CUSTOMER, "fam_1").token).user_id == "usr_2"
     assert server_tokens.verify(token).user_id == "usr_1"
 
 
@@ -578,7 +583,7 @@ def test_a_token_from_another_process_new_key_verifies(key_dir: pathlib.Path, cl
     other_tokens = JwtAccessTokens(other, issuer=ISSUER, audience=AUDIENCE, clock=clock)
     clock.advance(seconds=1)
     other.rotate(TTL)
-    token = other_tokens.issue("usr_9", Role.ADMIN).token
+    token = other_tokens.issue("usr_9", Role.ADMIN, "fam_1").token
     assert server_tokens.verify(token).user_id == "usr_9"
 
 
@@ -590,11 +595,11 @@ def test_unknown_kids_reload_the_directory_at_most_once_per_interval(key_dir: pa
     other_tokens = JwtAccessTokens(other, issuer=ISSUER, audience=AUDIENCE, clock=clock)
     clock.advance(seconds=1)
     other.rotate(TTL)
-    assert server_tokens.verify(other_tokens.issue("usr_1", Role.ADMIN).token).user_id == "usr_1"
+    assert server_tokens.verify(other_tokens.issue("usr_1", Role.ADMIN, "fam_1").token).user_id == "usr_1"
     clock.advance(seconds=1)
     other.rotate(TTL)
     with pytest.raises(TokenInvalid, match="unknown"):  # the one reload of this interval is spent
-        server_tokens.verify(other_tokens.issue("usr_2", Role.ADMIN).token)
+        server_tokens.verify(other_tokens.issue("usr_2", Role.ADMIN, "fam_1").token)
 
 
 def test_servers_starting_together_make_one_first_key(key_dir: pathlib.Path, clock: FixedClock) -> None:

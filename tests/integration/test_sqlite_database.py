@@ -46,6 +46,7 @@ def user(n: int) -> User:
     return User(
         id=f"usr_{n:06d}",
         email=f"user{n}@example.com",
+        email_skeleton=f"user{n}@example.com",
         password_hash="fake$",
         role=Role.CUSTOMER,
         status=UserStatus.ACTIVE,

@@ -18,7 +18,7 @@ from core.domain.errors import InsufficientStock, RefundExceedsCaptured
 from core.domain.money import Money
 from core.domain.orders import Order, OrderStatus
 from core.domain.payments import PaymentMethod, PaymentStatus, RefundStatus
-from core.domain.users import Actor, Role
+from core.domain.users import Actor, Role, User, UserStatus
 from core.services.orders import OrderItem, OrderService, PlaceOrder
 from core.services.payments import PaymentService, PayOrder, RefundPayment
 from tests.fakes import FakePaymentGateway, FixedClock, SequentialIds
@@ -85,6 +85,28 @@ async def add_product(db: SqliteDatabase, n: int, *, stock: int, price: int = 10
 
 def customer(n: int) -> Actor:
     return Actor(f"usr_{n:04d}", Role.CUSTOMER)
+
+
+@pytest.fixture(autouse=True)
+async def accounts(db: SqliteDatabase) -> None:
+    """The accounts of STAFF and of customer(0) to customer(99): use cases check them."""
+    async with db() as uow:
+        for actor in [STAFF, *(customer(n) for n in range(100))]:
+            assert actor.user_id is not None
+            email = f"{actor.user_id}@example.com"
+            await uow.users.add(
+                User(
+                    id=actor.user_id,
+                    email=email,
+                    email_skeleton=email,
+                    password_hash="fake$",
+                    role=actor.role,
+                    status=UserStatus.ACTIVE,
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+        await uow.commit()
 
 
 async def test_fifty_concurrent_orders_for_the_last_ten_units(db: SqliteDatabase, orders: OrderService) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.auth.skeletons import Uts39Skeletons
 from core.domain.users import Actor, Role
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
@@ -16,10 +17,10 @@ from tests.fakes import (
     FakePaymentGateway,
     FixedClock,
     InMemoryDatabase,
-    InMemoryLoginThrottle,
+    InMemoryThrottle,
     SequentialIds,
 )
-from tests.unit.helpers import START
+from tests.unit.helpers import START, stored_actor
 
 
 @pytest.fixture
@@ -53,8 +54,14 @@ def opaque() -> FakeOpaqueTokens:
 
 
 @pytest.fixture
-def throttle(clock: FixedClock) -> InMemoryLoginThrottle:
-    return InMemoryLoginThrottle(clock)
+def throttle(clock: FixedClock) -> InMemoryThrottle:
+    return InMemoryThrottle(clock)
+
+
+@pytest.fixture
+def skeletons() -> Uts39Skeletons:
+    # The real table: the skeleton is a pure function of Unicode's data, no I/O after loading it.
+    return Uts39Skeletons()
 
 
 @pytest.fixture
@@ -68,12 +75,13 @@ def auth(
     hasher: FakePasswordHasher,
     access_tokens: FakeAccessTokens,
     opaque: FakeOpaqueTokens,
-    throttle: InMemoryLoginThrottle,
+    throttle: InMemoryThrottle,
+    skeletons: Uts39Skeletons,
     clock: FixedClock,
     ids: SequentialIds,
     auth_settings: AuthSettings,
 ) -> AuthService:
-    return AuthService(db, hasher, access_tokens, opaque, throttle, clock, ids, auth_settings)
+    return AuthService(db, hasher, access_tokens, opaque, throttle, skeletons, clock, ids, auth_settings)
 
 
 @pytest.fixture
@@ -99,18 +107,18 @@ def payments(
 
 
 @pytest.fixture
-def staff() -> Actor:
-    return Actor(user_id="usr_staff", role=Role.STAFF, source_ip="10.0.0.2")
+def staff(db: InMemoryDatabase) -> Actor:
+    return stored_actor(db, "usr_staff", Role.STAFF, "10.0.0.2")
 
 
 @pytest.fixture
-def admin_actor() -> Actor:
-    return Actor(user_id="usr_admin", role=Role.ADMIN, source_ip="10.0.0.3")
+def admin_actor(db: InMemoryDatabase) -> Actor:
+    return stored_actor(db, "usr_admin", Role.ADMIN, "10.0.0.3")
 
 
 @pytest.fixture
-def customer() -> Actor:
-    return Actor(user_id="usr_customer", role=Role.CUSTOMER, source_ip="10.0.0.4")
+def customer(db: InMemoryDatabase) -> Actor:
+    return stored_actor(db, "usr_customer", Role.CUSTOMER, "10.0.0.4")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from core.domain.catalog import Product
 from core.domain.events import DomainEvent
 from core.domain.orders import Order
 from core.domain.payments import Payment, Refund
-from core.domain.users import RefreshToken, User
+from core.domain.users import Actor, RefreshToken, Role, User, UserStatus
 from tests.fakes import InMemoryDatabase
 
 START = datetime(2026, 1, 1, tzinfo=UTC)  # the FixedClock's time unless a test advances it
@@ -57,3 +57,18 @@ def outbox(db: InMemoryDatabase) -> list[DomainEvent]:
 
 def event_types(db: InMemoryDatabase) -> list[str]:
     return [e.type for e in outbox(db)]
+
+
+def stored_actor(db: InMemoryDatabase, user_id: str, role: Role, source_ip: str) -> Actor:
+    """An actor whose account exists in the store, as use cases that check the account require."""
+    db.store.users[user_id] = User(
+        id=user_id,
+        email=f"{user_id}@example.com",
+        email_skeleton=f"{user_id}@example.com",
+        password_hash="fake$unused",
+        role=role,
+        status=UserStatus.ACTIVE,
+        created_at=START,
+        updated_at=START,
+    )
+    return Actor(user_id=user_id, role=role, source_ip=source_ip)

@@ -11,7 +11,7 @@ from core.domain.errors import EmailTaken, Invalid, NotAllowed, RegistrationClos
 from core.domain.users import Actor, Role, User, UserStatus
 from core.services.auth import AuthService, AuthSettings, CreateUser, RegisterUser, UpdateUser
 from tests.fakes import FakePasswordHasher, FixedClock, InMemoryDatabase
-from tests.unit.helpers import START, STRONG, audit, users
+from tests.unit.helpers import START, STRONG, audit, stored_actor, users
 
 
 async def test_register_creates_an_active_customer_with_a_normalized_email(
@@ -22,6 +22,7 @@ async def test_register_creates_an_active_customer_with_a_normalized_email(
     expected = User(
         id=user.id,
         email="alice@example.com",
+        email_skeleton="alice@exarnple.corn",  # UTS #39: "m" looks like "rn"
         password_hash=await hasher.hash(STRONG),
         role=Role.CUSTOMER,
         status=UserStatus.ACTIVE,
@@ -66,10 +67,10 @@ async def test_register_twice_with_the_same_email_in_any_case_is_refused(
 
 
 async def test_register_when_registration_is_closed(
-    db: InMemoryDatabase, hasher: FakePasswordHasher, access_tokens, opaque, throttle, clock, ids
+    db: InMemoryDatabase, hasher: FakePasswordHasher, access_tokens, opaque, throttle, skeletons, clock, ids
 ) -> None:
     closed = AuthService(
-        db, hasher, access_tokens, opaque, throttle, clock, ids, AuthSettings(allow_registration=False)
+        db, hasher, access_tokens, opaque, throttle, skeletons, clock, ids, AuthSettings(allow_registration=False)
     )
 
     with pytest.raises(RegistrationClosed) as caught:
@@ -129,7 +130,7 @@ async def test_operator_creates_a_user_with_any_role(auth: AuthService, db: InMe
 
 
 async def test_admin_creates_a_staff_account_audited_as_the_admin(auth: AuthService, db: InMemoryDatabase) -> None:
-    admin = Actor(user_id="usr_admin", role=Role.ADMIN, source_ip="10.0.0.3")
+    admin = stored_actor(db, "usr_admin", Role.ADMIN, "10.0.0.3")
 
     staff = await auth.create_user(CreateUser(actor=admin, email="sam@example.com", password=STRONG, role=Role.STAFF))
 
@@ -150,15 +151,25 @@ async def test_admin_creates_a_staff_account_audited_as_the_admin(auth: AuthServ
 
 @pytest.mark.parametrize("role", [Role.CUSTOMER, Role.STAFF])
 async def test_only_admins_create_users(auth: AuthService, db: InMemoryDatabase, role: Role) -> None:
+    actor = stored_actor(db, "usr_x", role, "10.0.0.8")
+    before = repr(db.store)
     with pytest.raises(NotAllowed) as caught:
-        await auth.create_user(
-            CreateUser(
-                actor=Actor(user_id="usr_x", role=role), email="eve@example.com", password=STRONG, role=Role.ADMIN
-            )
-        )
+        await auth.create_user(CreateUser(actor=actor, email="eve@example.com", password=STRONG, role=Role.ADMIN))
 
     assert caught.value.code == "forbidden"
-    assert db.store.users == {}
+    assert repr(db.store) == before
+
+
+async def test_a_token_that_claims_admin_for_a_demoted_account_creates_nobody(
+    auth: AuthService, db: InMemoryDatabase
+) -> None:
+    stored_actor(db, "usr_x", Role.STAFF, "10.0.0.8")
+    before = repr(db.store)
+    with pytest.raises(NotAllowed):
+        await auth.create_user(
+            CreateUser(actor=Actor(user_id="usr_x", role=Role.ADMIN), email="eve@example.com", password=STRONG)
+        )
+    assert repr(db.store) == before
 
 
 async def test_create_user_applies_the_same_rules_as_registration(auth: AuthService, db: InMemoryDatabase) -> None:

@@ -14,7 +14,7 @@ from core.domain.users import Actor, Role, User, UserStatus
 from core.ports.repositories import UserFilter
 from core.services.auth import AuthService, CreateUser, ListUsers, LogIn, RefreshSession, UpdateUser
 from tests.fakes import FixedClock, InMemoryDatabase
-from tests.unit.helpers import START, STRONG, audit, tokens
+from tests.unit.helpers import START, STRONG, audit, stored_actor, tokens
 
 OPERATOR = Actor.operator()
 
@@ -42,8 +42,8 @@ async def _make(auth: AuthService, n: int, role: Role = Role.CUSTOMER) -> list[U
 
 # Listing.
 @pytest.mark.parametrize("role", [Role.CUSTOMER, Role.STAFF])
-async def test_only_admins_list_or_read_users(auth: AuthService, admin: User, role: Role) -> None:
-    actor = Actor(user_id="usr_x", role=role)
+async def test_only_admins_list_or_read_users(auth: AuthService, db: InMemoryDatabase, admin: User, role: Role) -> None:
+    actor = stored_actor(db, "usr_x", role, "10.0.0.8")
 
     with pytest.raises(NotAllowed) as caught:
         await auth.list_users(ListUsers(actor=actor))
@@ -279,10 +279,11 @@ async def test_update_of_an_unknown_user(auth: AuthService, db: InMemoryDatabase
 
 @pytest.mark.parametrize("role", [Role.CUSTOMER, Role.STAFF])
 async def test_only_admins_update_users(auth: AuthService, db: InMemoryDatabase, admin: User, role: Role) -> None:
+    actor = stored_actor(db, "usr_x", role, "10.0.0.8")
     before = repr(db.store)
 
     with pytest.raises(NotAllowed) as caught:
-        await auth.update_user(UpdateUser(actor=Actor(user_id="usr_x", role=role), user_id=admin.id, role=Role.STAFF))
+        await auth.update_user(UpdateUser(actor=actor, user_id=admin.id, role=Role.STAFF))
 
     assert caught.value.code == "forbidden"
     assert repr(db.store) == before
@@ -291,6 +292,7 @@ async def test_only_admins_update_users(auth: AuthService, db: InMemoryDatabase,
 async def test_the_operator_updates_users_and_is_audited_as_nobody(
     auth: AuthService, db: InMemoryDatabase, admin: User
 ) -> None:
+    await _make(auth, 1, Role.ADMIN)  # not the last admin
     updated = await auth.update_user(UpdateUser(actor=OPERATOR, user_id=admin.id, status=UserStatus.DISABLED))
 
     assert updated.status is UserStatus.DISABLED

@@ -290,11 +290,11 @@ class _UpgradingHasher(FakePasswordHasher):
 
 
 async def test_login_rehashes_an_outdated_password_hash(
-    db: InMemoryDatabase, access_tokens, opaque, throttle, clock, ids, auth_settings
+    db: InMemoryDatabase, access_tokens, opaque, throttle, skeletons, clock, ids, auth_settings
 ) -> None:
-    old = AuthService(db, FakePasswordHasher(), access_tokens, opaque, throttle, clock, ids, auth_settings)
+    old = AuthService(db, FakePasswordHasher(), access_tokens, opaque, throttle, skeletons, clock, ids, auth_settings)
     user = await old.create_user(CreateUser(actor=Actor.operator(), email="alice@example.com", password=STRONG))
-    new = AuthService(db, _UpgradingHasher(), access_tokens, opaque, throttle, clock, ids, auth_settings)
+    new = AuthService(db, _UpgradingHasher(), access_tokens, opaque, throttle, skeletons, clock, ids, auth_settings)
     clock.advance(minutes=1)
 
     await new.login(LogIn(email="alice@example.com", password=STRONG))

@@ -14,6 +14,7 @@ import pytest
 from core.domain.audit import AuditEntry
 from core.domain.errors import (
     AmountExceedsBalance,
+    AuthenticationRequired,
     Invalid,
     InvalidOrderTransition,
     NotAllowed,
@@ -32,7 +33,16 @@ from core.services.catalog import CatalogService, CreateProduct
 from core.services.orders import CancelOrder, OrderItem, OrderService, PlaceOrder
 from core.services.payments import PaymentService, PayOrder
 from tests.fakes import FakePaymentGateway, FixedClock, InMemoryDatabase, SequentialIds
-from tests.unit.helpers import START, actions, all_orders, all_payments, all_refunds, audit, event_types
+from tests.unit.helpers import (
+    START,
+    actions,
+    all_orders,
+    all_payments,
+    all_refunds,
+    audit,
+    event_types,
+    stored_actor,
+)
 
 CARD = PaymentMethod.CARD
 MANUAL = PaymentMethod.MANUAL
@@ -393,9 +403,12 @@ async def test_an_order_past_its_deadline_is_expired_when_someone_tries_to_pay_i
 async def test_someone_elses_order_is_not_found(
     payments: PaymentService, db: InMemoryDatabase, anonymous: Actor, order: Order
 ) -> None:
-    for actor in (Actor("usr_other", Role.CUSTOMER), anonymous):
-        with pytest.raises(OrderNotFound):
-            await payments.pay(card(actor, order))
+    other = stored_actor(db, "usr_other", Role.CUSTOMER, "10.0.1.2")
+    with pytest.raises(OrderNotFound):
+        await payments.pay(card(other, order))
+    with pytest.raises(AuthenticationRequired):
+        await payments.pay(card(anonymous, order))
+    for actor in (other, anonymous):
         with pytest.raises(OrderNotFound):
             await payments.list_payments(actor, order.id)
     assert all_payments(db) == []

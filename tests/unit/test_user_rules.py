@@ -128,7 +128,7 @@ def test_role_staff_flags() -> None:
 def test_operator_is_an_admin_without_a_user() -> None:
     operator = Actor.operator()
 
-    assert operator == Actor(user_id=None, role=Role.ADMIN, source_ip="cli")
+    assert operator == Actor(user_id=None, role=Role.ADMIN, source_ip="cli", is_operator=True)
     assert operator.is_staff is True
     operator.require_admin()
     operator.require_staff()
