@@ -484,7 +484,9 @@ def test_the_kid_is_the_rfc7638_thumbprint(keys: SigningKeys) -> None:
 
 
 def test_keys_survive_a_restart(keys: SigningKeys, key_dir: pathlib.Path, clock: FixedClock) -> None:
-    token = JwtAccessTokens(keys, issuer=ISSUER, audience=AUDIENCE, clock=clock).issue("usr_1", Role.STAFF, "fam_1").token
+    token = (
+        JwtAccessTokens(keys, issuer=ISSUER, audience=AUDIENCE, clock=clock).issue("usr_1", Role.STAFF, "fam_1").token
+    )
     restarted = JwtAccessTokens(SigningKeys(key_dir, clock=clock), issuer=ISSUER, audience=AUDIENCE, clock=clock)
     assert restarted.verify(token).role is Role.STAFF
 
