@@ -52,11 +52,15 @@ class _Scheduler:
     def retry_after(self) -> int:
         return max(1, math.ceil((self.waiting + 1) * _SECONDS_PER_RUN / self._workers))
 
+    def ahead_of(self, priority: int) -> int:
+        """Waiting calls that would run before a new one of this priority."""
+        return sum(1 for p, _, f in self._waiting if p <= priority and not f.done())
+
     async def acquire(self, priority: int, max_waiting: int) -> None:
         if self._free > 0 and not self.waiting:
             self._free -= 1
             return
-        if self.waiting >= max_waiting:
+        if self.ahead_of(priority) >= max_waiting:
             raise PasswordHashingBusy(self.retry_after())
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (priority, next(self._order), slot))
@@ -83,8 +87,9 @@ class Argon2PasswordHasher:
 
     Checks (``verify``) go before new hashes (``hash``); a new hash is refused with
     PasswordHashingBusy when ``hash_queue_limit`` calls of any kind already wait, and a
-    check when ``verify_queue_limit`` checks do, so that neither a flood of sign-ups nor
-    one of sign-ins makes anyone wait long: they hear "try again" at once."""
+    check when ``verify_queue_limit`` checks do (waiting hashes do not delay a check), so
+    that neither a flood of sign-ups nor one of sign-ins makes anyone wait long: they hear
+    "try again" at once."""
 
     def __init__(
         self,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 import pytest
 
 from adapters.auth.passwords import Argon2PasswordHasher
+from core.domain.errors import PasswordHashingBusy
 from core.ports.identity import PasswordHasher
 from tests.fakes import FakePasswordHasher
 
@@ -141,3 +142,70 @@ async def test_argon2_close_stops_the_pool() -> None:
     hasher.close()
     with pytest.raises(RuntimeError, match="shutdown"):
         await hasher.hash(PASSWORD)
+
+
+# Fairness: what keeps a flood of sign-ups from making a sign-in wait.
+async def test_a_sign_in_check_goes_before_the_hashes_already_waiting() -> None:
+    hasher = Argon2PasswordHasher(max_workers=1, hash_queue_limit=8)
+    try:
+        stored = await hasher.hash(PASSWORD)
+        finished: list[str] = []
+
+        async def run(name: str, call: Awaitable[object]) -> None:
+            await call
+            finished.append(name)
+
+        first = asyncio.ensure_future(run("hash-1", hasher.hash("first new password")))
+        await asyncio.sleep(0)  # it holds the one thread now
+        waiting = [asyncio.ensure_future(run(f"hash-{n}", hasher.hash(f"new password {n}"))) for n in (2, 3, 4)]
+        await asyncio.sleep(0)
+        check = asyncio.ensure_future(run("verify", hasher.verify(stored, PASSWORD)))
+        await asyncio.gather(first, *waiting, check)
+
+        assert finished == ["hash-1", "verify", "hash-2", "hash-3", "hash-4"]
+    finally:
+        hasher.close()
+
+
+async def test_new_hashes_past_the_queue_limit_are_refused_at_once() -> None:
+    hasher = Argon2PasswordHasher(max_workers=1, hash_queue_limit=2, verify_queue_limit=3)
+    try:
+        stored = await hasher.hash(PASSWORD)
+        running = asyncio.ensure_future(hasher.hash("running"))
+        await asyncio.sleep(0)
+        queued = [asyncio.ensure_future(hasher.hash(f"queued {n}")) for n in range(2)]
+        await asyncio.sleep(0)
+        assert hasher.waiting == 2
+
+        with pytest.raises(PasswordHashingBusy) as caught:
+            await hasher.hash("one too many")
+        assert (caught.value.code, caught.value.retry_after) == ("server_busy", 1)
+        # Sign-ins are not refused by the sign-ups' limit: they have their own, larger one.
+        checks = [asyncio.ensure_future(hasher.verify(stored, PASSWORD)) for _ in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(PasswordHashingBusy):
+            await hasher.verify(stored, PASSWORD)
+        assert await asyncio.gather(*checks) == [True, True, True]
+        await asyncio.gather(running, *queued)
+        assert hasher.waiting == 0
+    finally:
+        hasher.close()
+
+
+async def test_a_cancelled_caller_never_leaks_a_thread_slot() -> None:
+    hasher = Argon2PasswordHasher(max_workers=1, hash_queue_limit=8)
+    try:
+        running = asyncio.ensure_future(hasher.hash("running"))
+        await asyncio.sleep(0)
+        gone = asyncio.ensure_future(hasher.hash("given up while waiting"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        running.cancel()  # its thread finishes regardless; the slot is freed when it does
+        for task in (gone, running):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # The one slot came back: a new call runs (it would wait forever otherwise).
+        assert (await asyncio.wait_for(hasher.hash("afterwards"), timeout=30)).startswith("$argon2id$")
+        assert hasher.waiting == 0
+    finally:
+        hasher.close()
