@@ -54,7 +54,13 @@ async def readyz(request: web.Request, i: Input) -> web.Response:
     summary="This document (OpenAPI 3.1)",
     tag="operations",
     auth="none",
-    replies=(Reply(200, "The OpenAPI document.", {"type": "object"}),),
+    replies=(
+        Reply(
+            200,
+            "The OpenAPI document.",
+            {"type": "object", "examples": [{"openapi": "3.1.0", "info": {"title": "Tillbox API"}, "paths": {}}]},
+        ),
+    ),
 )
 async def openapi_document(request: web.Request, i: Input) -> web.Response:
     return json_response(request.app[OPENAPI])
@@ -66,7 +72,14 @@ async def openapi_document(request: web.Request, i: Input) -> web.Response:
     summary="Readable API reference (HTML, works offline)",
     tag="operations",
     auth="none",
-    replies=(Reply(200, "An HTML page."),),
+    replies=(
+        Reply(
+            200,
+            "An HTML page.",
+            {"type": "string", "examples": ["<!doctype html><html lang=en>…</html>"]},
+            media_type="text/html",
+        ),
+    ),
 )
 async def docs(request: web.Request, i: Input) -> web.Response:
     response = web.Response(text=request.app[DOCS_HTML], content_type="text/html")
