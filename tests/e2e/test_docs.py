@@ -1,16 +1,25 @@
-"""The examples of the OpenAPI document: made from the schemas, and valid against them."""
+"""/docs and the examples of the OpenAPI document: every example valid against its schema,
+every operation shown with its examples and authentication, search answered by the server,
+descriptions rendered as markdown with no way to inject markup. In a real browser:
+tests/e2e/test_docs_browser.py."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 
+from entrypoints.http.docs import MAX_QUERY_LENGTH, ApiReference
+from entrypoints.http.middlewares import DOCS_CSP
 from entrypoints.http.openapi import build_openapi
 from entrypoints.http.routes import all_operations
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import Api, assert_error
+
+_ARTICLE = re.compile(r'<article class=op id="op-(\w+)">(.*?)</article>', re.S)
 
 
 def _examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:
@@ -120,3 +129,126 @@ async def test_examples_are_made_from_the_declarations(api: Api) -> None:
     status, body, _ = await api.call("POST", "/api/v1/auth/register", json=register["example"])
     assert status == 201, body
     assert body["email"] == "kate@example.com"
+
+
+async def test_docs_shows_every_operation_with_examples_and_its_authentication(api: Api) -> None:
+    document = await _document(api)
+    async with api.session.get(api.base + "/docs") as response:
+        assert response.status == 200
+        assert response.headers["Content-Security-Policy"] == DOCS_CSP
+        page = await response.text()
+    articles = dict(_ARTICLE.findall(page))
+    declared = {op.operation_id: op for op in all_operations() if op.public}
+    assert set(articles) == set(declared)
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            article = articles[op["operationId"]]
+            assert op["x-tillbox-auth"] == declared[op["operationId"]].auth
+            assert f'class="badge a-{op["x-tillbox-auth"]}"' in article
+            assert f"<code>{path}</code>" in article and f">{method.upper()}</span>" in article
+            assert "<h4>Request example" in article and "<h4>Response example</h4>" in article
+    create = articles["create_product"]
+    assert "staff: staff and admins" in create
+    assert "Authorization: Bearer &lt;access_token&gt;" in create  # the example says to send a token
+    assert "&quot;sku&quot;: &quot;MUG-BLUE-350&quot;" in create  # the request example
+    # field tables, not raw JSON Schema: the constraints, said in words
+    assert "<code>sku</code>" in create and "matches <code>^[A-Za-z0-9]" in create
+    assert "additionalProperties" not in page
+    # markdown rendered: a description's `code` is code, and no backtick is left over
+    assert "Send it back in <code>If-Match</code>" in page
+    assert "`" not in re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)
+    # conventions and the error envelope, once, at the top
+    for heading in ("Money", "Lists and cursors", "Idempotency keys", "ETags and If-Match", "Errors"):
+        assert page.count(f">{heading}</h3>") == 1, heading
+    assert page.index("The error envelope") < page.index('id="op-')
+    # errors link to the envelope, explained once, instead of repeating it in every operation
+    assert not any("&quot;validation_failed&quot;" in article for article in articles.values())
+    assert '<a href="docs#error-envelope">Error</a>' in create
+
+
+def _shown(page: str) -> list[str]:
+    return [name for name, _ in _ARTICLE.findall(page)]
+
+
+async def test_docs_search_shows_the_operations_that_match(api: Api) -> None:
+    async with api.session.get(api.base + "/docs", params={"q": "Refund"}) as response:
+        assert response.status == 200
+        assert response.headers["Content-Security-Policy"] == DOCS_CSP
+        page = await response.text()
+    shown = _shown(page)
+    assert {"refund_order", "list_refunds"} <= set(shown)
+    assert "login" not in shown and "create_product" not in shown
+    for name, article in _ARTICLE.findall(page):
+        assert "refund" in article.lower(), name
+    assert f"{len(shown)} operations match <q>Refund</q>" in page
+    assert re.findall(r'<li><a href="#op-(\w+)">', page) == shown  # the sidebar lists what is shown
+    # a word finds the words it starts, and several words find what has every one
+    assert "stripe_webhook" in shown  # it handles `charge.refunded`
+    for query in ("REFUND", "  refund\t"):
+        async with api.session.get(api.base + "/docs", params={"q": query}) as response:
+            assert _shown(await response.text()) == shown, query
+    async with api.session.get(api.base + "/docs", params={"q": "cancel"}) as response:
+        cancel = _shown(await response.text())
+    async with api.session.get(api.base + "/docs", params={"q": "refund cancel"}) as response:
+        both = _shown(await response.text())
+    assert both == [name for name in shown if name in cancel]
+    assert "cancel_order" in both and len(both) < len(shown)
+
+
+async def test_docs_search_that_matches_nothing_says_so(api: Api) -> None:
+    for query, shown in (("xyzzy", "xyzzy"), ("refund xyzzy", "refund xyzzy"), ("/ - !", "/ - !")):
+        async with api.session.get(api.base + "/docs", params={"q": query}) as response:
+            assert response.status == 200
+            page = await response.text()
+        assert _shown(page) == [], query
+        assert f"No operation matches <q>{shown}</q>" in page
+
+
+async def test_docs_search_words_are_text_never_markup(api: Api) -> None:
+    query = '"><script>alert(1)</script><img src=x>'
+    async with api.session.get(api.base + "/docs", params={"q": query}) as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "<script" not in page and "<img" not in page
+    assert 'value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x&gt;"' in page
+
+
+async def test_docs_search_is_bounded_by_its_declared_length(api: Api) -> None:
+    async with api.session.get(api.base + "/docs") as response:
+        whole = await response.text()
+    status, body, _ = await api.call("GET", "/docs?q=" + "a" * (MAX_QUERY_LENGTH + 1))
+    assert_error(status, body, 422, "validation_failed")
+    assert body["error"]["details"]["fields"] == {"q": f"must have at most {MAX_QUERY_LENGTH} characters"}
+    document = await _document(api)
+    (param,) = document["paths"]["/docs"]["get"]["parameters"]
+    assert param["name"] == "q" and param["schema"]["maxLength"] == MAX_QUERY_LENGTH
+    # the longest search allowed is answered; an empty one is the whole page
+    async with api.session.get(api.base + "/docs", params={"q": "a " * (MAX_QUERY_LENGTH // 2)}) as response:
+        assert response.status == 200
+    for blank in ("", "   "):
+        async with api.session.get(api.base + "/docs", params={"q": blank}) as response:
+            assert await response.text() == whole
+
+
+def _document_with(description: str) -> dict[str, Any]:
+    document = build_openapi(all_operations(), version="test", currency="USD")
+    document["paths"]["/healthz"]["get"]["description"] = description
+    document["info"]["description"] = description
+    document["tags"][0]["description"] = description
+    return json.loads(json.dumps(document))
+
+
+def test_descriptions_are_markdown_with_no_raw_html_and_no_loads() -> None:
+    page = ApiReference(
+        _document_with(
+            "**Bold** and `code`.\n\n"
+            "<script>alert(1)</script> <b onclick=x>raw</b>\n\n"
+            "![a pixel](http://tracker.example/p.gif) [click](javascript:alert(1)) [here](docs#money)"
+        )
+    ).page
+    assert "<strong>Bold</strong> and <code>code</code>." in page
+    assert "<script" not in page and "<b onclick" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img" not in page and 'src="http' not in page  # images are text, never loaded
+    assert "javascript:" not in page.replace("[click](javascript:alert(1))", "")  # not a link
+    assert '<a href="docs#money">here</a>' in page
