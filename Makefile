@@ -48,7 +48,11 @@ dist/tillbox: $(STAMP) $(BINARY_SOURCES)
 smoke: dist/tillbox
 	SMOKE_LOCALSTRIPE_PYTHON=$(abspath $(BIN))/python $(SMOKE_PYTHON) tests/binary/smoke.py dist/tillbox
 
-lock:
+# pip-compile is a tool for this target only, not a dependency of Tillbox: installed on first use.
+$(BIN)/pip-compile: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip-tools
+
+lock: $(BIN)/pip-compile
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --extra dev --strip-extras -o requirements.lock pyproject.toml
 
 clean:
