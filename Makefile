@@ -18,7 +18,17 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/tillbox serve
 
-test: $(STAMP)
+# The browser that tests/e2e/test_docs_browser.py drives: Debian's, installed when missing
+# (a fresh machine or CI runs as root; elsewhere through sudo). The lock timeout lets two
+# installs started at once wait for each other instead of failing.
+CHROMIUM := /usr/bin/chromium
+APT_GET  := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+
+$(CHROMIUM):
+	$(APT_GET) update -qq
+	$(APT_GET) install -y -qq --no-install-recommends chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
