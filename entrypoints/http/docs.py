@@ -85,7 +85,7 @@ details summary{cursor:pointer;color:#0757b8}
 .found{background:#f4f7fb;border:1px solid #d5e0ef;border-radius:6px;padding:.6rem .9rem}
 .examples{display:grid;grid-template-columns:repeat(auto-fit,minmax(24rem,1fr));gap:0 1rem}
 .examples>div{min-width:0}.examples pre{margin-top:.2rem}
-@media (max-width:56rem){body{display:block}nav.side{position:static;height:auto;border-right:0;border-bottom:1px solid #e3e3e3}main{padding:1rem}}
+@media (max-width:56rem){body{display:block}nav.side{position:static;height:auto;border-right:0;border-bottom:1px solid #e3e3e3}main{padding:1rem}table{display:block;overflow-x:auto}.examples{display:block}}
 """
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
@@ -147,6 +147,9 @@ class _Schemas:
         for key in ("oneOf", "anyOf"):
             if key in schema:
                 return "one of the forms below"
+        properties = schema.get("properties", {})
+        if set(properties) == {"data", "meta"} and properties["data"].get("type") == "array":
+            return "list of " + self.type_of(properties["data"].get("items", {}))  # the convention of lists
         if "const" in schema:
             return _e(_json_type(schema["const"]))
         kind = schema.get("type")

@@ -55,6 +55,14 @@ async def test_docs_page_in_a_headless_browser(api: Api, tmp_path: Path) -> None
         text = await page.evaluate("document.querySelector('main').innerText")
         assert "additionalProperties" not in text and '"$ref"' not in text
         assert await page.evaluate("document.scripts.length") == 0
+        # Readable on a laptop and on a phone: the page never scrolls sideways (wide tables
+        # and examples scroll within themselves).
+        for width, mobile in ((1280, False), (400, True)):
+            metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile}
+            await page.send("Emulation.setDeviceMetricsOverride", metrics)
+            sizes = await page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            assert sizes[0] <= sizes[1], (width, sizes)
+        await page.send("Emulation.clearDeviceMetricsOverride")
 
         # Search, as a user does it: type a word into the sidebar's field and press Enter.
         await page.type_and_submit("nav.side input[name=q]", "refund")
