@@ -18,7 +18,17 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/tillbox serve
 
-test: $(STAMP)
+# The browser that tests/e2e/test_docs_browser.py drives: Debian's, installed when missing
+# (a fresh machine or CI runs as root; elsewhere through sudo). The lock timeout lets two
+# installs started at once wait for each other instead of failing.
+CHROMIUM := /usr/bin/chromium
+APT_GET  := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+
+$(CHROMIUM):
+	$(APT_GET) update -qq
+	$(APT_GET) install -y -qq --no-install-recommends chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -48,7 +58,11 @@ dist/tillbox: $(STAMP) $(BINARY_SOURCES)
 smoke: dist/tillbox
 	SMOKE_LOCALSTRIPE_PYTHON=$(abspath $(BIN))/python $(SMOKE_PYTHON) tests/binary/smoke.py dist/tillbox
 
-lock:
+# pip-compile is a tool for this target only, not a dependency of Tillbox: installed on first use.
+$(BIN)/pip-compile: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip-tools
+
+lock: $(BIN)/pip-compile
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --extra dev --strip-extras -o requirements.lock pyproject.toml
 
 clean:

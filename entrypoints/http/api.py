@@ -7,6 +7,7 @@ that the same declarations describe. Handlers receive already-validated input.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -79,6 +80,7 @@ class Reply:
     description: str
     schema: Schema | None = None
     headers: tuple[str, ...] = ()
+    media_type: str = "application/json"
 
 
 @attrs.frozen
@@ -143,7 +145,8 @@ class Api:
                     handler=handler,
                     operation_id=handler.__name__,
                     summary=summary,
-                    description=description or (handler.__doc__ or "").strip(),
+                    # cleandoc: a docstring's indentation would read as a code block in markdown
+                    description=description or inspect.cleandoc(handler.__doc__ or ""),
                     tag=tag,
                     auth=auth,
                     body=body,

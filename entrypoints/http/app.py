@@ -11,12 +11,12 @@ from pathlib import Path
 from aiohttp import web
 
 from entrypoints.container import Container, disk_check, provide, start, stop
-from entrypoints.http.docs import render_docs
+from entrypoints.http.docs import ApiReference
 from entrypoints.http.keys import (
     AUDIT,
     AUTH,
     CATALOG,
-    DOCS_HTML,
+    DOCS,
     GATEWAY,
     IDEMPOTENCY,
     OPENAPI,
@@ -62,7 +62,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     app[OPENAPI] = document
     app[RENDERED_PRODUCTS] = RenderedProducts()
     app[RENDERED_PAGES] = RenderedPages()
-    app[DOCS_HTML] = render_docs(document)
+    app[DOCS] = ApiReference(document)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await start(container)

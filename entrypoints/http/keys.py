@@ -14,6 +14,7 @@ from core.services.catalog import CatalogService
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService
 from core.services.payments import PaymentService
+from entrypoints.http.docs import ApiReference
 from entrypoints.http.representations import RenderedPages, RenderedProducts
 
 ACTOR = web.RequestKey("actor", Actor)  # the caller; set by the authentication middleware
@@ -29,7 +30,7 @@ GATEWAY = web.AppKey("gateway", PaymentGateway)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyService)
 READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, detail) or raising
 OPENAPI = web.AppKey("openapi", dict)
-DOCS_HTML = web.AppKey("docs_html", str)
+DOCS = web.AppKey("docs", ApiReference)  # /docs, rendered once per application
 TOKENS = web.AppKey("access_tokens", AccessTokenIssuer)
 RENDERED_PRODUCTS = web.AppKey("rendered_products", RenderedProducts)
 RENDERED_PAGES = web.AppKey("rendered_pages", RenderedPages)

@@ -6,7 +6,8 @@ import re
 from typing import Any, cast
 
 from entrypoints.http.api import Operation
-from entrypoints.http.schemas import COMPONENTS, ref, specialize
+from entrypoints.http.examples import Examples
+from entrypoints.http.schemas import COMPONENTS, ID, ORDER_ID, PATH_IDS, ref, specialize
 
 ERROR = ref("Error")
 
@@ -31,19 +32,91 @@ TAGS = [
 ]
 
 _CONVENTIONS = """\
-Tillbox is a self-hosted commerce backend. Conventions of every operation:
+Tillbox is a self-hosted commerce backend: accounts, a product catalog, orders and payments.
+Every operation below follows these conventions.
 
-* JSON bodies, `snake_case` fields, opaque string ids.
-* Amounts are integers in minor units (cents) beside a `currency` (ISO 4217), never fractions:
-  `1299` is $12.99; `12.99` is refused.
-* Errors always have one shape (`Error`): a stable `code`, a `message`, the `request_id`,
-  a `timestamp` and `details` (for validation errors, `details.fields` names each bad field).
-* Lists return `{"data": [...], "meta": {"has_more", "next_cursor"}}`; pass `cursor` to get the next page;
-  `limit` is 1-100 (default 20).
-* Authenticate with `Authorization: Bearer <access token>` from `POST /api/v1/auth/login`.
-* Resources carry an `ETag`; send it in `If-Match` to update only what you read (412 otherwise).
-* Every response carries `X-Request-ID` (yours if you sent one).
+### Requests and responses
+
+* JSON bodies (`Content-Type: application/json`) with `snake_case` fields. Ids are opaque
+  strings (`prd_…`, `ord_…`): store them, never parse them.
+* Request bodies are closed: a field the operation does not define is refused (422), so a
+  misspelt field never passes silently.
+* Times are RFC 3339 strings in UTC: `2026-05-04T09:30:00.000000Z`.
+* Every response carries `X-Request-ID` (yours, if you sent a sane one): quote it when
+  reporting a problem, the server's log has the same id.
+
+### Money
+
+Amounts are integers in minor units (cents) of the store's one currency, always beside a
+`currency` field (ISO 4217), never fractions: `1299` in `USD` is $12.99, and `12.99` is refused.
+
+### Authentication
+
+Log in with `POST /api/v1/auth/login` and send `Authorization: Bearer <access_token>`. An access
+token lasts 15 minutes; `POST /api/v1/auth/refresh` exchanges the single-use refresh token for
+new ones. Each operation says what it needs:
+
+| level | who may call |
+|---|---|
+| none | anyone, without a token |
+| optional | anyone; with a staff token, more is shown (inactive products) |
+| user | any signed-in account; customers see only their own orders |
+| staff | staff and admins |
+| admin | admins only |
+
+A token that is sent but is invalid or expired is refused (401), even where none is needed.
+
+### Lists and cursors
+
+Lists answer `{"data": [...], "meta": {"has_more", "next_cursor"}}`; `limit` is 1-100 (default 20).
+For the next page, send `meta.next_cursor` back unchanged as `cursor`; `has_more: false` (and
+`next_cursor: null`) is the last page. Cursors are opaque, and the order is stable.
+
+### Idempotency keys
+
+An operation that lists the `Idempotency-Key` header can be retried safely: send a new key (a
+UUID, for example; 1-255 printable ASCII characters) with each request and the same key again
+when you retry it after a timeout. The same key with the same body answers the first response
+again, with `Idempotent-Replayed: true`; with another body it is refused (422
+`idempotency_key_reused`); while the first is still running, 409. Keys are per caller and live
+24 hours.
+
+### ETags and If-Match
+
+A product comes with an `ETag` (`"v3"`). Send it back in `If-Match` when you change it: if
+someone changed it since you read it, the answer is 412 `version_mismatch` and nothing changes.
+`If-Match: *`, or none, changes whatever version is current.
+
+### Errors
+
+Every error has the one shape of the `Error` schema, with the HTTP status that fits:
+
+| status | means | `code`, for example |
+|---|---|---|
+| 400 | the body is not JSON | `malformed_json` |
+| 401 | no token, or not a valid one | `authentication_required`, `invalid_token`, `invalid_credentials` |
+| 402 | the card was declined | `payment_failed` |
+| 403 | your role may not do this | `forbidden`, `account_disabled` |
+| 404 | no such object, or not yours | `order_not_found`, `product_not_found` |
+| 409 | conflicts with the current state | `insufficient_stock`, `sku_taken`, `invalid_order_state` |
+| 412 | `If-Match` names an older version | `version_mismatch` |
+| 413, 415 | body too large, not JSON | `payload_too_large`, `unsupported_media_type` |
+| 422 | a field is missing or wrong | `validation_failed` (`details.fields` names each) |
+| 429 | too many attempts | `too_many_login_attempts` (see `Retry-After`) |
+| 503 | a provider cannot be reached | `payment_provider_unavailable` (see `Retry-After`) |
+
+`code` is stable: branch on it, not on `message`, which is for humans and may change.
 """
+
+_HEADERS: dict[str, dict[str, Any]] = {
+    "ETag": {"type": "string", "description": "The version, for `If-Match`.", "examples": ['"v1"']},
+    "Location": {
+        "type": "string",
+        "description": "Where the object is.",
+        "examples": ["/api/v1/orders/" + ORDER_ID["examples"][0]],
+    },
+    "Retry-After": {"type": "string", "description": "Seconds.", "examples": ["30"]},
+}
 
 
 def _operation(op: Operation) -> dict[str, Any]:
@@ -55,7 +128,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.description:
         doc["description"] = op.description
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
+        {"name": name, "in": "path", "required": True, "schema": PATH_IDS.get(name, ID)}
         for name in _PATH_PARAM.findall(documented_path(op.path))
     ]
     params += [
@@ -72,7 +145,11 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+                "schema": {
+                    "type": "string",
+                    "pattern": "^[!-~]{1,255}$",
+                    "examples": ["9b2f6a7e-4c1d-4e8a-b3f5-0d6c2a1e7f94"],
+                },
                 "description": "Repeat the request safely: the same key with the same body replays the first "
                 "response (with `Idempotent-Replayed: true`), with another body is refused (422 "
                 "`idempotency_key_reused`), and while the first is running gets 409. Keys live 24 hours, "
@@ -87,13 +164,10 @@ def _operation(op: Operation) -> dict[str, Any]:
     for reply in op.replies:
         entry: dict[str, Any] = {"description": reply.description}
         if reply.schema is not None:
-            media = "text/html" if op.path == "/docs" else "application/json"
-            entry["content"] = {media: {"schema": reply.schema}}
+            entry["content"] = {reply.media_type: {"schema": reply.schema}}
         if reply.headers:
-            entry["headers"] = {h: {"schema": {"type": "string"}} for h in reply.headers}
+            entry["headers"] = {h: {"schema": _HEADERS.get(h, {"type": "string"})} for h in reply.headers}
         responses[str(reply.status)] = entry
-    if op.path == "/docs":
-        responses["200"]["content"] = {"text/html": {"schema": {"type": "string"}}}
     if op.idempotent:
         for status, text in (
             ("409", "A request with this Idempotency-Key is still running."),
@@ -101,6 +175,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         ):
             responses.setdefault(status, {"description": text, "content": {"application/json": {"schema": ERROR}}})
     doc["responses"] = responses
+    doc["x-tillbox-auth"] = op.auth  # none, optional, user, staff or admin: what /docs shows
     if op.auth in ("user", "staff", "admin"):
         doc["security"] = [{"bearer": []}]
         if op.auth != "user":
@@ -144,4 +219,32 @@ def build_openapi(
     }
     if server_url:
         document["servers"] = [{"url": server_url}]
-    return cast(dict[str, Any], specialize(document, currency))
+    document = cast(dict[str, Any], specialize(document, currency))
+    _add_examples(document)
+    return document
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _add_examples(document: dict[str, Any]) -> None:
+    """An example beside each request body and each successful JSON response, made from
+    the (specialized) schema it stands beside."""
+    examples = Examples(document["components"]["schemas"])
+    for ops in document["paths"].values():
+        for op in ops.values():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                forms = examples.forms(body["schema"])
+                if list(forms) == ["default"]:
+                    body["example"] = forms["default"]
+                else:
+                    body["examples"] = {
+                        _slug(title): {"summary": title, "value": value} for title, value in forms.items()
+                    }
+            for status, reply in op["responses"].items():
+                if not status.startswith("2"):
+                    continue  # one shape, the Error schema's, with its own example
+                for media in reply.get("content", {}).values():
+                    media["example"] = examples.value(media["schema"])

@@ -20,23 +20,74 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-TIMESTAMP: Schema = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
+# ``examples`` (JSON Schema annotations: they change no validation) are where the examples
+# of the OpenAPI document and /docs come from (examples.py), wherever a value made up from
+# the type alone would read as nonsense (an id, an email, a sku, a time, a price).
+TIMESTAMP: Schema = {
+    "type": "string",
+    "format": "date-time",
+    "description": "RFC 3339, UTC",
+    "examples": ["2026-05-04T09:30:00.000000Z"],
+}
 ID: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
-AMOUNT: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT, "description": "Minor units (cents)."}
+
+
+def id_of(prefix: str, example: str) -> Schema:
+    """An id, with an example of the form the server gives this kind of object (ids are
+    opaque: the form is for readers, not for clients to parse)."""
+    return {**ID, "examples": [f"{prefix}_{example}"]}
+
+
+USER_ID = id_of("usr", "01JV3Q6B2M8X4C5D7E9F0G1H2K")
+PRODUCT_ID = id_of("prd", "01JV3Q7C4N9Y5D6E8F0G1H2J3M")
+ORDER_ID = id_of("ord", "01JV3Q8Z5N4K7M2B9C6D1E0F3G")
+PAYMENT_ID = id_of("pay", "01JV3Q9A6P5R8N3C0D7E2F1G4H")
+REFUND_ID = id_of("ref", "01JV3QA1B7Q6S9P4D1E8F3G2J5")
+AUDIT_ID = id_of("aud", "01JV3QB2C8R7T0Q5E2F9G4H3K6")
+# The objects a path names: /orders/{order_id} takes what an order's "id" is.
+PATH_IDS: dict[str, Schema] = {"user_id": USER_ID, "product_id": PRODUCT_ID, "order_id": ORDER_ID}
+AMOUNT: Schema = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": MAX_AMOUNT,
+    "description": "Minor units (cents).",
+    "examples": [1299],
+}
 # The store's currency is configuration, so schemas name it with this placeholder and
 # ``specialize`` puts the configured code in when an application is built.
 CURRENCY: Schema = {"x-tillbox-placeholder": "store-currency"}
-EMAIL: Schema = {"type": "string", "minLength": 3, "maxLength": MAX_EMAIL_LENGTH, "format": "email"}
-PASSWORD: Schema = {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH}
+EMAIL_EXAMPLE = "kate@example.com"
+EMAIL: Schema = {
+    "type": "string",
+    "minLength": 3,
+    "maxLength": MAX_EMAIL_LENGTH,
+    "format": "email",
+    "examples": [EMAIL_EXAMPLE],
+}
+PASSWORD: Schema = {
+    "type": "string",
+    "minLength": MIN_PASSWORD_LENGTH,
+    "maxLength": MAX_PASSWORD_LENGTH,
+    "examples": ["plum harbour velvet kettle"],
+}
 ROLE: Schema = {"type": "string", "enum": ["customer", "staff", "admin"]}
 STATUS: Schema = {"type": "string", "enum": ["active", "disabled"]}
-SKU: Schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$"}
+SKU_EXAMPLE = "MUG-BLUE-350"
+SKU: Schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$", "examples": [SKU_EXAMPLE]}
 # "Something other than white space": spelled out instead of \\S because Python's and
 # ECMAScript's \\s differ (U+0085, U+001C-U+001F, U+FEFF), and clients validate with the latter.
 _BLANK = "\\t\\n\\v\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
-NAME: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": f"[^{_BLANK}]"}
-DESCRIPTION: Schema = {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH}
-STOCK: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_STOCK}
+NAME_EXAMPLE = "Blue mug, 350 ml"
+NAME: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME_LENGTH,
+    "pattern": f"[^{_BLANK}]",
+    "examples": [NAME_EXAMPLE],
+}
+DESCRIPTION_EXAMPLE = "Stoneware, dishwasher safe."
+DESCRIPTION: Schema = {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH, "examples": [DESCRIPTION_EXAMPLE]}
+STOCK: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_STOCK, "examples": [25]}
 
 
 def specialize(schema: Any, currency: str) -> Any:
@@ -60,15 +111,20 @@ def obj(properties: dict[str, Schema], required: list[str] | None = None, **extr
     return schema
 
 
+REFUND_REASON_EXAMPLE = "Arrived chipped"
 REFUND_FIELDS: dict[str, Schema] = {
-    "id": ID,
-    "payment_id": ID,
-    "order_id": ID,
-    "amount": AMOUNT,
+    "id": REFUND_ID,
+    "payment_id": PAYMENT_ID,
+    "order_id": ORDER_ID,
+    "amount": {**AMOUNT, "examples": [500]},
     "currency": CURRENCY,
-    "reason": {"type": "string"},
-    "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
-    "provider_reference": {"type": ["string", "null"], "description": "e.g. Stripe's refund id"},
+    "reason": {"type": "string", "examples": [REFUND_REASON_EXAMPLE]},
+    "status": {"type": "string", "enum": ["pending", "succeeded", "failed"], "examples": ["succeeded"]},
+    "provider_reference": {
+        "type": ["string", "null"],
+        "description": "e.g. Stripe's refund id",
+        "examples": ["re_3PqRsT2eZvKYlo2C0a1b2c3d"],
+    },
     "created_at": TIMESTAMP,
 }
 REFUND_REQUIRED = [
@@ -84,16 +140,33 @@ REFUND_REQUIRED = [
 ]
 
 # Resources (responses).
+REFRESH_TOKEN_EXAMPLE = "YW4gZXhhbXBsZSwgbm90IGEgcmVhbCB0b2tlbiE"  # noqa: S105 - for the docs, not a secret
 COMPONENTS: dict[str, Schema] = {
     "Error": obj(
         {
             "error": obj(
                 {
-                    "code": {"type": "string", "description": "Stable, machine-readable."},
-                    "message": {"type": "string", "description": "For humans."},
-                    "request_id": {"type": "string"},
+                    "code": {
+                        "type": "string",
+                        "description": "Stable, machine-readable.",
+                        "examples": ["validation_failed"],
+                    },
+                    "message": {
+                        "type": "string",
+                        "description": "For humans.",
+                        "examples": ["The request has invalid fields."],
+                    },
+                    "request_id": {
+                        "type": "string",
+                        "description": "As in the `X-Request-ID` header; the server's log has the same.",
+                        "examples": ["5f0c9a1e2b7d000000002a"],
+                    },
                     "timestamp": TIMESTAMP,
-                    "details": {"type": "object", "description": "Context; `fields` for validation errors."},
+                    "details": {
+                        "type": "object",
+                        "description": "Context; `fields` for validation errors.",
+                        "examples": [{"fields": {"items[0].quantity": "must be at least 1"}}],
+                    },
                 },
                 ["code", "message", "request_id", "timestamp", "details"],
             )
@@ -101,13 +174,19 @@ COMPONENTS: dict[str, Schema] = {
         ["error"],
     ),
     "ListMeta": obj(
-        {"has_more": {"type": "boolean"}, "next_cursor": {"type": ["string", "null"]}},
+        {
+            "has_more": {"type": "boolean", "description": "Whether a next page exists.", "examples": [False]},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last page.",
+            },
+        },
         ["has_more", "next_cursor"],
     ),
     "User": obj(
         {
-            "id": ID,
-            "email": {"type": "string"},
+            "id": USER_ID,
+            "email": {"type": "string", "examples": [EMAIL_EXAMPLE]},
             "role": ROLE,
             "status": STATUS,
             "created_at": TIMESTAMP,
@@ -117,23 +196,35 @@ COMPONENTS: dict[str, Schema] = {
     ),
     "Tokens": obj(
         {
-            "access_token": {"type": "string"},
+            "access_token": {
+                "type": "string",
+                "description": "Send as `Authorization: Bearer <access_token>`.",
+                "examples": ["eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJ1c3JfMDFKVjNRNkIyTSJ9.c2lnbmF0dXJl"],
+            },
             "token_type": {"type": "string", "enum": ["Bearer"]},
-            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
-            "refresh_token": {"type": "string", "description": "Single-use; each refresh returns a new one."},
+            "expires_in": {
+                "type": "integer",
+                "description": "Seconds until the access token expires.",
+                "examples": [900],
+            },
+            "refresh_token": {
+                "type": "string",
+                "description": "Single-use; each refresh returns a new one.",
+                "examples": [REFRESH_TOKEN_EXAMPLE],
+            },
         },
         ["access_token", "token_type", "expires_in", "refresh_token"],
     ),
     "Product": obj(
         {
-            "id": ID,
-            "sku": {"type": "string"},
-            "name": {"type": "string"},
-            "description": {"type": "string"},
+            "id": PRODUCT_ID,
+            "sku": {"type": "string", "examples": [SKU_EXAMPLE]},
+            "name": {"type": "string", "examples": [NAME_EXAMPLE]},
+            "description": {"type": "string", "examples": [DESCRIPTION_EXAMPLE]},
             "price": AMOUNT,
             "currency": CURRENCY,
             "stock": STOCK,
-            "active": {"type": "boolean"},
+            "active": {"type": "boolean", "examples": [True]},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
         },
@@ -141,24 +232,29 @@ COMPONENTS: dict[str, Schema] = {
     ),
     "AuditEntry": obj(
         {
-            "id": ID,
+            "id": AUDIT_ID,
             "at": TIMESTAMP,
             "actor_id": {
                 "type": ["string", "null"],
                 "description": "null: the operator at the command line, or anonymous",
+                "examples": USER_ID["examples"],
             },
-            "action": {"type": "string"},
-            "object_type": {"type": "string"},
-            "object_id": {"type": ["string", "null"]},
-            "source_ip": {"type": ["string", "null"]},
-            "details": {"type": "object", "description": "Before and after, where they apply."},
+            "action": {"type": "string", "examples": ["product.price_changed"]},
+            "object_type": {"type": "string", "examples": ["product"]},
+            "object_id": {"type": ["string", "null"], "examples": PRODUCT_ID["examples"]},
+            "source_ip": {"type": ["string", "null"], "examples": ["203.0.113.7"]},
+            "details": {
+                "type": "object",
+                "description": "Before and after, where they apply.",
+                "examples": [{"before": 1299, "after": 1499}],
+            },
         },
         ["id", "at", "actor_id", "action", "object_type", "object_id", "source_ip", "details"],
     ),
     "Order": obj(
         {
-            "id": ID,
-            "customer_id": ID,
+            "id": ORDER_ID,
+            "customer_id": USER_ID,
             "status": {
                 "type": "string",
                 "enum": [
@@ -175,24 +271,29 @@ COMPONENTS: dict[str, Schema] = {
                 "type": "array",
                 "items": obj(
                     {
-                        "product_id": ID,
-                        "sku": {"type": "string"},
-                        "name": {"type": "string"},
+                        "product_id": PRODUCT_ID,
+                        "sku": {"type": "string", "examples": [SKU_EXAMPLE]},
+                        "name": {"type": "string", "examples": [NAME_EXAMPLE]},
                         "unit_price": AMOUNT,
-                        "quantity": {"type": "integer", "minimum": 1},
-                        "line_total": AMOUNT,
+                        "quantity": {"type": "integer", "minimum": 1, "examples": [2]},
+                        "line_total": {**AMOUNT, "examples": [2598]},
                     },
                     ["product_id", "sku", "name", "unit_price", "quantity", "line_total"],
                 ),
             },
-            "subtotal": AMOUNT,
-            "total": AMOUNT,
-            "amount_paid": AMOUNT,
-            "amount_refunded": AMOUNT,
+            "subtotal": {**AMOUNT, "examples": [2598]},
+            "total": {**AMOUNT, "examples": [2598]},
+            "amount_paid": {**AMOUNT, "examples": [0]},
+            "amount_refunded": {**AMOUNT, "examples": [0]},
             "currency": CURRENCY,
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
-            "expires_at": {**TIMESTAMP, "type": ["string", "null"], "description": "null once partly paid"},
+            "expires_at": {
+                **TIMESTAMP,
+                "type": ["string", "null"],
+                "description": "null once partly paid",
+                "examples": ["2026-05-04T10:00:00.000000Z"],
+            },
         },
         [
             "id",
@@ -211,14 +312,22 @@ COMPONENTS: dict[str, Schema] = {
     ),
     "Payment": obj(
         {
-            "id": ID,
-            "order_id": ID,
+            "id": PAYMENT_ID,
+            "order_id": ORDER_ID,
             "method": {"type": "string", "enum": ["card", "manual"]},
             "provider": {"type": "string", "enum": ["stripe", "manual"]},
-            "status": {"type": "string", "enum": ["requires_action", "processing", "succeeded", "failed", "canceled"]},
-            "amount": AMOUNT,
+            "status": {
+                "type": "string",
+                "enum": ["requires_action", "processing", "succeeded", "failed", "canceled"],
+                "examples": ["succeeded"],
+            },
+            "amount": {**AMOUNT, "examples": [2598]},
             "currency": CURRENCY,
-            "provider_reference": {"type": ["string", "null"]},
+            "provider_reference": {
+                "type": ["string", "null"],
+                "description": "e.g. Stripe's PaymentIntent id",
+                "examples": ["pi_3PqRsT2eZvKYlo2C1x2y3z4w"],
+            },
             "reference": {"type": ["string", "null"], "description": "Manual payments: the receipt or transfer."},
             "failure_code": {"type": ["string", "null"], "description": "e.g. the card's decline code"},
             "client_secret": {"type": "string", "description": "Only while the customer must act (3-D Secure)."},
@@ -255,7 +364,7 @@ COMPONENTS: dict[str, Schema] = {
         description="The refund (the first, if the amount spans several payments) and all it made in `refunds`.",
     ),
     "Health": obj(
-        {"status": {"type": "string"}, "checks": {"type": "object"}},
+        {"status": {"type": "string", "examples": ["ok"]}, "checks": {"type": "object"}},
         ["status"],
     ),
 }
@@ -266,11 +375,20 @@ def list_of(component: str) -> Schema:
 
 
 # Request bodies.
-CREDENTIALS = obj({"email": EMAIL, "password": {"type": "string", "maxLength": 1024}}, ["email", "password"])
+CREDENTIALS = obj(
+    {"email": EMAIL, "password": {"type": "string", "maxLength": 1024, "examples": PASSWORD["examples"]}},
+    ["email", "password"],
+)
 REGISTER = obj({"email": EMAIL, "password": PASSWORD}, ["email", "password"])
-REFRESH = obj({"refresh_token": {"type": "string", "minLength": 1, "maxLength": 512}}, ["refresh_token"])
+REFRESH = obj(
+    {"refresh_token": {"type": "string", "minLength": 1, "maxLength": 512, "examples": [REFRESH_TOKEN_EXAMPLE]}},
+    ["refresh_token"],
+)
 CHANGE_PASSWORD = obj(
-    {"current_password": {"type": "string", "maxLength": 1024}, "new_password": PASSWORD},
+    {
+        "current_password": {"type": "string", "maxLength": 1024, "examples": PASSWORD["examples"]},
+        "new_password": {**PASSWORD, "examples": ["quiet lantern orchard mosaic"]},
+    },
     ["current_password", "new_password"],
 )
 UPDATE_USER = obj({"role": ROLE, "status": STATUS}, minProperties=1)
@@ -299,8 +417,15 @@ UPDATE_PRODUCT = obj(
 )
 ADJUST_STOCK = obj(
     {
-        "delta": {"type": "integer", "minimum": -MAX_STOCK, "maximum": MAX_STOCK, "not": {"const": 0}},
-        "reason": {"type": "string", "maxLength": 500},
+        "delta": {
+            "type": "integer",
+            "minimum": -MAX_STOCK,
+            "maximum": MAX_STOCK,
+            "not": {"const": 0},
+            "description": "Added to the stock (negative: taken away).",
+            "examples": [-3],
+        },
+        "reason": {"type": "string", "maxLength": 500, "examples": ["Three broke in the warehouse"]},
     },
     ["delta"],
 )
@@ -310,7 +435,7 @@ LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default
 CURSOR: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
 
 # Orders and payments.
-QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": 1000}
+QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": 1000, "examples": [2]}
 PLACE_ORDER = obj(
     {
         "items": {
@@ -319,38 +444,69 @@ PLACE_ORDER = obj(
             "maxItems": 100,
             "items": {
                 "oneOf": [
-                    obj({"product_id": ID, "quantity": QUANTITY}, ["product_id", "quantity"]),
-                    obj({"sku": SKU, "quantity": QUANTITY}, ["sku", "quantity"]),
+                    obj({"product_id": PRODUCT_ID, "quantity": QUANTITY}, ["product_id", "quantity"], title="By id"),
+                    obj({"sku": SKU, "quantity": QUANTITY}, ["sku", "quantity"], title="By sku"),
                 ]
             },
+            "examples": [
+                [
+                    {"product_id": PRODUCT_ID["examples"][0], "quantity": 2},
+                    {"sku": "TEA-EARL-GREY-100G", "quantity": 1},
+                ]
+            ],
         }
     },
     ["items"],
 )
-CANCEL_ORDER = obj({"reason": {"type": "string", "maxLength": 500}})
+CANCEL_ORDER = obj({"reason": {"type": "string", "maxLength": 500, "examples": ["Ordered the wrong colour"]}})
 PAY = {
     "oneOf": [
         obj(
             {
                 "method": {"const": "card"},
-                "payment_method": {"type": "string", "pattern": "^pm_[A-Za-z0-9_]{1,200}$"},
+                "payment_method": {
+                    "type": "string",
+                    "pattern": "^pm_[A-Za-z0-9_]{1,200}$",
+                    "description": "A Stripe PaymentMethod id, from Stripe.js or the mobile SDKs.",
+                    "examples": ["pm_card_visa"],
+                },
             },
             ["method", "payment_method"],
+            title="Card",
+            description="Charged through Stripe.",
         ),
         obj(
             {
                 "method": {"const": "manual"},
-                "reference": {"type": "string", "minLength": 1, "maxLength": 200},
-                "amount": {**AMOUNT, "minimum": 1, "description": "Minor units; default: the balance due."},
+                "reference": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "description": "The receipt, transfer or invoice number.",
+                    "examples": ["Cash, till 2, receipt 1042"],
+                },
+                "amount": {
+                    **AMOUNT,
+                    "minimum": 1,
+                    "description": "Minor units; default: the balance due.",
+                    "examples": [2598],
+                },
             },
             ["method", "reference"],
+            title="Manual (staff)",
+            description="Cash, a bank transfer or an invoice, recorded by staff.",
         ),
     ]
 }
 REFUND = obj(
     {
-        "amount": {**AMOUNT, "minimum": 1, "description": "Minor units; default: all that is still refundable."},
-        "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+        "amount": {
+            **AMOUNT,
+            "minimum": 1,
+            "description": "Minor units; default: all that is still refundable.",
+            "examples": [500],
+        },
+        "reason": {"type": "string", "minLength": 1, "maxLength": 500, "examples": [REFUND_REASON_EXAMPLE]},
     },
     ["reason"],
 )

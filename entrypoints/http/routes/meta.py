@@ -6,9 +6,11 @@ import logging
 
 from aiohttp import web
 
-from entrypoints.http.api import Api, Input, Reply, json_response
-from entrypoints.http.keys import DOCS_HTML, OPENAPI, READY_CHECKS
+from entrypoints.http.api import Api, Input, Param, Reply, json_response
+from entrypoints.http.docs import MAX_QUERY_LENGTH
+from entrypoints.http.keys import DOCS, OPENAPI, READY_CHECKS
 from entrypoints.http.middlewares import DOCS_CSP
+from entrypoints.http.routes.common import INVALID
 from entrypoints.http.schemas import ref
 
 api = Api()
@@ -54,7 +56,13 @@ async def readyz(request: web.Request, i: Input) -> web.Response:
     summary="This document (OpenAPI 3.1)",
     tag="operations",
     auth="none",
-    replies=(Reply(200, "The OpenAPI document.", {"type": "object"}),),
+    replies=(
+        Reply(
+            200,
+            "The OpenAPI document.",
+            {"type": "object", "examples": [{"openapi": "3.1.0", "info": {"title": "Tillbox API"}, "paths": {}}]},
+        ),
+    ),
 )
 async def openapi_document(request: web.Request, i: Input) -> web.Response:
     return json_response(request.app[OPENAPI])
@@ -66,10 +74,30 @@ async def openapi_document(request: web.Request, i: Input) -> web.Response:
     summary="Readable API reference (HTML, works offline)",
     tag="operations",
     auth="none",
-    replies=(Reply(200, "An HTML page."),),
+    query=(
+        Param(
+            "q",
+            {"type": "string", "maxLength": MAX_QUERY_LENGTH, "examples": ["refund"]},
+            "Show only the operations that mention every one of these words.",
+        ),
+    ),
+    replies=(
+        Reply(
+            200,
+            "An HTML page: this reference, or the operations that match `q`.",
+            {"type": "string", "examples": ["<!doctype html><html lang=en>…</html>"]},
+            media_type="text/html",
+        ),
+        INVALID,
+    ),
 )
 async def docs(request: web.Request, i: Input) -> web.Response:
-    response = web.Response(text=request.app[DOCS_HTML], content_type="text/html")
+    """The page is made once, when the application is built; a search puts together the
+    parts that match, already rendered, so it costs no more than a string join."""
+    reference = request.app[DOCS]
+    q = i.query.get("q")
+    page = reference.search(q) if q and q.strip() else reference.page
+    response = web.Response(text=page, content_type="text/html")
     response.headers["Content-Security-Policy"] = DOCS_CSP
     response.headers["Cache-Control"] = "no-cache"
     return response

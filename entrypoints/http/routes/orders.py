@@ -21,7 +21,7 @@ from entrypoints.http.routes.common import (
     UNAUTHENTICATED,
     err,
 )
-from entrypoints.http.schemas import CANCEL_ORDER, ID, PAY, PLACE_ORDER, REFUND, list_of, ref
+from entrypoints.http.schemas import CANCEL_ORDER, PAY, PLACE_ORDER, REFUND, USER_ID, list_of, ref
 
 api = Api()
 
@@ -68,7 +68,7 @@ async def place_order(request: web.Request, i: Input) -> web.Response:
     query=(
         *PAGE,
         Param("status", {"type": "string", "enum": STATUSES}, "Only orders in this status."),
-        Param("customer_id", ID, "Staff only: one customer's orders."),
+        Param("customer_id", USER_ID, "Staff only: one customer's orders."),
     ),
     replies=(Reply(200, "A page of orders, newest first.", list_of("Order")), UNAUTHENTICATED, INVALID),
 )

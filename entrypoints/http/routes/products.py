@@ -60,7 +60,11 @@ ETAG_HEADER = ("ETag",)
     auth="optional",
     query=(
         *PAGE,
-        Param("q", {"type": "string", "maxLength": 200}, "Words (or word beginnings) of name, sku or description."),
+        Param(
+            "q",
+            {"type": "string", "maxLength": 200, "examples": ["mug"]},
+            "Words (or word beginnings) of name, sku or description.",
+        ),
         Param("active", {"type": "boolean"}, "Staff only: filter by the active flag. Others see active products."),
         Param("price_min", AMOUNT, "Lowest price, inclusive, in minor units."),
         Param("price_max", AMOUNT, "Highest price, inclusive, in minor units."),
