@@ -13,9 +13,11 @@ from core.domain.errors import (
     EmailTaken,
     Invalid,
     InvalidCredentials,
+    NotAllowed,
     RefreshTokenReused,
     RegistrationClosed,
     TokenInvalid,
+    UserEmailNotFound,
     UserNotFound,
 )
 from core.domain.pagination import Page, PageRequest
@@ -442,3 +444,63 @@ class AuthService:
                 details=details,
             )
         )
+
+    # Operator tasks (the CLI, the admin console): accounts named by email, password resets.
+    async def get_user_by_email(self, actor: Actor, email: str) -> User:
+        """The account with this email, normalized as at registration and login, so that
+        whoever names an account by its email finds the one its owner logs in with.
+        Admins and the operator only; an unknown email is ``UserEmailNotFound``."""
+        actor.require_admin()
+        normalized = normalize_email(email)
+        async with self._uow(readonly=True) as uow:
+            user = await uow.users.get_by_email(normalized)
+        if user is None:
+            raise UserEmailNotFound(normalized)
+        return user
+
+    async def reset_password(self, cmd: ResetPassword) -> User:
+        """An admin or the operator sets a new password for an account whose owner lost it.
+        The password policy is that of registration; every session of the user ends; the
+        reset is audited with its actor. Admins change their own password with their
+        current one (``change_password``): a stolen access token must not be enough."""
+        cmd.actor.require_admin()
+        if cmd.user_id == cmd.actor.user_id:
+            raise NotAllowed(
+                "Change your own password with your current one, not by a reset.", code="cannot_reset_own_password"
+            )
+        password = normalize_password(cmd.new_password)
+        user = await self.get_user(cmd.actor, cmd.user_id)
+        check_password_policy(password, email=user.email)
+        # Hash before the transaction: it is slow, and a transaction must stay short.
+        new_hash = await self._hasher.hash(password)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            await self._check_still_admin(uow, cmd.actor)
+            fresh = await uow.users.get(user.id)
+            if fresh is None:
+                raise UserNotFound(user.id)
+            fresh.change_password_hash(new_hash, at=now)
+            await uow.users.update(fresh)
+            await uow.refresh_tokens.revoke_all_for_user(fresh.id, now)
+            # The account is the object; its email is not written into the log.
+            await self._audit(uow, cmd.actor.user_id, "user.password_reset", fresh.id, cmd.actor.source_ip, {})
+            await uow.commit()
+        return fresh
+
+    async def _check_still_admin(self, uow: UnitOfWork, actor: Actor) -> None:
+        """The acting admin, read in the same transaction as the change: one demoted or
+        disabled meanwhile does not get it through."""
+        if actor.user_id is None:  # the operator at the server's command line
+            return
+        acting = await uow.users.get(actor.user_id)
+        if acting is None or not acting.is_active or acting.role is not Role.ADMIN:
+            raise NotAllowed("Only admins can do this.", code="forbidden")
+
+
+@attrs.frozen
+class ResetPassword:
+    """An admin or the operator sets a new password for another account."""
+
+    actor: Actor
+    user_id: str
+    new_password: str
