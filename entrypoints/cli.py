@@ -341,13 +341,23 @@ def cmd_users_set_role(args: argparse.Namespace) -> None:
 
 
 def cmd_users_reset_password(args: argparse.Namespace) -> None:
-    async def reset(auth: AuthService, user: User) -> User:
-        # Asked for after the look-up, so that a mistyped email is refused before anyone
-        # types a password; the command's event loop has nothing else to do meanwhile.
-        password = _read_password(args, "New password: ")
+    settings = _settings(args)
+
+    async def find(container: Container) -> User:
+        auth = await provide(container.auth_service)
+        return await auth.get_user_by_email(Actor.operator(), args.email)
+
+    # The account first, so that a mistyped email is refused before anyone types a
+    # password; the password between the two runs, so that Ctrl-C at the prompt is an
+    # interrupt and not a cancellation the event loop would hold until Enter.
+    user: User = _run_with_container(settings, find)
+    password = _read_password(args, "New password: ")
+
+    async def reset(container: Container) -> User:
+        auth = await provide(container.auth_service)
         return await auth.reset_password(ResetPassword(actor=Actor.operator(), user_id=user.id, new_password=password))
 
-    _, user = _change_user(args, reset)
+    user = _run_with_container(settings, reset)
     print(f"reset the password of {user.email} ({user.id}); their sessions are ended")
 
 

@@ -543,6 +543,20 @@ def test_users_reset_password_asks_twice_on_a_terminal(admin_dir: Path) -> None:
     assert _audit(admin_dir, "user.password_reset") == [(None, "cli", {})]
 
 
+def test_ctrl_c_at_the_password_prompt_interrupts_at_once(admin_dir: Path) -> None:
+    _create(admin_dir, "kate@example.com")
+    before = _accounts(admin_dir)
+
+    status, shown = _on_a_terminal(
+        ["users", "reset-password", "--email", "kate@example.com"], admin_dir, [(b"New password: ", b"\x03")]
+    )
+
+    assert status == 1
+    assert shown.endswith(b"tillbox: error: interrupted\n"), shown
+    assert b"Traceback" not in shown
+    assert _accounts(admin_dir) == before
+
+
 def test_openapi_prints_the_served_document(server: Server, admin_dir: Path) -> None:
     result = tillbox("openapi", cwd=admin_dir)
     assert result.returncode == 0
