@@ -1,4 +1,5 @@
-"""The ``tillbox`` command line. Commands call services; errors are one line and exit 1."""
+"""The ``tillbox`` command line. Commands call services; errors are one line and exit 1,
+usage errors exit 2 (argparse's convention)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ from typing import Any, NoReturn
 from adapters.sqlite.maintenance import BackupError
 from adapters.sqlite.migrations import MigrationError
 from core.domain.errors import DomainError, SkuTaken
-from core.domain.users import Actor, Role
-from core.services.auth import CreateUser
+from core.domain.users import Actor, Role, User, UserStatus
+from core.services.auth import AuthService, CreateUser, ResetPassword, UpdateUser
 from core.services.catalog import CreateProduct
 from entrypoints.container import Container, DataDirError, build_container, provide, start, stop
 from entrypoints.datadir import DataDirInUse
 from entrypoints.logs import configure_logging
 from entrypoints.server import ServerError
-from entrypoints.settings import ConfigError, Settings, find_config, load_settings
+from entrypoints.settings import DEFAULTS, ConfigError, Settings, find_config, load_settings
 from entrypoints.version import COMMIT, VERSION
 
 log = logging.getLogger("tillbox")
@@ -282,30 +283,82 @@ def cmd_users_list(args: argparse.Namespace) -> None:
             after = page.next_after
 
     users = _run_with_container(settings, list_all)
+    if args.json:
+        from adapters.serialization import to_json, to_wire
+
+        sys.stdout.write(to_json(to_wire(users)).decode() + "\n")
+        return
     print(f"{'id':<30}  {'email':<40}  {'role':<8}  {'status':<8}  created")
     for user in users:
         created = user.created_at.strftime("%Y-%m-%d %H:%M")
         print(f"{user.id:<30}  {user.email:<40}  {user.role.value:<8}  {user.status.value:<8}  {created}")
 
 
-def cmd_users_disable(args: argparse.Namespace) -> None:
-    from core.domain.errors import UserNotFound
-    from core.domain.users import UserStatus, normalize_email
-    from core.services.auth import UpdateUser
-
+def _change_user(args: argparse.Namespace, change: Callable[[AuthService, User], Awaitable[User]]) -> tuple[User, User]:
+    """Find the account named by ``--email`` and change it: the account before and after."""
     settings = _settings(args)
 
-    async def disable(container: Container) -> Any:
+    async def work(container: Container) -> tuple[User, User]:
         auth = await provide(container.auth_service)
-        database = await provide(container.database)
-        async with database(readonly=True) as uow:
-            user = await uow.users.get_by_email(normalize_email(args.email))
-        if user is None:
-            raise UserNotFound(args.email)
-        return await auth.update_user(UpdateUser(actor=Actor.operator(), user_id=user.id, status=UserStatus.DISABLED))
+        before = await auth.get_user_by_email(Actor.operator(), args.email)
+        return before, await change(auth, before)
 
-    user = _run_with_container(settings, disable)
-    print(f"disabled {user.email} ({user.id}); their sessions are ended")
+    result: tuple[User, User] = _run_with_container(settings, work)
+    return result
+
+
+def _set_status(args: argparse.Namespace, status: UserStatus) -> tuple[User, User]:
+    return _change_user(
+        args, lambda auth, user: auth.update_user(UpdateUser(actor=Actor.operator(), user_id=user.id, status=status))
+    )
+
+
+def cmd_users_disable(args: argparse.Namespace) -> None:
+    before, user = _set_status(args, UserStatus.DISABLED)
+    if before.status is UserStatus.DISABLED:
+        print(f"{user.email} ({user.id}) was already disabled")
+    else:
+        print(f"disabled {user.email} ({user.id}); their sessions are ended")
+
+
+def cmd_users_enable(args: argparse.Namespace) -> None:
+    before, user = _set_status(args, UserStatus.ACTIVE)
+    if before.status is UserStatus.ACTIVE:
+        print(f"{user.email} ({user.id}) was already active")
+    else:
+        print(f"enabled {user.email} ({user.id}); they can log in again")
+
+
+def cmd_users_set_role(args: argparse.Namespace) -> None:
+    role = Role(args.role)
+    before, user = _change_user(
+        args, lambda auth, user: auth.update_user(UpdateUser(actor=Actor.operator(), user_id=user.id, role=role))
+    )
+    if before.role is role:
+        print(f"{user.email} ({user.id}) was already {role.value}")
+    else:
+        print(f"{user.email} ({user.id}) is now {user.role.value} (was {before.role.value})")
+
+
+def cmd_users_reset_password(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+
+    async def find(container: Container) -> User:
+        auth = await provide(container.auth_service)
+        return await auth.get_user_by_email(Actor.operator(), args.email)
+
+    # The account first, so that a mistyped email is refused before anyone types a
+    # password; the password between the two runs, so that Ctrl-C at the prompt is an
+    # interrupt and not a cancellation the event loop would hold until Enter.
+    user: User = _run_with_container(settings, find)
+    password = _read_password(args, "New password: ")
+
+    async def reset(container: Container) -> User:
+        auth = await provide(container.auth_service)
+        return await auth.reset_password(ResetPassword(actor=Actor.operator(), user_id=user.id, new_password=password))
+
+    user = _run_with_container(settings, reset)
+    print(f"reset the password of {user.email} ({user.id}); their sessions are ended")
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
@@ -343,7 +396,7 @@ def cmd_config_show(args: argparse.Namespace) -> None:
             print(f"{key} = {rendered}  # {settings.sources[section][key]}")
 
 
-def _read_password(args: argparse.Namespace) -> str:
+def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
@@ -351,7 +404,7 @@ def _read_password(args: argparse.Namespace) -> str:
         return password
     if not sys.stdin.isatty():
         raise CommandError("no terminal to ask for the password; use --password-stdin")
-    first = getpass.getpass("Password: ")
+    first = getpass.getpass(prompt)
     if first != getpass.getpass("Repeat it: "):
         raise CommandError("the passwords differ")
     return first
@@ -371,13 +424,30 @@ def cmd_users_create(args: argparse.Namespace) -> None:
     print(f"created {user.role.value} {user.email} ({user.id})")
 
 
+def _version_text() -> str:
+    return f"tillbox {VERSION}" + (f" (commit {COMMIT})" if COMMIT else "")
+
+
 def cmd_version(args: argparse.Namespace) -> None:
-    print(f"tillbox {VERSION}" + (f" (commit {COMMIT})" if COMMIT else ""))
+    print(_version_text())
 
 
 # The parser.
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples keep their lines, and every option shows its default: an option that has
+    none (``None``: the setting or "all" applies, as its help says) or an on/off flag
+    (``False``) has nothing to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+_EXIT_STATUS = """exit status:
+  0  done
+  1  an error, told in one line on standard error ("tillbox: error: ...")
+  2  a usage error: an unknown command or option, a missing or malformed value"""
 
 
 def _command(
@@ -387,29 +457,64 @@ def _command(
         name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=_Formatter
     )
     parser.set_defaults(handler=handler)
-    parser.add_argument("--config", metavar="PATH", help="settings file (default: ./config.toml if present)")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="settings file (default: $TILLBOX_CONFIG, else ./config.toml if present, else the built-in defaults)",
+    )
     return parser
+
+
+def _group(subparsers: Any, name: str, help: str) -> Any:
+    """A command with commands of its own (``tillbox users ...``); alone, it shows its help."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Formatter
+    )
+    parser.set_defaults(handler=None, group=parser)
+    return parser.add_subparsers(title="commands", metavar="COMMAND")
+
+
+def _setting(section: str, key: str) -> str:
+    return f"(default: the {section}.{key} setting, {DEFAULTS[section][key]} unless configured)"
+
+
+_ROLES = [r.value for r in Role]
+
+
+def _email_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--email", required=True, help="the account's email address (any case)")
+
+
+def _password_stdin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of asking twice on the terminal",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tillbox",
         description="Tillbox: a self-hosted commerce backend in one file.",
-        epilog="example:\n  tillbox serve --port 8080\n\nEvery command has --help.",
+        epilog=f"example:\n  tillbox serve --port 8080\n\nEvery command has --help.\n\n{_EXIT_STATUS}",
         formatter_class=_Formatter,
     )
+    parser.add_argument("--version", action="version", version=_version_text(), help="print the version and exit")
+    parser.set_defaults(group=parser)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     serve = _command(commands, "serve", cmd_serve, "run the HTTP API", "tillbox serve --host 0.0.0.0 --port 8080")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
+    serve.add_argument("--host", help=f"address to listen on {_setting('server', 'host')}")
+    serve.add_argument("--port", type=int, help=f"port to listen on {_setting('server', 'port')}")
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help=f"server processes sharing the port {_setting('server', 'workers')}"
+    )
 
-    db = commands.add_parser("db", help="manage the database", description="Manage the database.")
-    db_commands = db.add_subparsers(title="commands", metavar="COMMAND")
+    db_commands = _group(commands, "db", "manage the database")
     _command(db_commands, "migrate", cmd_db_migrate, "apply pending schema migrations", "tillbox db migrate")
     seed = _command(db_commands, "seed", cmd_db_seed, "add a demo catalog", "tillbox db seed --count 1000")
-    seed.add_argument("--count", type=int, default=1000, help="number of demo products (default 1000)")
+    seed.add_argument("--count", type=int, metavar="N", default=1000, help="number of demo products")
     reset = _command(
         db_commands,
         "reset",
@@ -419,8 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    users = commands.add_parser("users", help="manage accounts", description="Manage accounts.")
-    user_commands = users.add_subparsers(title="commands", metavar="COMMAND")
+    user_commands = _group(commands, "users", "manage accounts")
     create = _command(
         user_commands,
         "create",
@@ -428,11 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
         "create an account with any role",
         "echo 'a long passphrase' | tillbox users create --email admin@example.com --role admin --password-stdin",
     )
-    create.add_argument("--email", required=True)
-    create.add_argument("--role", choices=[r.value for r in Role], default="customer")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    _email_option(create)
+    create.add_argument("--role", choices=_ROLES, default="customer", help="the account's role")
+    _password_stdin_option(create)
     listing = _command(user_commands, "list", cmd_users_list, "list accounts", "tillbox users list --role admin")
-    listing.add_argument("--role", choices=[r.value for r in Role], help="only accounts with this role")
+    listing.add_argument("--role", choices=_ROLES, help="only accounts with this role (default: every role)")
+    listing.add_argument(
+        "--json", action="store_true", help="print a JSON array of users, each as the API returns it, for scripts"
+    )
     disable = _command(
         user_commands,
         "disable",
@@ -440,10 +547,35 @@ def build_parser() -> argparse.ArgumentParser:
         "disable an account and end its sessions",
         "tillbox users disable --email someone@example.com",
     )
-    disable.add_argument("--email", required=True)
+    _email_option(disable)
+    enable = _command(
+        user_commands,
+        "enable",
+        cmd_users_enable,
+        "enable a disabled account (it logs in again; its old sessions stay ended)",
+        "tillbox users enable --email someone@example.com",
+    )
+    _email_option(enable)
+    set_role = _command(
+        user_commands,
+        "set-role",
+        cmd_users_set_role,
+        "give an account another role",
+        "tillbox users set-role --email someone@example.com --role staff",
+    )
+    _email_option(set_role)
+    set_role.add_argument("--role", choices=_ROLES, required=True, help="the account's new role")
+    reset_password = _command(
+        user_commands,
+        "reset-password",
+        cmd_users_reset_password,
+        "set a new password for an account and end its sessions",
+        "tillbox users reset-password --email someone@example.com",
+    )
+    _email_option(reset_password)
+    _password_stdin_option(reset_password)
 
-    keys = commands.add_parser("keys", help="manage signing keys", description="Manage the token signing keys.")
-    key_commands = keys.add_subparsers(title="commands", metavar="COMMAND")
+    key_commands = _group(commands, "keys", "manage the token signing keys")
     _command(
         key_commands,
         "rotate",
@@ -472,8 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--yes", action="store_true", help="do not ask before replacing an existing database")
 
     _command(commands, "openapi", cmd_openapi, "print the OpenAPI document", "tillbox openapi > openapi.json")
-    config = commands.add_parser("config", help="inspect settings", description="Inspect the settings.")
-    config_commands = config.add_subparsers(title="commands", metavar="COMMAND")
+    config_commands = _group(commands, "config", "inspect the settings")
     _command(
         config_commands,
         "show",
@@ -486,14 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    # Everything Tillbox writes (database, keys, caches) is for its own eyes only.
-    os.umask(0o077)
+def _main(argv: Sequence[str] | None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
+        # A command group without its command (``tillbox users``) is a usage error.
+        args.group.print_help(sys.stderr)
         raise SystemExit(2)
     try:
         handler(args)
@@ -503,6 +633,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(f"{e.message} ({e.code})")
     except KeyboardInterrupt:
         _fail("interrupted")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    # Everything Tillbox writes (database, keys, caches) is for its own eyes only.
+    os.umask(0o077)
+    try:
+        try:
+            _main(argv)
+        finally:
+            # Output to a pipe is buffered: flush here, where a closed pipe can be handled,
+            # not at interpreter exit, where it can only be reported.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``tillbox config show | head``): that is its choice, not
+        # an error worth a traceback. As the Python documentation recommends (signal
+        # module, "Note on SIGPIPE"): point stdout at devnull, so that the final flush
+        # has somewhere to go, and exit 1 without a word.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -93,6 +93,15 @@ class UserNotFound(NotFound):
         super().__init__(f"No user with id {user_id!r}.", details={"user_id": user_id})
 
 
+class UserEmailNotFound(NotFound):
+    """The same kind and code as ``UserNotFound``: the account was named by its email."""
+
+    code = "user_not_found"
+
+    def __init__(self, email: str):
+        super().__init__(f"No user with email {email!r}.", details={"email": email})
+
+
 class ProductNotFound(NotFound):
     code = "product_not_found"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from entrypoints.cli import build_parser
+from entrypoints.settings import DEFAULTS
 
 PASSWORD = "an operator passphrase"
 
@@ -60,6 +63,14 @@ def _commands(parser: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, .
 COMMANDS = _commands(build_parser())
 
 
+def _parser_of(command: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in command:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = subparsers.choices[name]
+    return parser
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_every_command_has_help_with_an_example(command: tuple[str, ...], tmp_path: Path) -> None:
     result = tillbox(*command, "--help", cwd=tmp_path)
@@ -68,10 +79,115 @@ def test_every_command_has_help_with_an_example(command: tuple[str, ...], tmp_pa
     assert "tillbox " + " ".join(command) in result.stdout.split("example:")[1]
 
 
+@pytest.mark.parametrize("command", [(), *COMMANDS], ids=lambda c: " ".join(c) or "tillbox")
+def test_every_option_has_help_and_shows_its_default(command: tuple[str, ...], tmp_path: Path) -> None:
+    result = tillbox(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = " ".join(result.stdout.split())  # as if argparse had not wrapped the lines
+    for action in _parser_of(command)._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            continue
+        assert action.help, f"{action.dest} has no help"
+        assert " ".join(action.help.split()) in shown
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert f"(default: {action.default})" in shown, action.dest
+
+
+@pytest.mark.parametrize(("flag", "key"), [("--host", "host"), ("--port", "port"), ("--workers", "workers")])
+def test_serve_flags_name_the_setting_they_override_and_its_default(tmp_path: Path, flag: str, key: str) -> None:
+    shown = " ".join(tillbox("serve", "--help", cwd=tmp_path).stdout.split())
+    default = DEFAULTS["server"][key]
+    assert re.search(
+        rf"  ?{flag} [A-Z]+ [^(]+ \(default: the server\.{key} setting, {default} unless configured\)", shown
+    )
+
+
 def test_version(tmp_path: Path) -> None:
     result = tillbox("version", cwd=tmp_path)
     assert result.returncode == 0
-    assert result.stdout.startswith("tillbox 0.")
+    assert re.fullmatch(r"tillbox 0\.\d+\.\d+( \(commit [0-9a-f]+\))?\n", result.stdout), result.stdout
+
+
+def test_version_flag_prints_what_the_version_command_does(tmp_path: Path) -> None:
+    flag = tillbox("--version", cwd=tmp_path)
+    assert (flag.returncode, flag.stderr) == (0, "")
+    assert flag.stdout == tillbox("version", cwd=tmp_path).stdout
+    assert not (tmp_path / "tillbox-data").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("frobnicate",), "invalid choice: 'frobnicate'"),
+        (("serve", "--prot", "1"), "unrecognized arguments: --prot 1"),
+        (("serve", "--port", "eighty"), "argument --port: invalid int value: 'eighty'"),
+        (("users", "disable"), "the following arguments are required: --email"),
+        (("users", "set-role", "--email", "a@example.com"), "the following arguments are required: --role"),
+        (
+            ("users", "set-role", "--email", "a@example.com", "--role", "root"),
+            "argument --role: invalid choice: 'root'",
+        ),
+        (("users", "create", "--email"), "argument --email: expected one argument"),
+        (("users", "list", "--json", "yes"), "unrecognized arguments: yes"),
+    ],
+)
+def test_usage_errors_exit_2_and_change_nothing(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = tillbox(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: tillbox")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "tillbox-data").exists()
+
+
+@pytest.mark.parametrize(("args", "usage"), [((), "usage: tillbox [-h]"), (("users",), "usage: tillbox users [-h]")])
+def test_a_missing_command_shows_the_choices_and_exits_2(tmp_path: Path, args: tuple[str, ...], usage: str) -> None:
+    result = tillbox(*args, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(usage)
+    assert "commands:" in result.stderr
+
+
+def test_help_states_the_exit_codes(tmp_path: Path) -> None:
+    shown = tillbox("--help", cwd=tmp_path).stdout
+    assert "exit status:\n  0  done\n  1  an error" in shown
+    assert "  2  a usage error: an unknown command or option, a missing or malformed value" in shown
+
+
+def _read_first_line_then_close(args: list[str], cwd: Path) -> tuple[bytes, bytes, int]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        first = process.stdout.readline()
+        process.stdout.close()  # what `| head -n 1` does once it has its line
+        errors = process.stderr.read()
+        return first, errors, process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # More output than a pipe holds (64 KiB on Linux), so that the command is still
+    # writing when the pipe closes, on every run: 4,000 allowed origins.
+    origins = ", ".join(f'"https://shop-{n:05d}.example.com"' for n in range(4000))
+    (tmp_path / "config.toml").write_text(f"[server]\ncors_origins = [{origins}]\n")
+    assert len(tillbox("config", "show", cwd=tmp_path).stdout) > 2 * 65536
+
+    first, errors, status = _read_first_line_then_close(["config", "show"], tmp_path)
+
+    assert first == b"# config file: config.toml\n"
+    assert errors == b""  # no traceback, not even "Exception ignored"
+    assert status == 1
 
 
 @pytest.mark.parametrize(

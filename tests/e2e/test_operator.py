@@ -4,20 +4,26 @@ reset, key rotation, users, openapi, config show, and their refusals."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
 import sys
+import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import assert_error, serve
 from tests.e2e.test_cli import PASSWORD, _get, _post, free_port, tillbox
+
+NEW_PASSWORD = "a brand new passphrase"
 
 
 class Server:
@@ -266,9 +272,289 @@ def test_users_list_and_disable(admin_dir: Path) -> None:
     assert disabled.returncode == 0, disabled.stderr
     rows = tillbox("users", "list", cwd=admin_dir).stdout.strip().splitlines()[1:]
     assert [row.split()[3] for row in rows] == ["active", "disabled"]
-    missing = tillbox("users", "disable", "--email", "nobody@example.com", cwd=admin_dir)
-    assert missing.returncode == 1
-    assert "(user_not_found)" in missing.stderr
+    again = tillbox("users", "disable", "--email", "staff@example.com", cwd=admin_dir)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("staff@example.com (usr_") and again.stdout.endswith(") was already disabled\n")
+
+    enabled = tillbox("users", "enable", "--email", "Staff@Example.com", cwd=admin_dir)
+    assert enabled.returncode == 0, enabled.stderr
+    assert enabled.stdout.startswith("enabled staff@example.com (usr_")
+    rows = tillbox("users", "list", cwd=admin_dir).stdout.strip().splitlines()[1:]
+    assert [row.split()[3] for row in rows] == ["active", "active"]
+    again = tillbox("users", "enable", "--email", "staff@example.com", cwd=admin_dir)
+    assert again.stdout.endswith(") was already active\n")
+    assert _audit(admin_dir, "user.status_changed") == [
+        (None, "cli", {"before": "active", "after": "disabled"}),
+        (None, "cli", {"before": "disabled", "after": "active"}),
+    ]
+
+
+def _audit(directory: Path, action: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(directory / "tillbox-data" / "tillbox.db") as db:
+        rows = db.execute(
+            "SELECT actor_id, source_ip, details FROM audit_log WHERE action = ? ORDER BY id", (action,)
+        ).fetchall()
+    return [(actor, source, json.loads(details)) for actor, source, details in rows]
+
+
+def _accounts(directory: Path) -> list[tuple[object, ...]]:
+    """Everything a users command could change: accounts, sessions, the audit log."""
+    with sqlite3.connect(directory / "tillbox-data" / "tillbox.db") as db:
+        return [
+            *db.execute("SELECT * FROM users ORDER BY id"),
+            *db.execute("SELECT * FROM refresh_tokens ORDER BY id"),
+            *db.execute("SELECT * FROM audit_log ORDER BY id"),
+        ]
+
+
+def _create(directory: Path, email: str, role: str = "customer", password: str = PASSWORD) -> str:
+    result = tillbox(
+        "users", "create", "--email", email, "--role", role, "--password-stdin", cwd=directory, stdin=password + "\n"
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.rsplit("(", 1)[1].rstrip(")\n")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("disable",),
+        ("enable",),
+        ("set-role", "--role", "staff"),
+        ("reset-password", "--password-stdin"),
+    ],
+    ids=lambda c: c[0],
+)
+def test_users_commands_name_an_unknown_email_and_change_nothing(admin_dir: Path, command: tuple[str, ...]) -> None:
+    before = _accounts(admin_dir)
+
+    result = tillbox(
+        "users", command[0], "--email", " Nobody@Example.com", *command[1:], cwd=admin_dir, stdin=NEW_PASSWORD + "\n"
+    )
+
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "tillbox: error: No user with email 'nobody@example.com'. (user_not_found)\n"
+    assert _accounts(admin_dir) == before
+
+
+@pytest.mark.parametrize(
+    "command", [("disable",), ("enable",), ("set-role", "--role", "staff"), ("reset-password", "--password-stdin")]
+)
+def test_users_commands_refuse_a_malformed_email(admin_dir: Path, command: tuple[str, ...]) -> None:
+    before = _accounts(admin_dir)
+
+    result = tillbox("users", command[0], "--email", "admin", *command[1:], cwd=admin_dir, stdin=NEW_PASSWORD + "\n")
+
+    assert result.returncode == 1
+    assert result.stderr == "tillbox: error: This is not a valid email address. (invalid_email)\n"
+    assert _accounts(admin_dir) == before
+
+
+def test_users_set_role(admin_dir: Path) -> None:
+    kate = _create(admin_dir, "kate@example.com")
+
+    result = tillbox("users", "set-role", "--email", "KATE@example.com", "--role", "staff", cwd=admin_dir)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"kate@example.com ({kate}) is now staff (was customer)\n"
+    listed = json.loads(tillbox("users", "list", "--json", "--role", "staff", cwd=admin_dir).stdout)
+    assert [(u["id"], u["role"]) for u in listed] == [(kate, "staff")]
+    assert _audit(admin_dir, "user.role_changed") == [(None, "cli", {"before": "customer", "after": "staff"})]
+
+    before = _accounts(admin_dir)
+    again = tillbox("users", "set-role", "--email", "kate@example.com", "--role", "staff", cwd=admin_dir)
+    assert again.stdout == f"kate@example.com ({kate}) was already staff\n"
+    bad = tillbox("users", "set-role", "--email", "kate@example.com", "--role", "owner", cwd=admin_dir)
+    assert bad.returncode == 2
+    assert "argument --role: invalid choice: 'owner' (choose from 'customer', 'staff', 'admin')" in bad.stderr
+    assert _accounts(admin_dir) == before
+
+
+async def test_users_list_json_is_what_the_api_returns(admin_dir: Path) -> None:
+    _create(admin_dir, "kate@example.com")
+    _create(admin_dir, "sam@example.com", "staff")
+    assert tillbox("users", "disable", "--email", "sam@example.com", cwd=admin_dir).returncode == 0
+
+    result = tillbox("users", "list", "--json", cwd=admin_dir)
+    staff_only = tillbox("users", "list", "--json", "--role", "staff", cwd=admin_dir)
+    empty = tillbox("users", "list", "--json", cwd=admin_dir, env={"TILLBOX_DATA_DIR": str(admin_dir / "empty")})
+
+    assert (result.returncode, result.stderr) == (0, "")
+    listed = json.loads(result.stdout)
+    async with serve(admin_dir / "tillbox-data") as api:
+        token = (await api.login("admin@example.com", PASSWORD))["access_token"]
+        status, page, _ = await api.call("GET", "/api/v1/users?limit=100", token=token)
+    assert status == 200
+    assert listed == page["data"]
+    assert [(u["email"], u["role"], u["status"]) for u in listed] == [
+        ("admin@example.com", "admin", "active"),
+        ("kate@example.com", "customer", "active"),
+        ("sam@example.com", "staff", "disabled"),
+    ]
+    assert json.loads(staff_only.stdout) == [listed[2]]
+    assert (empty.returncode, empty.stdout) == (0, "[]\n")
+
+
+async def test_users_reset_password_ends_every_session(admin_dir: Path) -> None:
+    kate = _create(admin_dir, "kate@example.com")
+    async with serve(admin_dir / "tillbox-data") as api:
+        sessions = [await api.login("kate@example.com", PASSWORD) for _ in range(2)]
+
+        result = tillbox(
+            "users",
+            "reset-password",
+            "--email",
+            "Kate@Example.com",
+            "--password-stdin",
+            cwd=admin_dir,
+            stdin=NEW_PASSWORD + "\n",
+        )
+
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"reset the password of kate@example.com ({kate}); their sessions are ended\n"
+        for session in sessions:
+            status, body, _ = await api.call(
+                "POST", "/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]}
+            )
+            assert_error(status, body, 401, "invalid_token")
+        status, body, _ = await api.call(
+            "POST", "/api/v1/auth/login", json={"email": "kate@example.com", "password": PASSWORD}
+        )
+        assert_error(status, body, 401, "invalid_credentials")
+        assert (await api.login("kate@example.com", NEW_PASSWORD))["access_token"]
+    with sqlite3.connect(admin_dir / "tillbox-data" / "tillbox.db") as db:
+        rows = db.execute(
+            "SELECT actor_id, object_id, source_ip, details FROM audit_log WHERE action = 'user.password_reset'"
+        ).fetchall()
+        assert rows == [(None, kate, "cli", "{}")]
+        sessions_left = db.execute(
+            "SELECT revoked_at IS NULL, count(*) FROM refresh_tokens WHERE user_id = ? GROUP BY 1 ORDER BY 1", (kate,)
+        ).fetchall()
+        assert sessions_left == [(0, 2), (1, 1)]  # the two from before are revoked; the login after is not
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        ("", "no password on standard input"),
+        ("\n", "no password on standard input"),
+        ("short\n", "The password must have at least 12 characters. (weak_password)"),
+        ("password1234\n", "This password is too common or too easy to guess; choose another. (weak_password)"),
+        ("kate@example.com\n", "This password is too common or too easy to guess; choose another. (weak_password)"),
+    ],
+    ids=["nothing", "empty line", "short", "common", "the email"],
+)
+def test_users_reset_password_refuses_a_bad_password_and_changes_nothing(
+    admin_dir: Path, stdin: str, message: str
+) -> None:
+    _create(admin_dir, "kate@example.com")
+    before = _accounts(admin_dir)
+
+    result = tillbox(
+        "users", "reset-password", "--email", "kate@example.com", "--password-stdin", cwd=admin_dir, stdin=stdin
+    )
+
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"tillbox: error: {message}\n"
+    assert _accounts(admin_dir) == before
+
+
+def test_users_reset_password_without_a_terminal_asks_for_password_stdin(admin_dir: Path) -> None:
+    _create(admin_dir, "kate@example.com")
+    before = _accounts(admin_dir)
+
+    result = tillbox("users", "reset-password", "--email", "kate@example.com", cwd=admin_dir, stdin=NEW_PASSWORD + "\n")
+
+    assert result.returncode == 1
+    assert result.stderr == "tillbox: error: no terminal to ask for the password; use --password-stdin\n"
+    assert _accounts(admin_dir) == before
+
+
+def _on_a_terminal(args: list[str], cwd: Path, answers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    """Run tillbox with a pseudo-terminal as its controlling terminal; answer each prompt
+    when it appears. Returns the exit status and everything the terminal showed."""
+    master, slave = os.openpty()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        cwd=cwd,
+        env=environment,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        # A session of its own whose controlling terminal is the pty, as after a login:
+        # getpass reads /dev/tty, not standard input.
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    os.close(slave)
+    shown = b""
+
+    def read_until(done: Callable[[bytes], bool]) -> None:
+        nonlocal shown
+        deadline = time.monotonic() + 60
+        while not done(shown):
+            assert time.monotonic() < deadline, shown
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the terminal's other side is closed
+                    chunk = b""
+                if not chunk:
+                    return
+                shown += chunk
+
+    try:
+        for prompt, answer in answers:
+            seen = shown.count(prompt)
+            read_until(lambda text, seen=seen, prompt=prompt: text.count(prompt) > seen)
+            os.write(master, answer + b"\n")
+        read_until(lambda text: False)  # to the end
+        return process.wait(timeout=60), shown.replace(b"\r\n", b"\n")
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_users_reset_password_asks_twice_on_a_terminal(admin_dir: Path) -> None:
+    kate = _create(admin_dir, "kate@example.com")
+    before = _accounts(admin_dir)
+    command = ["users", "reset-password", "--email", "kate@example.com"]
+
+    status, shown = _on_a_terminal(
+        command, admin_dir, [(b"New password: ", NEW_PASSWORD.encode()), (b"Repeat it: ", b"something else entirely")]
+    )
+
+    assert status == 1
+    assert shown.endswith(b"Repeat it: \ntillbox: error: the passwords differ\n"), shown
+    assert NEW_PASSWORD.encode() not in shown  # not echoed
+    assert _accounts(admin_dir) == before
+
+    status, shown = _on_a_terminal(
+        command, admin_dir, [(b"New password: ", NEW_PASSWORD.encode()), (b"Repeat it: ", NEW_PASSWORD.encode())]
+    )
+
+    assert status == 0, shown
+    assert shown.endswith(f"reset the password of kate@example.com ({kate}); their sessions are ended\n".encode())
+    assert NEW_PASSWORD.encode() not in shown
+    assert _audit(admin_dir, "user.password_reset") == [(None, "cli", {})]
+
+
+def test_ctrl_c_at_the_password_prompt_interrupts_at_once(admin_dir: Path) -> None:
+    _create(admin_dir, "kate@example.com")
+    before = _accounts(admin_dir)
+
+    status, shown = _on_a_terminal(
+        ["users", "reset-password", "--email", "kate@example.com"], admin_dir, [(b"New password: ", b"\x03")]
+    )
+
+    assert status == 1
+    assert shown.endswith(b"tillbox: error: interrupted\n"), shown
+    assert b"Traceback" not in shown
+    assert _accounts(admin_dir) == before
 
 
 def test_openapi_prints_the_served_document(server: Server, admin_dir: Path) -> None:
