@@ -521,7 +521,6 @@ class AuthService:
     ) -> None:
         await self._auditor.record(uow, actor, action, "user", user_id, details)
 
-
     # Operator tasks (the CLI, the admin console): accounts named by email, password resets.
     async def get_user_by_email(self, actor: Actor, email: str) -> User:
         """The account with this email, normalized as at registration and login, so that
