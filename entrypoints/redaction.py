@@ -29,6 +29,7 @@ A redacted value keeps what says what it was (``sk_test_[REDACTED]``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -143,7 +144,7 @@ def redact(text: str) -> str:
 def redact_value(value: Any, name: str = "") -> Any:
     """A structured value (a log record's extra fields) redacted: a secret-named key loses its
     value whatever it is; strings are redacted as text; containers are walked."""
-    if name and _SECRET_NAME.search(name.lower()):
+    if name and _secret_name(name):
         return REDACTED
     if isinstance(value, str):
         return redact(value)
@@ -157,6 +158,12 @@ def redact_value(value: Any, name: str = "") -> Any:
 
 
 _SECRET_NAME = re.compile(rf"(?:{_HEADERS}|{_FIELDS})\Z")
+
+
+@functools.lru_cache(maxsize=1024)  # the same few field names, over and over
+def _secret_name(name: str) -> bool:
+    return _SECRET_NAME.search(name.lower()) is not None
+
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
