@@ -11,10 +11,11 @@ What is recognised, in any text:
 - the values of ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie``,
   ``Stripe-Signature``, ``Tillbox-Signature`` and ``X-Api-Key`` headers, to the end of the line;
 - ``Bearer <token>``, and JWTs (three base64url segments, the first starting ``eyJ``);
-- the value of a field (JSON, Python repr, form or logfmt) whose name ends in ``password``,
-  ``passwd``, ``secret``, ``token``, ``api_key``, ``secret_key``, ``private_key``, ``signature``,
-  ``cvc`` or ``cvv`` in any case (``current_password``, ``refresh_token``, ``client_secret``,
-  ``card[cvc]``, ``apiKey``...); ``token_type`` or ``idempotency_key`` are not secrets;
+- the value of a field (JSON, Python repr, form or logfmt) whose name ends in ``secret``,
+  ``token``, ``api_key``, ``secret_key``, ``private_key``, ``signature``, ``cvc``, ``cvv`` or
+  ``csc``, or has ``password`` in it, in any case (``current_password``, ``refresh_token``,
+  ``client_secret``, ``card[cvc]``, ``apiKey``, ``password_confirmation``...);
+  ``token_type`` or ``idempotency_key`` are not secrets;
 - Stripe secret, restricted and ephemeral keys (``sk_live_``, ``rk_test_``, ``ek_...``),
   webhook secrets (``whsec_``), PaymentIntent and SetupIntent client secrets
   (``pi_..._secret_...``, ``seti_..._secret_...``), and Tillbox personal API keys (``tbk_``);
@@ -41,10 +42,11 @@ REDACTED = "[REDACTED]"
 # regex engine scans for fast, where the full pattern (tried at every position) cost about
 # a microsecond per character.
 _HEADERS = r"proxy-authorization|authorization|set-cookie|cookie|stripe-signature|tillbox-signature|x-api-key"
-_FIELDS = (
-    r"passwd|password|secret|token|api_key|api-key|apikey|secret_key|secretkey|private_key|privatekey|signature|cvc|cvv"
+_FIELDS = r"passw(?:or)?d[a-z0-9_-]*|secret(?:[_-]?key)?|token|api[_-]?key|private[_-]?key|signature|cvc2?|cvv2?|csc"
+_STARTS = re.compile(
+    rf"{_HEADERS}|passw|secret|token|api_key|api-key|apikey|private|signature|cvc|cvv|csc"
+    r"|bearer|eyj|sk_|rk_|ek_|whsec_|pi_|seti_|tbk_"
 )
-_STARTS = re.compile(rf"{_HEADERS}|{_FIELDS}|bearer|eyj|sk_|rk_|ek_|whsec_|pi_|seti_|tbk_")
 _CLOSE = r"(?:\\*[\"']|\])?"  # a name's closing quote (escaped, in JSON within JSON), or card[cvc]'s bracket
 
 _SECRETS = re.compile(

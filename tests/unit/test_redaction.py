@@ -65,6 +65,10 @@ REFRESH = "Yh3f-GmQ_o2pX8vR1kL9sT4uW6zA0bC5dE7fH2jK3mN"  # secrets.token_urlsafe
             '{"apiKey": "[REDACTED]", "secret_key": "[REDACTED]", "webhook_secret": "[REDACTED]"}',
         ),
         ('{\\"password\\": \\"in JSON in JSON\\"}', '{\\"password\\": \\"[REDACTED]\\"}'),
+        (
+            '{"password_confirmation": "a", "passwordAgain": "b", "passwd": "c"}',
+            '{"password_confirmation": "[REDACTED]", "passwordAgain": "[REDACTED]", "passwd": "[REDACTED]"}',
+        ),
         ('cut short: {"password": "abc', 'cut short: {"password": "[REDACTED]"'),
         ("password: hunter2hunter2", "password: [REDACTED]"),
         # Stripe's secrets and Tillbox's personal API keys keep what says what they were.
@@ -90,7 +94,10 @@ REFRESH = "Yh3f-GmQ_o2pX8vR1kL9sT4uW6zA0bC5dE7fH2jK3mN"  # secrets.token_urlsafe
             "card[number]=4242424242424242&card[cvc]=123&card[exp_month]=12",
             "card[number]=[REDACTED]&card[cvc]=[REDACTED]&card[exp_month]=12",
         ),
-        ('{"cvc": "123", "CVV": 9876}', '{"cvc": "[REDACTED]", "CVV": [REDACTED]}'),
+        (
+            '{"cvc": "123", "CVV": 9876, "cvc2": "321", "card_csc": "111"}',
+            '{"cvc": "[REDACTED]", "CVV": [REDACTED], "cvc2": "[REDACTED]", "card_csc": "[REDACTED]"}',
+        ),
         ("uatp 135412345678911", "uatp [REDACTED]"),  # the one card number that starts with 1
     ],
 )
