@@ -100,10 +100,10 @@ def _secret(match: re.Match[str], text: str) -> str:
             return text[start:end] + REDACTED
         opening = _OPENING.match(text, end)
         assert opening is not None  # it matches the empty string
-        prefix, slashes, quote = opening.groups()
+        as_bytes, slashes, quote = opening.groups()
         if not quote:
             return text[start:end] + REDACTED
-        return f"{text[start:end]}{prefix}{slashes}{quote}{REDACTED}{slashes}{quote}"
+        return f"{text[start:end]}{as_bytes}{slashes}{quote}{REDACTED}{slashes}{quote}"
     kept = match.end("stripe") if match.end("stripe") >= 0 else match.end("tbk")
     return text[start:kept] + REDACTED if kept >= 0 else REDACTED
 
