@@ -17,6 +17,8 @@ from typing import Any
 
 import attrs
 
+from entrypoints.http.proxies import parse_networks
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {
         "host": "127.0.0.1",
@@ -26,6 +28,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_body_bytes": 1048576,
         "access_log": True,
         "cors_origins": [],
+        "trusted_proxies": [],
     },
     "data": {"dir": "tillbox-data"},
     "database": {"url": "", "busy_timeout_ms": 5000},
@@ -134,8 +137,14 @@ def _check(section: str, key: str, value: Any, origin: str) -> Any:
             raise ConfigError(f"{where} must be one of {', '.join(sorted(choices))}, not {value!r}")
         if (section, key) == ("store", "currency") and not (len(value) == 3 and value.isalpha() and value.isupper()):
             raise ConfigError(f"{where} must be an ISO 4217 code such as USD, not {value!r}")
-    elif isinstance(default, list) and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-        raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+    elif isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+        if (section, key) == ("server", "trusted_proxies"):
+            try:
+                parse_networks(value)
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from None
     return value
 
 

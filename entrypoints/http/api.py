@@ -30,7 +30,7 @@ from core.ports.idempotency import (
     StoredRequest,
     current_claim,
 )
-from entrypoints.http.keys import ACTOR, IDEMPOTENCY, REQUEST_ID
+from entrypoints.http.keys import ACTOR, CLIENT_ADDRESS, IDEMPOTENCY, REQUEST_ID
 from entrypoints.http.middlewares import HttpError, error_response
 from entrypoints.http.schemas import Schema, specialize
 
@@ -198,7 +198,7 @@ async def _idempotently(op: Operation, request: web.Request, i: Input, key: str)
     claim is recorded in the transaction of the effect; the response is attached after."""
     if not _KEY.match(key):
         raise ValidationFailed({IDEMPOTENCY_KEY: "must be 1-255 printable characters without spaces"})
-    scope = f"user:{i.actor.user_id}" if i.actor.user_id is not None else f"ip:{request.remote}"
+    scope = f"user:{i.actor.user_id}" if i.actor.user_id is not None else f"ip:{request[CLIENT_ADDRESS]}"
     canonical = orjson.dumps(i.body, option=orjson.OPT_SORT_KEYS) if i.body is not None else b""
     service = request.app[IDEMPOTENCY]
     fingerprint = service.fingerprint(request.method, request.path_qs, canonical)

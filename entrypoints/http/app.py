@@ -33,6 +33,7 @@ from entrypoints.http.middlewares import (
     request_middleware,
 )
 from entrypoints.http.openapi import build_openapi
+from entrypoints.http.proxies import TrustedProxies
 from entrypoints.http.representations import RenderedPages, RenderedProducts
 from entrypoints.http.routes import APIS, all_operations
 from entrypoints.logs import AccessLog
@@ -47,7 +48,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     origins = config.server.cors_origins()
     # CORS outermost: a preflight needs no token, and every answer gets its headers.
     middlewares = [cors_middleware(origins)] if origins else []
-    middlewares.append(request_middleware(access_log))
+    middlewares.append(request_middleware(access_log, TrustedProxies(config.server.trusted_proxies())))
     app = web.Application(
         client_max_size=config.server.max_body_bytes(),
         middlewares=middlewares,

@@ -18,6 +18,8 @@ from entrypoints.http.docs import ApiReference
 from entrypoints.http.representations import RenderedPages, RenderedProducts
 
 ACTOR = web.RequestKey("actor", Actor)  # the caller; set by the authentication middleware
+# The client's address, behind trusted proxies too (entrypoints.http.proxies); None on a Unix socket.
+CLIENT_ADDRESS: web.RequestKey[str | None] = web.RequestKey("client_address")
 REQUEST_ID = web.RequestKey("request_id", str)
 
 # App-wide services, filled from the container at startup (see app.py).

@@ -18,7 +18,8 @@ from multidict import CIMultiDict
 from adapters.timestamps import format_timestamp
 from core.domain import errors
 from core.domain.users import Actor, Role
-from entrypoints.http.keys import ACTOR, AUTH, REQUEST_ID
+from entrypoints.http.keys import ACTOR, AUTH, CLIENT_ADDRESS, REQUEST_ID
+from entrypoints.http.proxies import TrustedProxies
 from entrypoints.logs import AccessLog
 
 log = logging.getLogger("tillbox.http")
@@ -101,10 +102,12 @@ def envelope(
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def request_middleware(access_log: AccessLog | None) -> Any:
+def request_middleware(access_log: AccessLog | None, proxies: TrustedProxies | None = None) -> Any:
     """The one middleware every request passes through. One function rather than a chain
     of three because each layer of aiohttp middleware costs a coroutine per request, and
-    on a small read these layers were a measurable part of the whole (bench/run.py)."""
+    on a small read these layers were a measurable part of the whole (bench/run.py).
+    It is also the one place that decides the client's address (behind ``proxies``)."""
+    trusted = proxies if proxies else None  # none trusted: the forwarding headers are not even read
 
     @web.middleware
     async def request_pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -116,17 +119,19 @@ def request_middleware(access_log: AccessLog | None) -> Any:
         else:
             rid = f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
         request[REQUEST_ID] = rid
+        client = request.remote if trusted is None else trusted.client_address(request)
+        request[CLIENT_ADDRESS] = client
         try:
             # 2. Authentication: a Bearer token becomes the actor; no token is an anonymous
             # customer; a token that is present but invalid is refused even where none is needed.
             header = request.headers.get("Authorization")
             if header is None:
-                request[ACTOR] = Actor(user_id=None, role=Role.CUSTOMER, source_ip=request.remote)
+                request[ACTOR] = Actor(user_id=None, role=Role.CUSTOMER, source_ip=client)
             else:
                 scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise errors.TokenInvalid("Use Authorization: Bearer <access token>.")
-                request[ACTOR] = await request.app[AUTH].authenticate(token.strip(), request.remote)
+                request[ACTOR] = await request.app[AUTH].authenticate(token.strip(), client)
             response = await handler(request)
         except web.HTTPException as error:
             if error.status < 400:
@@ -145,7 +150,7 @@ def request_middleware(access_log: AccessLog | None) -> Any:
             headers.extend(_SECURITY_HEADERS)
         if access_log is not None:
             ms = (time.perf_counter() - started) * 1000
-            access_log.write(time.time(), rid, request.remote, request.method, request.path, response.status, ms)
+            access_log.write(time.time(), rid, client, request.method, request.path, response.status, ms)
         return response
 
     return request_pipeline

@@ -24,6 +24,7 @@ from core.ports.payments import ProviderPayment
 from core.services.auth import CreateUser
 from entrypoints.container import Container, build_container
 from entrypoints.http.app import create_app
+from entrypoints.logs import AccessLog
 from entrypoints.settings import load_settings
 from tests.localstripe.fixtures import (
     SECRET_KEY,
@@ -128,16 +129,18 @@ def settings_for(data_dir: Path, **env: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def serve(data_dir: Path, *, clock: Any = None, gateway: Any = None, **env: str) -> AsyncIterator[Api]:
+async def serve(
+    data_dir: Path, *, clock: Any = None, gateway: Any = None, access_log: AccessLog | None = None, **env: str
+) -> AsyncIterator[Api]:
     """A server on a free port over a fresh data directory, with settings ``env`` on top of
-    the defaults and, if given, ``clock`` in place of the system clock and ``gateway`` in
-    place of the payment gateway the settings would make."""
+    the defaults and, if given, ``clock`` in place of the system clock, ``gateway`` in
+    place of the payment gateway the settings would make and an ``access_log``."""
     container = build_container(settings_for(data_dir, **env))
     if clock is not None:
         container.clock.override(providers.Object(clock))
     if gateway is not None:
         container.payment_gateway.override(providers.Object(gateway))
-    app = create_app(container)
+    app = create_app(container, access_log=access_log)
     answers: list[WebhookAnswer] = []
     _record_webhook_answers(app, answers)
     server = TestServer(app, host="127.0.0.1", port=0)

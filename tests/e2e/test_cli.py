@@ -200,6 +200,16 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
         ("", {"TILLBOX_SERVER_PORT": "eighty"}, "TILLBOX_SERVER_PORT must be a whole number"),
         ("", {"TILLBOX_SERVER_PROT": "1"}, "TILLBOX_SERVER_PROT is not a Tillbox setting"),
         ("", {"TILLBOX_AUTH_ARGON2_MEMORY_KIB": "1024"}, "auth.argon2_memory_kib must be between"),
+        (
+            '[server]\ntrusted_proxies = ["127.0.0.1", "10.0.0.1/8"]\n',
+            {},
+            "server.trusted_proxies: '10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?",
+        ),
+        (
+            "",
+            {"TILLBOX_SERVER_TRUSTED_PROXIES": "::1, proxy.internal"},
+            "server.trusted_proxies: 'proxy.internal' is not an IP address or a network such as 10.0.0.0/8",
+        ),
     ],
 )
 def test_bad_settings_are_one_clear_line(tmp_path: Path, config: str, env: dict[str, str], message: str) -> None:

@@ -7,7 +7,7 @@ from aiohttp import web
 from adapters.serialization import to_wire
 from core.services.auth import LogIn, LogOut, RefreshSession, RegisterUser, TokenPair
 from entrypoints.http.api import Api, Input, Reply, json_response
-from entrypoints.http.keys import AUTH
+from entrypoints.http.keys import AUTH, CLIENT_ADDRESS
 from entrypoints.http.routes.common import BODY_ERRORS, CONFLICT, FORBIDDEN, THROTTLED, UNAUTHENTICATED
 from entrypoints.http.schemas import CREDENTIALS, REFRESH, REGISTER, ref
 
@@ -37,7 +37,7 @@ def _tokens(pair: TokenPair) -> web.Response:
 async def register(request: web.Request, i: Input) -> web.Response:
     """Self-registration, when the store allows it. Passwords: 12 to 128 characters, not a common one."""
     user = await request.app[AUTH].register(
-        RegisterUser(email=i.body["email"], password=i.body["password"], source_ip=request.remote)
+        RegisterUser(email=i.body["email"], password=i.body["password"], source_ip=request[CLIENT_ADDRESS])
     )
     return json_response(to_wire(user), status=201)
 
@@ -56,7 +56,7 @@ async def login(request: web.Request, i: Input) -> web.Response:
     """Returns a 15-minute access token and a single-use refresh token. After 5 failed
     logins for an account, or 20 from one address, within 15 minutes: 429 with Retry-After."""
     pair = await request.app[AUTH].login(
-        LogIn(email=i.body["email"], password=i.body["password"], source_ip=request.remote)
+        LogIn(email=i.body["email"], password=i.body["password"], source_ip=request[CLIENT_ADDRESS])
     )
     return _tokens(pair)
 
@@ -74,7 +74,7 @@ async def login(request: web.Request, i: Input) -> web.Response:
 async def refresh(request: web.Request, i: Input) -> web.Response:
     """Each refresh token works once. Presenting a spent one again revokes its whole session."""
     pair = await request.app[AUTH].refresh(
-        RefreshSession(refresh_token=i.body["refresh_token"], source_ip=request.remote)
+        RefreshSession(refresh_token=i.body["refresh_token"], source_ip=request[CLIENT_ADDRESS])
     )
     return _tokens(pair)
 
