@@ -27,6 +27,7 @@ from core.ports.payments import PaymentGateway
 from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
+from core.services.housekeeping import Housekeeping, HousekeepingSettings
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService, OrderSettings
 from core.services.payments import PaymentService
@@ -221,6 +222,17 @@ class Container(containers.DeclarativeContainer):
     idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock, digests=request_digests)
     catalog_service = providers.Singleton(
         CatalogService, uow=database, clock=clock, ids=ids, currency=config.store.currency
+    )
+    housekeeping = providers.Singleton(
+        Housekeeping,
+        orders=order_service,
+        payments=payment_service,
+        idempotency=idempotency_service,
+        auth=auth_service,
+        clock=clock,
+        settings=providers.Singleton(
+            HousekeepingSettings, interval=providers.Factory(timedelta, seconds=config.orders.expiry_check_seconds)
+        ),
     )
 
 

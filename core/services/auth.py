@@ -462,6 +462,14 @@ class AuthService:
             await uow.commit()
         return kid
 
+    async def purge_ended_sessions(self) -> int:
+        """For the server's housekeeping: forget the records of sessions whose last access
+        token has expired (they can no longer be presented)."""
+        async with self._uow() as uow:
+            purged = await uow.revoked_sessions.purge(self._clock.now())
+            await uow.commit()
+        return purged
+
     # Helpers.
     async def _take_login_attempt(self, email: str, source_ip: str | None) -> ThrottleTicket:
         window = _seconds(self._settings.login_window)

@@ -18,6 +18,7 @@ from entrypoints.http.keys import (
     CATALOG,
     DOCS,
     GATEWAY,
+    HOUSEKEEPING,
     IDEMPOTENCY,
     OPENAPI,
     ORDERS,
@@ -76,6 +77,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[PAYMENTS] = await provide(container.payment_service)
             app[GATEWAY] = await provide(container.payment_gateway)
             app[TOKENS] = await provide(container.access_tokens)
+            app[HOUSEKEEPING] = await provide(container.housekeeping)
             database = await provide(container.database)
             app[STORE] = database
             data_dir: Path = container.data_dir()
@@ -87,30 +89,25 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             await stop(container)
 
     app.cleanup_ctx.append(resources)
-    app.cleanup_ctx.append(maintenance(config.orders.expiry_check_seconds()))
+    app.cleanup_ctx.append(maintenance())
     return app
 
 
-def maintenance(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The server's own housekeeping, instead of a separate worker: unpaid orders past their
-    deadline expire (and give their stock back), card refunds the provider never heard of
-    (it was unreachable) are sent again, forgotten idempotency keys are purged.
-    Every server process runs it; both jobs are idempotent and safe side by side."""
+def maintenance() -> Callable[[web.Application], AsyncIterator[None]]:
+    """Runs the server's housekeeping (core/services/housekeeping.py says what and how often)."""
 
     async def housekeeping(app: web.Application) -> AsyncIterator[None]:
+        chores = app[HOUSEKEEPING]
+
         async def loop() -> None:
-            rounds = 0
             while True:
-                await asyncio.sleep(interval)
-                rounds += 1
-                try:
-                    while len(await app[ORDERS].expire_due()) > 0:
-                        pass  # a batch at a time until none is due
-                    await app[PAYMENTS].resend_unsent_refunds()
-                    if rounds % max(1, int(600 / interval)) == 0:  # about every ten minutes
-                        await app[IDEMPOTENCY].purge_expired()
-                except Exception:
-                    log.exception("housekeeping failed; trying again next round")
+                await asyncio.sleep(chores.interval.total_seconds())
+                for failure in await chores.run_round():
+                    log.error(
+                        "housekeeping job failed; trying again next round",
+                        exc_info=failure.error,
+                        extra={"fields": {"job": failure.job}},
+                    )
 
         task = asyncio.create_task(loop(), name="tillbox-housekeeping")
         yield

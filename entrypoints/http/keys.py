@@ -11,6 +11,7 @@ from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
+from core.services.housekeeping import Housekeeping
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService
 from core.services.payments import PaymentService
@@ -30,6 +31,7 @@ ORDERS = web.AppKey("orders", OrderService)
 PAYMENTS = web.AppKey("payments", PaymentService)
 GATEWAY = web.AppKey("gateway", PaymentGateway)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyService)
+HOUSEKEEPING = web.AppKey("housekeeping", Housekeeping)
 READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, detail) or raising
 OPENAPI = web.AppKey("openapi", dict)
 DOCS = web.AppKey("docs", ApiReference)  # /docs, rendered once per application

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from adapters.serialization import to_json, to_wire
 from core.domain.pagination import PageRequest
-from core.domain.users import Role, UserStatus, normalize_email
+from core.domain.users import Role, UserStatus
 from core.ports.repositories import UserFilter
 from core.services.auth import ChangePassword, ListUsers, UpdateUser
 from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
@@ -92,7 +92,7 @@ async def list_users(request: web.Request, i: Input) -> web.Response:
             filter=UserFilter(
                 role=Role(q["role"]) if "role" in q else None,
                 status=UserStatus(q["status"]) if "status" in q else None,
-                email=normalize_email(q["email"]) if "email" in q else None,
+                email=q.get("email"),  # normalized by the service, as at sign-in
             ),
         )
     )
