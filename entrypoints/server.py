@@ -25,6 +25,7 @@ from aiohttp import web
 from entrypoints.container import build_container, prepare_data_dir
 from entrypoints.datadir import serving
 from entrypoints.http.app import create_app
+from entrypoints.http.connections import listening
 from entrypoints.logs import AccessLog
 from entrypoints.settings import Settings
 
@@ -38,7 +39,7 @@ class ServerError(Exception):
     """The server could not start (port in use, address not available)."""
 
 
-def event_loop_factory() -> Callable[[], object] | None:
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it is installed (about 15% more requests per second here)."""
     try:
         import uvloop
@@ -87,43 +88,30 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
             extra={"fields": {"url": f"http://{host}:{port}", "data_dir": str(settings.data_dir), "pid": os.getpid()}},
         )
 
-    factory = event_loop_factory()
-    loop: asyncio.AbstractEventLoop = factory() if factory is not None else asyncio.new_event_loop()  # type: ignore[assignment]
-    _stop_on_signals(loop, worker=reuse_port)
+    async def run() -> None:
+        stopping = asyncio.Event()
+        _stop_on_signals(asyncio.get_running_loop(), stopping.set, worker=reuse_port)
+        # When stopping is set, listening() stops accepting, gives in-flight requests
+        # shutdown_grace seconds, then runs cleanup (closing the database) and returns.
+        async with listening(
+            app, host, port, reuse_port=reuse_port, shutdown_grace=server["shutdown_grace"]
+        ) as bound_port:
+            announce(f"http://{host}:{bound_port}")
+            await stopping.wait()
+
     try:
-        # On the first SIGTERM/SIGINT run_app stops accepting, gives in-flight requests
-        # shutdown_timeout seconds, then runs cleanup (closing the database) and returns.
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            shutdown_timeout=server["shutdown_grace"],
-            access_log=None,
-            print=announce,
-            loop=loop,
-            handle_signals=False,  # ours: see _stop_on_signals
-            reuse_port=reuse_port,
-        )
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(run())
     except OSError as e:
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})
 
 
-def _stop_on_signals(loop: asyncio.AbstractEventLoop, *, worker: bool) -> None:
-    """Begin a graceful stop on the first signal and ignore the ones after it. aiohttp's
-    own handlers stop again on a second signal, cancelling in-flight requests and the
-    database's close; a worker gets two SIGTERMs whenever the whole process group is
-    signalled (systemd does that), one of them from the supervisor. Workers ignore SIGINT:
-    the supervisor turns Ctrl-C into SIGTERM for them."""
-    stopping = False
-
-    def stop() -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise web.GracefulExit()
-
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None], *, worker: bool) -> None:
+    """Begin a graceful stop on the first signal; the ones after it change nothing (a
+    worker gets two SIGTERMs whenever the whole process group is signalled, as systemd
+    does, one of them from the supervisor). Workers ignore SIGINT: the supervisor turns
+    Ctrl-C into SIGTERM for them."""
     loop.add_signal_handler(signal.SIGTERM, stop)
     if worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
