@@ -182,9 +182,11 @@ def error_response(request: web.Request, rid: str, error: Exception) -> web.Resp
             return web.Response(status=CLIENT_CLOSED_REQUEST)
         if isinstance(error, web.RequestPayloadError):
             # The client is still there and sent a body that cannot be decoded (a broken
-            # chunk, a bad Content-Encoding).
+            # chunk, a bad Content-Encoding): nothing after it on this connection can be.
             message = "The request body could not be read: it is not what its headers say."
-            return envelope(rid, 400, "malformed_body", message)
+            response = envelope(rid, 400, "malformed_body", message)
+            response.force_close()
+            return response
     if isinstance(error, web.HTTPException) and error.status >= 400:
         code = _HTTP_CODES.get(error.status, "http_error")
         message = {

@@ -231,3 +231,21 @@ async def test_the_limits_hold_in_every_worker_process(workers_server: Server) -
         status, _, body = _split(await _until_closed(reader))
         assert_error(status, body, 408, "request_timeout")
     assert workers_server.stop() == 0
+
+
+async def test_a_body_that_cannot_be_decoded_is_400_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with serve(tmp_path / "data") as api:
+        before = await _written(api)
+        async with _connection(_port(api)) as (reader, writer):
+            writer.write(
+                b"POST /api/v1/auth/register HTTP/1.1\r\nHost: tillbox\r\nContent-Type: application/json\r\n"
+                b"Content-Encoding: gzip\r\nContent-Length: 12\r\n\r\nnot gzip, no"
+            )
+            status, headers, body = _split(await _until_closed(reader))  # answered, then closed
+        assert_error(status, body, 400, "malformed_body")
+        assert headers["connection"] == "close"
+        assert await _written(api) == before
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
