@@ -21,7 +21,15 @@ from core.domain.errors import DomainError, SkuTaken
 from core.domain.users import Actor, Role, User, UserStatus
 from core.services.auth import AuthService, CreateUser, ResetPassword, UpdateUser
 from core.services.catalog import CreateProduct
-from entrypoints.container import Container, DataDirError, build_container, provide, start, stop
+from entrypoints.container import (
+    Container,
+    DataDirError,
+    build_container,
+    provide,
+    require_supported_store,
+    start,
+    stop,
+)
 from entrypoints.datadir import DataDirInUse
 from entrypoints.logs import configure_logging
 from entrypoints.server import ServerError
@@ -42,7 +50,10 @@ def _fail(message: str) -> NoReturn:
 
 # Shared plumbing.
 def _settings(args: argparse.Namespace, flags: dict[tuple[str, str], Any] | None = None) -> Settings:
-    return load_settings(find_config(args.config, os.environ), os.environ, flags)
+    settings = load_settings(find_config(args.config, os.environ), os.environ, flags)
+    if args.opens_store:
+        require_supported_store(settings)  # before anything is created or opened
+    return settings
 
 
 def _run_with_container(settings: Settings, work: Callable[[Container], Awaitable[Any]]) -> Any:
@@ -451,12 +462,18 @@ _EXIT_STATUS = """exit status:
 
 
 def _command(
-    subparsers: Any, name: str, handler: Callable[[argparse.Namespace], None], help: str, example: str
+    subparsers: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], None],
+    help: str,
+    example: str,
+    *,
+    opens_store: bool = True,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=_Formatter
     )
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, opens_store=opens_store)
     parser.add_argument(
         "--config",
         metavar="PATH",
@@ -603,7 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("path", help="the backup file to restore")
     restore.add_argument("--yes", action="store_true", help="do not ask before replacing an existing database")
 
-    _command(commands, "openapi", cmd_openapi, "print the OpenAPI document", "tillbox openapi > openapi.json")
+    _command(
+        commands,
+        "openapi",
+        cmd_openapi,
+        "print the OpenAPI document",
+        "tillbox openapi > openapi.json",
+        opens_store=False,
+    )
     config_commands = _group(commands, "config", "inspect the settings")
     _command(
         config_commands,
@@ -611,9 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_config_show,
         "print the effective settings and where each came from (secrets masked)",
         "TILLBOX_SERVER_PORT=9000 tillbox config show",
+        opens_store=False,
     )
 
-    _command(commands, "version", cmd_version, "print the version and build commit", "tillbox version")
+    _command(
+        commands, "version", cmd_version, "print the version and build commit", "tillbox version", opens_store=False
+    )
     return parser
 
 

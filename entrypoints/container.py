@@ -31,7 +31,7 @@ from core.services.housekeeping import Housekeeping, HousekeepingSettings
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService, OrderSettings
 from core.services.payments import PaymentService
-from entrypoints.settings import Settings
+from entrypoints.settings import ConfigError, Settings
 
 DATABASE_FILE = "tillbox.db"
 T = TypeVar("T")
@@ -39,6 +39,22 @@ T = TypeVar("T")
 
 class DataDirError(Exception):
     """The data directory cannot be created or written."""
+
+
+def require_supported_store(settings: Settings) -> None:
+    """Refuse a ``database.url``: this build has only the SQLite store, and quietly
+    using it instead of the database the operator named would put the shop's data
+    somewhere they do not expect. (The URL itself is never shown: it holds a password.)"""
+    url = settings["database"]["url"]
+    if not url:
+        return
+    scheme, found, _ = url.partition("://")
+    named = f"names a {scheme} database" if found and scheme.replace("+", "").isalnum() else "is set"
+    raise ConfigError(
+        f"database.url ({settings.sources['database']['url']}) {named}, but this version of Tillbox "
+        f"stores its data only in SQLite (PostgreSQL support comes later); leave database.url empty "
+        f"to use SQLite in {settings.data_dir}"
+    )
 
 
 def prepare_data_dir(directory: str) -> Iterator[Path]:
@@ -258,6 +274,7 @@ async def stop(container: Container) -> None:
 
 
 def build_container(settings: Settings) -> Container:
+    require_supported_store(settings)
     container = Container()
     container.config.from_dict(settings.values)
     return container

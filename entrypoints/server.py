@@ -11,20 +11,30 @@ lock on the data directory (entrypoints.datadir) so that ``restore`` knows it is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
+import shlex
+import shutil
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
+from core.domain.pagination import PageRequest
+from core.domain.users import Actor, Role, UserStatus
+from core.ports.repositories import UserFilter
+from core.services.auth import ListUsers
 from entrypoints.container import build_container, prepare_data_dir
 from entrypoints.datadir import serving
 from entrypoints.http.app import create_app
+from entrypoints.http.connections import listening
+from entrypoints.http.keys import AUTH
 from entrypoints.logs import AccessLog
 from entrypoints.settings import Settings
 
@@ -38,7 +48,7 @@ class ServerError(Exception):
     """The server could not start (port in use, address not available)."""
 
 
-def event_loop_factory() -> Callable[[], object] | None:
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it is installed (about 15% more requests per second here)."""
     try:
         import uvloop
@@ -74,7 +84,7 @@ def _check_port_free(host: str, port: int) -> None:
             raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
-def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
+def _run_worker(settings: Settings, *, reuse_port: bool, greet: bool = True) -> None:
     server = settings["server"]
     container = build_container(settings)
     app = create_app(container, access_log=AccessLog() if server["access_log"] else None)
@@ -87,43 +97,71 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
             extra={"fields": {"url": f"http://{host}:{port}", "data_dir": str(settings.data_dir), "pid": os.getpid()}},
         )
 
-    factory = event_loop_factory()
-    loop: asyncio.AbstractEventLoop = factory() if factory is not None else asyncio.new_event_loop()  # type: ignore[assignment]
-    _stop_on_signals(loop, worker=reuse_port)
+    async def run() -> None:
+        stopping = asyncio.Event()
+        _stop_on_signals(asyncio.get_running_loop(), stopping.set, worker=reuse_port)
+        # When stopping is set, listening() stops accepting, gives in-flight requests
+        # shutdown_grace seconds, then runs cleanup (closing the database) and returns.
+        async with listening(
+            app, host, port, reuse_port=reuse_port, shutdown_grace=server["shutdown_grace"]
+        ) as bound_port:
+            announce(f"http://{host}:{bound_port}")
+            if greet and sys.stderr.isatty():
+                await _greet_the_terminal(app, settings, bound_port)
+            await stopping.wait()
+
     try:
-        # On the first SIGTERM/SIGINT run_app stops accepting, gives in-flight requests
-        # shutdown_timeout seconds, then runs cleanup (closing the database) and returns.
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            shutdown_timeout=server["shutdown_grace"],
-            access_log=None,
-            print=announce,
-            loop=loop,
-            handle_signals=False,  # ours: see _stop_on_signals
-            reuse_port=reuse_port,
-        )
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(run())
     except OSError as e:
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})
 
 
-def _stop_on_signals(loop: asyncio.AbstractEventLoop, *, worker: bool) -> None:
-    """Begin a graceful stop on the first signal and ignore the ones after it. aiohttp's
-    own handlers stop again on a second signal, cancelling in-flight requests and the
-    database's close; a worker gets two SIGTERMs whenever the whole process group is
-    signalled (systemd does that), one of them from the supervisor. Workers ignore SIGINT:
-    the supervisor turns Ctrl-C into SIGTERM for them."""
-    stopping = False
+async def _greet_the_terminal(app: web.Application, settings: Settings, port: int) -> None:
+    """What someone who just typed ``tillbox serve`` wants to know, in words, to the
+    terminal only: where the API is, where its reference is, and, while the store has no
+    active admin, how to make one. (Logs stay JSON for whatever reads them.)"""
+    host = settings["server"]["host"]
+    # Every address: show one a browser on this machine can open.
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    lines = [f"Tillbox is serving on {base}" + (" (and every address of this machine)" if shown != host else "")]
+    lines.append(f"  API reference: {base}/docs")
+    admins = await app[AUTH].list_users(
+        ListUsers(
+            actor=Actor.operator(),
+            page=PageRequest(limit=1),
+            filter=UserFilter(role=Role.ADMIN, status=UserStatus.ACTIVE),
+        )
+    )
+    if not admins.items:
+        command = f"{_this_program()} users create --email you@example.com --role admin"
+        if settings.config_path is not None and settings.config_path != Path("config.toml"):
+            command += f" --config {shlex.quote(str(settings.config_path))}"
+        lines += ["  There is no admin yet. Create one (it asks for a password) with:", f"    {command}"]
+    lines.append("  Press Ctrl-C to stop.")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
-    def stop() -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise web.GracefulExit()
 
+def _this_program() -> str:
+    """How to run this same tillbox again from here: ``tillbox`` when that is what the
+    PATH finds, else the path it was started by (``.venv/bin/tillbox`` under ``make run``)."""
+    started_as = sys.argv[0]
+    if started_as.endswith(".py"):  # python -m entrypoints.cli, from a clone
+        return f"{shlex.quote(sys.executable)} -m entrypoints.cli"
+    on_path = shutil.which("tillbox")
+    with contextlib.suppress(OSError):
+        if on_path is not None and os.path.samefile(on_path, started_as):
+            return "tillbox"
+    return shlex.quote(started_as)
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None], *, worker: bool) -> None:
+    """Begin a graceful stop on the first signal; the ones after it change nothing (a
+    worker gets two SIGTERMs whenever the whole process group is signalled, as systemd
+    does, one of them from the supervisor). Workers ignore SIGINT: the supervisor turns
+    Ctrl-C into SIGTERM for them."""
     loop.add_signal_handler(signal.SIGTERM, stop)
     if worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -139,14 +177,14 @@ async def _freeze_startup_objects(app: web.Application) -> None:
     gc.freeze()
 
 
-def _fork_worker(settings: Settings) -> int:
+def _fork_worker(settings: Settings, *, greet: bool) -> int:
     pid = os.fork()
     if pid == 0:  # the worker
         code = 0
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the worker's loop takes it
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            _run_worker(settings, reuse_port=True)
+            _run_worker(settings, reuse_port=True, greet=greet)
         except ServerError as e:
             print(f"tillbox: error: {e}", file=sys.stderr)
             code = 1
@@ -171,8 +209,8 @@ def _supervise(settings: Settings, workers: int) -> None:
     children: dict[int, float] = {}
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for _ in range(workers):
-        children[_fork_worker(settings)] = time.monotonic()
+    for n in range(workers):
+        children[_fork_worker(settings, greet=n == 0)] = time.monotonic()  # one greeting, not one per worker
     log.info("supervising", extra={"fields": {"workers": sorted(children), "pid": os.getpid()}})
 
     failed = False
@@ -194,7 +232,7 @@ def _supervise(settings: Settings, workers: int) -> None:
             stop(signal.SIGTERM, None)
             continue
         log.error("worker died; starting another", extra={"fields": {"pid": pid, "code": code}})
-        children[_fork_worker(settings)] = time.monotonic()
+        children[_fork_worker(settings, greet=False)] = time.monotonic()
     if failed:
         raise ServerError("a worker failed; see the log above")
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})

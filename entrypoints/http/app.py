@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from entrypoints.container import Container, disk_check, provide, start, stop
+from entrypoints.http.connections import CONNECTION_LIMITS, ConnectionLimits
 from entrypoints.http.docs import ApiReference
 from entrypoints.http.keys import (
     AUDIT,
@@ -55,7 +56,18 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
         middlewares=middlewares,
         # aiohttp answers a request line or header longer than these itself, in plain text,
         # before any middleware runs; 64 KiB lets every sane request reach the envelope.
-        handler_args={"max_line_size": 65536, "max_field_size": 65536},
+        handler_args={
+            "max_line_size": 65536,
+            "max_field_size": 65536,
+            "keepalive_timeout": config.server.keepalive_timeout(),
+        },
+    )
+    # Read deadlines and the connection cap, which aiohttp has no option for: kept by
+    # the protocol that entrypoints.http.connections.listening serves the app with.
+    app[CONNECTION_LIMITS] = ConnectionLimits(
+        header_timeout=config.server.header_timeout(),
+        body_timeout=config.server.body_timeout(),
+        max_connections=config.server.max_connections(),
     )
     currency = config.store.currency()
     for api in APIS:

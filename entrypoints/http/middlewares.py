@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from adapters.timestamps import format_timestamp
 from core.domain import errors
 from core.domain.users import Actor, Role
+from entrypoints.http.connections import BodyTimeout
 from entrypoints.http.keys import ACTOR, AUTH, CLIENT_ADDRESS, REQUEST_ID
 from entrypoints.http.proxies import TrustedProxies
 from entrypoints.logs import AccessLog
@@ -78,6 +79,10 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     431: "headers_too_large",
 }
+
+#: What the access log records for a request whose client hung up before it was read
+#: (nginx's "client closed request"); the client never sees it.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def status_of(error: errors.DomainError) -> int:
@@ -168,6 +173,24 @@ def error_response(request: web.Request, rid: str, error: Exception) -> web.Resp
         return response
     if isinstance(error, HttpError):
         return envelope(rid, error.status, error.code, error.message, error.details)
+    if isinstance(error, BodyTimeout):
+        response = envelope(rid, 408, "request_timeout", f"The request body did not arrive within {error.seconds:g} s.")
+        response.force_close()
+        return response
+    if isinstance(error, (ConnectionError, web.RequestPayloadError)):
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # The client hung up while its request was being read: nothing was done, and
+            # nobody is left to answer. Not a fault of ours, so no traceback.
+            log.debug("client hung up", extra={"fields": {"request_id": rid, "path": request.path}})
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
+        if isinstance(error, web.RequestPayloadError):
+            # The client is still there and sent a body that cannot be decoded (a broken
+            # chunk, a bad Content-Encoding): nothing after it on this connection can be.
+            message = "The request body could not be read: it is not what its headers say."
+            response = envelope(rid, 400, "malformed_body", message)
+            response.force_close()
+            return response
     if isinstance(error, web.HTTPException) and error.status >= 400:
         code = _HTTP_CODES.get(error.status, "http_error")
         message = {

@@ -15,7 +15,6 @@ import aiohttp
 import attrs
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from dependency_injector import providers
 
 from core.domain.money import Money
@@ -24,6 +23,7 @@ from core.ports.payments import ProviderPayment
 from core.services.auth import CreateUser
 from entrypoints.container import Container, build_container
 from entrypoints.http.app import create_app
+from entrypoints.http.connections import listening
 from entrypoints.logs import AccessLog
 from entrypoints.settings import load_settings
 from tests.localstripe.fixtures import (
@@ -143,15 +143,11 @@ async def serve(
     app = create_app(container, access_log=access_log)
     answers: list[WebhookAnswer] = []
     _record_webhook_answers(app, answers)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as session:
-            running = Api(session, str(server.make_url("")).rstrip("/"), container)
-            running.webhook_answers = answers
-            yield running
-    finally:
-        await server.close()
+    # Served as `tillbox serve` serves it (the same protocol, limits and runner options).
+    async with listening(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as session:
+        running = Api(session, f"http://127.0.0.1:{port}", container)
+        running.webhook_answers = answers
+        yield running
 
 
 @pytest.fixture

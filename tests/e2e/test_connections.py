@@ -1,0 +1,251 @@
+"""Stalled and abandoned connections, over raw sockets against the real server: a header or
+a body that stops arriving, an idle keep-alive connection, more connections than the cap,
+a client that hangs up mid-body. Every wait is for a condition, with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.e2e.conftest import Api, assert_error, count_rows, serve
+from tests.e2e.test_cli import free_port
+from tests.e2e.test_operator import Server
+
+DEADLINE = 15.0  # seconds any awaited close or answer may take, on a busy machine
+NEVER = "3600"  # a timeout that cannot fire during a test
+WRITTEN = ("users", "audit_log", "idempotency_keys", "refresh_tokens", "outbox")
+
+REGISTER_HEAD = (
+    b"POST /api/v1/auth/register HTTP/1.1\r\nHost: tillbox\r\nContent-Type: application/json\r\n"
+    b"Idempotency-Key: stalled-1\r\nContent-Length: 100\r\n"
+)
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: tillbox\r\n\r\n"
+
+
+def _port(api: Api) -> int:
+    return int(api.base.rsplit(":", 1)[1])
+
+
+@contextlib.asynccontextmanager
+async def _connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.transport.abort()
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    return await asyncio.wait_for(reader.read(), DEADLINE)
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], Any]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+    return _parse_head(head, await asyncio.wait_for(reader.readexactly(_length(head)), DEADLINE))
+
+
+def _length(head: bytes) -> int:
+    return int(_parse_head(head, b"")[1]["content-length"])
+
+
+def _parse_head(head: bytes, body: bytes) -> tuple[int, dict[str, str], Any]:
+    status_line, *lines = head.decode("latin-1").strip().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, orjson.loads(body) if body else None
+
+
+def _split(raw: bytes) -> tuple[int, dict[str, str], Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return _parse_head(head + b"\r\n\r\n", body)
+
+
+async def _written(api: Api) -> dict[str, int]:
+    return {table: await count_rows(api, table) for table in WRITTEN}
+
+
+async def test_a_header_that_stops_arriving_is_dropped_after_the_header_timeout(tmp_path: Path) -> None:
+    async with serve(
+        tmp_path / "data", TILLBOX_SERVER_HEADER_TIMEOUT="1", TILLBOX_SERVER_KEEPALIVE_TIMEOUT=NEVER
+    ) as api:
+        port = _port(api)
+        # Half a header, then nothing: closed without an answer (there is no request yet).
+        async with _connection(port) as (reader, writer):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: tillbox\r\nX-Slow: ")
+            assert await _until_closed(reader) == b""
+        # Connected, and not a byte sent: the first request's header is due from connecting.
+        async with _connection(port) as (reader, _):
+            assert await _until_closed(reader) == b""
+        # A later request on a kept-alive connection: its header is due from its first byte.
+        async with _connection(port) as (reader, writer):
+            writer.write(HEALTHZ)
+            status, _, body = await _response(reader)
+            assert (status, body) == (200, {"status": "ok"})
+            writer.write(b"GET /healthz HTTP/1.1\r\nHo")
+            assert await _until_closed(reader) == b""
+
+
+async def test_a_body_promised_and_never_sent_gets_408_and_nothing_is_written(tmp_path: Path) -> None:
+    async with serve(tmp_path / "data", TILLBOX_SERVER_BODY_TIMEOUT="1", TILLBOX_SERVER_KEEPALIVE_TIMEOUT=NEVER) as api:
+        before = await _written(api)
+        async with _connection(_port(api)) as (reader, writer):
+            writer.write(REGISTER_HEAD + b'\r\n{"email": "slow@example.com", "pass')
+            status, headers, body = _split(await _until_closed(reader))  # answered, then closed
+        assert_error(status, body, 408, "request_timeout")
+        assert headers["connection"] == "close"
+        assert body["error"]["message"] == "The request body did not arrive within 1 s."
+        assert await _written(api) == before
+        # The server goes on serving, and the same request sent whole succeeds.
+        status, user, _ = await api.call(
+            "POST", "/api/v1/auth/register", json={"email": "slow@example.com", "password": "a long passphrase here"}
+        )
+        assert (status, user["email"]) == (201, "slow@example.com")
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(tmp_path: Path) -> None:
+    async with (
+        serve(tmp_path / "data", TILLBOX_SERVER_KEEPALIVE_TIMEOUT="1", TILLBOX_SERVER_HEADER_TIMEOUT=NEVER) as api,
+        _connection(_port(api)) as (reader, writer),
+    ):
+        writer.write(HEALTHZ)
+        status, headers, _ = await _response(reader)
+        assert status == 200 and headers.get("connection") != "close"  # kept alive
+        assert await _until_closed(reader) == b""
+
+
+async def test_idle_sockets_over_the_cap_make_room_and_healthz_answers(tmp_path: Path) -> None:
+    cap, extra = 20, 10
+    async with (
+        serve(
+            tmp_path / "data",
+            TILLBOX_SERVER_MAX_CONNECTIONS=str(cap),
+            TILLBOX_SERVER_HEADER_TIMEOUT=NEVER,
+            TILLBOX_SERVER_KEEPALIVE_TIMEOUT=NEVER,
+        ) as api,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        idle = [await stack.enter_async_context(_connection(_port(api))) for _ in range(cap + extra)]
+        status, body, _ = await asyncio.wait_for(api.call("GET", "/healthz"), DEADLINE)
+        assert (status, body) == (200, {"status": "ok"})
+        # Room was made by closing the connections that waited longest without a request:
+        # the first extra + 1 (the last one for /healthz's own connection) ...
+        for reader, _ in idle[: extra + 1]:
+            assert await _until_closed(reader) == b""
+        # ... and every other one is still open, and served.
+        for reader, writer in idle[extra + 1 :]:
+            writer.write(HEALTHZ)
+            assert (await _response(reader))[0] == 200
+
+
+async def test_when_every_connection_is_busy_a_new_one_is_refused_until_one_ends(tmp_path: Path) -> None:
+    cap = 3
+    async with (
+        serve(
+            tmp_path / "data",
+            TILLBOX_SERVER_MAX_CONNECTIONS=str(cap),
+            TILLBOX_SERVER_BODY_TIMEOUT=NEVER,
+            TILLBOX_SERVER_KEEPALIVE_TIMEOUT=NEVER,
+        ) as api,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        busy = []
+        for _ in range(cap):
+            reader, writer = await stack.enter_async_context(_connection(_port(api)))
+            writer.write(REGISTER_HEAD + b"Expect: 100-continue\r\n\r\n")
+            # The server has read the header and waits for the body: busy with a request.
+            continue_line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+            assert continue_line.startswith(b"HTTP/1.1 100 Continue")
+            busy.append(writer)
+        async with _connection(_port(api)) as (reader, _):
+            assert await _until_closed(reader) == b""  # refused at once: nothing to close for it
+        busy[0].transport.abort()  # one client gives up: its place is free again
+        async with asyncio.timeout(DEADLINE):
+            while True:
+                with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                    async with _connection(_port(api)) as (reader, writer):
+                        writer.write(HEALTHZ)
+                        if (await _response(reader))[0] == 200:
+                            break
+                await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("hang_up", ["close", "abort"])
+async def test_a_client_hanging_up_mid_body_is_no_error_and_writes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, hang_up: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with serve(tmp_path / "data") as api:
+        before = await _written(api)
+        reader, writer = await asyncio.open_connection("127.0.0.1", _port(api))
+        writer.write(REGISTER_HEAD + b"Expect: 100-continue\r\n\r\n")
+        # 100 Continue: the server has the header and is about to read the body.
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)).startswith(b"HTTP/1.1 100")
+        writer.write(b'{"email": "gone@example.com", "pass')
+        await writer.drain()
+        writer.close() if hang_up == "close" else writer.transport.abort()
+        async with asyncio.timeout(DEADLINE):  # until the server has said something about it
+            while not [r for r in caplog.records if r.name == "tillbox.http"]:
+                await asyncio.sleep(0.01)
+        assert await _written(api) == before
+    [hung_up] = [r for r in caplog.records if r.getMessage() == "client hung up"]
+    assert hung_up.levelno == logging.DEBUG and hung_up.exc_info is None
+    assert getattr(hung_up, "fields", {})["path"] == "/api/v1/auth/register"
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
+    assert not [r for r in caplog.records if "unhandled" in r.getMessage().lower()]
+
+
+@pytest.fixture
+def workers_server(tmp_path: Path) -> Iterator[Server]:
+    env = {"TILLBOX_SERVER_HEADER_TIMEOUT": "1", "TILLBOX_SERVER_BODY_TIMEOUT": "1"}
+    server = None
+    for _ in range(5):  # a port found free may be taken before the server binds it: try another
+        try:
+            server = Server(tmp_path, free_port(), "--workers", "2", env=env)
+            break
+        except RuntimeError as e:
+            if "cannot listen" not in str(e):
+                raise
+    assert server is not None, "no free port in five tries"
+    yield server
+    server.kill()
+
+
+async def test_the_limits_hold_in_every_worker_process(workers_server: Server) -> None:
+    port = int(workers_server.base.rsplit(":", 1)[1])
+    async with contextlib.AsyncExitStack() as stack:
+        # The kernel spreads connections over both workers (20 all on one: 1 in 500,000).
+        stalled = [await stack.enter_async_context(_connection(port)) for _ in range(20)]
+        for _, writer in stalled:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: tillbox\r\n")
+        for reader, _ in stalled:
+            assert await _until_closed(reader) == b""
+        reader, writer = await stack.enter_async_context(_connection(port))
+        writer.write(REGISTER_HEAD + b"\r\n{")
+        status, _, body = _split(await _until_closed(reader))
+        assert_error(status, body, 408, "request_timeout")
+    assert workers_server.stop() == 0
+
+
+async def test_a_body_that_cannot_be_decoded_is_400_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with serve(tmp_path / "data") as api:
+        before = await _written(api)
+        async with _connection(_port(api)) as (reader, writer):
+            writer.write(
+                b"POST /api/v1/auth/register HTTP/1.1\r\nHost: tillbox\r\nContent-Type: application/json\r\n"
+                b"Content-Encoding: gzip\r\nContent-Length: 12\r\n\r\nnot gzip, no"
+            )
+            status, headers, body = _split(await _until_closed(reader))  # answered, then closed
+        assert_error(status, body, 400, "malformed_body")
+        assert headers["connection"] == "close"
+        assert await _written(api) == before
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
