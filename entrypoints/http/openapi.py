@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
-from entrypoints.http.api import Operation
+from entrypoints.http.api import Operation, accepts_empty_body
 from entrypoints.http.schemas import COMPONENTS, ref, specialize
 
 ERROR = ref("Error")
@@ -72,7 +72,7 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+                "schema": {"type": "string", "maxLength": 255, "pattern": "^[!-~]{1,255}$"},
                 "description": "Repeat the request safely: the same key with the same body replays the first "
                 "response (with `Idempotent-Replayed: true`), with another body is refused (422 "
                 "`idempotency_key_reused`), and while the first is running gets 409. Keys live 24 hours, "
@@ -82,7 +82,11 @@ def _operation(op: Operation) -> dict[str, Any]:
     if params:
         doc["parameters"] = params
     if op.body is not None:
-        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
+        doc["requestBody"] = {
+            # An action that needs nothing sent takes no body at all (as `{}`).
+            "required": not accepts_empty_body(op),
+            "content": {"application/json": {"schema": op.body}},
+        }
     responses: dict[str, Any] = {}
     for reply in op.replies:
         entry: dict[str, Any] = {"description": reply.description}

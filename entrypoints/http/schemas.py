@@ -10,7 +10,9 @@ from typing import Any
 
 from core.domain.catalog import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_STOCK
 from core.domain.money import MAX_AMOUNT
+from core.domain.orders import MAX_LINES, MAX_QUANTITY
 from core.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.domain.payments import MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH
 from core.domain.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 Schema = dict[str, Any]
@@ -30,7 +32,7 @@ EMAIL: Schema = {"type": "string", "minLength": 3, "maxLength": MAX_EMAIL_LENGTH
 PASSWORD: Schema = {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH}
 ROLE: Schema = {"type": "string", "enum": ["customer", "staff", "admin"]}
 STATUS: Schema = {"type": "string", "enum": ["active", "disabled"]}
-SKU: Schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$"}
+SKU: Schema = {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$"}
 # "Something other than white space": spelled out instead of \\S because Python's and
 # ECMAScript's \\s differ (U+0085, U+001C-U+001F, U+FEFF), and clients validate with the latter.
 _BLANK = "\\t\\n\\v\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
@@ -310,13 +312,15 @@ LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default
 CURSOR: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
 
 # Orders and payments.
-QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": 1000}
+QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY}
 PLACE_ORDER = obj(
     {
         "items": {
             "type": "array",
             "minItems": 1,
-            "maxItems": 100,
+            # The domain's limit, stated where the validator sees it first: a longer list
+            # is refused before any line of it is looked at.
+            "maxItems": MAX_LINES,
             "items": {
                 "oneOf": [
                     obj({"product_id": ID, "quantity": QUANTITY}, ["product_id", "quantity"]),
@@ -327,20 +331,21 @@ PLACE_ORDER = obj(
     },
     ["items"],
 )
-CANCEL_ORDER = obj({"reason": {"type": "string", "maxLength": 500}})
+CANCEL_ORDER = obj({"reason": {"type": "string", "maxLength": MAX_REASON_LENGTH}})
+FULFIL_ORDER = obj({})
 PAY = {
     "oneOf": [
         obj(
             {
                 "method": {"const": "card"},
-                "payment_method": {"type": "string", "pattern": "^pm_[A-Za-z0-9_]{1,200}$"},
+                "payment_method": {"type": "string", "maxLength": 203, "pattern": "^pm_[A-Za-z0-9_]{1,200}$"},
             },
             ["method", "payment_method"],
         ),
         obj(
             {
                 "method": {"const": "manual"},
-                "reference": {"type": "string", "minLength": 1, "maxLength": 200},
+                "reference": {"type": "string", "minLength": 1, "maxLength": MAX_REFERENCE_LENGTH},
                 "amount": {**AMOUNT, "minimum": 1, "description": "Minor units; default: the balance due."},
             },
             ["method", "reference"],
@@ -350,7 +355,7 @@ PAY = {
 REFUND = obj(
     {
         "amount": {**AMOUNT, "minimum": 1, "description": "Minor units; default: all that is still refundable."},
-        "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+        "reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON_LENGTH},
     },
     ["reason"],
 )
