@@ -131,8 +131,6 @@ class CatalogService:
     async def list_products(self, cmd: ListProducts) -> Page[Product]:
         """Everyone may list; only staff see (or filter for) inactive products."""
         product_filter = self._filter(cmd)
-        if product_filter is None:
-            return Page(items=[], next_after=None)
         async with self._uow(readonly=True) as uow:
             return await uow.products.list(cmd.page, product_filter)
 
@@ -140,8 +138,6 @@ class CatalogService:
         """The ids and versions of the page ``list_products`` gives: for an entry point that
         keeps rendered copies of products and fetches only those that changed."""
         product_filter = self._filter(cmd)
-        if product_filter is None:
-            return Page(items=[], next_after=None)
         async with self._uow(readonly=True) as uow:
             return await uow.products.list_versions(cmd.page, product_filter)
 
@@ -151,14 +147,20 @@ class CatalogService:
             products = await uow.products.get_many(product_ids)
         return [p for p in products if p.active or actor.is_staff]
 
-    def _filter(self, cmd: ListProducts) -> ProductFilter | None:
-        """The repository filter for a listing; None when nothing can match."""
+    def _filter(self, cmd: ListProducts) -> ProductFilter:
+        """The repository filter for a listing."""
         active = cmd.active if cmd.actor.is_staff else True
         text = cmd.text.strip() if cmd.text is not None else None
+        problems: dict[str, str] = {}
         if text is not None and len(text) > MAX_SEARCH_LENGTH:
-            raise ValidationFailed({"q": f"must have at most {MAX_SEARCH_LENGTH} characters"})
+            problems["q"] = f"must have at most {MAX_SEARCH_LENGTH} characters"
         if cmd.price_min is not None and cmd.price_max is not None and cmd.price_min > cmd.price_max:
-            return None  # an empty range holds no prices: not an error
+            # A range that holds no price is a mistake (the two swapped), not a question
+            # whose answer is an empty list.
+            problems["price_min"] = "must not be greater than price_max"
+            problems["price_max"] = "must not be less than price_min"
+        if problems:
+            raise ValidationFailed(problems)
         return ProductFilter(active=active, price_min=cmd.price_min, price_max=cmd.price_max, text=text or None)
 
     async def update_product(self, cmd: UpdateProduct) -> Product:
