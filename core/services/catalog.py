@@ -17,7 +17,6 @@ from core.domain.catalog import (
     check_stock,
 )
 from core.domain.errors import ProductNotFound, SkuTaken, ValidationFailed
-from core.domain.money import Money
 from core.domain.pagination import Page, PageRequest
 from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
@@ -93,7 +92,7 @@ class CatalogService:
 
     async def create_product(self, cmd: CreateProduct) -> Product:
         cmd.actor.require_staff()
-        price = check_price(Money(cmd.price, self._given_currency(cmd.currency)), self._currency)
+        price = check_price(cmd.price, self._given_currency(cmd.currency), self._currency)
         now = self._clock.now()
         product = Product(
             id=self._ids.new("prd"),
@@ -173,9 +172,9 @@ class CatalogService:
         if cmd.description is not None:
             changes["description"] = check_description(cmd.description)
         if cmd.price is not None:
-            changes["price"] = check_price(Money(cmd.price, self._given_currency(cmd.currency)), self._currency)
+            changes["price"] = check_price(cmd.price, self._given_currency(cmd.currency), self._currency)
         elif cmd.currency is not None:
-            check_price(Money(0, cmd.currency), self._currency)
+            check_price(0, cmd.currency, self._currency)
         if cmd.active is not None:
             changes["active"] = cmd.active
         async with self._uow() as uow:
