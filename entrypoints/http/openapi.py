@@ -37,7 +37,11 @@ Tillbox is a self-hosted commerce backend. Conventions of every operation:
 * Amounts are integers in minor units (cents) beside a `currency` (ISO 4217), never fractions:
   `1299` is $12.99; `12.99` is refused.
 * Errors always have one shape (`Error`): a stable `code`, a `message`, the `request_id`,
-  a `timestamp` and `details` (for validation errors, `details.fields` names each bad field).
+  a `timestamp` and `details`. A validation error (422 `validation_failed`) names each bad
+  field in `details.fields` (at most 20; `details.truncated` is true when there were more);
+  an unknown body field or query parameter is one.
+* Every `GET` also answers `HEAD`. An action `POST` whose body is optional (cancel, fulfil)
+  takes no body at all, as `{}`.
 * Lists return `{"data": [...], "meta": {"has_more", "next_cursor"}}`; pass `cursor` to get the next page;
   `limit` is 1-100 (default 20).
 * Authenticate with `Authorization: Bearer <access token>` from `POST /api/v1/auth/login`.
