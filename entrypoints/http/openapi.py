@@ -46,6 +46,8 @@ Tillbox is a self-hosted commerce backend. Conventions of every operation:
   `limit` is 1-100 (default 20).
 * Authenticate with `Authorization: Bearer <access token>` from `POST /api/v1/auth/login`.
 * Resources carry an `ETag`; send it in `If-Match` to update only what you read (412 otherwise).
+  Catalog reads answer 304 to an `If-None-Match` naming the current one; without a token
+  they may be cached publicly for a few seconds (`Cache-Control`, `Vary: Authorization`).
 * Every response carries `X-Request-ID` (yours if you sent one).
 """
 
