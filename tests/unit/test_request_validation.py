@@ -3,6 +3,7 @@ field, at most 20, and a hostile body costs no more to explain than a small one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -212,3 +213,52 @@ def test_the_message_names_the_field_when_there_is_one() -> None:
     )
     assert str(ValidationFailed({"a": "is required", "b": "is required"})) == "The request has invalid fields: a, b."
     assert str(ValidationFailed({"a": "is required"}, truncated=True)) == "The request has invalid fields: a and more."
+
+
+def test_only_action_posts_take_an_empty_body() -> None:
+    from entrypoints.http.api import accepts_empty_body
+    from entrypoints.http.routes import all_operations
+
+    optional = sorted(op.operation_id for op in all_operations() if accepts_empty_body(op))
+    assert optional == ["cancel_order", "fulfil_order"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('"v1"', None),
+        ('W/"v12"', None),
+        ("*", None),
+        ("v1", "has characters or a form that is not allowed"),
+        ('"v1", "v2"', "has characters or a form that is not allowed"),
+        ('"v1"\n', "has characters or a form that is not allowed"),  # ECMAScript's $, as clients read it
+        ('"v' + "1" * 19 + '"', "has characters or a form that is not allowed"),  # 19 digits
+        ('"v' + "1" * 30 + '"', "must have at most 23 characters"),
+    ],
+)
+def test_if_match_is_checked_against_its_declared_schema(value: str, problem: str | None) -> None:
+    from entrypoints.http.routes.common import IF_MATCH
+
+    check = SchemaCheck(IF_MATCH.schema, root="If-Match")
+    if problem is None:
+        check.check(value)
+        return
+    with pytest.raises(ValidationFailed) as caught:
+        check.check(value)
+    assert caught.value.details == {"fields": {"If-Match": problem}}
+
+
+def test_every_get_route_answers_head(tmp_path: Path) -> None:
+    from entrypoints.container import build_container
+    from entrypoints.http.app import create_app
+    from entrypoints.settings import load_settings
+
+    app = create_app(build_container(load_settings(None, {"TILLBOX_DATA_DIR": str(tmp_path)})))  # opens nothing
+    methods: dict[str, set[str]] = {}
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        methods.setdefault(info.get("path") or info.get("formatter"), set()).add(route.method)
+    with_get = {path for path, found in methods.items() if "GET" in found}
+    assert len(with_get) >= 14
+    assert all("HEAD" in methods[path] for path in with_get)
+    assert all("HEAD" not in found for found in methods.values() if "GET" not in found)
