@@ -110,6 +110,14 @@ def _operation(op: Operation) -> dict[str, Any]:
             ("422", "The Idempotency-Key was used for another request, or is malformed."),
         ):
             responses.setdefault(status, {"description": text, "content": {"application/json": {"schema": ERROR}}})
+    # Any operation refuses an unknown query parameter (or a malformed declared one).
+    responses.setdefault(
+        "422",
+        {
+            "description": "A query parameter is unknown or wrong; `details.fields` says which.",
+            "content": {"application/json": {"schema": ERROR}},
+        },
+    )
     doc["responses"] = responses
     if op.auth in ("user", "staff", "admin"):
         doc["security"] = [{"bearer": []}]

@@ -71,7 +71,7 @@ IF_NONE_MATCH = Param(
         Param("q", {"type": "string", "maxLength": 200}, "Words (or word beginnings) of name, sku or description."),
         Param("active", {"type": "boolean"}, "Staff only: filter by the active flag. Others see active products."),
         Param("price_min", AMOUNT, "Lowest price, inclusive, in minor units."),
-        Param("price_max", AMOUNT, "Highest price, inclusive, in minor units."),
+        Param("price_max", AMOUNT, "Highest price, inclusive, in minor units; not below `price_min` (422)."),
     ),
     headers=(IF_NONE_MATCH,),
     replies=(
