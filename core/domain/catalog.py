@@ -8,10 +8,11 @@ from typing import Any
 
 import attrs
 
-from core.domain.errors import InsufficientStock, Invalid, VersionMismatch
-from core.domain.money import Money
+from core.domain.errors import InsufficientStock, ValidationFailed, VersionMismatch
+from core.domain.money import MAX_AMOUNT, Money
 
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
+_SKU_FORM = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
 MAX_STOCK = 10**9
@@ -19,48 +20,37 @@ MAX_STOCK = 10**9
 
 def check_sku(sku: str) -> str:
     if not _SKU.fullmatch(sku):
-        raise Invalid(
-            "A sku is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
-            code="invalid_sku",
-            details={"field": "sku"},
-        )
+        raise ValidationFailed({"sku": f"must be {_SKU_FORM}"})
     return sku
 
 
 def check_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
-        raise Invalid(f"A name has 1-{MAX_NAME_LENGTH} characters.", code="invalid_name", details={"field": "name"})
+        raise ValidationFailed({"name": f"must have 1 to {MAX_NAME_LENGTH} characters, not only spaces"})
     return name
 
 
 def check_description(description: str) -> str:
     if len(description) > MAX_DESCRIPTION_LENGTH:
-        raise Invalid(
-            f"A description has at most {MAX_DESCRIPTION_LENGTH} characters.",
-            code="invalid_description",
-            details={"field": "description"},
-        )
+        raise ValidationFailed({"description": f"must have at most {MAX_DESCRIPTION_LENGTH} characters"})
     return description
 
 
-def check_price(price: Money, currency: str) -> Money:
-    if price.currency != currency:
-        raise Invalid(
-            f"This store sells in {currency}, not {price.currency}.",
-            code="currency_mismatch",
-            details={"field": "currency"},
-        )
-    if price.amount < 0:
-        raise Invalid("A price cannot be negative.", code="invalid_price", details={"field": "price"})
-    return price
+def check_price(amount: object, currency: object, store_currency: str) -> Money:
+    """A price in minor units of the store's currency (``currency``, if the client named one)."""
+    if currency != store_currency:
+        raise ValidationFailed({"currency": f"must be {store_currency}, the store's currency"})
+    if type(amount) is not int:  # bool is an int subclass and floats are never money
+        raise ValidationFailed({"price": "must be an integer number of minor units"})
+    if not 0 <= amount <= MAX_AMOUNT:
+        raise ValidationFailed({"price": f"must be from 0 to {MAX_AMOUNT}"})
+    return Money(amount, store_currency)
 
 
 def check_stock(stock: int) -> int:
     if type(stock) is not int or not 0 <= stock <= MAX_STOCK:
-        raise Invalid(
-            f"Stock is a whole number from 0 to {MAX_STOCK}.", code="invalid_stock", details={"field": "stock"}
-        )
+        raise ValidationFailed({"stock": f"must be an integer from 0 to {MAX_STOCK}"})
     return stock
 
 
@@ -105,7 +95,8 @@ class Product:
             raise InsufficientStock(
                 [{"product_id": self.id, "sku": self.sku, "requested": -delta, "available": self.stock}]
             )
-        check_stock(new_stock)
+        if new_stock > MAX_STOCK:
+            raise ValidationFailed({"delta": f"would take the stock above {MAX_STOCK}"})
         self.stock = new_stock
         self._touch(at)
 

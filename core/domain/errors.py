@@ -78,12 +78,26 @@ class Unavailable(DomainError):
 
 # Specific errors: <Thing><Problem>.
 class ValidationFailed(Invalid):
-    """One or more fields are wrong; ``details["fields"]`` maps field to problem."""
+    """One or more fields are wrong; ``details["fields"]`` maps field to problem, whether the
+    schema of a request or a rule of the domain found it. ``truncated``: there were more
+    problems than are listed (``details["truncated"]`` is then true)."""
 
     code = "validation_failed"
 
-    def __init__(self, fields: dict[str, str], message: str = "The request has invalid fields."):
-        super().__init__(message, details={"fields": fields})
+    def __init__(self, fields: dict[str, str], message: str | None = None, *, truncated: bool = False):
+        details: dict[str, Any] = {"fields": fields}
+        if truncated:
+            details["truncated"] = True
+        super().__init__(message or _summary(fields, truncated), details=details)
+
+
+def _summary(fields: dict[str, str], truncated: bool) -> str:
+    # One line that is useful where only the message is shown (the CLI, a log).
+    if len(fields) == 1 and not truncated:
+        name, problem = next(iter(fields.items()))
+        return f"{name} {problem}."
+    more = " and more" if truncated else ""
+    return f"The request has invalid fields: {', '.join(fields)}{more}."
 
 
 class UserNotFound(NotFound):

@@ -10,7 +10,7 @@ from datetime import datetime
 import attrs
 
 from core.domain.common_passwords import COMMON_PASSWORDS
-from core.domain.errors import Invalid, NotAllowed
+from core.domain.errors import NotAllowed, ValidationFailed
 
 
 class Role(enum.StrEnum):
@@ -76,52 +76,35 @@ def normalize_email(email: str) -> str:
     without. (Look-alikes made of visible characters are the skeleton's job: see User.)"""
     text = unicodedata.normalize("NFKC", email.strip())
     if any(_is_invisible(c) for c in text):
-        raise Invalid(
-            "An email address cannot contain invisible or control characters.",
-            code="invalid_email",
-            details={"field": "email"},
-        )
+        raise ValidationFailed({"email": "cannot contain invisible or control characters"})
     normalized = unicodedata.normalize("NFKC", text.lower())
     if len(normalized) > MAX_EMAIL_LENGTH or not _EMAIL.match(normalized):
-        raise Invalid("This is not a valid email address.", code="invalid_email", details={"field": "email"})
+        raise ValidationFailed({"email": "is not a valid email address"})
     return normalized
 
 
-def normalize_password(password: str) -> str:
+def normalize_password(password: str, *, field: str = "password") -> str:
     """NFKC, as NIST SP 800-63B asks, so that the same text typed on two keyboards is the
-    same password. Text that cannot be encoded (lone surrogates) is refused."""
+    same password. Text that cannot be encoded (lone surrogates) is refused. ``field``
+    names the password in the request, for the error."""
     try:
         password.encode("utf-8")
     except UnicodeEncodeError:
-        raise Invalid(
-            "The password contains characters that are not valid text.",
-            code="weak_password",
-            details={"field": "password"},
-        ) from None
+        raise ValidationFailed({field: "has characters that are not valid text"}) from None
     return unicodedata.normalize("NFKC", password)
 
 
-def check_password_policy(password: str, *, email: str | None = None) -> None:
+def check_password_policy(password: str, *, email: str | None = None, field: str = "password") -> None:
     """NIST SP 800-63B: length and a blocklist, no composition rules."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise Invalid(
-            f"The password must have at least {MIN_PASSWORD_LENGTH} characters.",
-            code="weak_password",
-            details={"field": "password"},
-        )
+        raise ValidationFailed({field: f"must have at least {MIN_PASSWORD_LENGTH} characters"})
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise Invalid(
-            f"The password must have at most {MAX_PASSWORD_LENGTH} characters.",
-            code="weak_password",
-            details={"field": "password"},
-        )
+        raise ValidationFailed({field: f"must have at most {MAX_PASSWORD_LENGTH} characters"})
     lowered = password.lower()
-    if lowered in COMMON_PASSWORDS or len(set(lowered)) < 4 or (email is not None and lowered == email.lower()):
-        raise Invalid(
-            "This password is too common or too easy to guess; choose another.",
-            code="weak_password",
-            details={"field": "password"},
-        )
+    if email is not None and lowered == email.lower():
+        raise ValidationFailed({field: "must not be the account's email address"})
+    if lowered in COMMON_PASSWORDS or len(set(lowered)) < 4:
+        raise ValidationFailed({field: "is too common or too easy to guess; choose another"})
 
 
 @attrs.define

@@ -374,8 +374,8 @@ class AuthService:
                 await uow.commit()
             raise InvalidCredentials()
         await self._throttle.give_back(ticket)
-        new_password = normalize_password(cmd.new_password)
-        check_password_policy(new_password, email=user.email)
+        new_password = normalize_password(cmd.new_password, field="new_password")
+        check_password_policy(new_password, email=user.email, field="new_password")
         new_hash = await self._hasher.hash(new_password)
         now = self._clock.now()
         async with self._uow() as uow:

@@ -16,7 +16,6 @@ from core.domain.catalog import (
     check_stock,
 )
 from core.domain.errors import ProductNotFound, SkuTaken, ValidationFailed
-from core.domain.money import Money
 from core.domain.pagination import Page, PageRequest
 from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
@@ -95,7 +94,7 @@ class CatalogService:
 
     async def create_product(self, cmd: CreateProduct) -> Product:
         actor = await as_staff(self._uow, cmd.actor)
-        price = check_price(Money(cmd.price, self._given_currency(cmd.currency)), self._currency)
+        price = check_price(cmd.price, self._given_currency(cmd.currency), self._currency)
         now = self._clock.now()
         product = Product(
             id=self._ids.new("prd"),
@@ -140,8 +139,6 @@ class CatalogService:
     async def list_products(self, cmd: ListProducts) -> Page[Product]:
         """Everyone may list; only staff see (or filter for) inactive products."""
         product_filter = self._filter(cmd, await for_reading(self._uow, cmd.actor))
-        if product_filter is None:
-            return Page(items=[], next_after=None)
         async with self._uow(readonly=True) as uow:
             return await uow.products.list(cmd.page, product_filter)
 
@@ -149,8 +146,6 @@ class CatalogService:
         """The ids and versions of the page ``list_products`` gives: for an entry point that
         keeps rendered copies of products and fetches only those that changed."""
         product_filter = self._filter(cmd, await for_reading(self._uow, cmd.actor))
-        if product_filter is None:
-            return Page(items=[], next_after=None)
         async with self._uow(readonly=True) as uow:
             return await uow.products.list_versions(cmd.page, product_filter)
 
@@ -161,14 +156,20 @@ class CatalogService:
             products = await uow.products.get_many(product_ids)
         return [p for p in products if p.active or actor.is_staff]
 
-    def _filter(self, cmd: ListProducts, actor: Actor) -> ProductFilter | None:
-        """The repository filter for a listing; None when nothing can match."""
+    def _filter(self, cmd: ListProducts, actor: Actor) -> ProductFilter:
+        """The repository filter for a listing."""
         active = cmd.active if actor.is_staff else True
         text = cmd.text.strip() if cmd.text is not None else None
+        problems: dict[str, str] = {}
         if text is not None and len(text) > MAX_SEARCH_LENGTH:
-            raise ValidationFailed({"q": f"must have at most {MAX_SEARCH_LENGTH} characters"})
+            problems["q"] = f"must have at most {MAX_SEARCH_LENGTH} characters"
         if cmd.price_min is not None and cmd.price_max is not None and cmd.price_min > cmd.price_max:
-            return None  # an empty range holds no prices: not an error
+            # A range that holds no price is a mistake (the two swapped), not a question
+            # whose answer is an empty list.
+            problems["price_min"] = "must not be greater than price_max"
+            problems["price_max"] = "must not be less than price_min"
+        if problems:
+            raise ValidationFailed(problems)
         return ProductFilter(active=active, price_min=cmd.price_min, price_max=cmd.price_max, text=text or None)
 
     async def update_product(self, cmd: UpdateProduct) -> Product:
@@ -181,9 +182,9 @@ class CatalogService:
         if cmd.description is not None:
             changes["description"] = check_description(cmd.description)
         if cmd.price is not None:
-            changes["price"] = check_price(Money(cmd.price, self._given_currency(cmd.currency)), self._currency)
+            changes["price"] = check_price(cmd.price, self._given_currency(cmd.currency), self._currency)
         elif cmd.currency is not None:
-            check_price(Money(0, cmd.currency), self._currency)
+            check_price(0, cmd.currency, self._currency)
         if cmd.active is not None:
             changes["active"] = cmd.active
         async with self._uow() as uow:

@@ -24,6 +24,7 @@ from entrypoints.http.keys import (
     OPENAPI,
     ORDERS,
     PAYMENTS,
+    PUBLIC_MAX_AGE,
     READY_CHECKS,
     RENDERED_PAGES,
     RENDERED_PRODUCTS,
@@ -76,6 +77,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     app[OPENAPI] = document
     app[RENDERED_PRODUCTS] = RenderedProducts()
     app[RENDERED_PAGES] = RenderedPages()
+    app[PUBLIC_MAX_AGE] = config.server.public_max_age()
     app[DOCS] = ApiReference(document)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

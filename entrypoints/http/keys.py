@@ -38,4 +38,5 @@ DOCS = web.AppKey("docs", ApiReference)  # /docs, rendered once per application
 TOKENS = web.AppKey("access_tokens", AccessTokenIssuer)
 RENDERED_PRODUCTS = web.AppKey("rendered_products", RenderedProducts)
 RENDERED_PAGES = web.AppKey("rendered_pages", RenderedPages)
+PUBLIC_MAX_AGE = web.AppKey("public_max_age", int)  # seconds: server.public_max_age
 STORE = web.AppKey("store", UnitOfWorkFactory)  # for change_counter(): is what we rendered still current?

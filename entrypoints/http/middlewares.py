@@ -41,6 +41,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
 _SECURITY_HEADERS = CIMultiDict(SECURITY_HEADERS)
+# For a response that says how it may be cached (a public catalog read): all but Cache-Control.
+_SECURITY_HEADERS_CACHEABLE = CIMultiDict((k, v) for k, v in SECURITY_HEADERS.items() if k != "Cache-Control")
 DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
@@ -151,6 +153,8 @@ def request_middleware(access_log: AccessLog | None, proxies: TrustedProxies | N
             for name, value in SECURITY_HEADERS.items():
                 if name not in headers:
                     headers[name] = value
+        elif "Cache-Control" in headers:
+            headers.extend(_SECURITY_HEADERS_CACHEABLE)
         else:
             headers.extend(_SECURITY_HEADERS)
         if access_log is not None:
@@ -219,14 +223,15 @@ def cors_middleware(allowed_origins: list[str]) -> Any:
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE"
             response.headers["Access-Control-Allow-Headers"] = (
-                "Authorization, Content-Type, If-Match, Idempotency-Key, X-Request-ID"
+                "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key, X-Request-ID"
             )
             response.headers["Access-Control-Max-Age"] = "600"
         else:
             response = await handler(request)
             response.headers["Access-Control-Expose-Headers"] = "ETag, X-Request-ID, Retry-After, Idempotent-Replayed"
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
+        vary = response.headers.get("Vary")  # a catalog read varies by Authorization too
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
         return response
 
     return cors

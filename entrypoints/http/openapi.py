@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
-from entrypoints.http.api import Operation
+from entrypoints.http.api import Operation, accepts_empty_body
 from entrypoints.http.examples import Examples
 from entrypoints.http.schemas import COMPONENTS, ID, ORDER_ID, PATH_IDS, ref, specialize
 
@@ -40,7 +40,9 @@ Every operation below follows these conventions.
 * JSON bodies (`Content-Type: application/json`) with `snake_case` fields. Ids are opaque
   strings (`prd_…`, `ord_…`): store them, never parse them.
 * Request bodies are closed: a field the operation does not define is refused (422), so a
-  misspelt field never passes silently.
+  misspelt field never passes silently; so is a query parameter the operation does not take.
+* Every `GET` also answers `HEAD`. An action `POST` whose body is optional (cancel, fulfil)
+  takes no body at all, as `{}`.
 * Times are RFC 3339 strings in UTC: `2026-05-04T09:30:00.000000Z`.
 * Every response carries `X-Request-ID` (yours, if you sent a sane one): quote it when
   reporting a problem, the server's log has the same id.
@@ -85,7 +87,9 @@ again, with `Idempotent-Replayed: true`; with another body it is refused (422
 
 A product comes with an `ETag` (`"v3"`). Send it back in `If-Match` when you change it: if
 someone changed it since you read it, the answer is 412 `version_mismatch` and nothing changes.
-`If-Match: *`, or none, changes whatever version is current.
+`If-Match: *`, or none, changes whatever version is current. Catalog reads answer 304 to an
+`If-None-Match` naming the current tag; without a token they may be cached publicly for a
+few seconds (`Cache-Control`, `Vary: Authorization`).
 
 ### Errors
 
@@ -94,15 +98,15 @@ Every error has the one shape of the `Error` schema, with the HTTP status that f
 | status | means | `code`, for example |
 |---|---|---|
 | 400 | the body is not JSON | `malformed_json` |
-| 401 | no token, or not a valid one | `authentication_required`, `invalid_token`, `invalid_credentials` |
+| 401 | no token, or not a valid one | `authentication_required`, `invalid_token`, `session_ended`, `invalid_credentials` |
 | 402 | the card was declined | `payment_failed` |
-| 403 | your role may not do this | `forbidden`, `account_disabled` |
+| 403 | your role may not do this | `forbidden`, `account_disabled`, `cancel_needs_staff` |
 | 404 | no such object, or not yours | `order_not_found`, `product_not_found` |
-| 409 | conflicts with the current state | `insufficient_stock`, `sku_taken`, `invalid_order_state` |
+| 409 | conflicts with the current state | `insufficient_stock`, `sku_taken`, `email_taken`, `invalid_order_state`, `last_admin` |
 | 412 | `If-Match` names an older version | `version_mismatch` |
 | 413, 415 | body too large, not JSON | `payload_too_large`, `unsupported_media_type` |
-| 422 | a field is missing or wrong | `validation_failed` (`details.fields` names each) |
-| 429 | too many attempts | `too_many_login_attempts` (see `Retry-After`) |
+| 422 | a field is missing or wrong | `validation_failed` (`details.fields`, 20 at most: see `truncated`) |
+| 429 | too many attempts, or too busy | `too_many_login_attempts`, `too_many_registrations`, `server_busy` (see `Retry-After`) |
 | 503 | a provider cannot be reached | `payment_provider_unavailable` (see `Retry-After`) |
 
 `code` is stable: branch on it, not on `message`, which is for humans and may change.
@@ -147,6 +151,7 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "required": False,
                 "schema": {
                     "type": "string",
+                    "maxLength": 255,
                     "pattern": "^[!-~]{1,255}$",
                     "examples": ["9b2f6a7e-4c1d-4e8a-b3f5-0d6c2a1e7f94"],
                 },
@@ -159,7 +164,11 @@ def _operation(op: Operation) -> dict[str, Any]:
     if params:
         doc["parameters"] = params
     if op.body is not None:
-        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
+        doc["requestBody"] = {
+            # An action that needs nothing sent takes no body at all (as `{}`).
+            "required": not accepts_empty_body(op),
+            "content": {"application/json": {"schema": op.body}},
+        }
     responses: dict[str, Any] = {}
     for reply in op.replies:
         entry: dict[str, Any] = {"description": reply.description}
@@ -174,6 +183,14 @@ def _operation(op: Operation) -> dict[str, Any]:
             ("422", "The Idempotency-Key was used for another request, or is malformed."),
         ):
             responses.setdefault(status, {"description": text, "content": {"application/json": {"schema": ERROR}}})
+    # Any operation refuses an unknown query parameter (or a malformed declared one).
+    responses.setdefault(
+        "422",
+        {
+            "description": "A query parameter is unknown or wrong; `details.fields` says which.",
+            "content": {"application/json": {"schema": ERROR}},
+        },
+    )
     doc["responses"] = responses
     doc["x-tillbox-auth"] = op.auth  # none, optional, user, staff or admin: what /docs shows
     if op.auth in ("user", "staff", "admin"):

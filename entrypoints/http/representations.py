@@ -10,6 +10,7 @@ says which version is current, so they never disagree.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable
 
 from adapters.serialization import to_json, to_wire
@@ -36,6 +37,26 @@ class RenderedProducts:
         return len(self._rendered)
 
 
+class Rendered:
+    """One rendered response, with the store's change counter it was read at."""
+
+    __slots__ = ("_etag", "body", "version")
+
+    def __init__(self, version: int, body: bytes) -> None:
+        self.version = version
+        self.body = body
+        self._etag: str | None = None
+
+    @property
+    def etag(self) -> str:
+        """A strong entity tag from the bytes themselves, computed once per rendered page (not
+        per request): it changes whenever the content does, and only then (a page rebuilt
+        after an unrelated commit keeps its tag, so clients keep getting 304)."""
+        if self._etag is None:
+            self._etag = f'"{hashlib.blake2b(self.body, digest_size=16).hexdigest()}"'
+        return self._etag
+
+
 class RenderedPages:
     """Whole responses (catalog pages, the caller's account), each with the store's change
     counter it was read at. One is served again only while the counter is unchanged, i.e.
@@ -44,13 +65,18 @@ class RenderedPages:
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._capacity = capacity
-        self._pages: dict[Hashable, tuple[int, bytes]] = {}
+        self._pages: dict[Hashable, Rendered] = {}
 
     def get(self, key: Hashable, version: int) -> bytes | None:
-        page = self._pages.get(key)
-        return page[1] if page is not None and page[0] == version else None
+        page = self.lookup(key, version)
+        return page.body if page is not None else None
 
-    def put(self, key: Hashable, version: int, body: bytes) -> None:
+    def lookup(self, key: Hashable, version: int) -> Rendered | None:
+        page = self._pages.get(key)
+        return page if page is not None and page.version == version else None
+
+    def put(self, key: Hashable, version: int, body: bytes) -> Rendered:
         if key not in self._pages and len(self._pages) >= self._capacity:
             del self._pages[next(iter(self._pages))]
-        self._pages[key] = (version, body)
+        page = self._pages[key] = Rendered(version, body)
+        return page

@@ -10,7 +10,9 @@ from typing import Any
 
 from core.domain.catalog import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_STOCK
 from core.domain.money import MAX_AMOUNT
+from core.domain.orders import MAX_LINES, MAX_QUANTITY
 from core.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.domain.payments import MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH
 from core.domain.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 Schema = dict[str, Any]
@@ -73,7 +75,12 @@ PASSWORD: Schema = {
 ROLE: Schema = {"type": "string", "enum": ["customer", "staff", "admin"]}
 STATUS: Schema = {"type": "string", "enum": ["active", "disabled"]}
 SKU_EXAMPLE = "MUG-BLUE-350"
-SKU: Schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$", "examples": [SKU_EXAMPLE]}
+SKU: Schema = {
+    "type": "string",
+    "maxLength": 64,
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}$",
+    "examples": [SKU_EXAMPLE],
+}
 # "Something other than white space": spelled out instead of \\S because Python's and
 # ECMAScript's \\s differ (U+0085, U+001C-U+001F, U+FEFF), and clients validate with the latter.
 _BLANK = "\\t\\n\\v\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
@@ -435,13 +442,15 @@ LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default
 CURSOR: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
 
 # Orders and payments.
-QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": 1000, "examples": [2]}
+QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY, "examples": [2]}
 PLACE_ORDER = obj(
     {
         "items": {
             "type": "array",
             "minItems": 1,
-            "maxItems": 100,
+            # The domain's limit, stated where the validator sees it first: a longer list
+            # is refused before any line of it is looked at.
+            "maxItems": MAX_LINES,
             "items": {
                 "oneOf": [
                     obj({"product_id": PRODUCT_ID, "quantity": QUANTITY}, ["product_id", "quantity"], title="By id"),
@@ -458,7 +467,10 @@ PLACE_ORDER = obj(
     },
     ["items"],
 )
-CANCEL_ORDER = obj({"reason": {"type": "string", "maxLength": 500, "examples": ["Ordered the wrong colour"]}})
+CANCEL_ORDER = obj(
+    {"reason": {"type": "string", "maxLength": MAX_REASON_LENGTH, "examples": ["Ordered the wrong colour"]}}
+)
+FULFIL_ORDER = obj({})
 PAY = {
     "oneOf": [
         obj(
@@ -466,6 +478,7 @@ PAY = {
                 "method": {"const": "card"},
                 "payment_method": {
                     "type": "string",
+                    "maxLength": 203,
                     "pattern": "^pm_[A-Za-z0-9_]{1,200}$",
                     "description": "A Stripe PaymentMethod id, from Stripe.js or the mobile SDKs.",
                     "examples": ["pm_card_visa"],
@@ -481,7 +494,7 @@ PAY = {
                 "reference": {
                     "type": "string",
                     "minLength": 1,
-                    "maxLength": 200,
+                    "maxLength": MAX_REFERENCE_LENGTH,
                     "description": "The receipt, transfer or invoice number.",
                     "examples": ["Cash, till 2, receipt 1042"],
                 },
@@ -506,7 +519,12 @@ REFUND = obj(
             "description": "Minor units; default: all that is still refundable.",
             "examples": [500],
         },
-        "reason": {"type": "string", "minLength": 1, "maxLength": 500, "examples": [REFUND_REASON_EXAMPLE]},
+        "reason": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_REASON_LENGTH,
+            "examples": [REFUND_REASON_EXAMPLE],
+        },
     },
     ["reason"],
 )

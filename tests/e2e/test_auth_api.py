@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.e2e.conftest import PASSWORD, Api, assert_error
+import pytest
+
+from tests.e2e.conftest import PASSWORD, Api, assert_error, count_rows
 
 
 async def test_register_login_me_refresh_logout(api: Api) -> None:
@@ -87,12 +89,14 @@ async def test_register_refuses_weak_passwords_duplicates_and_privileged_fields(
     status, body, _ = await api.call(
         "POST", "/api/v1/auth/register", json={"email": "f@example.com", "password": "short"}
     )
+    # Found by the schema (too short) or by the policy (too common): one shape.
     assert_error(status, body, 422, "validation_failed")
-    assert "password" in body["error"]["details"]["fields"]
+    assert body["error"]["details"] == {"fields": {"password": "must have at least 12 characters"}}
     status, body, _ = await api.call(
         "POST", "/api/v1/auth/register", json={"email": "f@example.com", "password": "password1234"}
     )
-    assert_error(status, body, 422, "weak_password")
+    assert_error(status, body, 422, "validation_failed")
+    assert body["error"]["details"] == {"fields": {"password": "is too common or too easy to guess; choose another"}}
     status, body, _ = await api.call(
         "POST",
         "/api/v1/auth/register",
@@ -118,7 +122,9 @@ async def test_register_refuses_weak_passwords_duplicates_and_privileged_fields(
     status, body, _ = await api.call(
         "POST", "/api/v1/auth/register", json={"email": "not-an-email", "password": PASSWORD}
     )
-    assert_error(status, body, 422, "invalid_email")
+    assert_error(status, body, 422, "validation_failed")
+    assert body["error"]["details"] == {"fields": {"email": "is not a valid email address"}}
+    assert await count_rows(api, "users") == 1
 
 
 async def test_change_password_ends_sessions(api: Api) -> None:
@@ -142,6 +148,30 @@ async def test_change_password_ends_sessions(api: Api) -> None:
     status, body, _ = await api.call("POST", "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert_error(status, body, 401)
     await api.login("gus@example.com", new)
+
+
+@pytest.mark.parametrize(
+    ("new_password", "problem"),
+    [
+        ("short", "must have at least 12 characters"),  # found by the schema
+        ("password1234", "is too common or too easy to guess; choose another"),  # by the policy
+        ("ivy@example.com", "must not be the account's email address"),
+    ],
+)
+async def test_a_refused_new_password_names_new_password(api: Api, new_password: str, problem: str) -> None:
+    await api.create_user("ivy@example.com")
+    tokens = await api.login("ivy@example.com")
+    status, body, _ = await api.call(
+        "POST",
+        "/api/v1/users/me/password",
+        token=tokens["access_token"],
+        json={"current_password": PASSWORD, "new_password": new_password},
+    )
+    assert_error(status, body, 422, "validation_failed")
+    assert body["error"]["details"] == {"fields": {"new_password": problem}}
+    await api.login("ivy@example.com")  # the password is unchanged
+    status, _, _ = await api.call("POST", "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert status == 200  # and the session still stands
 
 
 async def test_admin_lists_users_and_changes_role_and_status(api: Api) -> None:
@@ -203,7 +233,7 @@ async def test_users_me_is_not_a_user_id(api: Api) -> None:
     admin = await api.token_for("me@example.com", "admin")
     status, body, headers = await api.call("PATCH", "/api/v1/users/me", token=admin, json={"role": "staff"})
     assert_error(status, body, 405, "method_not_allowed")
-    assert headers["Allow"] == "GET"
+    assert headers["Allow"] == "GET,HEAD"
     status, me, _ = await api.call("GET", "/api/v1/users/me", token=admin)
     assert status == 200
     assert me["role"] == "admin"

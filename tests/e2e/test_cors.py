@@ -30,10 +30,15 @@ async def test_allowed_origin_gets_cors_headers_and_preflight(base: str) -> None
             assert response.status == 204
             assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example"
             assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+            assert "If-None-Match" in response.headers["Access-Control-Allow-Headers"]
         async with session.get(base + "/api/v1/products", headers={"Origin": "https://shop.example"}) as response:
             assert response.status == 200
             assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example"
             assert "X-Request-ID" in response.headers["Access-Control-Expose-Headers"]
+            assert response.headers.getall("Vary") == ["Authorization, Origin"]  # the catalog's, and CORS's
+            assert response.headers["Cache-Control"] == "public, max-age=10"
+        async with session.get(base + "/healthz", headers={"Origin": "https://shop.example"}) as response:
+            assert response.headers.getall("Vary") == ["Origin"]
 
 
 async def test_other_origins_get_nothing(base: str) -> None:

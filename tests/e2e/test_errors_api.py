@@ -75,10 +75,19 @@ async def test_long_query_strings_get_the_envelope(api: Api) -> None:
     assert body["error"]["details"]["fields"] == {"q": "must have at most 200 characters"}
 
 
-async def test_inverted_price_range_is_empty(api: Api) -> None:
-    status, body, _ = await api.call("GET", "/api/v1/products?price_min=10&price_max=5")
-    assert status == 200
-    assert body == {"data": [], "meta": {"has_more": False, "next_cursor": None}}
+async def test_inverted_price_range_is_refused_naming_both_bounds(api: Api) -> None:
+    staff = await api.token_for("pr@example.com", "staff")
+    for token in (None, staff):
+        status, body, _ = await api.call("GET", "/api/v1/products?price_min=10&price_max=5", token=token)
+        assert_error(status, body, 422, "validation_failed")
+        assert body["error"]["details"] == {
+            "fields": {
+                "price_min": "must not be greater than price_max",
+                "price_max": "must not be less than price_min",
+            }
+        }
+    status, body, _ = await api.call("GET", "/api/v1/products?price_min=5&price_max=5")
+    assert status == 200 and body["data"] == []
 
 
 @pytest.mark.parametrize("if_match", ["", "v1", '"1"', "W/v1", '"v1" junk'])

@@ -41,6 +41,7 @@ async def test_every_operation_documents_its_errors_and_auth(api: Api) -> None:
             if "requestBody" in op:
                 for status in ("400", "413", "415", "422"):
                     assert status in op["responses"], (path, method, status)
+            assert "422" in op["responses"], (path, method)  # an unknown query parameter, at least
 
 
 async def test_docs_page_is_self_contained(api: Api) -> None:

@@ -9,7 +9,7 @@ from unittest.mock import ANY
 import pytest
 
 from core.domain.audit import AuditEntry
-from core.domain.errors import Invalid, InvalidCredentials, RefreshTokenReused, TokenInvalid, UserNotFound
+from core.domain.errors import InvalidCredentials, RefreshTokenReused, TokenInvalid, UserNotFound, ValidationFailed
 from core.domain.users import Actor, RefreshToken, Role, User, UserStatus
 from core.services.auth import (
     AuthService,
@@ -285,14 +285,15 @@ async def test_change_password_applies_the_policy(
     await _login(auth)
     before = repr(db.store)
 
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(ValidationFailed) as caught:
         await auth.change_password(
             ChangePassword(
                 actor=Actor(user_id=alice.id, role=Role.CUSTOMER), current_password=STRONG, new_password=new_password
             )
         )
 
-    assert caught.value.code == "weak_password"
+    assert caught.value.code == "validation_failed"
+    assert list(caught.value.details["fields"]) == ["new_password"]  # the field of the request
     assert repr(db.store) == before
 
 

@@ -75,13 +75,27 @@ async def test_price_range_is_inclusive(catalog: CatalogService, shelf: dict[str
     assert await _skus(catalog, staff, price_max=799) == []
 
 
-async def test_price_min_above_price_max_is_an_empty_range(
-    catalog: CatalogService, shelf: dict[str, Product], staff: Actor
+@pytest.mark.parametrize("listing", ["list_products", "list_product_versions"])
+async def test_price_min_above_price_max_is_refused_naming_both(
+    catalog: CatalogService, shelf: dict[str, Product], staff: Actor, listing: str
 ) -> None:
-    page = await catalog.list_products(ListProducts(actor=staff, price_min=2000, price_max=1999))
+    with pytest.raises(ValidationFailed) as caught:
+        await getattr(catalog, listing)(ListProducts(actor=staff, price_min=2000, price_max=1999))
 
-    assert page.items == []
-    assert page.next_after is None
+    assert caught.value.details == {
+        "fields": {"price_min": "must not be greater than price_max", "price_max": "must not be less than price_min"}
+    }
+    # Equal bounds are a range of one price, and either bound alone is fine.
+    assert await _skus(catalog, staff, price_min=1500, price_max=1500) == ["MUG-2"]
+
+
+async def test_every_problem_of_a_listing_is_named_at_once(
+    catalog: CatalogService, shelf: dict[str, Product], customer: Actor
+) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        await catalog.list_products(ListProducts(actor=customer, text="m" * 201, price_min=2, price_max=1))
+
+    assert set(caught.value.details["fields"]) == {"q", "price_min", "price_max"}
 
 
 @pytest.mark.parametrize(

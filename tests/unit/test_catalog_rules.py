@@ -17,8 +17,8 @@ from core.domain.catalog import (
     check_sku,
     check_stock,
 )
-from core.domain.errors import InsufficientStock, Invalid, VersionMismatch
-from core.domain.money import Money
+from core.domain.errors import InsufficientStock, ValidationFailed, VersionMismatch
+from core.domain.money import MAX_AMOUNT, Money
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -40,10 +40,12 @@ def _product(**overrides: object) -> Product:
     return Product(**fields)  # type: ignore[arg-type]
 
 
-def _invalid(fn: object, *args: object) -> Invalid:
-    with pytest.raises(Invalid) as caught:
+def _problems(fn: object, *args: object) -> dict[str, str]:
+    """The fields a rule refuses, in the shape the request schema uses for its own."""
+    with pytest.raises(ValidationFailed) as caught:
         fn(*args)  # type: ignore[operator]
-    return caught.value
+    assert caught.value.code == "validation_failed"
+    return dict(caught.value.details["fields"])
 
 
 @pytest.mark.parametrize("sku", ["A", "9", "MUG-1", "mug_blue.large", "a" * 64, "X-1_2.3"])
@@ -55,8 +57,9 @@ def test_valid_skus(sku: str) -> None:
     "sku", ["", "-MUG", ".MUG", "_MUG", "MUG 1", "MUG/1", "a" * 65, "MUG\n", "MUG-1\n", " MUG", "MÜG", "MUG;"]
 )
 def test_invalid_skus(sku: str) -> None:
-    error = _invalid(check_sku, sku)
-    assert (error.code, error.details) == ("invalid_sku", {"field": "sku"})
+    assert _problems(check_sku, sku) == {
+        "sku": "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    }
 
 
 def test_name_is_stripped_and_bounded() -> None:
@@ -64,33 +67,33 @@ def test_name_is_stripped_and_bounded() -> None:
     assert check_name("n" * MAX_NAME_LENGTH) == "n" * MAX_NAME_LENGTH
     assert check_name(" " + "n" * MAX_NAME_LENGTH + " ") == "n" * MAX_NAME_LENGTH
     for bad in ("", "   ", "n" * (MAX_NAME_LENGTH + 1)):
-        error = _invalid(check_name, bad)
-        assert (error.code, error.details) == ("invalid_name", {"field": "name"})
+        assert _problems(check_name, bad) == {"name": "must have 1 to 200 characters, not only spaces"}
 
 
 def test_description_is_bounded() -> None:
     assert check_description("") == ""
     assert check_description("d" * MAX_DESCRIPTION_LENGTH) == "d" * MAX_DESCRIPTION_LENGTH
-    error = _invalid(check_description, "d" * (MAX_DESCRIPTION_LENGTH + 1))
-    assert (error.code, error.details) == ("invalid_description", {"field": "description"})
+    assert _problems(check_description, "d" * (MAX_DESCRIPTION_LENGTH + 1)) == {
+        "description": "must have at most 10000 characters"
+    }
 
 
-def test_price_must_be_in_store_currency_and_not_negative() -> None:
-    assert check_price(Money(0, "USD"), "USD") == Money(0, "USD")
-    assert check_price(Money(1, "USD"), "USD") == Money(1, "USD")
-    error = _invalid(check_price, Money(-1, "USD"), "USD")
-    assert (error.code, error.details) == ("invalid_price", {"field": "price"})
-    error = _invalid(check_price, Money(100, "EUR"), "USD")
-    assert (error.code, error.details) == ("currency_mismatch", {"field": "currency"})
-    assert error.message == "This store sells in USD, not EUR."
+def test_price_must_be_whole_minor_units_of_the_store_currency_and_not_negative() -> None:
+    assert check_price(0, "USD", "USD") == Money(0, "USD")
+    assert check_price(MAX_AMOUNT, "USD", "USD") == Money(MAX_AMOUNT, "USD")
+    for bad in (-1, MAX_AMOUNT + 1):
+        assert _problems(check_price, bad, "USD", "USD") == {"price": "must be from 0 to 1000000000000000"}
+    for bad in (12.5, 12.0, True, "1200", None):
+        assert _problems(check_price, bad, "USD", "USD") == {"price": "must be an integer number of minor units"}
+    for currency in ("EUR", "usd", "", None):
+        assert _problems(check_price, 100, currency, "USD") == {"currency": "must be USD, the store's currency"}
 
 
 def test_stock_bounds() -> None:
     assert check_stock(0) == 0
     assert check_stock(MAX_STOCK) == MAX_STOCK
     for bad in (-1, MAX_STOCK + 1, 1.0, True, "3"):
-        error = _invalid(check_stock, bad)
-        assert (error.code, error.details) == ("invalid_stock", {"field": "stock"})
+        assert _problems(check_stock, bad) == {"stock": "must be an integer from 0 to 1000000000"}
 
 
 def test_update_reports_only_what_changed_and_bumps_version_once() -> None:
@@ -147,7 +150,7 @@ def test_adjust_stock_below_zero_is_refused_and_changes_nothing() -> None:
 def test_adjust_stock_above_the_maximum_is_refused_and_changes_nothing() -> None:
     product = _product(stock=MAX_STOCK)
 
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(ValidationFailed) as caught:
         product.adjust_stock(1, at=T1)
-    assert caught.value.code == "invalid_stock"
+    assert caught.value.details == {"fields": {"delta": "would take the stock above 1000000000"}}
     assert (product.stock, product.version) == (MAX_STOCK, 1)

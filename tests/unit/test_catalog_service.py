@@ -12,7 +12,6 @@ from core.domain.catalog import MAX_STOCK, Product
 from core.domain.errors import (
     AuthenticationRequired,
     InsufficientStock,
-    Invalid,
     NotAllowed,
     ProductNotFound,
     SkuTaken,
@@ -24,6 +23,9 @@ from core.domain.users import Actor
 from core.services.catalog import AdjustStock, CatalogService, CreateProduct, DeleteProduct, UpdateProduct
 from tests.fakes import FixedClock, InMemoryDatabase
 from tests.unit.helpers import START, audit, products
+
+SKU_FORM = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+STORE_CURRENCY = "must be USD, the store's currency"
 
 LATER = START + timedelta(minutes=10)
 
@@ -97,23 +99,23 @@ async def test_customers_cannot_create_products(
 
 
 @pytest.mark.parametrize(
-    ("fields", "code", "details"),
+    ("fields", "problems"),
     [
-        ({"sku": "bad sku"}, "invalid_sku", {"field": "sku"}),
-        ({"sku": ""}, "invalid_sku", {"field": "sku"}),
-        ({"name": "   "}, "invalid_name", {"field": "name"}),
-        ({"name": "n" * 201}, "invalid_name", {"field": "name"}),
-        ({"description": "d" * 10_001}, "invalid_description", {"field": "description"}),
-        ({"price": -1}, "invalid_price", {"field": "price"}),
-        ({"price": 12.5}, "invalid_amount", {}),
-        ({"price": True}, "invalid_amount", {}),
-        ({"price": "1200"}, "invalid_amount", {}),
-        ({"currency": "EUR"}, "currency_mismatch", {"field": "currency"}),
-        ({"currency": "usd"}, "invalid_currency", {}),
-        ({"currency": ""}, "invalid_currency", {}),  # given, so it must be the store's
-        ({"stock": -1}, "invalid_stock", {"field": "stock"}),
-        ({"stock": MAX_STOCK + 1}, "invalid_stock", {"field": "stock"}),
-        ({"stock": 2.0}, "invalid_stock", {"field": "stock"}),
+        ({"sku": "bad sku"}, {"sku": SKU_FORM}),
+        ({"sku": ""}, {"sku": SKU_FORM}),
+        ({"name": "   "}, {"name": "must have 1 to 200 characters, not only spaces"}),
+        ({"name": "n" * 201}, {"name": "must have 1 to 200 characters, not only spaces"}),
+        ({"description": "d" * 10_001}, {"description": "must have at most 10000 characters"}),
+        ({"price": -1}, {"price": "must be from 0 to 1000000000000000"}),
+        ({"price": 12.5}, {"price": "must be an integer number of minor units"}),
+        ({"price": True}, {"price": "must be an integer number of minor units"}),
+        ({"price": "1200"}, {"price": "must be an integer number of minor units"}),
+        ({"currency": "EUR"}, {"currency": STORE_CURRENCY}),
+        ({"currency": "usd"}, {"currency": STORE_CURRENCY}),
+        ({"currency": ""}, {"currency": STORE_CURRENCY}),  # given, so it must be the store's
+        ({"stock": -1}, {"stock": "must be an integer from 0 to 1000000000"}),
+        ({"stock": MAX_STOCK + 1}, {"stock": "must be an integer from 0 to 1000000000"}),
+        ({"stock": 2.0}, {"stock": "must be an integer from 0 to 1000000000"}),
     ],
 )
 async def test_create_refuses_invalid_fields_and_writes_nothing(
@@ -121,15 +123,14 @@ async def test_create_refuses_invalid_fields_and_writes_nothing(
     db: InMemoryDatabase,
     staff: Actor,
     fields: dict[str, object],
-    code: str,
-    details: dict[str, object],
+    problems: dict[str, str],
 ) -> None:
     command = {"actor": staff, "sku": "MUG-1", "name": "Mug", "price": 1200, **fields}
 
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(ValidationFailed) as caught:
         await catalog.create_product(CreateProduct(**command))  # type: ignore[arg-type]
 
-    assert (caught.value.code, caught.value.details) == (code, details)
+    assert (caught.value.code, caught.value.details) == ("validation_failed", {"fields": problems})
     assert db.store.products == {}
     assert db.store.audit == {}
 
@@ -269,27 +270,32 @@ async def test_sku_change_to_an_existing_sku_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("fields", "code"),
+    ("fields", "problems"),
     [
-        ({"price": -5}, "invalid_price"),
-        ({"price": 9.99}, "invalid_amount"),
-        ({"price": 100, "currency": "EUR"}, "currency_mismatch"),
-        ({"currency": "EUR"}, "currency_mismatch"),
-        ({"currency": "eur"}, "invalid_currency"),
-        ({"currency": ""}, "invalid_currency"),
-        ({"price": 100, "currency": ""}, "invalid_currency"),
-        ({"sku": "no spaces"}, "invalid_sku"),
-        ({"name": ""}, "invalid_name"),
-        ({"description": "d" * 10_001}, "invalid_description"),
+        ({"price": -5}, {"price": "must be from 0 to 1000000000000000"}),
+        ({"price": 9.99}, {"price": "must be an integer number of minor units"}),
+        ({"price": 100, "currency": "EUR"}, {"currency": STORE_CURRENCY}),
+        ({"currency": "EUR"}, {"currency": STORE_CURRENCY}),
+        ({"currency": "eur"}, {"currency": STORE_CURRENCY}),
+        ({"currency": ""}, {"currency": STORE_CURRENCY}),
+        ({"price": 100, "currency": ""}, {"currency": STORE_CURRENCY}),
+        ({"sku": "no spaces"}, {"sku": SKU_FORM}),
+        ({"name": ""}, {"name": "must have 1 to 200 characters, not only spaces"}),
+        ({"description": "d" * 10_001}, {"description": "must have at most 10000 characters"}),
     ],
 )
 async def test_update_refuses_invalid_fields_and_writes_nothing(
-    catalog: CatalogService, db: InMemoryDatabase, staff: Actor, mug: Product, fields: dict[str, object], code: str
+    catalog: CatalogService,
+    db: InMemoryDatabase,
+    staff: Actor,
+    mug: Product,
+    fields: dict[str, object],
+    problems: dict[str, str],
 ) -> None:
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(ValidationFailed) as caught:
         await catalog.update_product(UpdateProduct(actor=staff, product_id=mug.id, **fields))  # type: ignore[arg-type]
 
-    assert caught.value.code == code
+    assert caught.value.details == {"fields": problems}
     assert products(db) == [mug]
 
 
@@ -398,10 +404,10 @@ async def test_delta_must_be_a_non_zero_integer(
 async def test_stock_above_the_maximum_is_refused(
     catalog: CatalogService, db: InMemoryDatabase, staff: Actor, mug: Product
 ) -> None:
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(ValidationFailed) as caught:
         await catalog.adjust_stock(AdjustStock(actor=staff, product_id=mug.id, delta=MAX_STOCK))
 
-    assert caught.value.code == "invalid_stock"
+    assert caught.value.details == {"fields": {"delta": "would take the stock above 1000000000"}}
     assert products(db) == [mug]
 
 

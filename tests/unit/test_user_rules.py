@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.domain.common_passwords import COMMON_PASSWORDS
-from core.domain.errors import Invalid, NotAllowed
+from core.domain.errors import NotAllowed, ValidationFailed
 from core.domain.users import (
     MAX_EMAIL_LENGTH,
     Actor,
@@ -15,6 +15,7 @@ from core.domain.users import (
     Role,
     check_password_policy,
     normalize_email,
+    normalize_password,
 )
 
 
@@ -50,53 +51,56 @@ def test_normalize_email_lowercases_and_strips(raw: str, normalized: str) -> Non
     ],
 )
 def test_normalize_email_refuses_invalid_addresses(raw: str) -> None:
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(ValidationFailed) as caught:
         normalize_email(raw)
 
-    assert caught.value.code == "invalid_email"
-    assert caught.value.details == {"field": "email"}
+    assert caught.value.code == "validation_failed"
+    assert caught.value.details == {"fields": {"email": "is not a valid email address"}}
 
 
 def test_email_length_limit() -> None:
     domain = "@example.com"
     longest = "a" * (MAX_EMAIL_LENGTH - len(domain)) + domain
     assert normalize_email(longest) == longest
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(ValidationFailed) as caught:
         normalize_email("a" + longest)
-    assert caught.value.code == "invalid_email"
+    assert caught.value.details == {"fields": {"email": "is not a valid email address"}}
 
 
 # Passwords.
-def _weak(password: str, email: str | None = None) -> Invalid:
-    with pytest.raises(Invalid) as caught:
+def _weak(password: str, email: str | None = None) -> str:
+    """The problem the policy finds with ``password``: one field, in the shape the schema uses."""
+    with pytest.raises(ValidationFailed) as caught:
         check_password_policy(password, email=email)
-    assert caught.value.code == "weak_password"
-    assert caught.value.details == {"field": "password"}
-    return caught.value
+    assert caught.value.code == "validation_failed"
+    fields = caught.value.details["fields"]
+    assert list(fields) == ["password"]
+    assert caught.value.message == f"password {fields['password']}."
+    return str(fields["password"])
 
 
 def test_password_length_bounds_are_12_and_128_characters() -> None:
     check_password_policy("abcdefghijkx")  # 12
     check_password_policy("abcd" * 32)  # 128
-    assert _weak("abcdefghijk").message == "The password must have at least 12 characters."  # 11
-    assert _weak("abcd" * 32 + "e").message == "The password must have at most 128 characters."  # 129
-    assert _weak("").message == "The password must have at least 12 characters."
+    assert _weak("abcdefghijk") == "must have at least 12 characters"  # 11
+    assert _weak("abcd" * 32 + "e") == "must have at most 128 characters"  # 129
+    assert _weak("") == "must have at least 12 characters"
 
 
 def test_password_length_counts_characters_not_bytes() -> None:
     # 12 characters but 24 bytes in UTF-8: long enough.
     check_password_policy("éèêëàâäôöûüç")
     # 11 characters but 33 bytes: too short.
-    assert _weak("日本語のパスワードです。"[:11]).message == "The password must have at least 12 characters."
+    assert _weak("日本語のパスワードです。"[:11]) == "must have at least 12 characters"
     # 128 characters (256 bytes) is within the limit; 129 is not.
     check_password_policy("éèêë" * 32)
-    assert _weak("éèêë" * 32 + "é").message == "The password must have at most 128 characters."
+    assert _weak("éèêë" * 32 + "é") == "must have at most 128 characters"
 
 
 @pytest.mark.parametrize("password", ["password1234", "PASSWORD1234", "Qwerty123456", "correcthorsebatterystaple"])
 def test_common_passwords_are_refused_in_any_case(password: str) -> None:
     assert password.lower() in COMMON_PASSWORDS
-    assert _weak(password).message == "This password is too common or too easy to guess; choose another."
+    assert _weak(password) == "is too common or too easy to guess; choose another"
 
 
 def test_every_common_password_of_policy_length_is_refused() -> None:
@@ -115,9 +119,19 @@ def test_four_distinct_characters_are_enough() -> None:
 
 
 def test_password_equal_to_the_email_is_refused() -> None:
-    _weak("Long.Name@Example.com", email="long.name@example.com")
-    _weak("long.name@example.com", email="Long.Name@Example.com")
+    assert _weak("Long.Name@Example.com", email="long.name@example.com") == "must not be the account's email address"
+    assert _weak("long.name@example.com", email="Long.Name@Example.com") == "must not be the account's email address"
     check_password_policy("long.name@example.com", email="other.name@example.com")
+
+
+def test_a_password_problem_names_the_field_of_the_request() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        check_password_policy("short", field="new_password")
+    assert caught.value.details == {"fields": {"new_password": "must have at least 12 characters"}}
+    with pytest.raises(ValidationFailed) as caught:
+        normalize_password("bad \ud800 surrogate", field="new_password")
+    assert caught.value.details == {"fields": {"new_password": "has characters that are not valid text"}}
+    assert normalize_password("ｆｕｌｌｗｉｄｔｈ") == "fullwidth"
 
 
 # Roles and actors.

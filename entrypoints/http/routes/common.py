@@ -30,6 +30,6 @@ PAGE = (
 )
 IF_MATCH = Param(
     "If-Match",
-    {"type": "string", "pattern": '^(\\*|(W/)?"v[0-9]{1,18}")$', "examples": ['"v3"']},
+    {"type": "string", "maxLength": 23, "pattern": '^(\\*|(W/)?"v[0-9]{1,18}")$', "examples": ['"v3"']},
     "The ETag you read; the change is refused (412) if the product changed since.",
 )

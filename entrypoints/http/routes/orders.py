@@ -21,7 +21,7 @@ from entrypoints.http.routes.common import (
     UNAUTHENTICATED,
     err,
 )
-from entrypoints.http.schemas import CANCEL_ORDER, PAY, PLACE_ORDER, REFUND, USER_ID, list_of, ref
+from entrypoints.http.schemas import CANCEL_ORDER, FULFIL_ORDER, PAY, PLACE_ORDER, REFUND, USER_ID, list_of, ref
 
 api = Api()
 
@@ -138,7 +138,15 @@ async def cancel_order(request: web.Request, i: Input) -> web.Response:
     summary="Mark a paid order fulfilled",
     tag="orders",
     auth="staff",
-    replies=(Reply(200, "The fulfilled order.", ref("Order")), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, WRONG_STATE),
+    body=FULFIL_ORDER,
+    replies=(
+        Reply(200, "The fulfilled order.", ref("Order")),
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        NOT_FOUND,
+        WRONG_STATE,
+        *BODY_ERRORS,
+    ),
 )
 async def fulfil_order(request: web.Request, i: Input) -> web.Response:
     order = await request.app[ORDERS].fulfil_order(FulfilOrder(actor=i.actor, order_id=request.match_info["order_id"]))

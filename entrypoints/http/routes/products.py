@@ -11,7 +11,8 @@ from core.domain.catalog import Product
 from core.domain.pagination import PageRequest
 from core.services.catalog import AdjustStock, CatalogService, CreateProduct, DeleteProduct, ListProducts, UpdateProduct
 from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, encode_cursor, json_response
-from entrypoints.http.keys import CATALOG, RENDERED_PAGES, RENDERED_PRODUCTS, STORE
+from entrypoints.http.caching import cacheable
+from entrypoints.http.keys import CATALOG, PUBLIC_MAX_AGE, RENDERED_PAGES, RENDERED_PRODUCTS, STORE
 from entrypoints.http.representations import RenderedProducts
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
@@ -50,6 +51,13 @@ def _product_response(product: Product, status: int = 200) -> web.Response:
 
 
 ETAG_HEADER = ("ETag",)
+CACHE_HEADERS = ("ETag", "Cache-Control", "Vary")
+NOT_MODIFIED = Reply(304, "Not modified: the `ETag` sent in `If-None-Match` is current.", None, CACHE_HEADERS)
+IF_NONE_MATCH = Param(
+    "If-None-Match",
+    {"type": "string", "maxLength": 2048},
+    "ETags you have (or `*`): 304 without a body if one is current (compared weakly).",
+)
 
 
 @api.operation(
@@ -67,12 +75,20 @@ ETAG_HEADER = ("ETag",)
         ),
         Param("active", {"type": "boolean"}, "Staff only: filter by the active flag. Others see active products."),
         Param("price_min", AMOUNT, "Lowest price, inclusive, in minor units."),
-        Param("price_max", AMOUNT, "Highest price, inclusive, in minor units."),
+        Param("price_max", AMOUNT, "Highest price, inclusive, in minor units; not below `price_min` (422)."),
     ),
-    replies=(Reply(200, "A page of products, oldest first.", list_of("Product")), UNAUTHENTICATED, INVALID),
+    headers=(IF_NONE_MATCH,),
+    replies=(
+        Reply(200, "A page of products, oldest first.", list_of("Product"), CACHE_HEADERS),
+        NOT_MODIFIED,
+        UNAUTHENTICATED,
+        INVALID,
+    ),
 )
 async def list_products(request: web.Request, i: Input) -> web.Response:
-    """Anyone may list the active catalog; staff also see inactive products."""
+    """Anyone may list the active catalog; staff also see inactive products. Without a
+    token the page may be cached publicly for a few seconds (`Cache-Control`); its `ETag`
+    changes whenever its content does, and `If-None-Match` with it answers 304."""
     q = i.query
     catalog = request.app[CATALOG]
     pages = request.app[RENDERED_PAGES]
@@ -89,11 +105,11 @@ async def list_products(request: web.Request, i: Input) -> web.Response:
         q.get("price_min"),
         q.get("price_max"),
     )
-    body = pages.get(key, version)
-    if body is None:
-        body = await _render_page(catalog, request.app[RENDERED_PRODUCTS], Input(actor, i.body, i.query))
-        pages.put(key, version, body)
-    return web.Response(body=body, content_type="application/json")
+    page = pages.lookup(key, version)
+    if page is None:
+        rendered = await _render_page(catalog, request.app[RENDERED_PRODUCTS], Input(actor, i.body, i.query))
+        page = pages.put(key, version, rendered)
+    return cacheable(request, actor, page.body, page.etag, request.app[PUBLIC_MAX_AGE])
 
 
 async def _render_page(catalog: CatalogService, rendered: RenderedProducts, i: Input) -> bytes:
@@ -146,12 +162,21 @@ async def create_product(request: web.Request, i: Input) -> web.Response:
     summary="One product",
     tag="catalog",
     auth="optional",
-    replies=(Reply(200, "The product.", ref("Product"), ETAG_HEADER), UNAUTHENTICATED, NOT_FOUND),
+    headers=(IF_NONE_MATCH,),
+    replies=(
+        Reply(200, "The product.", ref("Product"), CACHE_HEADERS),
+        NOT_MODIFIED,
+        UNAUTHENTICATED,
+        NOT_FOUND,
+    ),
 )
 async def get_product(request: web.Request, i: Input) -> web.Response:
-    """Carries an ETag; send it back in If-Match to update safely."""
+    """Carries an ETag: send it back in If-Match to update safely, or in If-None-Match to
+    get 304 while it is current. Without a token it may be cached publicly for a few seconds."""
     product = await request.app[CATALOG].get_product(i.actor, request.match_info["product_id"])
-    return _product_response(product)
+    rendered = request.app[RENDERED_PRODUCTS]
+    body = rendered.get(product.id, product.version) or rendered.render(product)
+    return cacheable(request, i.actor, body, etag(product), request.app[PUBLIC_MAX_AGE])
 
 
 @api.operation(
