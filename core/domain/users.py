@@ -75,7 +75,7 @@ def normalize_email(email: str) -> str:
     invisible or control characters are refused: two of them would look the same as one
     without. (Look-alikes made of visible characters are the skeleton's job: see User.)"""
     text = unicodedata.normalize("NFKC", email.strip())
-    if any(_is_invisible(c) for c in text):
+    if any(_is_invisible(c) and not c.isspace() for c in text):  # white space: simply not an address
         raise ValidationFailed({"email": "cannot contain invisible or control characters"})
     normalized = unicodedata.normalize("NFKC", text.lower())
     if len(normalized) > MAX_EMAIL_LENGTH or not _EMAIL.match(normalized):

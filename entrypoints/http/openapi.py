@@ -98,15 +98,15 @@ Every error has the one shape of the `Error` schema, with the HTTP status that f
 | status | means | `code`, for example |
 |---|---|---|
 | 400 | the body is not JSON | `malformed_json` |
-| 401 | no token, or not a valid one | `authentication_required`, `invalid_token`, `session_ended`, `invalid_credentials` |
+| 401 | no valid token | `authentication_required`, `invalid_token`, `session_ended`, `invalid_credentials` |
 | 402 | the card was declined | `payment_failed` |
 | 403 | your role may not do this | `forbidden`, `account_disabled`, `cancel_needs_staff` |
 | 404 | no such object, or not yours | `order_not_found`, `product_not_found` |
-| 409 | conflicts with the current state | `insufficient_stock`, `sku_taken`, `email_taken`, `invalid_order_state`, `last_admin` |
+| 409 | conflicts with the state | `insufficient_stock`, `email_taken`, `invalid_order_state`, `last_admin` |
 | 412 | `If-Match` names an older version | `version_mismatch` |
 | 413, 415 | body too large, not JSON | `payload_too_large`, `unsupported_media_type` |
 | 422 | a field is missing or wrong | `validation_failed` (`details.fields`, 20 at most: see `truncated`) |
-| 429 | too many attempts, or too busy | `too_many_login_attempts`, `too_many_registrations`, `server_busy` (see `Retry-After`) |
+| 429 | too many attempts, or busy | `too_many_login_attempts`, `too_many_registrations`, `server_busy` |
 | 503 | a provider cannot be reached | `payment_provider_unavailable` (see `Retry-After`) |
 
 `code` is stable: branch on it, not on `message`, which is for humans and may change.
