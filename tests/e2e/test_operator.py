@@ -346,7 +346,7 @@ def test_users_commands_refuse_a_malformed_email(admin_dir: Path, command: tuple
     result = tillbox("users", command[0], "--email", "admin", *command[1:], cwd=admin_dir, stdin=NEW_PASSWORD + "\n")
 
     assert result.returncode == 1
-    assert result.stderr == "tillbox: error: This is not a valid email address. (invalid_email)\n"
+    assert result.stderr == "tillbox: error: email is not a valid email address. (validation_failed)\n"
     assert _accounts(admin_dir) == before
 
 
@@ -438,9 +438,9 @@ async def test_users_reset_password_ends_every_session(admin_dir: Path) -> None:
     [
         ("", "no password on standard input"),
         ("\n", "no password on standard input"),
-        ("short\n", "The password must have at least 12 characters. (weak_password)"),
-        ("password1234\n", "This password is too common or too easy to guess; choose another. (weak_password)"),
-        ("kate@example.com\n", "This password is too common or too easy to guess; choose another. (weak_password)"),
+        ("short\n", "password must have at least 12 characters. (validation_failed)"),
+        ("password1234\n", "password is too common or too easy to guess; choose another. (validation_failed)"),
+        ("kate@example.com\n", "password must not be the account's email address. (validation_failed)"),
     ],
     ids=["nothing", "empty line", "short", "common", "the email"],
 )
