@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = _command(commands, "serve", cmd_serve, "run the HTTP API", "tillbox serve --host 0.0.0.0 --port 8080")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0: a free one, named in the log)")
     serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
 
     db = commands.add_parser("db", help="manage the database", description="Manage the database.")
