@@ -56,7 +56,7 @@ def environment(settings: Mapping[str, str] | None = None, base: Mapping[str, st
     return clean | dict(settings or {})
 
 
-def run(
+def run_tillbox(
     *args: str,
     cwd: Path,
     command: Sequence[str] = SOURCE_TREE,

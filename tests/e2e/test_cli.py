@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from entrypoints.cli import build_parser
-from tests.harness import Server, environment, run
+from tests.harness import Server, environment, run_tillbox
 
 PASSWORD = "an operator passphrase"
 
@@ -20,7 +20,7 @@ PASSWORD = "an operator passphrase"
 def tillbox(
     *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return run(*args, cwd=cwd, stdin=stdin, env=environment(env), timeout=60)
+    return run_tillbox(*args, cwd=cwd, stdin=stdin, env=environment(env), timeout=60)
 
 
 def _commands(parser: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
