@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 fuzz: $(STAMP)
-	$(BIN)/python tests/fuzz_api.py
+	$(BIN)/python -m tests.fuzz_api
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
