@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import attrs
 from aiohttp import web
 
 from entrypoints.container import Container, disk_check, provide, start, stop
@@ -86,11 +87,26 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             await stop(container)
 
     app.cleanup_ctx.append(resources)
-    app.cleanup_ctx.append(maintenance(config.orders.expiry_check_seconds()))
+    app[HOUSEKEEPING] = rounds = HousekeepingRounds()
+    app.cleanup_ctx.append(maintenance(config.orders.expiry_check_seconds(), rounds))
     return app
 
 
-def maintenance(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
+@attrs.define
+class HousekeepingRounds:
+    """The rounds of housekeeping this process has begun, finished and failed. A round that
+    found nothing to do leaves no other trace: this is what a test waits on, rather than a
+    guess at how long a round takes."""
+
+    begun: int = 0
+    finished: int = 0
+    failed: int = 0
+
+
+HOUSEKEEPING = web.AppKey("housekeeping", HousekeepingRounds)
+
+
+def maintenance(interval: float, rounds: HousekeepingRounds) -> Callable[[web.Application], AsyncIterator[None]]:
     """The server's own housekeeping, instead of a separate worker: unpaid orders past their
     deadline expire (and give their stock back), card refunds the provider never heard of
     (it was unreachable) are sent again, forgotten idempotency keys are purged.
@@ -98,18 +114,20 @@ def maintenance(interval: float) -> Callable[[web.Application], AsyncIterator[No
 
     async def housekeeping(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
-            rounds = 0
             while True:
                 await asyncio.sleep(interval)
-                rounds += 1
+                rounds.begun += 1
                 try:
                     while len(await app[ORDERS].expire_due()) > 0:
                         pass  # a batch at a time until none is due
                     await app[PAYMENTS].resend_unsent_refunds()
-                    if rounds % max(1, int(600 / interval)) == 0:  # about every ten minutes
+                    if rounds.begun % max(1, int(600 / interval)) == 0:  # about every ten minutes
                         await app[IDEMPOTENCY].purge_expired()
                 except Exception:
+                    rounds.failed += 1
                     log.exception("housekeeping failed; trying again next round")
+                else:
+                    rounds.finished += 1
 
         task = asyncio.create_task(loop(), name="tillbox-housekeeping")
         yield

@@ -23,8 +23,9 @@ from core.domain.users import Actor, Role
 from core.ports.payments import ProviderPayment
 from core.services.auth import CreateUser
 from entrypoints.container import Container, build_container
-from entrypoints.http.app import create_app
+from entrypoints.http.app import HOUSEKEEPING, HousekeepingRounds, create_app
 from entrypoints.settings import load_settings
+from tests.harness import until_async
 from tests.localstripe.fixtures import (
     SECRET_KEY,
     WEBHOOK_SECRET,
@@ -38,10 +39,13 @@ PASSWORD = "correct battery horse staple"
 class Api:
     """A thin JSON client for one running server."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, container: Container):
+    def __init__(
+        self, session: aiohttp.ClientSession, base: str, container: Container, housekeeping: HousekeepingRounds
+    ):
         self.session = session
         self.base = base
         self.container = container
+        self.housekeeping = housekeeping
         # What the server answered to each Stripe webhook it was sent, by whomever.
         self.webhook_answers: list[WebhookAnswer] = []
 
@@ -87,6 +91,17 @@ class Api:
         """A new user: (their id, an access token)."""
         user_id = await self.create_user(email, role)
         return user_id, (await self.login(email))["access_token"]
+
+    async def housekeeping_round(self, timeout: float = 30.0) -> None:
+        """Return once a whole round of the server's housekeeping has run after this call
+        (begun after it, and finished without failing)."""
+        begun, failed = self.housekeeping.begun, self.housekeeping.failed
+
+        async def done() -> bool:
+            return self.housekeeping.finished + self.housekeeping.failed > begun
+
+        await until_async(done, timeout=timeout, every=0.02, what="a housekeeping round")
+        assert self.housekeeping.failed == failed, "a housekeeping round failed: see the log"
 
     async def wait_for_webhook(self, event_type: str, object_id: str, timeout: float = 10.0) -> WebhookAnswer:
         """The server's answer to the first delivery of ``event_type`` about ``object_id``."""
@@ -144,7 +159,7 @@ async def serve(data_dir: Path, *, clock: Any = None, gateway: Any = None, **env
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:
-            running = Api(session, str(server.make_url("")).rstrip("/"), container)
+            running = Api(session, str(server.make_url("")).rstrip("/"), container, app[HOUSEKEEPING])
             running.webhook_answers = answers
             yield running
     finally:
