@@ -88,23 +88,8 @@ def mb(n: float) -> str:
     return f"{n / MB:5.1f} MB ({n / MIB:5.1f} MiB)"
 
 
-def descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):  # ended while we looked
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
 def memory(server: Server, label: str) -> None:
-    pids = [server.process.pid, *descendants(server.process.pid)]
+    pids = [server.process.pid, *server.descendants()]
     total = 0
     for pid in pids:
         fields = status(pid)

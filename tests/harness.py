@@ -242,6 +242,10 @@ class Server:
         self.process.wait()
         self._reader.join(STOP_TIMEOUT)
 
+    def descendants(self) -> list[int]:
+        """Every process below the server's (a one-file binary's Python child, a supervisor's workers)."""
+        return descendants(self.process.pid)
+
     def __enter__(self) -> Server:
         return self
 
@@ -249,3 +253,19 @@ class Server:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.kill()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc (children first, then theirs)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):  # the process ended while we looked
+            continue
+    found: list[int] = []
+    level = [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        found += level
+    return found

@@ -344,7 +344,7 @@ class Smoke:
     def native_modules(self) -> None:
         """The Python process (the bootloader's child) has the compiled modules loaded."""
         assert self.server is not None
-        children = descendants(self.server.process.pid)
+        children = self.server.descendants()
         if len(children) != 1:
             self.fail("processes", f"expected the bootloader to run one Python child, found {children}")
         maps = Path(f"/proc/{children[0]}/maps").read_text()
@@ -356,7 +356,7 @@ class Smoke:
     def workers(self) -> None:
         """``--workers 2`` forks two workers from the Python process; the data survived the restart."""
         assert self.server is not None
-        tree = descendants(self.server.process.pid)
+        tree = self.server.descendants()
         if len(tree) != 3:
             self.fail("--workers 2", f"expected bootloader -> Python -> 2 workers, found descendants {tree}")
         listed = self.expect("list after restart", "GET", "/api/v1/products", 200)
@@ -378,7 +378,7 @@ class Smoke:
 
     def stop_server(self) -> None:
         assert self.server is not None
-        tree = descendants(self.server.process.pid)
+        tree = self.server.descendants()
         sent = time.monotonic()
         try:
             code = self.server.stop(timeout=STOP_TIMEOUT)
@@ -422,21 +422,6 @@ class Smoke:
         if left:
             self.fail("temporary files", f"left in TMPDIR after the runs: {left}")
         self.ok("every run removed its unpacked files from TMPDIR")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, from /proc (children first, then theirs)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):  # the process ended while we looked
-            continue
-    found, level = [], [pid]
-    while level:
-        level = [child for child, parent in parents.items() if parent in level]
-        found += level
-    return found
 
 
 def main() -> int:

@@ -113,20 +113,16 @@ def _post(url: str, body: dict[str, object], token: str | None = None) -> tuple[
         return response.status, json.loads(response.read())
 
 
-def test_operator_flow_and_graceful_stop(tmp_path: Path) -> None:
-    created = tillbox(
-        "users",
-        "create",
-        "--email",
-        "admin@example.com",
-        "--role",
-        "admin",
-        "--password-stdin",
-        cwd=tmp_path,
-        stdin=PASSWORD + "\n",
-    )
+def create_user(cwd: Path, email: str = "admin@example.com", role: str = "admin") -> str:
+    """``tillbox users create`` in ``cwd``; what it printed."""
+    args = ("users", "create", "--email", email, "--role", role, "--password-stdin")
+    created = tillbox(*args, cwd=cwd, stdin=PASSWORD + "\n")
     assert created.returncode == 0, created.stderr
-    assert "created admin admin@example.com" in created.stdout
+    return created.stdout
+
+
+def test_operator_flow_and_graceful_stop(tmp_path: Path) -> None:
+    assert "created admin admin@example.com" in create_user(tmp_path)
     data = tmp_path / "tillbox-data"
     assert data.stat().st_mode & 0o777 == 0o700
     assert (data / "tillbox.db").stat().st_mode & 0o077 == 0

@@ -15,24 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import PASSWORD, _get, _post, tillbox
+from tests.e2e.test_cli import PASSWORD, _get, _post, create_user, tillbox
 from tests.harness import Server, until
 
 
 @pytest.fixture
 def admin_dir(tmp_path: Path) -> Path:
-    result = tillbox(
-        "users",
-        "create",
-        "--email",
-        "admin@example.com",
-        "--role",
-        "admin",
-        "--password-stdin",
-        cwd=tmp_path,
-        stdin=PASSWORD + "\n",
-    )
-    assert result.returncode == 0, result.stderr
+    create_user(tmp_path)
     return tmp_path
 
 
@@ -215,18 +204,7 @@ def _kid(token: str) -> str:
 
 
 def test_users_list_and_disable(admin_dir: Path) -> None:
-    created = tillbox(
-        "users",
-        "create",
-        "--email",
-        "staff@example.com",
-        "--role",
-        "staff",
-        "--password-stdin",
-        cwd=admin_dir,
-        stdin=PASSWORD + "\n",
-    )
-    assert created.returncode == 0
+    create_user(admin_dir, "staff@example.com", "staff")
     listing = tillbox("users", "list", cwd=admin_dir)
     assert listing.returncode == 0
     rows = listing.stdout.strip().splitlines()[1:]
