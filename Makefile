@@ -36,7 +36,7 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest
 
 fuzz: $(STAMP)
-	$(BIN)/python tests/fuzz_api.py
+	$(BIN)/python -m tests.fuzz_api
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -37,6 +37,10 @@ class Processes:
         self._children.append(child)
         return child
 
+    def adopt(self, child: subprocess.Popen[Any]) -> None:
+        """A child started elsewhere (the Tillbox server, by tests/harness.py), stopped with the rest."""
+        self._children.append(child)
+
     def stop_all(self, grace: float = 15.0) -> None:
         """SIGTERM to all (Tillbox then finishes in-flight requests and flushes its log), SIGKILL to stragglers."""
         running = [child for child in self._children if child.poll() is None]

@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/run.py [--duration 10] [--connections 64] [--quick] [--load auto|wrk|python]
 
-It seeds a catalog in a temporary data directory, starts `tillbox serve` and bench/bare.py
-on free ports, drives both with wrk (bench/loadgen.py when wrk is not on PATH), and prints
-req/s, p50 and p99 per scenario with the ratio to the bare endpoint, then a verdict per
-target; bench/results/latest.json gets the same. Only ratios travel between machines: the
+It seeds a catalog in a temporary data directory, starts `tillbox serve` (tests/harness.py)
+and bench/bare.py, each on the free port it binds itself, drives both with wrk
+(bench/loadgen.py when wrk is not on PATH), and prints req/s, p50 and p99 per scenario
+with the ratio to the bare endpoint, then a verdict per target; bench/results/latest.json
+gets the same. Only ratios travel between machines: the
 bare endpoint is measured before and after the Tillbox scenarios, and their mean is the
 denominator, so that drift (heat, noisy neighbours) shows instead of hiding.
 
@@ -34,9 +35,9 @@ import platform
 import re
 import resource
 import secrets
+import select
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -54,6 +55,10 @@ import aiohttp
 from drivers import BENCH, Generator, HarnessError, Load, Measurement, Processes, choose_load_generator, drive
 
 REPO = BENCH.parent
+sys.path.insert(0, str(REPO))  # for tests.harness: the one helper that starts `tillbox serve`
+
+from tests.harness import Server, ServerFailed  # noqa: E402
+
 RESULTS = BENCH / "results" / "latest.json"
 WARMUP_SECONDS = 2
 LOGIN_STREAM_CONNECTIONS = 4  # scenario e: a trickle of logins beside the catalog load
@@ -62,12 +67,6 @@ CUSTOMER_EMAIL = "customer@bench.example"
 STAFF_EMAIL = "staff@bench.example"
 ORDER_STOCK = 1_000_000_000  # the most a product may hold: no run of the orders scenario can exhaust it
 ORDER_PRODUCTS = (("BENCH-ORDER-1", "Bench mug", 1299), ("BENCH-ORDER-2", "Bench tea towel", 850))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -89,6 +88,16 @@ def http(method: str, url: str, body: dict[str, Any] | None = None, token: str |
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def first_line(child: subprocess.Popen[Any], log: Path, name: str, timeout: float = 30.0) -> str:
+    """The first line a child prints on its standard output (a pipe), within ``timeout``."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], timeout)
+    line = child.stdout.readline().strip() if ready else ""
+    if not line:
+        raise HarnessError(f"{name} printed nothing in {timeout:.0f} s (status {child.poll()}):\n{tail(log)}")
+    return str(line)
 
 
 def wait_ready(url: str, child: subprocess.Popen[Any], log: Path, name: str, timeout: float = 30.0) -> None:
@@ -187,7 +196,7 @@ def commit_of_tree() -> str:
 class Servers:
     tillbox: str  # base URLs
     bare: str
-    tillbox_process: subprocess.Popen[Any]
+    tillbox_server: Server
     bare_process: subprocess.Popen[Any]
     bare_banner: str  # what bench/bare.py says it runs on
     customer_password: str
@@ -197,6 +206,10 @@ class Servers:
     order_id: str = ""  # the customer's own order, for GET /orders/{id}
     orders_before: int = 0  # orders in the database before the orders scenario's warm-up
     orders_after: int = 0  # and after it, once every request it left in flight was answered
+
+    @property
+    def tillbox_process(self) -> subprocess.Popen[Any]:
+        return self.tillbox_server.process
 
     def log_in(self, email: str = CUSTOMER_EMAIL, password: str | None = None) -> str:
         """A fresh access token (the customer's by default). It also drains Tillbox: the
@@ -241,16 +254,10 @@ def prepare_and_start(tmp: Path, processes: Processes) -> Servers:
         if found is None:
             raise HarnessError("no tillbox command beside this Python or on PATH; run `make bench`")
         tillbox = Path(found)
-    tillbox_port, bare_port = free_port(), free_port()
     # The caller's other TILLBOX_* settings pass through on purpose (to bench a setting);
     # the header lists them. The working directory is the temporary one, so the
     # repository's config.toml is not read: built-in defaults unless the caller says otherwise.
-    env = dict(
-        os.environ,
-        TILLBOX_DATA_DIR=str(tmp / "data"),
-        TILLBOX_SERVER_HOST="127.0.0.1",
-        TILLBOX_SERVER_PORT=str(tillbox_port),
-    )
+    env = dict(os.environ, TILLBOX_DATA_DIR=str(tmp / "data"), TILLBOX_SERVER_HOST="127.0.0.1")
 
     def cli(*argv: str, stdin: str | None = None) -> None:
         done = subprocess.run(
@@ -264,21 +271,26 @@ def prepare_and_start(tmp: Path, processes: Processes) -> Servers:
     for role, email in (("staff", STAFF_EMAIL), ("customer", CUSTOMER_EMAIL)):
         cli("users", "create", "--email", email, "--role", role, "--password-stdin", stdin=passwords[role] + "\n")
 
-    # Access log on (the default), into a file: a terminal would be the bottleneck.
-    with (tmp / "access.log").open("wb") as out, (tmp / "server.log").open("wb") as err:
-        server = processes.start([str(tillbox), "serve"], env=env, cwd=tmp, stdout=out, stderr=err)
-    with (tmp / "bare.log").open("wb") as out:
+    # Access log on (the default), into a file: a terminal would be the bottleneck. Both
+    # servers bind port 0 themselves and say which port they got.
+    with (tmp / "access.log").open("wb") as out:
+        try:
+            server = Server(tmp, command=[str(tillbox)], env=env, stdout=out)
+        except ServerFailed as e:
+            raise HarnessError(f"tillbox serve: {e}") from None
+    processes.adopt(server.process)
+    with (tmp / "bare.log").open("wb") as err:
         bare = processes.start(
-            [sys.executable, str(BENCH / "bare.py"), f"--port={bare_port}"], cwd=tmp, stdout=out, stderr=out
+            [sys.executable, str(BENCH / "bare.py"), "--port=0"], cwd=tmp, stdout=subprocess.PIPE, stderr=err, text=True
         )
-    wait_ready(f"http://127.0.0.1:{tillbox_port}/readyz", server, tmp / "server.log", "tillbox serve")
-    wait_ready(f"http://127.0.0.1:{bare_port}/", bare, tmp / "bare.log", "bench/bare.py")
+    bare_url, _, bare_banner = first_line(bare, tmp / "bare.log", "bench/bare.py").partition(" ")
+    wait_ready(f"{bare_url}/", bare, tmp / "bare.log", "bench/bare.py")
     servers = Servers(
-        tillbox=f"http://127.0.0.1:{tillbox_port}",
-        bare=f"http://127.0.0.1:{bare_port}",
-        tillbox_process=server,
+        tillbox=server.base,
+        bare=bare_url,
+        tillbox_server=server,
         bare_process=bare,
-        bare_banner=tail(tmp / "bare.log", 1),
+        bare_banner=bare_banner,
         customer_password=passwords["customer"],
         staff_password=passwords["staff"],
         database=tmp / "data" / "tillbox.db",
@@ -712,8 +724,9 @@ def main() -> int:
 
         rows = run_scenarios(generator, processes, servers, args.connections, args.duration)
         processes.stop_all()  # Tillbox flushes its access log on the way out
+        servers.tillbox_server.wait()  # and its log is read to the end
         server_statuses = server_side_statuses(tmp / "access.log")
-        server_errors = (tmp / "server.log").read_text(errors="replace").count('"level":"error"')
+        server_errors = servers.tillbox_server.stderr.count('"level":"error"')
 
         orders = check_orders(servers, rows, tmp / "access.log")
         verdicts = [target.judge({row.key: row for row in rows}) for target in TARGETS]

@@ -28,8 +28,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.harness, standard library only like this script
+
+from tests.harness import Server, ServerFailed  # noqa: E402
+
 EMAIL = "bench@example.com"
 PASSWORD = "bench start-up passphrase 5521"  # noqa: S105 - a throwaway account in a temporary directory
 SEED = 200
@@ -45,51 +47,13 @@ MB = 1e6
 MIB = 1024 * 1024
 
 
-class Server:
-    """``tillbox serve`` in a directory, on a free port."""
-
-    def __init__(self, executable: Path, workdir: Path) -> None:
-        self.executable = executable
-        self.workdir = workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Seconds from exec to the first 200 from /readyz."""
-        started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [str(self.executable), "serve", "--port", str(self.port)],
-            cwd=self.workdir,
-            env=environment(self.workdir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "server.stderr").open("wb"),
-        )
-        while time.perf_counter() - started < 30:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the server exited with {self.process.returncode}; see {self.workdir}/server.stderr")
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                connection.request("GET", "/readyz")
-                if connection.getresponse().status == 200:
-                    return time.perf_counter() - started
-            except OSError:
-                pass
-            finally:
-                connection.close()
-            time.sleep(0.005)
-        raise SystemExit("/readyz did not answer 200 within 30 s")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def start(executable: Path, workdir: Path) -> Server:
+    """``tillbox serve`` in ``workdir``, on the free port it binds, ready (tests/harness.py):
+    ``ready_seconds`` is exec to the first 200 from /readyz, polled every 5 ms."""
+    try:
+        return Server(workdir, command=[str(executable)], env=environment(workdir), poll_seconds=0.005)
+    except ServerFailed as e:
+        raise SystemExit(str(e)) from None
 
 
 def environment(workdir: Path) -> dict[str, str]:
@@ -124,24 +88,8 @@ def mb(n: float) -> str:
     return f"{n / MB:5.1f} MB ({n / MIB:5.1f} MiB)"
 
 
-def descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):  # ended while we looked
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
 def memory(server: Server, label: str) -> None:
-    assert server.process is not None
-    pids = [server.process.pid, *descendants(server.process.pid)]
+    pids = [server.process.pid, *server.descendants()]
     total = 0
     for pid in pids:
         fields = status(pid)
@@ -214,19 +162,15 @@ def main() -> int:
         for n in range(args.runs):
             workdir = scratch / f"fresh-{n}"
             workdir.mkdir()
-            server = Server(executable, workdir)
-            try:
-                starts.append(server.start())
-            finally:
+            with start(executable, workdir) as server:
+                starts.append(server.ready_seconds)
                 server.stop()
         print(f"cold start        median {statistics.median(starts):.3f} s   (runs: {fmt(starts)})   target <= 1.0 s")
         print("                  exec of `tillbox serve` to /readyz 200, fresh data directory each run")
 
         workdir = scratch / "fresh-0"  # its data directory exists now: no migrations, no new keys
-        server = Server(executable, workdir)
-        try:
-            existing = server.start()
-        finally:
+        with start(executable, workdir) as server:
+            existing = server.ready_seconds
             server.stop()
         print(f"existing data dir {existing:.3f} s")
 
@@ -234,17 +178,14 @@ def main() -> int:
         workdir.mkdir()
         run(executable, workdir, "db", "seed", "--count", str(SEED))
         run(executable, workdir, "users", "create", "--email", EMAIL, "--password-stdin", stdin=PASSWORD + "\n")
-        server = Server(executable, workdir)
-        try:
-            server.start()
-            time.sleep(1.0)
+        with start(executable, workdir) as server:
+            time.sleep(1.0)  # a measurement of an idle server, not a wait for something
             print(f"memory            ({SEED} products seeded)                         target idle RSS <= 80 MB")
             memory(server, "idle after start-up")
             rate = load(server.port, args.requests)
             time.sleep(1.0)
             memory(server, f"idle after {args.requests} requests")
             print(f"                  ({args.requests} requests at {rate:.0f}/s, one connection, sequential)")
-        finally:
             server.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

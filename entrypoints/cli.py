@@ -523,7 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = _command(commands, "serve", cmd_serve, "run the HTTP API", "tillbox serve --host 0.0.0.0 --port 8080")
     serve.add_argument("--host", help=f"address to listen on {_setting('server', 'host')}")
-    serve.add_argument("--port", type=int, help=f"port to listen on {_setting('server', 'port')}")
+    serve.add_argument(
+        "--port", type=int, help=f"port to listen on; 0: a free one, named in the log {_setting('server', 'port')}"
+    )
     serve.add_argument(
         "--workers", type=int, metavar="N", help=f"server processes sharing the port {_setting('server', 'workers')}"
     )

@@ -21,9 +21,11 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 from aiohttp import web
 
 from core.domain.pagination import PageRequest
@@ -60,22 +62,51 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def serve(settings: Settings) -> None:
     data_dir = next(prepare_data_dir(settings["data"]["dir"]))
     workers = settings["server"]["workers"]
-    _check_port_free(settings["server"]["host"], settings["server"]["port"])
-    with serving(data_dir):
+    host, port = settings["server"]["host"], settings["server"]["port"]
+    if port != 0:
+        _check_port_free(host, port)
+    with _port_held(host, port) as held, serving(data_dir):
+        if held is not None:
+            server = {**settings["server"], "port": held}
+            settings = attrs.evolve(settings, values={**settings.values, "server": server})
         if workers == 1:
-            _run_worker(settings, reuse_port=False)
+            _run_worker(settings, worker=False, reuse_port=held is not None)
         else:
             _supervise(settings, workers)
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail with one clear line before starting anything if another program has the port.
-    (With SO_REUSEPORT a second Tillbox could otherwise silently share it.)"""
+@contextlib.contextmanager
+def _port_held(host: str, port: int) -> Iterator[int | None]:
+    """Port 0 asks the kernel for a free port: the one it gives is bound here and held until
+    the server stops, so that no other program can take it before the workers bind it
+    beside this socket (SO_REUSEPORT). Not listening, it is never given a connection. The
+    workers' "listening" log line says which port it is. Any other port: None, nothing held."""
+    if port != 0:
+        yield None
+        return
+    family, kind, proto, address = _address(host, port)
+    with socket.socket(family, kind, proto) as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            held.bind(address)
+        except OSError as e:
+            raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        yield int(held.getsockname()[1])
+
+
+def _address(host: str, port: int) -> tuple[socket.AddressFamily, socket.SocketKind, int, Any]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise ServerError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     family, kind, proto, _, address = infos[0]
+    return family, kind, proto, address
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line before starting anything if another program has the port.
+    (With SO_REUSEPORT a second Tillbox could otherwise silently share it.)"""
+    family, kind, proto, address = _address(host, port)
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -84,22 +115,20 @@ def _check_port_free(host: str, port: int) -> None:
             raise ServerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
-def _run_worker(settings: Settings, *, reuse_port: bool, greet: bool = True) -> None:
+def _run_worker(settings: Settings, *, worker: bool, reuse_port: bool, greet: bool = True) -> None:
     server = settings["server"]
     container = build_container(settings)
     app = create_app(container, access_log=AccessLog() if server["access_log"] else None)
     app.on_startup.append(_freeze_startup_objects)
     host, port = server["host"], server["port"]
 
-    def announce(_: str) -> None:
-        log.info(
-            "listening",
-            extra={"fields": {"url": f"http://{host}:{port}", "data_dir": str(settings.data_dir), "pid": os.getpid()}},
-        )
+    def announce(url: str) -> None:
+        # The port bound, not the one asked for: with port 0 the log is how it is found.
+        log.info("listening", extra={"fields": {"url": url, "data_dir": str(settings.data_dir), "pid": os.getpid()}})
 
     async def run() -> None:
         stopping = asyncio.Event()
-        _stop_on_signals(asyncio.get_running_loop(), stopping.set, worker=reuse_port)
+        _stop_on_signals(asyncio.get_running_loop(), stopping.set, worker=worker)
         # When stopping is set, listening() stops accepting, gives in-flight requests
         # shutdown_grace seconds, then runs cleanup (closing the database) and returns.
         async with listening(
@@ -184,7 +213,7 @@ def _fork_worker(settings: Settings, *, greet: bool) -> int:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the worker's loop takes it
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            _run_worker(settings, reuse_port=True, greet=greet)
+            _run_worker(settings, worker=True, reuse_port=True, greet=greet)
         except ServerError as e:
             print(f"tillbox: error: {e}", file=sys.stderr)
             code = 1

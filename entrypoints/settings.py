@@ -75,7 +75,7 @@ SECRETS: frozenset[tuple[str, str]] = frozenset(
 )
 
 _POSITIVE = {
-    ("server", "port"): (1, 65535),
+    ("server", "port"): (0, 65535),  # 0: any free port, named in the "listening" log line
     ("server", "workers"): (1, 64),
     ("server", "shutdown_grace"): (0, 3600),
     ("server", "max_body_bytes"): (1024, 1 << 30),

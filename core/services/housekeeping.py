@@ -50,7 +50,11 @@ class Housekeeping:
         self._clock = clock
         self._settings = settings or HousekeepingSettings()
         self._next_purge: datetime | None = None
-        self.rounds = 0  # completed rounds, for tests and metrics
+        # Rounds begun, and of those ended, the ones where every job succeeded or some failed:
+        # what a test waits on (rather than a guess at how long a round takes), and metrics.
+        self.begun = 0
+        self.finished = 0
+        self.failed = 0
 
     @property
     def interval(self) -> timedelta:
@@ -58,6 +62,7 @@ class Housekeeping:
 
     async def run_round(self) -> list[JobFailed]:
         """One round of every job that is due; returns the jobs that failed."""
+        self.begun += 1
         jobs: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("expire_orders", self._expire_all_due),
             ("resend_refunds", self._payments.resend_unsent_refunds),
@@ -77,7 +82,10 @@ class Housekeeping:
                 await job()
             except Exception as error:  # reported to the caller, which logs it; the next job runs
                 failed.append(JobFailed(name, error))
-        self.rounds += 1
+        if failed:
+            self.failed += 1
+        else:
+            self.finished += 1
         return failed
 
     async def _expire_all_due(self) -> int:

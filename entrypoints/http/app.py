@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import attrs
 from aiohttp import web
 
 from entrypoints.container import Container, disk_check, provide, start, stop

@@ -29,7 +29,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +40,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.harness, standard library only like this script
+
+from tests.harness import Server, ServerFailed  # noqa: E402
+
 ADMIN = "admin@example.com"
 CUSTOMER = "customer@example.com"
 PASSWORD = "smoke test passphrase 7391"
@@ -77,7 +80,7 @@ class Smoke:
             "LANG": "C.UTF-8",
             "TMPDIR": str(self.unpack_dir),
         }
-        self.server: subprocess.Popen[bytes] | None = None
+        self.server: Server | None = None
         self.port = 0
         self.localstripe: subprocess.Popen[bytes] | None = None
         self.localstripe_url = ""
@@ -92,8 +95,11 @@ class Smoke:
         print(f"FAIL  {name}: {problem}", flush=True)
         if self.server is not None:
             self.kill_server()
-            for stream in ("stderr", "stdout"):
-                text = (self.workdir / f"server.{stream}").read_text(errors="replace")
+            outputs = {
+                "stderr": self.server.stderr,
+                "stdout": (self.workdir / "server.stdout").read_text(errors="replace"),
+            }
+            for stream, text in outputs.items():
                 lines = text.splitlines()[-60:]
                 print(f"----- server {stream} (last {len(lines)} lines) -----", file=sys.stderr)
                 print("\n".join(lines), file=sys.stderr)
@@ -174,31 +180,20 @@ class Smoke:
 
     def start_server(self, *extra: str) -> None:
         name = " ".join(("tillbox serve", *extra))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        with (self.workdir / "server.stdout").open("wb") as out, (self.workdir / "server.stderr").open("wb") as err:
-            self.server = subprocess.Popen(
-                [str(self.binary), "serve", "--port", str(self.port), *extra],
-                cwd=self.workdir,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
-        started = time.monotonic()
-        while time.monotonic() - started < READY_TIMEOUT:
-            if self.server.poll() is not None:
-                self.fail(name, f"the server exited with {self.server.returncode} before it was ready")
+        with (self.workdir / "server.stdout").open("wb") as out:
             try:
-                status, _ = self.http("GET", "/readyz")
-            except OSError:
-                status = 0
-            if status == 200:
-                self.ok(f"{name}: /readyz 200", f"port {self.port}, after {time.monotonic() - started:.2f} s")
-                return
-            time.sleep(0.05)
-        self.fail(name, f"/readyz did not answer 200 within {READY_TIMEOUT:.0f} s")
+                self.server = Server(
+                    self.workdir,
+                    *extra,
+                    command=[str(self.binary)],
+                    env=self.env,
+                    stdout=out,
+                    ready_timeout=READY_TIMEOUT,
+                )
+            except ServerFailed as e:
+                self.fail(name, str(e))
+        self.port = self.server.port
+        self.ok(f"{name}: /readyz 200", f"port {self.port}, after {self.server.ready_seconds:.2f} s")
 
     def docs(self) -> None:
         page = self.expect("/docs", "GET", "/docs", 200)
@@ -349,7 +344,7 @@ class Smoke:
     def native_modules(self) -> None:
         """The Python process (the bootloader's child) has the compiled modules loaded."""
         assert self.server is not None
-        children = descendants(self.server.pid)
+        children = self.server.descendants()
         if len(children) != 1:
             self.fail("processes", f"expected the bootloader to run one Python child, found {children}")
         maps = Path(f"/proc/{children[0]}/maps").read_text()
@@ -361,7 +356,7 @@ class Smoke:
     def workers(self) -> None:
         """``--workers 2`` forks two workers from the Python process; the data survived the restart."""
         assert self.server is not None
-        tree = descendants(self.server.pid)
+        tree = self.server.descendants()
         if len(tree) != 3:
             self.fail("--workers 2", f"expected bootloader -> Python -> 2 workers, found descendants {tree}")
         listed = self.expect("list after restart", "GET", "/api/v1/products", 200)
@@ -375,26 +370,18 @@ class Smoke:
         self.ok("--workers 2: three processes under the bootloader; the product and the paid order are still there")
 
     def kill_server(self) -> None:
-        """SIGKILL to the bootloader and every process below it: a killed bootloader cannot
-        forward the signal, and its Python child would go on serving from a deleted directory."""
-        if self.server is None or self.server.poll() is not None:
-            return
-        tree = descendants(self.server.pid)
-        self.server.kill()
-        for pid in tree:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.server.wait()
+        """SIGKILL to the bootloader and every process below it (the harness gives the server
+        a process group of its own): a killed bootloader cannot forward the signal, and its
+        Python child would go on serving from a deleted directory."""
+        if self.server is not None:
+            self.server.kill()
 
     def stop_server(self) -> None:
         assert self.server is not None
-        tree = descendants(self.server.pid)
-        self.server.send_signal(signal.SIGTERM)
+        tree = self.server.descendants()
         sent = time.monotonic()
         try:
-            code = self.server.wait(timeout=STOP_TIMEOUT)
+            code = self.server.stop(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.fail("SIGTERM", f"still running {STOP_TIMEOUT:.0f} s after SIGTERM")
         took = time.monotonic() - sent
@@ -405,7 +392,7 @@ class Smoke:
             self.fail("SIGTERM", f"processes {left} outlived the bootloader")
         self.ok("SIGTERM: exit 0, no process left", f"after {took:.2f} s")
 
-        output = (self.workdir / "server.stderr").read_text() + (self.workdir / "server.stdout").read_text()
+        output = self.server.stderr + (self.workdir / "server.stdout").read_text()
         if "Traceback" in output:
             self.fail("server output", "a traceback was logged")
         self.ok("no traceback in the server's output")
@@ -435,21 +422,6 @@ class Smoke:
         if left:
             self.fail("temporary files", f"left in TMPDIR after the runs: {left}")
         self.ok("every run removed its unpacked files from TMPDIR")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, from /proc (children first, then theirs)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):  # the process ended while we looked
-            continue
-    found, level = [], [pid]
-    while level:
-        level = [child for child, parent in parents.items() if parent in level]
-        found += level
-    return found
 
 
 def main() -> int:

@@ -2,9 +2,11 @@
 
     .venv/bin/python -m tests.crash.crash --cycles 20
 
-Each cycle starts `tillbox serve`, lets clients place orders and record manual payments
-(every request with an Idempotency-Key), kills the server with SIGKILL at a random moment,
-and starts it again; clients retry whatever got no answer, with the same key. At the end:
+Each cycle starts `tillbox serve` (tests/harness.py), lets clients place orders and record
+manual payments (every request with an Idempotency-Key), kills the server with SIGKILL at a
+random moment (after a random number of answers, so that every cycle does work however
+slow the machine), and starts it again; clients retry whatever got no answer, with the
+same key. At the end:
 - every order whose 201 a client received exists, with the lines it was answered with;
 - for every product, stock + quantities reserved by live orders = the starting stock;
 - no payment was applied twice: each order's amount_paid is the sum of its succeeded
@@ -17,25 +19,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from tests.harness import Server, environment, run_tillbox, until_async
+
 PASSWORD = "crash test passphrase 42"
 PRODUCTS = 8
 STOCK = 100_000
+ENV = environment({"TILLBOX_SERVER_ACCESS_LOG": "false"})
 
 
 @dataclass
@@ -45,61 +45,19 @@ class Ledger:
     orders: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # order id -> [(product id, qty)]
     payments: dict[str, tuple[str, int]] = field(default_factory=dict)  # payment id -> (order id, amount)
     pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # unanswered: (key, path, body)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    answered: int = 0  # requests that got an answer, whatever it was
 
 
 def tillbox(*args: str, cwd: Path, stdin: str | None = None) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
-    env["TILLBOX_SERVER_ACCESS_LOG"] = "false"
-    result = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    result = run_tillbox(*args, cwd=cwd, stdin=stdin, env=ENV)
     if result.returncode != 0:
         raise RuntimeError(f"tillbox {' '.join(args)} failed: {result.stderr}")
     return result.stdout
 
 
-class Server:
-    def __init__(self, cwd: Path, port: int):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
-        env["TILLBOX_SERVER_ACCESS_LOG"] = "false"
-        self.base = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def ready(self, session: aiohttp.ClientSession) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(self.base + "/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError("the server exited at start")
-            await asyncio.sleep(0.05)
-        raise RuntimeError("the server did not become ready")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
+async def start_server(workdir: Path) -> Server:
+    # In a thread: the clients' event loop keeps running while the server starts.
+    return await asyncio.to_thread(Server, workdir, env=ENV)
 
 
 async def _post(
@@ -157,6 +115,7 @@ async def client(
         except (TimeoutError, aiohttp.ClientError):
             return  # the server died: the request stays pending, retried after the restart
         ledger.pending.remove((key, path, body | {"_as": who}))
+        ledger.answered += 1
         await _record(ledger, path, status, answer)
 
 
@@ -206,6 +165,13 @@ def verify(database: Path, ledger: Ledger, products: list[str]) -> list[str]:
     return problems
 
 
+def _answered(ledger: Ledger, count: int) -> Callable[[], Awaitable[bool]]:
+    async def reached() -> bool:
+        return ledger.answered >= count
+
+    return reached
+
+
 async def run(cycles: int, clients: int, seed: int, workdir: Path) -> list[str]:
     rng = random.Random(seed)
     tillbox(
@@ -224,8 +190,7 @@ async def run(cycles: int, clients: int, seed: int, workdir: Path) -> list[str]:
     products: list[str] = []
     async with aiohttp.ClientSession() as session:
         for cycle in range(cycles):
-            server = Server(workdir, free_port())
-            await server.ready(session)
+            server = await start_server(workdir)
             staff = await _login(session, server.base, "staff@crash.test")
             buyer = await _login(session, server.base, "buyer@crash.test")
             if not products:
@@ -245,7 +210,10 @@ async def run(cycles: int, clients: int, seed: int, workdir: Path) -> list[str]:
                 asyncio.create_task(client(session, server.base, buyer, staff, products, ledger, stop, rng))
                 for _ in range(clients)
             ]
-            await asyncio.sleep(rng.uniform(0.3, 1.2))
+            # A random moment, counted in answers rather than seconds: however slow the
+            # machine, every cycle does work before its kill.
+            kill_after = ledger.answered + rng.randint(5, 80)
+            await until_async(_answered(ledger, kill_after), timeout=120, what=f"{kill_after} answers")
             server.kill()  # SIGKILL: no cleanup, no graceful anything
             stop.set()
             await asyncio.gather(*tasks)
@@ -254,11 +222,9 @@ async def run(cycles: int, clients: int, seed: int, workdir: Path) -> list[str]:
                 f"{len(ledger.pending)} unanswered",
                 flush=True,
             )
-        server = Server(workdir, free_port())
-        await server.ready(session)
-        await retry_pending(session, server.base, ledger)
-        server.process.send_signal(signal.SIGTERM)
-        server.process.wait(timeout=15)
+        with await start_server(workdir) as server:
+            await retry_pending(session, server.base, ledger)
+            server.stop(timeout=15)
     return verify(workdir / "tillbox-data" / "tillbox.db", ledger, products)
 
 

@@ -21,11 +21,14 @@ from core.domain.money import Money
 from core.domain.users import Actor, Role
 from core.ports.payments import ProviderPayment
 from core.services.auth import CreateUser
+from core.services.housekeeping import Housekeeping
 from entrypoints.container import Container, build_container
 from entrypoints.http.app import create_app
 from entrypoints.http.connections import listening
+from entrypoints.http.keys import HOUSEKEEPING
 from entrypoints.logs import AccessLog
 from entrypoints.settings import load_settings
+from tests.harness import until_async
 from tests.localstripe.fixtures import (
     SECRET_KEY,
     WEBHOOK_SECRET,
@@ -39,10 +42,11 @@ PASSWORD = "correct battery horse staple"
 class Api:
     """A thin JSON client for one running server."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, container: Container):
+    def __init__(self, session: aiohttp.ClientSession, base: str, container: Container, housekeeping: Housekeeping):
         self.session = session
         self.base = base
         self.container = container
+        self.housekeeping = housekeeping
         # What the server answered to each Stripe webhook it was sent, by whomever.
         self.webhook_answers: list[WebhookAnswer] = []
 
@@ -88,6 +92,17 @@ class Api:
         """A new user: (their id, an access token)."""
         user_id = await self.create_user(email, role)
         return user_id, (await self.login(email))["access_token"]
+
+    async def housekeeping_round(self, timeout: float = 30.0) -> None:
+        """Return once a whole round of the server's housekeeping has run after this call
+        (begun after it, and finished without failing)."""
+        begun, failed = self.housekeeping.begun, self.housekeeping.failed
+
+        async def done() -> bool:
+            return self.housekeeping.finished + self.housekeeping.failed > begun
+
+        await until_async(done, timeout=timeout, every=0.02, what="a housekeeping round")
+        assert self.housekeeping.failed == failed, "a housekeeping round failed: see the log"
 
     async def wait_for_webhook(self, event_type: str, object_id: str, timeout: float = 10.0) -> WebhookAnswer:
         """The server's answer to the first delivery of ``event_type`` about ``object_id``."""
@@ -145,7 +160,7 @@ async def serve(
     _record_webhook_answers(app, answers)
     # Served as `tillbox serve` serves it (the same protocol, limits and runner options).
     async with listening(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as session:
-        running = Api(session, f"http://127.0.0.1:{port}", container)
+        running = Api(session, f"http://127.0.0.1:{port}", container, app[HOUSEKEEPING])
         running.webhook_answers = answers
         yield running
 

@@ -6,12 +6,10 @@ import argparse
 import json
 import os
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 
 from entrypoints.cli import build_parser
 from entrypoints.settings import DEFAULTS
+from tests.harness import Server, environment, run_tillbox
 
 PASSWORD = "an operator passphrase"
 
@@ -26,24 +25,7 @@ PASSWORD = "an operator passphrase"
 def tillbox(
     *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return run_tillbox(*args, cwd=cwd, stdin=stdin, env=environment(env), timeout=60)
 
 
 def _commands(parser: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -259,20 +241,16 @@ def _post(url: str, body: dict[str, object], token: str | None = None) -> tuple[
         return response.status, json.loads(response.read())
 
 
-def test_operator_flow_and_graceful_stop(tmp_path: Path) -> None:
-    created = tillbox(
-        "users",
-        "create",
-        "--email",
-        "admin@example.com",
-        "--role",
-        "admin",
-        "--password-stdin",
-        cwd=tmp_path,
-        stdin=PASSWORD + "\n",
-    )
+def create_user(cwd: Path, email: str = "admin@example.com", role: str = "admin") -> str:
+    """``tillbox users create`` in ``cwd``; what it printed."""
+    args = ("users", "create", "--email", email, "--role", role, "--password-stdin")
+    created = tillbox(*args, cwd=cwd, stdin=PASSWORD + "\n")
     assert created.returncode == 0, created.stderr
-    assert "created admin admin@example.com" in created.stdout
+    return created.stdout
+
+
+def test_operator_flow_and_graceful_stop(tmp_path: Path) -> None:
+    assert "created admin admin@example.com" in create_user(tmp_path)
     data = tmp_path / "tillbox-data"
     assert data.stat().st_mode & 0o777 == 0o700
     assert (data / "tillbox.db").stat().st_mode & 0o077 == 0
@@ -281,27 +259,11 @@ def test_operator_flow_and_graceful_stop(tmp_path: Path) -> None:
     assert seeded.returncode == 0, seeded.stderr
     assert "seeded 50 products" in seeded.stdout
 
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if _get(base + "/readyz")[0] == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    with Server(tmp_path) as server:
+        base = server.base
+        listening = [entry for entry in server.log() if entry.get("message") == "listening"]
+        assert [entry["url"] for entry in listening] == [base]  # the port it bound, not the 0 it was given
+        assert server.port > 0
         _, tokens = _post(base + "/api/v1/auth/login", {"email": "admin@example.com", "password": PASSWORD})
         token = str(tokens["access_token"])
         status, product = _post(
@@ -312,14 +274,8 @@ def test_operator_flow_and_graceful_stop(tmp_path: Path) -> None:
         assert [p["sku"] for p in page["data"]] == ["CLI-1"]  # type: ignore[index,union-attr]
         assert (data / "keys").stat().st_mode & 0o777 == 0o700
 
-        started = time.monotonic()
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=5) == 0
-        assert time.monotonic() - started < 5
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        assert server.stop() == 0
+        assert "Traceback" not in server.stderr
     with sqlite3.connect(data / "tillbox.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT count(*) FROM products").fetchone() == (51,)

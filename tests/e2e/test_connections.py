@@ -15,8 +15,7 @@ import orjson
 import pytest
 
 from tests.e2e.conftest import Api, assert_error, count_rows, serve
-from tests.e2e.test_cli import free_port
-from tests.e2e.test_operator import Server
+from tests.harness import Server, environment
 
 DEADLINE = 15.0  # seconds any awaited close or answer may take, on a busy machine
 NEVER = "3600"  # a timeout that cannot fire during a test
@@ -203,22 +202,14 @@ async def test_a_client_hanging_up_mid_body_is_no_error_and_writes_nothing(
 
 @pytest.fixture
 def workers_server(tmp_path: Path) -> Iterator[Server]:
-    env = {"TILLBOX_SERVER_HEADER_TIMEOUT": "1", "TILLBOX_SERVER_BODY_TIMEOUT": "1"}
-    server = None
-    for _ in range(5):  # a port found free may be taken before the server binds it: try another
-        try:
-            server = Server(tmp_path, free_port(), "--workers", "2", env=env)
-            break
-        except RuntimeError as e:
-            if "cannot listen" not in str(e):
-                raise
-    assert server is not None, "no free port in five tries"
+    env = environment({"TILLBOX_SERVER_HEADER_TIMEOUT": "1", "TILLBOX_SERVER_BODY_TIMEOUT": "1"})
+    server = Server(tmp_path, "--workers", "2", env=env)
     yield server
     server.kill()
 
 
 async def test_the_limits_hold_in_every_worker_process(workers_server: Server) -> None:
-    port = int(workers_server.base.rsplit(":", 1)[1])
+    port = workers_server.port
     async with contextlib.AsyncExitStack() as stack:
         # The kernel spreads connections over both workers (20 all on one: 1 in 500,000).
         stalled = [await stack.enter_async_context(_connection(port)) for _ in range(20)]

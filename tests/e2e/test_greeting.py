@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from core.domain.errors import LastAdmin
-from tests.e2e.test_cli import PASSWORD, free_port, tillbox
+from tests.e2e.test_cli import PASSWORD, tillbox
 
 TILLBOX = Path(sys.executable).parent / "tillbox"  # the console script, as `make run` starts it
 CREATE_ADMIN = f"{TILLBOX} users create --email you@example.com --role admin"
@@ -30,33 +30,28 @@ def _environment() -> dict[str, str]:
 def _on_a_terminal(cwd: Path, *args: str, until: str, count: int = 1) -> str:
     """Run ``tillbox serve`` with a pseudo-terminal as its standard output and error until
     ``until`` has appeared ``count`` times, stop it, and give everything it wrote."""
-    for _ in range(5):  # a port found free may be taken before the server binds it: try another
-        port = free_port()
-        main, terminal = pty.openpty()
-        process = subprocess.Popen(
-            [str(TILLBOX), "serve", "--port", str(port), *args],
-            cwd=cwd,
-            env=_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=terminal,
-            stderr=terminal,
-        )
-        os.close(terminal)
-        try:
-            written = _read(main, process, lambda text: text.count(until) >= count)
-            if f"cannot listen on 127.0.0.1:{port}" in written:
-                continue
-            assert written.count(until) >= count, written
-            process.send_signal(signal.SIGTERM)
-            written += _read(main, process, lambda _: False)  # until it has stopped
-            assert process.wait(timeout=DEADLINE) == 0, written
-            return written.replace("\r\n", "\n")
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            os.close(main)
-    raise AssertionError("no free port in five tries")
+    main, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [str(TILLBOX), "serve", "--port", "0", *args],  # the port it binds is in the "listening" line
+        cwd=cwd,
+        env=_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    try:
+        written = _read(main, process, lambda text: text.count(until) >= count)
+        assert written.count(until) >= count, written
+        process.send_signal(signal.SIGTERM)
+        written += _read(main, process, lambda _: False)  # until it has stopped
+        assert process.wait(timeout=DEADLINE) == 0, written
+        return written.replace("\r\n", "\n")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(main)
 
 
 def _read(main: int, process: subprocess.Popen[bytes], done: object) -> str:
@@ -133,28 +128,27 @@ def test_with_several_workers_it_says_it_once(tmp_path: Path) -> None:
 
 
 def test_without_a_terminal_only_json_lines_are_written(tmp_path: Path) -> None:
-    for _ in range(5):
-        process = subprocess.Popen(
-            [str(TILLBOX), "serve", "--port", str(free_port())],
-            cwd=tmp_path,
-            env=_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    process = subprocess.Popen(
+        [str(TILLBOX), "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
         assert process.stderr is not None
         first = process.stderr.readline()  # the first log line: listening, or why not
-        if "cannot listen" in first:
-            process.wait()
-            continue
         assert json.loads(first)["message"] == "listening", first
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=DEADLINE)
-        assert process.returncode == 0, err
-        lines = [first, *err.splitlines(), *out.splitlines()]
-        assert [json.loads(line)["message"] for line in lines if line.strip()][:1] == ["listening"]
-        assert all(isinstance(json.loads(line), dict) for line in lines if line.strip())
-        assert "users create" not in "".join(lines)
-        return
-    raise AssertionError("no free port in five tries")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    lines = [first, *err.splitlines(), *out.splitlines()]
+    assert [json.loads(line)["message"] for line in lines if line.strip()][:1] == ["listening"]
+    assert all(isinstance(json.loads(line), dict) for line in lines if line.strip())
+    assert "users create" not in "".join(lines)

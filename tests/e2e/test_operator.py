@@ -21,72 +21,32 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import assert_error, serve
-from tests.e2e.test_cli import PASSWORD, _get, _post, free_port, tillbox
+from tests.e2e.test_cli import PASSWORD, _get, _post, create_user, tillbox
+from tests.harness import Server, until
 
 NEW_PASSWORD = "a brand new passphrase"
 
 
-class Server:
-    def __init__(self, cwd: Path, port: int, *extra: str, env: dict[str, str] | None = None):
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
-        environment.update(env or {})
-        self.base = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port), *extra],
-            cwd=cwd,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if _get(self.base + "/readyz")[0] == 200:
-                    return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    error = self.process.stderr.read() if self.process.stderr else ""
-                    raise RuntimeError(f"server did not start: {error}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=10)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
 def admin_dir(tmp_path: Path) -> Path:
-    result = tillbox(
-        "users",
-        "create",
-        "--email",
-        "admin@example.com",
-        "--role",
-        "admin",
-        "--password-stdin",
-        cwd=tmp_path,
-        stdin=PASSWORD + "\n",
-    )
-    assert result.returncode == 0, result.stderr
+    create_user(tmp_path)
     return tmp_path
 
 
 @pytest.fixture
 def server(admin_dir: Path) -> Iterator[Server]:
-    running = Server(admin_dir, free_port())
-    yield running
-    running.kill()
+    with Server(admin_dir) as running:
+        yield running
 
 
 def _token(server: Server) -> str:
     _, tokens = _post(server.base + "/api/v1/auth/login", {"email": "admin@example.com", "password": PASSWORD})
     return str(tokens["access_token"])
+
+
+def _listening(server: Server) -> list[str]:
+    """The URL in each "listening" line of the server's log so far: one per worker."""
+    return [entry["url"] for entry in server.log() if entry.get("message") == "listening"]
 
 
 def _count(database: Path, table: str = "products") -> int:
@@ -95,8 +55,10 @@ def _count(database: Path, table: str = "products") -> int:
 
 
 def test_workers_share_the_port_and_stop_cleanly(admin_dir: Path) -> None:
-    server = Server(admin_dir, free_port(), "--workers", "2")
-    try:
+    with Server(admin_dir, "--workers", "2") as server:
+        # Both workers listen on the one port the supervisor was given by the kernel.
+        until(lambda: len(_listening(server)) == 2, timeout=30, what="both workers listening")
+        assert _listening(server) == [server.base] * 2
         token = _token(server)
         for n in range(20):
             status, _ = _post(
@@ -106,14 +68,11 @@ def test_workers_share_the_port_and_stop_cleanly(admin_dir: Path) -> None:
         _, page = _get(server.base + "/api/v1/products?limit=100", token)
         assert len(page["data"]) == 20  # type: ignore[arg-type]
         assert server.stop() == 0
-    finally:
-        server.kill()
     assert _count(admin_dir / "tillbox-data" / "tillbox.db") == 20
 
 
 def test_a_second_server_on_the_same_data_directory(server: Server, admin_dir: Path) -> None:
-    second = Server(admin_dir, free_port())
-    try:
+    with Server(admin_dir) as second:
         token = _token(server)
         status, _ = _post(
             server.base + "/api/v1/products", {"sku": "TWO-1", "name": "Seen by both", "price": 100}, token
@@ -122,8 +81,6 @@ def test_a_second_server_on_the_same_data_directory(server: Server, admin_dir: P
         _, page = _get(second.base + "/api/v1/products?q=TWO", _token(second))
         assert [p["sku"] for p in page["data"]] == ["TWO-1"]  # type: ignore[index]
         assert second.stop() == 0
-    finally:
-        second.kill()
 
 
 def test_backup_while_writing_then_restore_elsewhere(
@@ -146,12 +103,14 @@ def test_backup_while_writing_then_restore_elsewhere(
     writer = threading.Thread(target=write)
     writer.start()
     try:
-        time.sleep(0.3)
+        until(lambda: len(written) >= 10 or not writer.is_alive(), timeout=30, what="writes before the backup")
         before = len(written)
         backup_file = admin_dir / "backup.db"
         result = tillbox("backup", str(backup_file), cwd=admin_dir)
         assert result.returncode == 0, result.stderr
-        time.sleep(0.2)
+        after = len(written)
+        until(lambda: len(written) >= after + 10 or not writer.is_alive(), timeout=30, what="writes after it")
+        assert writer.is_alive()  # it stops only when told to, or when a write failed
     finally:
         stop.set()
         writer.join()
@@ -172,12 +131,9 @@ def test_backup_while_writing_then_restore_elsewhere(
     assert _count(restored) == backed_up
     with sqlite3.connect(restored) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    other = Server(elsewhere, free_port())
-    try:
+    with Server(elsewhere) as other:
         _, page = _get(other.base + "/api/v1/products?q=BK-0", _token(other))  # the admin came along
         assert "BK-0" in [p["sku"] for p in page["data"]]  # type: ignore[index]
-    finally:
-        other.kill()
 
 
 @pytest.mark.parametrize(
@@ -237,29 +193,26 @@ def test_keys_rotate_keeps_old_tokens_working(server: Server, admin_dir: Path) -
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("new signing key ")
     kid = result.stdout.split()[3].rstrip(";")
-    time.sleep(2.5)  # running servers notice a rotation within seconds
-    new = _token(server)
-    header = json.loads(base64.urlsafe_b64decode(new.split(".")[0] + "=="))
-    assert header["kid"] == kid
+
+    def signed_with_the_new_key() -> str | None:
+        token = _token(server)
+        return token if _kid(token) == kid else None
+
+    # The running server notices the rotation by itself (within seconds): its tokens change key.
+    new = until(signed_with_the_new_key, timeout=30, every=0.2, what="a token signed with the new key")
+    assert _kid(old) != kid
     assert _get(server.base + "/api/v1/users/me", old)[0] == 200
     assert _get(server.base + "/api/v1/users/me", new)[0] == 200
     with sqlite3.connect(admin_dir / "tillbox-data" / "tillbox.db") as db:
         assert db.execute("SELECT object_id FROM audit_log WHERE action = 'keys.rotated'").fetchall() == [(kid,)]
 
 
+def _kid(token: str) -> str:
+    return str(json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"])
+
+
 def test_users_list_and_disable(admin_dir: Path) -> None:
-    created = tillbox(
-        "users",
-        "create",
-        "--email",
-        "staff@example.com",
-        "--role",
-        "staff",
-        "--password-stdin",
-        cwd=admin_dir,
-        stdin=PASSWORD + "\n",
-    )
-    assert created.returncode == 0
+    create_user(admin_dir, "staff@example.com", "staff")
     listing = tillbox("users", "list", cwd=admin_dir)
     assert listing.returncode == 0
     rows = listing.stdout.strip().splitlines()[1:]
@@ -600,7 +553,7 @@ def _writable(directory: Path) -> None:
     directory.chmod(0o700)
 
 
-@pytest.mark.parametrize("command", [("db", "migrate"), ("serve", "--port", "18123"), ("users", "list")])
+@pytest.mark.parametrize("command", [("db", "migrate"), ("serve", "--port", "0"), ("users", "list")])
 def test_a_data_directory_that_is_not_writable(tmp_path: Path, command: tuple[str, ...]) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
@@ -618,31 +571,9 @@ def test_a_data_directory_that_is_not_writable(tmp_path: Path, command: tuple[st
 def test_workers_stop_cleanly_when_the_whole_process_group_is_signalled(admin_dir: Path) -> None:
     # What systemd (KillMode=control-group) and a terminal's Ctrl-C do: every worker gets the
     # signal directly and again from the supervisor; the second must not abort the first.
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port), "--workers", "2"],
-        cwd=admin_dir,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if _get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-        assert "GracefulExit" not in (process.stderr.read() if process.stderr else "")
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with Server(admin_dir, "--workers", "2") as server:
+        until(lambda: len(_listening(server)) == 2, timeout=30, what="both workers listening")
+        os.killpg(server.process.pid, signal.SIGTERM)  # the harness gives it a process group of its own
+        assert server.wait() == 0
+        assert "GracefulExit" not in server.stderr
     assert not (admin_dir / "tillbox-data" / "tillbox.db-wal").exists()  # the database was closed

@@ -331,21 +331,10 @@ async def test_another_process_holding_the_write_lock_makes_writes_unavailable(p
     other = connect(path, busy_timeout_ms=200)
     try:
         other.execute("BEGIN IMMEDIATE")
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        ticking = asyncio.create_task(ticker())
         with pytest.raises(Unavailable) as caught:
             await add_product(database, 1)
-        ticking.cancel()
 
         assert (caught.value.code, caught.value.retry_after) == ("database_busy", 1)
-        assert ticks >= 5  # the loop kept running while the writer thread waited
         async with database(readonly=True) as uow:  # readers do not wait for writers
             assert await uow.products.get("prd_000001") is None
 
@@ -357,19 +346,39 @@ async def test_another_process_holding_the_write_lock_makes_writes_unavailable(p
         await database.close()
 
 
+async def test_the_loop_runs_on_while_a_unit_waits_for_another_process_lock(path: pathlib.Path) -> None:
+    database = SqliteDatabase(path, busy_timeout_ms=60_000)  # longer than the test: the lock's end ends the wait
+    await database.open()
+    other = connect(path, busy_timeout_ms=60_000)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        writing = asyncio.create_task(add_product(database, 1))
+        for _ in range(20):  # the loop keeps turning (a BEGIN run on it would hold it for a minute)
+            await asyncio.sleep(0)
+            assert not writing.done()
+        other.execute("ROLLBACK")
+        await asyncio.wait_for(writing, timeout=30)
+        assert count(database) == 1
+    finally:
+        other.close()
+        await database.close()
+
+
 async def test_a_unit_cancelled_while_waiting_for_the_file_lock_leaves_the_writer_usable(
     path: pathlib.Path,
 ) -> None:
-    database = SqliteDatabase(path, busy_timeout_ms=2000)
+    database = SqliteDatabase(path, busy_timeout_ms=60_000)  # longer than the test: the lock's end ends the wait
     await database.open()
-    other = connect(path, busy_timeout_ms=2000)
+    other = connect(path, busy_timeout_ms=60_000)
     try:
         other.execute("BEGIN IMMEDIATE")
         waiting = asyncio.create_task(add_product(database, 1))
         queued = asyncio.create_task(add_product(database, 2))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # each takes its first step: one waits in the writer thread, one for the lock
+        assert not (waiting.done() or queued.done())
         waiting.cancel()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # the cancellation reaches it while the thread still waits for the file lock
+        assert not waiting.done()  # it waits for the thread before it cleans up
         other.execute("ROLLBACK")
 
         await asyncio.wait_for(queued, timeout=5)

@@ -8,9 +8,11 @@ import pathlib
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from adapters.ids import UlidIds
 from adapters.sqlite import SqliteDatabase
 from adapters.sqlite.connection import connect
 from core.domain.catalog import Product
@@ -164,30 +166,86 @@ async def test_a_paid_order_round_trips_and_concurrent_refunds_stay_within_the_c
     assert {r.status for r in refunds} == {RefundStatus.SUCCEEDED}
 
 
+class HeldUnits:
+    """A unit-of-work factory in front of ``inner`` that says when a write unit begins
+    (``began``) and, if given ``release``, holds that unit's commit, its transaction open,
+    until ``release`` is set (``holding`` says it is held)."""
+
+    def __init__(self, inner: SqliteDatabase, release: asyncio.Event | None = None):
+        self.inner = inner
+        self.release = release
+        self.began = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    def __call__(self, *, readonly: bool = False) -> Any:
+        return self.inner(readonly=True) if readonly else _HeldUnit(self, self.inner())
+
+    def change_counter(self) -> int:
+        return self.inner.change_counter()
+
+
+class _HeldUnit:
+    def __init__(self, held: HeldUnits, inner: Any):
+        self._held = held
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> _HeldUnit:
+        self._held.began.set()
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._inner.__aexit__(*exc)
+
+    async def commit(self) -> None:
+        if self._held.release is not None:
+            self._held.holding.set()
+            await self._held.release.wait()
+        await self._inner.commit()
+
+
 async def test_two_instances_sweeping_one_file_expire_each_order_once(
     path: pathlib.Path, db: SqliteDatabase, orders: OrderService, gateway: FakePaymentGateway, clock: FixedClock
 ) -> None:
-    mug = await add_product(db, 1, stock=100)
-    for n in range(20):
-        await orders.place_order(PlaceOrder(customer(n), [OrderItem(3, product_id=mug.id)]))
-    other_db = SqliteDatabase(path)
+    # Each order holds 3 of its own product and 1 of a shared one: a release given twice shows.
+    shared = await add_product(db, 0, stock=100)
+    own = [await add_product(db, n, stock=5) for n in range(1, 21)]
+    by_deadline = []  # a second apart, so that which sweep takes which order is exact
+    for n, product in enumerate(own):
+        items = [OrderItem(3, product_id=product.id), OrderItem(1, product_id=shared.id)]
+        by_deadline.append((await orders.place_order(PlaceOrder(customer(n), items))).id)
+        clock.advance(seconds=1)
+    # Two processes: each its own database instance (connections, write lock) and its own ids.
+    other_db = SqliteDatabase(path, busy_timeout_ms=60_000)  # it waits for the first one's lock
     await other_db.open()
     try:
-        other = OrderService(other_db, gateway, clock, SequentialIds(), "USD")
+        second = HeldUnits(other_db)
+        first = HeldUnits(db, release=second.began)
+        one = OrderService(first, gateway, clock, UlidIds(), "USD")
+        two = OrderService(second, gateway, clock, UlidIds(), "USD")
         later = T0 + timedelta(hours=1)
 
-        results = await asyncio.gather(
-            *(orders.expire_due(later, limit=7) for _ in range(3)),
-            *(other.expire_due(later, limit=7) for _ in range(3)),
-        )
+        # The race: the second sweep starts, and finds orders due, while the first one has
+        # taken its batch of them and not yet committed; then the first commits.
+        sweeping = asyncio.create_task(one.expire_due(later, limit=12))
+        async with asyncio.timeout(30):
+            await first.holding.wait()
+        by_first, by_second = await asyncio.gather(sweeping, two.expire_due(later, limit=100))
     finally:
         await other_db.close()
 
-    expired = [order_id for result in results for order_id in result]
-    assert len(expired) == len(set(expired)) == 20
-    assert db.read_scalar("SELECT stock FROM products") == 100
+    assert by_first == by_deadline[:12]  # its batch, oldest first
+    assert by_second == by_deadline[12:]  # the rest, and none of the first's
+    assert db.read_scalar("SELECT stock FROM products WHERE id = ?", (shared.id,)) == 100
+    assert [db.read_scalar("SELECT stock FROM products WHERE id = ?", (p.id,)) for p in own] == [5] * 20
     assert db.read_scalar("SELECT count(*) FROM orders WHERE status = 'expired'") == 20
-    assert db.read_scalar("SELECT count(*) FROM outbox WHERE type = 'order.expired'") == 20
+    events = db.reader_connection().execute(
+        "SELECT aggregate_id, count(*) FROM outbox WHERE type = 'order.expired' GROUP BY aggregate_id"
+    )
+    assert dict(events.fetchall()) == {order_id: 1 for order_id in by_deadline}
 
 
 # The schema's own defences, behind the domain's.
