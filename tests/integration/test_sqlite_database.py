@@ -5,10 +5,13 @@ particular to SQLite."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import pathlib
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -135,20 +138,97 @@ def test_migrations_are_recorded_and_idempotent(path: pathlib.Path) -> None:
     assert all(len(applied_at) == 27 and applied_at.endswith("Z") for _, _, applied_at in rows)
 
 
+# Each child imports first, says so, and opens the store only when the parent says go: the
+# opens happen together, not staggered by import times.
+_OPEN_WHEN_TOLD = """
+import pathlib, sys
+from adapters.sqlite import migrate
+print("ready", flush=True)
+sys.stdin.readline()
+print(migrate(pathlib.Path(sys.argv[1])), flush=True)
+"""
+
+
 def test_processes_starting_at_once_apply_each_migration_once(path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True)
-    script = f"from adapters.sqlite import migrate; print(migrate(__import__('pathlib').Path({str(path)!r})))"
     processes = [
-        subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in range(4)
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_WHEN_TOLD, str(path)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
     ]
-    outputs = [p.communicate(timeout=60)[0].strip() for p in processes]
+    try:
+        for p in processes:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in processes:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [p.communicate(timeout=60) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
 
-    assert [p.returncode for p in processes] == [0] * 4
-    assert outputs == [str(LATEST_VERSION)] * 4
+    assert [(p.returncode, err) for p, (_, err) in zip(processes, results, strict=True)] == [(0, "")] * 8
+    assert [out.strip() for out, _ in results] == [str(LATEST_VERSION)] * 8
     conn = sqlite3.connect(path)
     versions = [v for (v,) in conn.execute("SELECT version FROM _migrations ORDER BY version")]
     conn.close()
     assert versions == list(range(1, LATEST_VERSION + 1))
+
+
+class _Retried(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.set()
+
+
+def test_opening_a_new_store_while_another_process_writes_its_header_waits_its_turn(path: pathlib.Path) -> None:
+    # Switching a new file to WAL reads its header, then rewrites it. If another connection
+    # holds the write lock in between, SQLite says "database is locked" at once, without
+    # waiting (waiting could deadlock): what several processes opening a new store meet.
+    path.parent.mkdir(parents=True)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    retried = _Retried()
+    logger = logging.getLogger("adapters.sqlite.connection")
+    logger.addHandler(retried)
+    level, logger.level = logger.level, logging.DEBUG
+    opened: list[sqlite3.Connection | BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(connect(path, busy_timeout_ms=30_000))
+        except BaseException as exc:
+            opened.append(exc)
+
+    opener = threading.Thread(target=open_store)
+    try:
+        opener.start()
+        deadline = time.monotonic() + 30
+        while not (retried.seen.is_set() or opened) and time.monotonic() < deadline:
+            retried.seen.wait(timeout=0.01)
+        assert retried.seen.is_set(), opened  # it met the lock, and is trying again
+        other.execute("ROLLBACK")
+        opener.join(timeout=30)
+    finally:
+        logger.removeHandler(retried)
+        logger.level = level
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+
+    assert len(opened) == 1 and isinstance(opened[0], sqlite3.Connection), opened
+    assert opened[0].execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    opened[0].close()
 
 
 def test_a_failing_migration_leaves_the_schema_as_it_was(path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
