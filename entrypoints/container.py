@@ -21,6 +21,7 @@ from adapters.clock import SystemClock
 from adapters.ids import UlidIds
 from adapters.payments.unconfigured import UnconfiguredPaymentGateway
 from adapters.sqlite.database import SqliteDatabase
+from core.ports.clock import Clock
 from core.ports.payments import PaymentGateway
 from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
@@ -56,8 +57,8 @@ def prepare_data_dir(directory: str) -> Iterator[Path]:
     yield path
 
 
-async def open_database(data_dir: Path, busy_timeout_ms: int) -> AsyncIterator[SqliteDatabase]:
-    database = SqliteDatabase(data_dir / DATABASE_FILE, busy_timeout_ms=busy_timeout_ms)
+async def open_database(data_dir: Path, clock: Clock, busy_timeout_ms: int) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(data_dir / DATABASE_FILE, clock=clock, busy_timeout_ms=busy_timeout_ms)
     await database.open()
     try:
         yield database
@@ -141,7 +142,9 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(UlidIds)
 
-    database = providers.Resource(open_database, data_dir=data_dir, busy_timeout_ms=config.database.busy_timeout_ms)
+    database = providers.Resource(
+        open_database, data_dir=data_dir, clock=clock, busy_timeout_ms=config.database.busy_timeout_ms
+    )
     hasher = providers.Resource(
         start_hasher,
         memory_kib=config.auth.argon2_memory_kib,
@@ -149,7 +152,9 @@ class Container(containers.DeclarativeContainer):
         parallelism=config.auth.argon2_parallelism,
         workers=config.auth.hash_workers,
     )
-    signing_keys = providers.Singleton(SigningKeys, directory=providers.Callable(Path.joinpath, data_dir, "keys"))
+    signing_keys = providers.Singleton(
+        SigningKeys, directory=providers.Callable(Path.joinpath, data_dir, "keys"), clock=clock
+    )
     access_tokens = providers.Singleton(
         JwtAccessTokens,
         keys=signing_keys,

@@ -13,7 +13,7 @@ import itertools
 import math
 import secrets
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -40,6 +40,7 @@ from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User
+from core.ports.clock import Clock
 from core.ports.idempotency import KEY_LIFETIME, IdempotencyClaim, IdempotencyKeyTaken, StoredRequest, current_claim
 from core.ports.identity import AccessClaims, AccessToken
 from core.ports.payments import (
@@ -461,7 +462,7 @@ class InMemoryUnitOfWork:
             raise RuntimeError("commit() in a read-only unit of work")
         claim = current_claim.get()
         if claim is not None and not claim.recorded:
-            now = self._db.clock_now()
+            now = self._db.clock.now()
             if not self.idempotency.claim(claim, now, now - KEY_LIFETIME):
                 raise IdempotencyKeyTaken()  # nothing of this unit is published
             claim.recorded = True
@@ -481,12 +482,11 @@ class InMemoryUnitOfWork:
 class InMemoryDatabase:
     """The fake's equivalent of a database file: a unit-of-work factory over one store."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.store = InMemoryStore()
         self.write_lock = asyncio.Lock()
         self.commits = 0
-        # Claims are stamped with real time, as the SQLite adapter does (tests may replace it).
-        self.clock_now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.clock = clock  # stamps idempotency claims, as the SQLite adapter's does
 
     def __call__(self, *, readonly: bool = False) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self, readonly)

@@ -36,6 +36,7 @@ from adapters.sqlite.connection import connect, is_busy
 from adapters.sqlite.migrations import LATEST_VERSION, apply_migrations
 from adapters.sqlite.unit_of_work import SqliteUnitOfWork
 from core.domain.errors import Unavailable
+from core.ports.clock import Clock
 
 T = TypeVar("T")
 
@@ -68,10 +69,13 @@ async def _wait_through_cancellation(future: asyncio.Future[Any]) -> bool:
 
 class SqliteDatabase:
     """A ``UnitOfWorkFactory`` over one SQLite file. Several processes may open the same
-    file, each with its own instance: SQLite's file locks order their batches."""
+    file, each with its own instance: SQLite's file locks order their batches. ``clock``
+    stamps what the store records on its own (idempotency claims), so that what the
+    services expire by the same clock is stamped by it."""
 
-    def __init__(self, path: pathlib.Path, *, busy_timeout_ms: int = 5000):
+    def __init__(self, path: pathlib.Path, *, clock: Clock, busy_timeout_ms: int = 5000):
         self.path = pathlib.Path(path)
+        self.clock = clock
         self.busy_timeout_ms = busy_timeout_ms
         self.stats = DatabaseStats()
         self._reader: sqlite3.Connection | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import sqlite3
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -100,7 +99,7 @@ class SqliteUnitOfWork:
         claim = current_claim.get()
         if claim is not None and not claim.recorded:
             # In the transaction of the effect: both are kept, or neither.
-            now = datetime.now(UTC)
+            now = self._db.clock.now()
             if not await self.idempotency.claim(claim, now, now - KEY_LIFETIME):
                 raise IdempotencyKeyTaken()  # leaving the block rolls this unit back whole
             claim.recorded = True

@@ -26,8 +26,10 @@ from core.domain.catalog import Product
 from core.domain.errors import Unavailable
 from core.domain.money import Money
 from core.domain.users import RefreshToken, Role, User, UserStatus
+from tests.fakes import FixedClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CLOCK = FixedClock(T0)
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -64,7 +66,7 @@ def path(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture
 async def db(path: pathlib.Path) -> AsyncIterator[SqliteDatabase]:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     await database.open()
     yield database
     await database.close()
@@ -82,7 +84,7 @@ def count(db: SqliteDatabase, table: str = "products") -> int:
 
 # Settings.
 async def test_open_creates_the_directory_and_construction_creates_nothing(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     assert not path.parent.exists()
     await database.open()
     try:
@@ -114,7 +116,7 @@ async def test_every_connection_has_wal_full_sync_and_foreign_keys(db: SqliteDat
 
 
 async def test_the_busy_timeout_is_configurable(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path, busy_timeout_ms=250)
+    database = SqliteDatabase(path, busy_timeout_ms=250, clock=CLOCK)
     await database.open()
     try:
         assert {c["busy_timeout"] for c in database.pragmas().values()} == {250}
@@ -262,12 +264,12 @@ async def test_a_database_newer_than_the_code_is_refused(path: pathlib.Path) -> 
     with pytest.raises(MigrationError, match="schema version 99, newer than this Tillbox"):
         migrate(path)
     with pytest.raises(MigrationError):
-        await SqliteDatabase(path).open()
+        await SqliteDatabase(path, clock=CLOCK).open()
 
 
 # Units of work.
 async def test_two_instances_on_one_file_see_each_others_commits(path: pathlib.Path) -> None:
-    first, second = SqliteDatabase(path), SqliteDatabase(path)
+    first, second = SqliteDatabase(path, clock=CLOCK), SqliteDatabase(path, clock=CLOCK)
     await first.open()
     await second.open()
     try:
@@ -356,7 +358,7 @@ async def test_when_a_batch_cannot_commit_every_unit_in_it_hears_so_and_nothing_
 
 
 async def test_close_lets_a_pending_batch_finish_and_loses_nothing(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     await database.open()
     tasks = [asyncio.create_task(add_product(database, n)) for n in range(50)]
     while database.pending_commits == 0:
@@ -365,7 +367,7 @@ async def test_close_lets_a_pending_batch_finish_and_loses_nothing(path: pathlib
     await database.close()
 
     assert all(t.done() and t.exception() is None for t in tasks)
-    reopened = SqliteDatabase(path)
+    reopened = SqliteDatabase(path, clock=CLOCK)
     await reopened.open()
     try:
         assert count(reopened) == 50
@@ -374,7 +376,7 @@ async def test_close_lets_a_pending_batch_finish_and_loses_nothing(path: pathlib
 
 
 async def test_after_close_new_units_are_refused(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     await database.open()
     await database.close()
     with pytest.raises(Unavailable):
@@ -405,7 +407,7 @@ async def test_a_read_only_unit_cannot_write(db: SqliteDatabase) -> None:
 
 
 async def test_another_process_holding_the_write_lock_makes_writes_unavailable(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path, busy_timeout_ms=200)
+    database = SqliteDatabase(path, busy_timeout_ms=200, clock=CLOCK)
     await database.open()
     other = connect(path, busy_timeout_ms=200)
     try:
@@ -439,7 +441,7 @@ async def test_another_process_holding_the_write_lock_makes_writes_unavailable(p
 async def test_a_unit_cancelled_while_waiting_for_the_file_lock_leaves_the_writer_usable(
     path: pathlib.Path,
 ) -> None:
-    database = SqliteDatabase(path, busy_timeout_ms=2000)
+    database = SqliteDatabase(path, busy_timeout_ms=2000, clock=CLOCK)
     await database.open()
     other = connect(path, busy_timeout_ms=2000)
     try:

@@ -24,6 +24,7 @@ from core.services.payments import PaymentService, PayOrder, RefundPayment
 from tests.fakes import FakePaymentGateway, FixedClock, SequentialIds
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CLOCK = FixedClock(T0)
 STAFF = Actor("usr_staff", Role.STAFF)
 
 
@@ -34,7 +35,7 @@ def path(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture
 async def db(path: pathlib.Path) -> AsyncIterator[SqliteDatabase]:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     await database.open()
     yield database
     await database.close()
@@ -148,7 +149,7 @@ async def test_two_instances_sweeping_one_file_expire_each_order_once(
     mug = await add_product(db, 1, stock=100)
     for n in range(20):
         await orders.place_order(PlaceOrder(customer(n), [OrderItem(3, product_id=mug.id)]))
-    other_db = SqliteDatabase(path)
+    other_db = SqliteDatabase(path, clock=CLOCK)
     await other_db.open()
     try:
         other = OrderService(other_db, gateway, clock, SequentialIds(), "USD")

@@ -18,9 +18,10 @@ from core.domain.money import Money
 from core.domain.pagination import PageRequest
 from core.ports.repositories import ProductFilter
 from core.ports.unit_of_work import UnitOfWorkFactory
-from tests.fakes import InMemoryDatabase
+from tests.fakes import FixedClock, InMemoryDatabase
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CLOCK = FixedClock(T0)
 WORDS = ["lamp", "lampe", "Läufer", "oak", "oaken", "Café", "cafe", "chair", "blue", "BLUE-2", "x1", "mug", "desk"]
 QUERIES = [
     "lamp",
@@ -84,7 +85,7 @@ def products() -> list[Product]:
 
 @pytest.fixture
 async def sqlite(tmp_path: pathlib.Path, products: list[Product]) -> AsyncIterator[SqliteDatabase]:
-    db = SqliteDatabase(tmp_path / "tillbox.db")
+    db = SqliteDatabase(tmp_path / "tillbox.db", clock=CLOCK)
     await db.open()
     await _fill(db, products)
     yield db
@@ -98,7 +99,7 @@ _expected: dict[ProductFilter, list[list[str]]] = {}
 async def expected(products: list[Product]) -> dict[ProductFilter, list[list[str]]]:
     """What the fake answers (computed once: the fake copies its whole store per unit)."""
     if not _expected:
-        memory = InMemoryDatabase()
+        memory = InMemoryDatabase(CLOCK)
         await _fill(memory, products)
         for f in _filters():
             _expected[f] = await search(memory, f)

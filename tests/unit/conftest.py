@@ -33,8 +33,8 @@ def ids() -> SequentialIds:
 
 
 @pytest.fixture
-def db() -> InMemoryDatabase:
-    return InMemoryDatabase()
+def db(clock: FixedClock) -> InMemoryDatabase:
+    return InMemoryDatabase(clock)
 
 
 @pytest.fixture
