@@ -28,6 +28,7 @@ from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService, OrderSettings
+from core.services.outbox import OutboxService, OutboxSettings
 from core.services.payments import PaymentService
 from entrypoints.settings import Settings
 
@@ -216,6 +217,10 @@ class Container(containers.DeclarativeContainer):
     payment_service = providers.Singleton(PaymentService, uow=database, gateway=payment_gateway, clock=clock, ids=ids)
     audit_service = providers.Singleton(AuditService, uow=database)
     idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock)
+    outbox_settings = providers.Singleton(
+        OutboxSettings, retention=providers.Factory(timedelta, days=config.outbox.retention_days)
+    )
+    outbox_service = providers.Singleton(OutboxService, uow=database, clock=clock, settings=outbox_settings)
     catalog_service = providers.Singleton(
         CatalogService, uow=database, clock=clock, ids=ids, currency=config.store.currency
     )

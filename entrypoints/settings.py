@@ -45,6 +45,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "login_window": 900,
     },
     "orders": {"expiry_minutes": 30, "expiry_check_seconds": 30},
+    "outbox": {"retention_days": 30},
     "stripe": {
         "secret_key": "",
         "webhook_secret": "",
@@ -79,6 +80,7 @@ _POSITIVE = {
     ("auth", "login_window"): (1, 86_400),
     ("orders", "expiry_minutes"): (1, 7 * 24 * 60),
     ("orders", "expiry_check_seconds"): (1, 3600),
+    ("outbox", "retention_days"): (1, 3650),
     ("stripe", "retry_attempts"): (1, 10),
     ("stripe", "timeout_seconds"): (1, 300),
     ("stripe", "breaker_threshold"): (1, 1000),

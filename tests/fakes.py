@@ -389,6 +389,17 @@ class InMemoryOutbox:
         self._s.delivered[event_id] = at
         return True
 
+    async def purge(self, before: datetime, limit: int) -> int:
+        old = [
+            event_id
+            for event_id, event in sorted(self._s.outbox.items())
+            if (self._s.delivered[event_id] < before if event_id in self._s.delivered else event.occurred_at < before)
+        ][:limit]
+        for event_id in old:
+            del self._s.outbox[event_id]
+            self._s.delivered.pop(event_id, None)
+        return len(old)
+
 
 class InMemoryProviderEvents:
     def __init__(self, store: InMemoryStore):

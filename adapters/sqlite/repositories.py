@@ -790,6 +790,15 @@ OUTBOX_INSERT = f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, 
 # it: the index holds only undelivered events, so reading it in order reads just those.
 OUTBOX_LIST_PENDING = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?"
 OUTBOX_MARK_DELIVERED = "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL"
+# Each half reads its own partial index (migration 6) from its oldest end, so a purge costs
+# what it deletes, however long the table.
+OUTBOX_PURGE_DELIVERED = (
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?)"
+)
+OUTBOX_PURGE_UNDELIVERED = (
+    "DELETE FROM outbox WHERE id IN"
+    " (SELECT id FROM outbox WHERE delivered_at IS NULL AND occurred_at < ? ORDER BY occurred_at LIMIT ?)"
+)
 
 
 def _event(row: tuple[Any, ...]) -> DomainEvent:
@@ -822,6 +831,13 @@ class SqliteOutbox(_Repository):
 
     async def mark_delivered(self, event_id: str, at: datetime) -> bool:
         return (await self._execute(OUTBOX_MARK_DELIVERED, (format_timestamp(at), event_id))).rowcount == 1
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        cutoff = format_timestamp(before)
+        purged = (await self._execute(OUTBOX_PURGE_DELIVERED, (cutoff, limit))).rowcount
+        if purged < limit:
+            purged += (await self._execute(OUTBOX_PURGE_UNDELIVERED, (cutoff, limit - purged))).rowcount
+        return purged
 
 
 # Provider events: the primary key is the guard; a second insert of the same event does nothing.

@@ -203,6 +203,16 @@ class Outbox(Protocol):
     async def mark_delivered(self, event_id: str, at: datetime) -> bool:
         """True if the event was pending (it is not any more)."""
 
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` events that are past keeping; returns how many.
+
+        Past keeping: delivered before ``before``; and, since nothing delivers the outbox
+        yet (delivery comes with outgoing webhooks), also never delivered and occurred
+        before ``before``. Once delivery exists, undelivered events must stop being purged
+        here (they would be retried or dead-lettered instead). ``limit`` bounds the work
+        of one call, so that one transaction never holds the store for long: call again
+        until it returns less than ``limit``."""
+
 
 class ProviderEvents(Protocol):
     """The provider events already applied: what makes each apply at most once."""

@@ -21,6 +21,7 @@ from entrypoints.http.keys import (
     IDEMPOTENCY,
     OPENAPI,
     ORDERS,
+    OUTBOX,
     PAYMENTS,
     READY_CHECKS,
     RENDERED_PAGES,
@@ -72,6 +73,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[AUDIT] = await provide(container.audit_service)
             app[IDEMPOTENCY] = await provide(container.idempotency_service)
             app[ORDERS] = await provide(container.order_service)
+            app[OUTBOX] = await provide(container.outbox_service)
             app[PAYMENTS] = await provide(container.payment_service)
             app[GATEWAY] = await provide(container.payment_gateway)
             app[TOKENS] = await provide(container.access_tokens)
@@ -93,8 +95,9 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
 def maintenance(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
     """The server's own housekeeping, instead of a separate worker: unpaid orders past their
     deadline expire (and give their stock back), card refunds the provider never heard of
-    (it was unreachable) are sent again, forgotten idempotency keys are purged.
-    Every server process runs it; both jobs are idempotent and safe side by side."""
+    (it was unreachable) are sent again, forgotten idempotency keys and outbox events past
+    their retention are purged. Every server process runs it; every job is idempotent and
+    safe side by side."""
 
     async def housekeeping(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
@@ -108,6 +111,7 @@ def maintenance(interval: float) -> Callable[[web.Application], AsyncIterator[No
                     await app[PAYMENTS].resend_unsent_refunds()
                     if rounds % max(1, int(600 / interval)) == 0:  # about every ten minutes
                         await app[IDEMPOTENCY].purge_expired()
+                        await app[OUTBOX].purge_old_events()
                 except Exception:
                     log.exception("housekeeping failed; trying again next round")
 

@@ -13,6 +13,7 @@ from core.services.auth import AuthService
 from core.services.catalog import CatalogService
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService
+from core.services.outbox import OutboxService
 from core.services.payments import PaymentService
 from entrypoints.http.representations import RenderedPages, RenderedProducts
 
@@ -27,6 +28,7 @@ ORDERS = web.AppKey("orders", OrderService)
 PAYMENTS = web.AppKey("payments", PaymentService)
 GATEWAY = web.AppKey("gateway", PaymentGateway)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyService)
+OUTBOX = web.AppKey("outbox", OutboxService)
 READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, detail) or raising
 OPENAPI = web.AppKey("openapi", dict)
 DOCS_HTML = web.AppKey("docs_html", str)

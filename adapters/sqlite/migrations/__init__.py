@@ -22,6 +22,7 @@ from adapters.sqlite.migrations import (
     m0003_orders_payments,
     m0004_idempotency,
     m0005_unsent_refunds,
+    m0006_outbox_purge,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -42,6 +43,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "orders, payments, refunds, outbox, provider events", m0003_orders_payments.apply),
     Migration(4, "idempotency keys", m0004_idempotency.apply),
     Migration(5, "unsent refunds index", m0005_unsent_refunds.apply),
+    Migration(6, "outbox purge indexes", m0006_outbox_purge.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version
