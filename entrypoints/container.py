@@ -58,8 +58,16 @@ def prepare_data_dir(directory: str) -> Iterator[Path]:
     yield path
 
 
-async def open_database(data_dir: Path, clock: Clock, busy_timeout_ms: int) -> AsyncIterator[SqliteDatabase]:
-    database = SqliteDatabase(data_dir / DATABASE_FILE, clock=clock, busy_timeout_ms=busy_timeout_ms)
+async def open_database(
+    data_dir: Path, clock: Clock, busy_timeout_ms: int, read_budget_ms: int, slow_read_budget_ms: int
+) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(
+        data_dir / DATABASE_FILE,
+        clock=clock,
+        busy_timeout_ms=busy_timeout_ms,
+        read_budget_ms=read_budget_ms,
+        slow_read_budget_ms=slow_read_budget_ms,
+    )
     await database.open()
     try:
         yield database
@@ -144,7 +152,12 @@ class Container(containers.DeclarativeContainer):
     ids = providers.Singleton(UlidIds)
 
     database = providers.Resource(
-        open_database, data_dir=data_dir, clock=clock, busy_timeout_ms=config.database.busy_timeout_ms
+        open_database,
+        data_dir=data_dir,
+        clock=clock,
+        busy_timeout_ms=config.database.busy_timeout_ms,
+        read_budget_ms=config.database.read_budget_ms,
+        slow_read_budget_ms=config.database.slow_read_budget_ms,
     )
     hasher = providers.Resource(
         start_hasher,

@@ -28,7 +28,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cors_origins": [],
     },
     "data": {"dir": "tillbox-data"},
-    "database": {"url": "", "busy_timeout_ms": 5000},
+    "database": {"url": "", "busy_timeout_ms": 5000, "read_budget_ms": 200, "slow_read_budget_ms": 5000},
     "store": {"currency": "USD"},
     "auth": {
         "allow_registration": True,
@@ -69,6 +69,8 @@ _POSITIVE = {
     ("server", "shutdown_grace"): (0, 3600),
     ("server", "max_body_bytes"): (1024, 1 << 30),
     ("database", "busy_timeout_ms"): (0, 600_000),
+    ("database", "read_budget_ms"): (1, 600_000),
+    ("database", "slow_read_budget_ms"): (1, 3_600_000),
     ("auth", "access_token_ttl"): (60, 86_400),
     ("auth", "refresh_token_ttl"): (3600, 365 * 86_400),
     ("auth", "argon2_memory_kib"): (19456, 4 << 20),

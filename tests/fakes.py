@@ -498,8 +498,12 @@ class InMemoryDatabase:
         self.write_lock = asyncio.Lock()
         self.commits = 0
         self.clock = clock  # stamps idempotency claims, as the SQLite adapter's does
+        self.slow_units = 0
 
-    def __call__(self, *, readonly: bool = False) -> InMemoryUnitOfWork:
+    def __call__(self, *, readonly: bool = False, slow: bool = False) -> InMemoryUnitOfWork:
+        if slow and not readonly:
+            raise ValueError("Only a read-only unit of work may be slow.")
+        self.slow_units += slow  # what a test of a service may ask: did it say its read may be slow?
         return InMemoryUnitOfWork(self, readonly)
 
     def change_counter(self) -> int:

@@ -8,8 +8,10 @@ process; COMMIT, which fsyncs; reads that may take long) run in a thread chosen 
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,11 +26,44 @@ CACHED_STATEMENTS = 256
 CACHE_SIZE_KIB = 16_384
 #: The WAL file is truncated back to this after a checkpoint, so a burst does not leave it huge.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: SQLite calls a connection's progress handler every this many virtual-machine steps: tens
+#: of microseconds of work. The statements of the hot path finish before the first call.
+PROGRESS_STEPS = 1000
 
 
-def connect(path: pathlib.Path, *, busy_timeout_ms: int, query_only: bool = False) -> sqlite3.Connection:
+class StatementBudget:
+    """A time limit for each statement of one connection, kept by SQLite's progress handler:
+    past ``seconds``, the statement is interrupted (sqlite3 raises SQLITE_INTERRUPT, and
+    SQLite undoes that statement only). Between statements there is no limit."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._deadline = math.inf
+
+    def install(self, conn: sqlite3.Connection) -> None:
+        conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() > self._deadline
+
+    def start(self) -> None:
+        self._deadline = time.monotonic() + self.seconds
+
+    def stop(self) -> None:
+        self._deadline = math.inf
+
+
+def is_interrupt(exc: sqlite3.Error) -> bool:
+    """True when the statement was interrupted (by a StatementBudget, or ``interrupt()``)."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
+
+
+def connect(
+    path: pathlib.Path, *, busy_timeout_ms: int, query_only: bool = False, budget: StatementBudget | None = None
+) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit ``BEGIN`` statements)
-    with WAL, synchronous=FULL and foreign keys on; ``query_only`` refuses every write."""
+    with WAL, synchronous=FULL and foreign keys on; ``query_only`` refuses every write;
+    ``budget`` limits the time of each of its statements."""
     conn = sqlite3.connect(
         str(path),
         timeout=busy_timeout_ms / 1000,
@@ -48,6 +83,8 @@ def connect(path: pathlib.Path, *, busy_timeout_ms: int, query_only: bool = Fals
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         if query_only:
             conn.execute("PRAGMA query_only = ON")
+        if budget is not None:
+            budget.install(conn)
     except BaseException:
         conn.close()
         raise

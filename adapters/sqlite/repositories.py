@@ -18,10 +18,11 @@ import itertools
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
+from adapters.sqlite.session import Session
 from adapters.timestamps import format_timestamp, parse_timestamp
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
@@ -50,18 +51,9 @@ PRICE_CEILING = 2**63 - 1
 FEW_TEXT_MATCHES = 1000
 
 
-class _Session(Protocol):
-    """What a repository needs from its unit of work: the connection for the next statement."""
-
-    async def connection(self) -> sqlite3.Connection: ...
-
-
 class _Repository:
-    def __init__(self, session: _Session):
-        self._session = session
-
-    async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> sqlite3.Cursor:
-        return (await self._session.connection()).execute(sql, params)
+    def __init__(self, session: Session):
+        self._session = session  # the unit of work says where its statements run
 
 
 def _page(rows: Sequence[tuple[Any, ...]], page: PageRequest, build: Callable[[tuple[Any, ...]], T]) -> Page[T]:
@@ -120,7 +112,7 @@ def _user(row: tuple[Any, ...]) -> User:
 class SqliteUserRepository(_Repository):
     async def add(self, user: User) -> None:
         try:
-            await self._execute(
+            await self._session.execute(
                 USER_INSERT,
                 (
                     user.id,
@@ -138,15 +130,15 @@ class SqliteUserRepository(_Repository):
             raise
 
     async def get(self, user_id: str) -> User | None:
-        rows = (await self._execute(USER_GET, (user_id,))).fetchall()
+        rows = await self._session.fetchall(USER_GET, (user_id,))
         return _user(rows[0]) if rows else None
 
     async def get_by_email(self, email: str) -> User | None:
-        rows = (await self._execute(USER_GET_BY_EMAIL, (email,))).fetchall()
+        rows = await self._session.fetchall(USER_GET_BY_EMAIL, (email,))
         return _user(rows[0]) if rows else None
 
     async def update(self, user: User) -> None:
-        await self._execute(
+        await self._session.execute(
             USER_UPDATE,
             (user.role.value, user.status.value, user.password_hash, format_timestamp(user.updated_at), user.id),
         )
@@ -160,7 +152,7 @@ class SqliteUserRepository(_Repository):
             "email": filter.email,
             "limit": page.limit + 1,
         }
-        return _page((await self._execute(sql, params)).fetchall(), page, _user)
+        return _page(await self._session.fetchall(sql, params), page, _user)
 
 
 # Products.
@@ -246,7 +238,7 @@ def _product_version(row: tuple[Any, ...]) -> ProductVersion:
 class SqliteProductRepository(_Repository):
     async def add(self, product: Product) -> None:
         try:
-            await self._execute(
+            await self._session.execute(
                 PRODUCT_INSERT,
                 (
                     product.id,
@@ -268,16 +260,16 @@ class SqliteProductRepository(_Repository):
             raise
 
     async def get(self, product_id: str) -> Product | None:
-        rows = (await self._execute(PRODUCT_GET, (product_id,))).fetchall()
+        rows = await self._session.fetchall(PRODUCT_GET, (product_id,))
         return _product(rows[0]) if rows else None
 
     async def get_by_sku(self, sku: str) -> Product | None:
-        rows = (await self._execute(PRODUCT_GET_BY_SKU, (sku,))).fetchall()
+        rows = await self._session.fetchall(PRODUCT_GET_BY_SKU, (sku,))
         return _product(rows[0]) if rows else None
 
     async def update(self, product: Product) -> None:
         try:
-            cursor = await self._execute(
+            changed = await self._session.execute(
                 PRODUCT_UPDATE,
                 (
                     product.sku,
@@ -298,11 +290,11 @@ class SqliteProductRepository(_Repository):
             if _is_unique_violation(exc, "products.sku"):
                 raise SkuTaken(product.sku) from None
             raise
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ConcurrentUpdate("The product")
 
     async def delete(self, product_id: str) -> bool:
-        return (await self._execute(PRODUCT_DELETE, (product_id,))).rowcount > 0
+        return (await self._session.execute(PRODUCT_DELETE, (product_id,))) > 0
 
     async def list(self, page: PageRequest, filter: ProductFilter) -> Page[Product]:
         return await self._list(page, filter, PRODUCT_LIST, _product)
@@ -313,14 +305,14 @@ class SqliteProductRepository(_Repository):
     async def get_many(self, product_ids: Sequence[str]) -> builtins.list[Product]:
         if not product_ids:
             return []
-        conn = await self._session.connection()
-        return [_product(row) for row in conn.execute(PRODUCT_GET_MANY, (orjson.dumps(list(product_ids)),))]
+        rows = await self._session.fetchall(PRODUCT_GET_MANY, (orjson.dumps(list(product_ids)),))
+        return [_product(row) for row in rows]
 
     async def get_many_by_sku(self, skus: Sequence[str]) -> builtins.list[Product]:
         if not skus:
             return []
-        conn = await self._session.connection()
-        return [_product(row) for row in conn.execute(PRODUCT_GET_MANY_BY_SKU, (orjson.dumps(list(skus)),))]
+        rows = await self._session.fetchall(PRODUCT_GET_MANY_BY_SKU, (orjson.dumps(list(skus)),))
+        return [_product(row) for row in rows]
 
     async def _list(
         self,
@@ -329,7 +321,6 @@ class SqliteProductRepository(_Repository):
         queries: dict[tuple[bool, str | None], str],
         build: Callable[[tuple[Any, ...]], T],
     ) -> Page[T]:
-        conn = await self._session.connection()
         params: dict[str, Any] = {
             "active": None if filter.active is None else int(filter.active),
             "after": FIRST_ASCENDING if page.after is None else page.after,
@@ -344,10 +335,10 @@ class SqliteProductRepository(_Repository):
                 return Page(items=[], next_after=None)
             params["match"] = match
             params["cap"] = FEW_TEXT_MATCHES + 1
-            (matches,) = conn.execute(PRODUCT_TEXT_MATCHES, params).fetchone()
+            ((matches,),) = await self._session.fetchall(PRODUCT_TEXT_MATCHES, params)
             text_plan = "few" if matches <= FEW_TEXT_MATCHES else "many"
         sql = queries[filter.active is not None, text_plan]
-        return _page(conn.execute(sql, params).fetchall(), page, build)
+        return _page(await self._session.fetchall(sql, params), page, build)
 
 
 # Refresh tokens.
@@ -374,7 +365,7 @@ def _token(row: tuple[Any, ...]) -> RefreshToken:
 
 class SqliteRefreshTokenRepository(_Repository):
     async def add(self, token: RefreshToken) -> None:
-        await self._execute(
+        await self._session.execute(
             REFRESH_INSERT,
             (
                 token.id,
@@ -389,17 +380,17 @@ class SqliteRefreshTokenRepository(_Repository):
         )
 
     async def get_by_digest(self, digest: str) -> RefreshToken | None:
-        rows = (await self._execute(REFRESH_GET_BY_DIGEST, (digest,))).fetchall()
+        rows = await self._session.fetchall(REFRESH_GET_BY_DIGEST, (digest,))
         return _token(rows[0]) if rows else None
 
     async def mark_used(self, token_id: str, at: datetime) -> bool:
-        return (await self._execute(REFRESH_MARK_USED, (format_timestamp(at), token_id))).rowcount == 1
+        return (await self._session.execute(REFRESH_MARK_USED, (format_timestamp(at), token_id))) == 1
 
     async def revoke_family(self, family_id: str, at: datetime) -> int:
-        return (await self._execute(REFRESH_REVOKE_FAMILY, (format_timestamp(at), family_id))).rowcount
+        return await self._session.execute(REFRESH_REVOKE_FAMILY, (format_timestamp(at), family_id))
 
     async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
-        return (await self._execute(REFRESH_REVOKE_USER, (format_timestamp(at), user_id))).rowcount
+        return await self._session.execute(REFRESH_REVOKE_USER, (format_timestamp(at), user_id))
 
 
 # The audit log.
@@ -434,7 +425,7 @@ def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
 
 class SqliteAuditLog(_Repository):
     async def append(self, entry: AuditEntry) -> None:
-        await self._execute(
+        await self._session.execute(
             AUDIT_INSERT,
             (
                 entry.id,
@@ -454,7 +445,7 @@ class SqliteAuditLog(_Repository):
         params: dict[str, Any] = dict(zip(_AUDIT_FILTERS, values, strict=True))
         params["before"] = FIRST_DESCENDING if page.after is None else page.after
         params["limit"] = page.limit + 1
-        return _page((await self._execute(sql, params)).fetchall(), page, _audit_entry)
+        return _page(await self._session.fetchall(sql, params), page, _audit_entry)
 
 
 # Orders. An order and its lines are read by one statement: the lines come as one JSON
@@ -525,8 +516,7 @@ def _order(row: tuple[Any, ...]) -> Order:
 
 class SqliteOrderRepository(_Repository):
     async def add(self, order: Order) -> None:
-        conn = await self._session.connection()
-        conn.execute(
+        await self._session.execute(
             ORDER_INSERT,
             (
                 order.id,
@@ -543,7 +533,7 @@ class SqliteOrderRepository(_Repository):
                 order.version,
             ),
         )
-        conn.executemany(
+        await self._session.executemany(
             ORDER_LINE_INSERT,
             [
                 (order.id, n, line.product_id, line.sku, line.name, line.unit_price.amount, line.quantity)
@@ -552,16 +542,16 @@ class SqliteOrderRepository(_Repository):
         )
 
     async def get(self, order_id: str) -> Order | None:
-        rows = (await self._execute(ORDER_GET, (order_id,))).fetchall()
+        rows = await self._session.fetchall(ORDER_GET, (order_id,))
         return _order(rows[0]) if rows else None
 
     async def get_many(self, order_ids: Sequence[str]) -> builtins.list[Order]:
         if not order_ids:
             return []
-        return [_order(row) for row in await self._execute(ORDER_GET_MANY, (orjson.dumps(list(order_ids)),))]
+        return [_order(row) for row in await self._session.fetchall(ORDER_GET_MANY, (orjson.dumps(list(order_ids)),))]
 
     async def update(self, order: Order) -> None:
-        cursor = await self._execute(
+        changed = await self._session.execute(
             ORDER_UPDATE,
             (
                 order.status.value,
@@ -573,7 +563,7 @@ class SqliteOrderRepository(_Repository):
                 order.version,
             ),
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ConcurrentUpdate("The order")
         order.version += 1
 
@@ -585,10 +575,10 @@ class SqliteOrderRepository(_Repository):
             "status": None if filter.status is None else filter.status.value,
             "limit": page.limit + 1,
         }
-        return _page((await self._execute(sql, params)).fetchall(), page, _order)
+        return _page(await self._session.fetchall(sql, params), page, _order)
 
     async def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[str]:
-        rows = await self._execute(ORDER_DUE_FOR_EXPIRY, (format_timestamp(now), limit))
+        rows = await self._session.fetchall(ORDER_DUE_FOR_EXPIRY, (format_timestamp(now), limit))
         return [row[0] for row in rows]
 
 
@@ -634,7 +624,7 @@ def _payment(row: tuple[Any, ...]) -> Payment:
 class SqlitePaymentRepository(_Repository):
     async def add(self, payment: Payment) -> None:
         try:
-            await self._execute(
+            await self._session.execute(
                 PAYMENT_INSERT,
                 (
                     payment.id,
@@ -661,19 +651,19 @@ class SqlitePaymentRepository(_Repository):
             raise
 
     async def get(self, payment_id: str) -> Payment | None:
-        rows = (await self._execute(PAYMENT_GET, (payment_id,))).fetchall()
+        rows = await self._session.fetchall(PAYMENT_GET, (payment_id,))
         return _payment(rows[0]) if rows else None
 
     async def get_by_provider_reference(self, reference: str) -> Payment | None:
-        rows = (await self._execute(PAYMENT_GET_BY_PROVIDER_REFERENCE, (reference,))).fetchall()
+        rows = await self._session.fetchall(PAYMENT_GET_BY_PROVIDER_REFERENCE, (reference,))
         return _payment(rows[0]) if rows else None
 
     async def list_for_order(self, order_id: str) -> builtins.list[Payment]:
-        return [_payment(row) for row in await self._execute(PAYMENT_LIST_FOR_ORDER, (order_id,))]
+        return [_payment(row) for row in await self._session.fetchall(PAYMENT_LIST_FOR_ORDER, (order_id,))]
 
     async def update(self, payment: Payment) -> None:
         try:
-            cursor = await self._execute(
+            changed = await self._session.execute(
                 PAYMENT_UPDATE,
                 (
                     payment.status.value,
@@ -690,7 +680,7 @@ class SqlitePaymentRepository(_Repository):
             if _is_unique_violation(exc, "payments.provider_reference"):
                 raise ProviderReferenceTaken(payment.provider_reference or "") from None
             raise
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ConcurrentUpdate("The payment")
         payment.version += 1
 
@@ -734,7 +724,7 @@ def _refund(row: tuple[Any, ...]) -> Refund:
 
 class SqliteRefundRepository(_Repository):
     async def add(self, refund: Refund) -> None:
-        await self._execute(
+        await self._session.execute(
             REFUND_INSERT,
             (
                 refund.id,
@@ -753,21 +743,21 @@ class SqliteRefundRepository(_Repository):
         )
 
     async def get(self, refund_id: str) -> Refund | None:
-        rows = (await self._execute(REFUND_GET, (refund_id,))).fetchall()
+        rows = await self._session.fetchall(REFUND_GET, (refund_id,))
         return _refund(rows[0]) if rows else None
 
     async def list_for_order(self, order_id: str) -> builtins.list[Refund]:
-        return [_refund(row) for row in await self._execute(REFUND_LIST_FOR_ORDER, (order_id,))]
+        return [_refund(row) for row in await self._session.fetchall(REFUND_LIST_FOR_ORDER, (order_id,))]
 
     async def list_for_payment(self, payment_id: str) -> builtins.list[Refund]:
-        return [_refund(row) for row in await self._execute(REFUND_LIST_FOR_PAYMENT, (payment_id,))]
+        return [_refund(row) for row in await self._session.fetchall(REFUND_LIST_FOR_PAYMENT, (payment_id,))]
 
     async def list_unsent(self, created_after: datetime, created_before: datetime, limit: int) -> builtins.list[Refund]:
         window = (format_timestamp(created_after), format_timestamp(created_before), limit)
-        return [_refund(row) for row in await self._execute(REFUND_LIST_UNSENT, window)]
+        return [_refund(row) for row in await self._session.fetchall(REFUND_LIST_UNSENT, window)]
 
     async def update(self, refund: Refund) -> None:
-        cursor = await self._execute(
+        changed = await self._session.execute(
             REFUND_UPDATE,
             (
                 refund.status.value,
@@ -778,7 +768,7 @@ class SqliteRefundRepository(_Repository):
                 refund.version,
             ),
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ConcurrentUpdate("The refund")
         refund.version += 1
 
@@ -814,7 +804,7 @@ def _event(row: tuple[Any, ...]) -> DomainEvent:
 
 class SqliteOutbox(_Repository):
     async def append(self, event: DomainEvent) -> None:
-        await self._execute(
+        await self._session.execute(
             OUTBOX_INSERT,
             (
                 event.id,
@@ -827,16 +817,16 @@ class SqliteOutbox(_Repository):
         )
 
     async def list_pending(self, limit: int) -> builtins.list[DomainEvent]:
-        return [_event(row) for row in await self._execute(OUTBOX_LIST_PENDING, (limit,))]
+        return [_event(row) for row in await self._session.fetchall(OUTBOX_LIST_PENDING, (limit,))]
 
     async def mark_delivered(self, event_id: str, at: datetime) -> bool:
-        return (await self._execute(OUTBOX_MARK_DELIVERED, (format_timestamp(at), event_id))).rowcount == 1
+        return (await self._session.execute(OUTBOX_MARK_DELIVERED, (format_timestamp(at), event_id))) == 1
 
     async def purge(self, before: datetime, limit: int) -> int:
         cutoff = format_timestamp(before)
-        purged = (await self._execute(OUTBOX_PURGE_DELIVERED, (cutoff, limit))).rowcount
+        purged = await self._session.execute(OUTBOX_PURGE_DELIVERED, (cutoff, limit))
         if purged < limit:
-            purged += (await self._execute(OUTBOX_PURGE_UNDELIVERED, (cutoff, limit - purged))).rowcount
+            purged += await self._session.execute(OUTBOX_PURGE_UNDELIVERED, (cutoff, limit - purged))
         return purged
 
 
@@ -848,8 +838,8 @@ PROVIDER_EVENT_INSERT = (
 
 class SqliteProviderEvents(_Repository):
     async def record(self, provider: str, event_id: str, at: datetime) -> bool:
-        cursor = await self._execute(PROVIDER_EVENT_INSERT, (provider, event_id, format_timestamp(at)))
-        return cursor.rowcount == 1
+        changed = await self._session.execute(PROVIDER_EVENT_INSERT, (provider, event_id, format_timestamp(at)))
+        return changed == 1
 
 
 # Idempotency keys. A claim is inserted in the transaction of its effect (see
@@ -868,7 +858,7 @@ IDEMPOTENCY_RELEASE = "DELETE FROM idempotency_keys WHERE scope = ? AND key = ?"
 
 class SqliteIdempotencyRepository(_Repository):
     async def get(self, scope: str, key: str) -> StoredRequest | None:
-        rows = (await self._execute(IDEMPOTENCY_GET, (scope, key))).fetchall()
+        rows = await self._session.fetchall(IDEMPOTENCY_GET, (scope, key))
         if not rows:
             return None
         scope, key, fingerprint, created_at, status, headers, body = rows[0]
@@ -884,17 +874,17 @@ class SqliteIdempotencyRepository(_Repository):
 
     async def claim(self, claim: IdempotencyClaim, at: datetime, expired_before: datetime) -> bool:
         """Record the claim; False if the key is held by another live claim."""
-        cursor = await self._execute(
+        changed = await self._session.execute(
             IDEMPOTENCY_CLAIM,
             (claim.scope, claim.key, claim.fingerprint, format_timestamp(at), format_timestamp(expired_before)),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
-        await self._execute(IDEMPOTENCY_COMPLETE, (status, orjson.dumps(headers).decode(), body, scope, key))
+        await self._session.execute(IDEMPOTENCY_COMPLETE, (status, orjson.dumps(headers).decode(), body, scope, key))
 
     async def release(self, scope: str, key: str) -> None:
-        await self._execute(IDEMPOTENCY_RELEASE, (scope, key))
+        await self._session.execute(IDEMPOTENCY_RELEASE, (scope, key))
 
     async def purge(self, before: datetime) -> int:
-        return (await self._execute(IDEMPOTENCY_PURGE, (format_timestamp(before),))).rowcount
+        return await self._session.execute(IDEMPOTENCY_PURGE, (format_timestamp(before),))

@@ -292,3 +292,16 @@ class ProviderReferenceTaken(Conflict):
         super().__init__(
             f"Another payment already has the provider reference {reference!r}.", details={"reference": reference}
         )
+
+
+class QueryTimedOut(Unavailable):
+    """A read ran past its time budget and was stopped; nothing else was affected."""
+
+    code = "query_timeout"
+
+    def __init__(self, budget_ms: int):
+        super().__init__(
+            f"The query took longer than this server allows ({budget_ms} ms) and was stopped;"
+            " narrow it (more words, a price range, a filter) or try again later.",
+            details={"budget_ms": budget_ms},
+        )

@@ -23,7 +23,7 @@ class AuditService:
         self._uow = uow
 
     async def list_entries(self, cmd: ListAuditEntries) -> Page[AuditEntry]:
-        """Newest first; admins only."""
+        """Newest first; admins only. The log is the store's longest table: a read that may be slow."""
         cmd.actor.require_admin()
-        async with self._uow(readonly=True) as uow:
+        async with self._uow(readonly=True, slow=True) as uow:
             return await uow.audit.list(cmd.page, cmd.filter)

@@ -324,8 +324,9 @@ class AuthService:
 
     # Administration.
     async def list_users(self, cmd: ListUsers) -> Page[User]:
+        """Admins only. A filtered list may read many accounts for one page: it says so."""
         cmd.actor.require_admin()
-        async with self._uow(readonly=True) as uow:
+        async with self._uow(readonly=True, slow=cmd.filter != UserFilter()) as uow:
             return await uow.users.list(cmd.page, cmd.filter)
 
     async def get_user(self, actor: Actor, user_id: str) -> User:

@@ -80,6 +80,14 @@ class ListProducts:
     price_max: int | None = None
 
 
+def _may_be_slow(product_filter: ProductFilter) -> bool:
+    """A text search, or a price range, may read much of the catalog for one page; the plain
+    catalog, in its own order, reads the page and no more."""
+    return (
+        product_filter.text is not None or product_filter.price_min is not None or product_filter.price_max is not None
+    )
+
+
 class CatalogService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, ids: IdGenerator, currency: str):
         self._uow = uow
@@ -133,7 +141,7 @@ class CatalogService:
         product_filter = self._filter(cmd)
         if product_filter is None:
             return Page(items=[], next_after=None)
-        async with self._uow(readonly=True) as uow:
+        async with self._uow(readonly=True, slow=_may_be_slow(product_filter)) as uow:
             return await uow.products.list(cmd.page, product_filter)
 
     async def list_product_versions(self, cmd: ListProducts) -> Page[ProductVersion]:
@@ -142,7 +150,7 @@ class CatalogService:
         product_filter = self._filter(cmd)
         if product_filter is None:
             return Page(items=[], next_after=None)
-        async with self._uow(readonly=True) as uow:
+        async with self._uow(readonly=True, slow=_may_be_slow(product_filter)) as uow:
             return await uow.products.list_versions(cmd.page, product_filter)
 
     async def get_products(self, actor: Actor, product_ids: Sequence[str]) -> list[Product]:
