@@ -23,6 +23,13 @@ class DomainError(Exception):
 
 
 # The kinds. Entry points map these (and only these) to statuses.
+class Malformed(DomainError):
+    """The request cannot be understood as it is (not merely a wrong value): a token of
+    ours that is not one, such as a page cursor."""
+
+    code = "bad_request"
+
+
 class Invalid(DomainError):
     code = "invalid"
 
@@ -84,6 +91,16 @@ class ValidationFailed(Invalid):
 
     def __init__(self, fields: dict[str, str], message: str = "The request has invalid fields."):
         super().__init__(message, details={"fields": fields})
+
+
+class InvalidCursor(Malformed):
+    code = "invalid_cursor"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This cursor is not one of this list's, with these sort and filters; pass back"
+            " meta.next_cursor exactly as received, with the same query, or leave it out for the first page."
+        )
 
 
 class UserNotFound(NotFound):

@@ -21,7 +21,7 @@ from core.domain.money import Money
 from core.domain.pagination import Page, PageRequest
 from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
-from core.ports.repositories import ProductFilter, ProductVersion
+from core.ports.repositories import ProductFilter, ProductSort, ProductVersion
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 MAX_SEARCH_LENGTH = 200
@@ -78,6 +78,7 @@ class ListProducts:
     active: bool | None = None
     price_min: int | None = None
     price_max: int | None = None
+    sort: ProductSort = ProductSort.ID  # creation order
 
 
 def _may_be_slow(product_filter: ProductFilter) -> bool:
@@ -137,12 +138,14 @@ class CatalogService:
         return product
 
     async def list_products(self, cmd: ListProducts) -> Page[Product]:
-        """Everyone may list; only staff see (or filter for) inactive products."""
+        """Everyone may list; only staff see (or filter for) inactive products. In the order
+        ``cmd.sort`` says; ``cmd.page.after`` is a cursor of this same listing (InvalidCursor
+        otherwise: another sort, other filters, or something that is no cursor)."""
         product_filter = self._filter(cmd)
         if product_filter is None:
             return Page(items=[], next_after=None)
         async with self._uow(readonly=True, slow=_may_be_slow(product_filter)) as uow:
-            return await uow.products.list(cmd.page, product_filter)
+            return await uow.products.list(cmd.page, product_filter, cmd.sort)
 
     async def list_product_versions(self, cmd: ListProducts) -> Page[ProductVersion]:
         """The ids and versions of the page ``list_products`` gives: for an entry point that
@@ -151,7 +154,7 @@ class CatalogService:
         if product_filter is None:
             return Page(items=[], next_after=None)
         async with self._uow(readonly=True, slow=_may_be_slow(product_filter)) as uow:
-            return await uow.products.list_versions(cmd.page, product_filter)
+            return await uow.products.list_versions(cmd.page, product_filter, cmd.sort)
 
     async def get_products(self, actor: Actor, product_ids: Sequence[str]) -> list[Product]:
         """The products among these ids that exist and that the actor may see."""

@@ -39,7 +39,8 @@ Tillbox is a self-hosted commerce backend. Conventions of every operation:
 * Errors always have one shape (`Error`): a stable `code`, a `message`, the `request_id`,
   a `timestamp` and `details` (for validation errors, `details.fields` names each bad field).
 * Lists return `{"data": [...], "meta": {"has_more", "next_cursor"}}`; pass `cursor` to get the next page;
-  `limit` is 1-100 (default 20).
+  `limit` is 1-100 (default 20). Cursors are opaque: pass `next_cursor` back as received, with the same
+  sort and filters; anything else is 400 `invalid_cursor`.
 * Authenticate with `Authorization: Bearer <access token>` from `POST /api/v1/auth/login`.
 * Resources carry an `ETag`; send it in `If-Match` to update only what you read (412 otherwise).
 * Every response carries `X-Request-ID` (yours if you sent one).

@@ -23,6 +23,7 @@ from adapters.sqlite.migrations import (
     m0004_idempotency,
     m0005_unsent_refunds,
     m0006_outbox_purge,
+    m0007_product_sorts,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -44,6 +45,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "idempotency keys", m0004_idempotency.apply),
     Migration(5, "unsent refunds index", m0005_unsent_refunds.apply),
     Migration(6, "outbox purge indexes", m0006_outbox_purge.apply),
+    Migration(7, "product sort indexes", m0007_product_sorts.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version
