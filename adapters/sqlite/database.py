@@ -193,8 +193,11 @@ class SqliteDatabase:
         self.slow_read_budget_ms = slow_read_budget_ms
         self.stats = DatabaseStats()
         self._reader: sqlite3.Connection | None = None  # autocommit: health checks and the change counter
+        # Closed until open(): a read-only unit must not open (and so create) the file.
         self._readers = self._reader_pool()
         self._slow_readers = self._slow_reader_pool()
+        self._readers.close()
+        self._slow_readers.close()
         self._data_version = 0
         self._data_version_at = -1.0
         self._writer: sqlite3.Connection | None = None

@@ -15,7 +15,7 @@ import pytest
 from adapters.sqlite import SqliteDatabase
 from adapters.sqlite.database import LOOP_READERS, SLOW_READERS
 from core.domain.catalog import Product
-from core.domain.errors import QueryTimedOut
+from core.domain.errors import QueryTimedOut, Unavailable
 from core.domain.money import Money
 from tests.fakes import FixedClock
 
@@ -130,16 +130,22 @@ async def test_units_beyond_the_pool_wait_for_a_reader_and_get_one(db: SqliteDat
     assert await asyncio.gather(*units) == [lamp()] * (LOOP_READERS + 3)
 
 
-async def test_closing_waits_for_nothing_and_readers_in_use_close_when_their_units_end(
+async def test_read_units_need_an_open_database_and_their_readers_close_when_they_end(
     tmp_path: pathlib.Path,
 ) -> None:
     database = SqliteDatabase(tmp_path / "tillbox.db", clock=CLOCK)
+    for slow in (False, True):  # nor before it opens (which would create the file)
+        with pytest.raises(Unavailable, match="not open"):
+            async with database(readonly=True, slow=slow):
+                pass
+    assert not (tmp_path / "tillbox.db").exists()
     await database.open()
     async with database(readonly=True) as reader, database(readonly=True, slow=True) as slow:
         await reader.products.get("x")
         await slow.products.get("x")
         await database.close()
         assert await reader.products.get("x") is None  # its snapshot lives until its block ends
-    with pytest.raises(Exception, match="not open"):
-        async with database(readonly=True):
-            pass
+    for slow in (False, True):
+        with pytest.raises(Unavailable, match="not open"):
+            async with database(readonly=True, slow=slow):
+                pass
