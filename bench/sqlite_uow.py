@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
+from adapters.clock import SystemClock
 from adapters.sqlite import SqliteDatabase
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
@@ -112,7 +113,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     directory = pathlib.Path(tempfile.mkdtemp(prefix="tillbox-bench-", dir=args.dir))
-    db = SqliteDatabase(directory / "bench.db")
+    db = SqliteDatabase(directory / "bench.db", clock=SystemClock())
     try:
         await db.open()
         await seed(db)

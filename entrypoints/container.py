@@ -23,6 +23,7 @@ from adapters.clock import SystemClock
 from adapters.ids import UlidIds
 from adapters.payments.unconfigured import UnconfiguredPaymentGateway
 from adapters.sqlite.database import SqliteDatabase
+from core.ports.clock import Clock
 from core.ports.payments import PaymentGateway
 from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
@@ -30,6 +31,7 @@ from core.services.catalog import CatalogService
 from core.services.housekeeping import Housekeeping, HousekeepingSettings
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService, OrderSettings
+from core.services.outbox import OutboxService, OutboxSettings
 from core.services.payments import PaymentService
 from entrypoints.settings import ConfigError, Settings
 
@@ -75,8 +77,16 @@ def prepare_data_dir(directory: str) -> Iterator[Path]:
     yield path
 
 
-async def open_database(data_dir: Path, busy_timeout_ms: int) -> AsyncIterator[SqliteDatabase]:
-    database = SqliteDatabase(data_dir / DATABASE_FILE, busy_timeout_ms=busy_timeout_ms)
+async def open_database(
+    data_dir: Path, clock: Clock, busy_timeout_ms: int, read_budget_ms: int, slow_read_budget_ms: int
+) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(
+        data_dir / DATABASE_FILE,
+        clock=clock,
+        busy_timeout_ms=busy_timeout_ms,
+        read_budget_ms=read_budget_ms,
+        slow_read_budget_ms=slow_read_budget_ms,
+    )
     await database.open()
     try:
         yield database
@@ -159,7 +169,14 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(UlidIds)
 
-    database = providers.Resource(open_database, data_dir=data_dir, busy_timeout_ms=config.database.busy_timeout_ms)
+    database = providers.Resource(
+        open_database,
+        data_dir=data_dir,
+        clock=clock,
+        busy_timeout_ms=config.database.busy_timeout_ms,
+        read_budget_ms=config.database.read_budget_ms,
+        slow_read_budget_ms=config.database.slow_read_budget_ms,
+    )
     hasher = providers.Resource(
         start_hasher,
         memory_kib=config.auth.argon2_memory_kib,
@@ -170,7 +187,7 @@ class Container(containers.DeclarativeContainer):
         verify_queue_limit=config.auth.verify_queue_limit,
     )
     keys_dir = providers.Callable(Path.joinpath, data_dir, "keys")
-    signing_keys = providers.Singleton(SigningKeys, directory=keys_dir)
+    signing_keys = providers.Singleton(SigningKeys, directory=keys_dir, clock=clock)
     request_digests = providers.Singleton(HmacDigest, directory=keys_dir)
     skeletons = providers.Singleton(Uts39Skeletons)
     access_tokens = providers.Singleton(
@@ -236,6 +253,10 @@ class Container(containers.DeclarativeContainer):
     payment_service = providers.Singleton(PaymentService, uow=database, gateway=payment_gateway, clock=clock, ids=ids)
     audit_service = providers.Singleton(AuditService, uow=database)
     idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock, digests=request_digests)
+    outbox_settings = providers.Singleton(
+        OutboxSettings, retention=providers.Factory(timedelta, days=config.outbox.retention_days)
+    )
+    outbox_service = providers.Singleton(OutboxService, uow=database, clock=clock, settings=outbox_settings)
     catalog_service = providers.Singleton(
         CatalogService, uow=database, clock=clock, ids=ids, currency=config.store.currency
     )
@@ -245,6 +266,7 @@ class Container(containers.DeclarativeContainer):
         payments=payment_service,
         idempotency=idempotency_service,
         auth=auth_service,
+        outbox=outbox_service,
         clock=clock,
         settings=providers.Singleton(
             HousekeepingSettings, interval=providers.Factory(timedelta, seconds=config.orders.expiry_check_seconds)

@@ -36,7 +36,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "public_max_age": 10,
     },
     "data": {"dir": "tillbox-data"},
-    "database": {"url": "", "busy_timeout_ms": 5000},
+    "database": {"url": "", "busy_timeout_ms": 5000, "read_budget_ms": 200, "slow_read_budget_ms": 5000},
     "store": {"currency": "USD"},
     "auth": {
         "allow_registration": True,
@@ -57,6 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "registration_window": 3600,
     },
     "orders": {"expiry_minutes": 30, "expiry_check_seconds": 30, "customers_cancel_paid_card_orders": False},
+    "outbox": {"retention_days": 30},
     "stripe": {
         "secret_key": "",
         "webhook_secret": "",
@@ -85,6 +86,8 @@ _POSITIVE = {
     ("server", "max_connections"): (1, 1_000_000),
     ("server", "public_max_age"): (0, 86_400),
     ("database", "busy_timeout_ms"): (0, 600_000),
+    ("database", "read_budget_ms"): (1, 600_000),
+    ("database", "slow_read_budget_ms"): (1, 3_600_000),
     ("auth", "access_token_ttl"): (60, 86_400),
     ("auth", "refresh_token_ttl"): (3600, 365 * 86_400),
     ("auth", "argon2_memory_kib"): (19456, 4 << 20),
@@ -100,6 +103,7 @@ _POSITIVE = {
     ("auth", "login_window"): (1, 86_400),
     ("orders", "expiry_minutes"): (1, 7 * 24 * 60),
     ("orders", "expiry_check_seconds"): (1, 3600),
+    ("outbox", "retention_days"): (1, 3650),
     ("stripe", "retry_attempts"): (1, 10),
     ("stripe", "timeout_seconds"): (1, 300),
     ("stripe", "breaker_threshold"): (1, 1000),

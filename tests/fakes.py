@@ -12,8 +12,9 @@ import hmac
 import itertools
 import math
 import secrets
+import string
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -28,6 +29,7 @@ from core.domain.errors import (
     Conflict,
     EmailTaken,
     Invalid,
+    InvalidCursor,
     PaymentProviderUnavailable,
     ProviderReferenceTaken,
     SkuTaken,
@@ -40,6 +42,7 @@ from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User
+from core.ports.clock import Clock
 from core.ports.idempotency import KEY_LIFETIME, IdempotencyClaim, IdempotencyKeyTaken, StoredRequest, current_claim
 from core.ports.identity import AccessClaims, AccessToken, ThrottleBudget, ThrottleTicket
 from core.ports.payments import (
@@ -54,16 +57,66 @@ from core.ports.repositories import (
     EndedSession,
     OrderFilter,
     ProductFilter,
+    ProductSort,
     ProductVersion,
     UserFilter,
 )
 
 
-def _page(items: list[Any], page: PageRequest, key: Any) -> Page[Any]:
-    chosen = items[: page.limit + 1]
+def _page(
+    items: Iterable[Any],
+    page: PageRequest,
+    bound_to: list[Any],
+    key: Callable[[Any], tuple[str | int, ...]],
+    types: tuple[type, ...] = (str,),
+    *,
+    descending: bool = False,
+) -> Page[Any]:
+    """A keyset page of ``items`` in the order of ``key`` (ending in the id, so it is total).
+    The fake's cursors are its own: JSON text of what the list is bound to (its name, sort
+    and filters) and the key of the last item; the SQLite adapter's have another form, and
+    no caller may tell."""
+    ordered = sorted(items, key=key, reverse=descending)
+    if page.after is not None:
+        after = _after(page.after, bound_to, types)
+        ordered = [item for item in ordered if (key(item) < after if descending else key(item) > after)]
+    chosen = [copy.deepcopy(item) for item in ordered[: page.limit + 1]]  # callers may change their copies
     if len(chosen) > page.limit:
-        return Page(items=chosen[: page.limit], next_after=key(chosen[page.limit - 1]))
+        last = key(chosen[page.limit - 1])
+        return Page(items=chosen[: page.limit], next_after=orjson.dumps({"list": bound_to, "after": last}).decode())
     return Page(items=chosen, next_after=None)
+
+
+def _after(cursor: str, bound_to: list[Any], types: tuple[type, ...]) -> tuple[Any, ...]:
+    try:
+        value = orjson.loads(cursor)
+    except orjson.JSONDecodeError:
+        raise InvalidCursor() from None
+    if not isinstance(value, dict) or set(value) != {"list", "after"} or value["list"] != bound_to:
+        raise InvalidCursor()
+    after = value["after"]
+    if not isinstance(after, list) or tuple(type(part) for part in after) != types:
+        raise InvalidCursor()
+    return tuple(after)
+
+
+_ASCII_FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _timestamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # sorts as the time does
+
+
+def _product_key(sort: ProductSort) -> Callable[[Product], tuple[str | int, ...]]:
+    """What ProductSort promises: ties by id; names by code point with A-Z lowered."""
+    column = sort.value.lstrip("-")
+    if column == "price":
+        return lambda p: (p.price.amount, p.id)
+    if column == "name":
+        return lambda p: (p.name.translate(_ASCII_FOLD), p.id)
+    if column == "created_at":
+        return lambda p: (_timestamp(p.created_at), p.id)
+    return lambda p: (p.id,)
 
 
 @attrs.define
@@ -102,18 +155,15 @@ class InMemoryUserRepository:
         self._s.users[user.id] = copy.deepcopy(user)
 
     async def list(self, page: PageRequest, filter: UserFilter) -> Page[User]:
-        users = sorted(
-            (
-                copy.deepcopy(u)
-                for u in self._s.users.values()
-                if (page.after is None or u.id > page.after)
-                and (filter.role is None or u.role is filter.role)
-                and (filter.status is None or u.status is filter.status)
-                and (filter.email is None or u.email == filter.email)
-            ),
-            key=lambda u: u.id,
+        users = (
+            u
+            for u in self._s.users.values()
+            if (filter.role is None or u.role is filter.role)
+            and (filter.status is None or u.status is filter.status)
+            and (filter.email is None or u.email == filter.email)
         )
-        return _page(users, page, lambda u: u.id)
+        role, status = (None if f is None else f.value for f in (filter.role, filter.status))
+        return _page(users, page, ["users", role, status, filter.email], lambda u: (u.id,))
 
     async def count(self, filter: UserFilter) -> int:
         # Units of work are serialized (one write lock), so a count holds until commit.
@@ -173,19 +223,16 @@ class InMemoryProductRepository:
                 return False
         return True
 
-    async def list(self, page: PageRequest, filter: ProductFilter) -> Page[Product]:
-        products = sorted(
-            (
-                copy.deepcopy(p)
-                for p in self._s.products.values()
-                if (page.after is None or p.id > page.after) and self._matches(p, filter)
-            ),
-            key=lambda p: p.id,
-        )
-        return _page(products, page, lambda p: p.id)
+    async def list(self, page: PageRequest, filter: ProductFilter, sort: ProductSort = ProductSort.ID) -> Page[Product]:
+        products = (p for p in self._s.products.values() if self._matches(p, filter))
+        bound_to = ["products", sort.value, filter.active, filter.price_min, filter.price_max, filter.text]
+        types = {"id": (str,), "price": (int, str)}.get(sort.value.lstrip("-"), (str, str))
+        return _page(products, page, bound_to, _product_key(sort), types, descending=sort.value.startswith("-"))
 
-    async def list_versions(self, page: PageRequest, filter: ProductFilter) -> Page[ProductVersion]:
-        products = await self.list(page, filter)
+    async def list_versions(
+        self, page: PageRequest, filter: ProductFilter, sort: ProductSort = ProductSort.ID
+    ) -> Page[ProductVersion]:
+        products = await self.list(page, filter, sort)
         return Page(items=[ProductVersion(p.id, p.version) for p in products.items], next_after=products.next_after)
 
     async def get_many(self, product_ids: Sequence[str]) -> list[Product]:
@@ -262,20 +309,16 @@ class InMemoryAuditLog:
         self._s.audit[entry.id] = entry
 
     async def list(self, page: PageRequest, filter: AuditFilter) -> Page[AuditEntry]:
-        entries = sorted(
-            (
-                e
-                for e in self._s.audit.values()
-                if (page.after is None or e.id < page.after)
-                and (filter.actor_id is None or e.actor_id == filter.actor_id)
-                and (filter.action is None or e.action == filter.action)
-                and (filter.object_type is None or e.object_type == filter.object_type)
-                and (filter.object_id is None or e.object_id == filter.object_id)
-            ),
-            key=lambda e: e.id,
-            reverse=True,
+        entries = (
+            e
+            for e in self._s.audit.values()
+            if (filter.actor_id is None or e.actor_id == filter.actor_id)
+            and (filter.action is None or e.action == filter.action)
+            and (filter.object_type is None or e.object_type == filter.object_type)
+            and (filter.object_id is None or e.object_id == filter.object_id)
         )
-        return _page(entries, page, lambda e: e.id)
+        bound_to = ["audit", filter.actor_id, filter.action, filter.object_type, filter.object_id]
+        return _page(entries, page, bound_to, lambda e: (e.id,), descending=True)
 
 
 def _check_version(stored: Any, new: Any, what: str) -> None:
@@ -310,18 +353,14 @@ class InMemoryOrderRepository:
         stored.version = order.version = order.version + 1
 
     async def list(self, page: PageRequest, filter: OrderFilter) -> Page[Order]:
-        orders = sorted(
-            (
-                copy.deepcopy(o)
-                for o in self._s.orders.values()
-                if (page.after is None or o.id < page.after)
-                and (filter.customer_id is None or o.customer_id == filter.customer_id)
-                and (filter.status is None or o.status is filter.status)
-            ),
-            key=lambda o: o.id,
-            reverse=True,
+        orders = (
+            o
+            for o in self._s.orders.values()
+            if (filter.customer_id is None or o.customer_id == filter.customer_id)
+            and (filter.status is None or o.status is filter.status)
         )
-        return _page(orders, page, lambda o: o.id)
+        bound_to = ["orders", filter.customer_id, None if filter.status is None else filter.status.value]
+        return _page(orders, page, bound_to, lambda o: (o.id,), descending=True)
 
     async def due_for_expiry(self, now: datetime, limit: int) -> list[str]:
         due = sorted(
@@ -433,6 +472,17 @@ class InMemoryOutbox:
         self._s.delivered[event_id] = at
         return True
 
+    async def purge(self, before: datetime, limit: int) -> int:
+        old = [
+            event_id
+            for event_id, event in sorted(self._s.outbox.items())
+            if (self._s.delivered[event_id] < before if event_id in self._s.delivered else event.occurred_at < before)
+        ][:limit]
+        for event_id in old:
+            del self._s.outbox[event_id]
+            self._s.delivered.pop(event_id, None)
+        return len(old)
+
 
 class InMemoryProviderEvents:
     def __init__(self, store: InMemoryStore):
@@ -507,7 +557,7 @@ class InMemoryUnitOfWork:
             raise RuntimeError("commit() in a read-only unit of work")
         claim = current_claim.get()
         if claim is not None and not claim.recorded:
-            now = self._db.clock_now()
+            now = self._db.clock.now()
             if not self.idempotency.claim(claim, now, now - KEY_LIFETIME):
                 raise IdempotencyKeyTaken()  # nothing of this unit is published
             claim.recorded = True
@@ -527,14 +577,17 @@ class InMemoryUnitOfWork:
 class InMemoryDatabase:
     """The fake's equivalent of a database file: a unit-of-work factory over one store."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.store = InMemoryStore()
         self.write_lock = asyncio.Lock()
         self.commits = 0
-        # Claims are stamped with real time, as the SQLite adapter does (tests may replace it).
-        self.clock_now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.clock = clock  # stamps idempotency claims, as the SQLite adapter's does
+        self.slow_units = 0
 
-    def __call__(self, *, readonly: bool = False) -> InMemoryUnitOfWork:
+    def __call__(self, *, readonly: bool = False, slow: bool = False) -> InMemoryUnitOfWork:
+        if slow and not readonly:
+            raise ValueError("Only a read-only unit of work may be slow.")
+        self.slow_units += slow  # what a test of a service may ask: did it say its read may be slow?
         return InMemoryUnitOfWork(self, readonly)
 
     def change_counter(self) -> int:

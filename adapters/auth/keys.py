@@ -30,7 +30,6 @@ from typing import Any
 import attrs
 from joserfc.jwk import OKPKey
 
-from adapters.clock import SystemClock
 from adapters.timestamps import format_timestamp, parse_timestamp
 from core.ports.clock import Clock
 
@@ -67,18 +66,19 @@ class SigningKeys:
     """The key ring. Cheap on the hot path: a verification is a dict lookup, plus an
     ``os.stat`` of the directory at most every ``recheck_seconds`` to notice another
     process's rotation; an unknown ``kid`` makes it look again, at most every
-    ``reload_seconds``."""
+    ``reload_seconds``. ``clock`` is the process's one clock (the container's): keys are
+    created and retired by the same time that stamps and checks the tokens they sign."""
 
     def __init__(
         self,
         directory: pathlib.Path,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         recheck_seconds: float = 2.0,
         reload_seconds: float = 1.0,
     ):
         self._dir = pathlib.Path(directory)
-        self._clock: Clock = clock or SystemClock()
+        self._clock = clock
         self._recheck_seconds = recheck_seconds
         self._reload_seconds = reload_seconds
         self._ring: _Ring | None = None

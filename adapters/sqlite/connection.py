@@ -1,14 +1,24 @@
 """Opening a SQLite connection the one way Tillbox uses them.
 
-The stdlib ``sqlite3`` module, not aiosqlite: a statement runs in microseconds, and
-aiosqlite's hop to its thread costs ~125 µs each. Slow things (BEGIN IMMEDIATE, which
-may wait for another process; COMMIT, which fsyncs) run in a thread chosen by the caller.
+The stdlib ``sqlite3`` module: a statement runs in microseconds, and aiosqlite's hop to
+its thread costs ~125 µs each. Slow things (BEGIN IMMEDIATE, which may wait for another
+process; COMMIT, which fsyncs; reads that may take long) run in a thread chosen by the caller.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import pathlib
 import sqlite3
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import tenacity
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Statements cached per connection; the repositories use a few dozen constant strings.
 CACHED_STATEMENTS = 256
@@ -16,11 +26,44 @@ CACHED_STATEMENTS = 256
 CACHE_SIZE_KIB = 16_384
 #: The WAL file is truncated back to this after a checkpoint, so a burst does not leave it huge.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: SQLite calls a connection's progress handler every this many virtual-machine steps: tens
+#: of microseconds of work. The statements of the hot path finish before the first call.
+PROGRESS_STEPS = 1000
 
 
-def connect(path: pathlib.Path, *, busy_timeout_ms: int, query_only: bool = False) -> sqlite3.Connection:
+class StatementBudget:
+    """A time limit for each statement of one connection, kept by SQLite's progress handler:
+    past ``seconds``, the statement is interrupted (sqlite3 raises SQLITE_INTERRUPT, and
+    SQLite undoes that statement only). Between statements there is no limit."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._deadline = math.inf
+
+    def install(self, conn: sqlite3.Connection) -> None:
+        conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() > self._deadline
+
+    def start(self) -> None:
+        self._deadline = time.monotonic() + self.seconds
+
+    def stop(self) -> None:
+        self._deadline = math.inf
+
+
+def is_interrupt(exc: sqlite3.Error) -> bool:
+    """True when the statement was interrupted (by a StatementBudget, or ``interrupt()``)."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
+
+
+def connect(
+    path: pathlib.Path, *, busy_timeout_ms: int, query_only: bool = False, budget: StatementBudget | None = None
+) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit ``BEGIN`` statements)
-    with WAL, synchronous=FULL and foreign keys on; ``query_only`` refuses every write."""
+    with WAL, synchronous=FULL and foreign keys on; ``query_only`` refuses every write;
+    ``budget`` limits the time of each of its statements."""
     conn = sqlite3.connect(
         str(path),
         timeout=busy_timeout_ms / 1000,
@@ -30,7 +73,7 @@ def connect(path: pathlib.Path, *, busy_timeout_ms: int, query_only: bool = Fals
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        (mode,) = retry_while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(), busy_timeout_ms)
         if mode != "wal":
             raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (journal_mode is {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")
@@ -40,6 +83,8 @@ def connect(path: pathlib.Path, *, busy_timeout_ms: int, query_only: bool = Fals
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         if query_only:
             conn.execute("PRAGMA query_only = ON")
+        if budget is not None:
+            budget.install(conn)
     except BaseException:
         conn.close()
         raise
@@ -52,3 +97,23 @@ def is_busy(exc: sqlite3.Error) -> bool:
     if code is not None:
         return code & 0xFF == sqlite3.SQLITE_BUSY
     return "locked" in str(exc)
+
+
+def retry_while_busy(fn: Callable[[], T], busy_timeout_ms: int) -> T:
+    """``fn()``, tried again while it fails with SQLITE_BUSY, for up to busy_timeout_ms.
+
+    For the statements on which SQLite returns SQLITE_BUSY at once instead of calling the
+    busy handler: those that would promote a read lock to a write lock while another
+    connection holds the write lock (waiting could deadlock). ``PRAGMA journal_mode = WAL``
+    on a new file is one: it reads the header, then rewrites it; when several processes
+    open a new store at once, all but one get "database is locked" at once. Tried again
+    after the first has switched the file to WAL, it has nothing left to write.
+    """
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, sqlite3.OperationalError) and is_busy(exc)),
+        stop=tenacity.stop_after_delay(busy_timeout_ms / 1000),
+        wait=tenacity.wait_random_exponential(multiplier=0.002, max=0.05),
+        before_sleep=tenacity.before_sleep_log(log, logging.DEBUG),
+        reraise=True,
+    )
+    return retrying(fn)

@@ -1,9 +1,17 @@
-"""The SQLite unit-of-work factory: one reader connection, one writer connection, group commit.
+"""The SQLite unit-of-work factory: reader connections, one writer connection, group commit.
 
-Reads run synchronously on the event loop thread, on a reader connection in autocommit
-mode: every statement is its own snapshot, and in WAL mode a reader never waits for a
-writer. Writes are serialized by an ``asyncio.Lock`` held from a unit of work's start to
-its commit or rollback, and committed in groups:
+A read-only unit holds a reader connection of its own from its start to its end, inside one
+read transaction: every read of the unit sees the snapshot of its first read, and in WAL
+mode a reader never waits for a writer. Units of concurrent requests interleave at their
+awaits, so they cannot share one connection's transaction: readers come from a small pool,
+opened as needed. Their statements run on the event loop, each within
+``read_budget_ms`` (a progress handler interrupts it past that: QueryTimedOut, a 503). A
+read-only unit that says it may be slow gets a reader of a second pool, whose statements
+run through aiosqlite in the reader's own thread, within the larger
+``slow_read_budget_ms``, while the loop serves other requests.
+
+Writes are serialized by an ``asyncio.Lock`` held from a unit of work's start to its
+commit or rollback, and committed in groups:
 
 - the first unit of a batch opens the transaction with ``BEGIN IMMEDIATE`` in the writer
   thread (it may wait up to busy_timeout for another process: never on the loop);
@@ -22,22 +30,33 @@ the previous one was running, which is what lets synchronous=FULL keep up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import pathlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
+import aiosqlite
 import attrs
 
-from adapters.sqlite.connection import connect, is_busy
+from adapters.sqlite.connection import StatementBudget, connect, is_busy
 from adapters.sqlite.migrations import LATEST_VERSION, apply_migrations
 from adapters.sqlite.unit_of_work import SqliteUnitOfWork
 from core.domain.errors import Unavailable
+from core.ports.clock import Clock
 
 T = TypeVar("T")
+C = TypeVar("C")
+
+#: Readers of read-only units run on the loop, so they rarely overlap (only units that await
+#: something in the middle do); the pool grows to this many before a unit waits for one.
+LOOP_READERS = 16
+#: Readers of slow units: one thread each, so at most this many slow reads run at once and
+#: the others wait their turn (a burst of heavy searches cannot take every core).
+SLOW_READERS = 2
 
 _SCHEMA_VERSION = "SELECT max(version) FROM _migrations"
 
@@ -66,15 +85,119 @@ async def _wait_through_cancellation(future: asyncio.Future[Any]) -> bool:
     return cancelled
 
 
+@attrs.frozen
+class _Reader:
+    conn: sqlite3.Connection
+    budget: StatementBudget
+
+
+@attrs.frozen
+class _SlowReader:
+    conn: aiosqlite.Connection
+    budget: StatementBudget
+
+
+class _Pool(Generic[C]):
+    """Reader connections, each held by one unit of work from its start to its end. Opened
+    as needed up to ``size``; beyond that a unit waits for one to come back. The pool
+    closes nothing itself: whoever holds a connection the pool no longer wants (``release``
+    says so, ``discard`` and ``close`` hand them over) closes it, as it must be closed
+    (aiosqlite's on the loop that uses it)."""
+
+    def __init__(self, size: int, open_one: Callable[[], Awaitable[C]]):
+        self._size = size
+        self._open_one = open_one
+        self._idle: list[C] = []
+        self._count = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
+
+    async def acquire(self) -> C:
+        while True:
+            if self._closed:
+                raise Unavailable("The database is not open.", code="database_unavailable")
+            if self._idle:
+                return self._idle.pop()  # the most recently used: its page cache is warm
+            if self._count < self._size:
+                self._count += 1
+                try:
+                    return await self._open_one()
+                except BaseException:
+                    self._count -= 1
+                    self._wake_one()
+                    raise
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # we were woken, but will not take it: pass it on
+                raise
+
+    def adopt(self, conn: C) -> None:
+        """Take a connection opened elsewhere into the pool."""
+        self._count += 1
+        self._idle.append(conn)
+
+    def release(self, conn: C) -> bool:
+        """Take a connection back; False if the pool is closed (the caller closes it)."""
+        if self._closed:
+            self._count -= 1
+            return False
+        self._idle.append(conn)
+        self._wake_one()
+        return True
+
+    def discard(self) -> None:
+        """Forget a connection the caller will close (its state is not known): another may open."""
+        self._count -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> list[C]:
+        """Refuse new units; returns the idle connections (the caller closes them)."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        self._count -= len(idle)
+        while self._waiters:
+            self._wake_one()
+        return idle
+
+
 class SqliteDatabase:
     """A ``UnitOfWorkFactory`` over one SQLite file. Several processes may open the same
-    file, each with its own instance: SQLite's file locks order their batches."""
+    file, each with its own instance: SQLite's file locks order their batches. ``clock``
+    stamps what the store records on its own (idempotency claims), so that what the
+    services expire by the same clock is stamped by it."""
 
-    def __init__(self, path: pathlib.Path, *, busy_timeout_ms: int = 5000):
+    def __init__(
+        self,
+        path: pathlib.Path,
+        *,
+        clock: Clock,
+        busy_timeout_ms: int = 5000,
+        read_budget_ms: int = 200,
+        slow_read_budget_ms: int = 5000,
+    ):
         self.path = pathlib.Path(path)
+        self.clock = clock
         self.busy_timeout_ms = busy_timeout_ms
+        self.read_budget_ms = read_budget_ms
+        self.slow_read_budget_ms = slow_read_budget_ms
         self.stats = DatabaseStats()
-        self._reader: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # autocommit: health checks and the change counter
+        # Closed until open(): a read-only unit must not open (and so create) the file.
+        self._readers = self._reader_pool()
+        self._slow_readers = self._slow_reader_pool()
+        self._readers.close()
+        self._slow_readers.close()
         self._data_version = 0
         self._data_version_at = -1.0
         self._writer: sqlite3.Connection | None = None
@@ -96,12 +219,16 @@ class SqliteDatabase:
         if cancelled or future.exception() is not None:
             executor.shutdown(wait=False)
             if future.exception() is None:  # cancelled after the thread opened them
-                for conn in future.result():
+                writer, monitor, first_reader = future.result()
+                for conn in (writer, monitor, first_reader.conn):
                     conn.close()
                 raise asyncio.CancelledError
             future.result()  # raises the thread's exception
-        self._writer, self._reader = future.result()
+        self._writer, self._reader, first_reader = future.result()
         self._executor = executor
+        self._readers = self._reader_pool()
+        self._readers.adopt(first_reader)  # opened with the others: the first request waits for nothing
+        self._slow_readers = self._slow_reader_pool()
         self._lock = asyncio.Lock()
         self._waiters = []
         self._flush_task = None
@@ -109,16 +236,41 @@ class SqliteDatabase:
         self._closing = False
         self.stats = DatabaseStats()
 
-    def _open_connections(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    def _open_connections(self) -> tuple[sqlite3.Connection, sqlite3.Connection, _Reader]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = connect(self.path, busy_timeout_ms=self.busy_timeout_ms)
+        opened: list[sqlite3.Connection] = []
         try:
-            apply_migrations(writer, self.path)
-            reader = connect(self.path, busy_timeout_ms=self.busy_timeout_ms, query_only=True)
+            opened.append(connect(self.path, busy_timeout_ms=self.busy_timeout_ms))
+            apply_migrations(opened[0], self.path)
+            opened.append(connect(self.path, busy_timeout_ms=self.busy_timeout_ms, query_only=True))
+            reader = self._open_reader()
         except BaseException:
-            writer.close()
+            for conn in opened:
+                conn.close()
             raise
-        return writer, reader
+        return opened[0], opened[1], reader
+
+    # Readers.
+    def _reader_pool(self) -> _Pool[_Reader]:
+        return _Pool(LOOP_READERS, lambda: asyncio.to_thread(self._open_reader))
+
+    def _open_reader(self) -> _Reader:
+        budget = StatementBudget(self.read_budget_ms / 1000)
+        conn = connect(self.path, busy_timeout_ms=self.busy_timeout_ms, query_only=True, budget=budget)
+        return _Reader(conn, budget)
+
+    def _slow_reader_pool(self) -> _Pool[_SlowReader]:
+        return _Pool(SLOW_READERS, self._open_slow_reader)
+
+    async def _open_slow_reader(self) -> _SlowReader:
+        budget = StatementBudget(self.slow_read_budget_ms / 1000)
+
+        def connector() -> sqlite3.Connection:  # runs in the reader's own thread
+            return connect(self.path, busy_timeout_ms=self.busy_timeout_ms, query_only=True, budget=budget)
+
+        conn = aiosqlite.Connection(connector, iter_chunk_size=64)
+        await conn  # starts its thread, which opens the connection
+        return _SlowReader(conn, budget)
 
     async def close(self) -> None:
         """Let the units in flight and the pending flush finish, then close. Nothing that
@@ -140,6 +292,10 @@ class SqliteDatabase:
             if writer.in_transaction:  # not expected: every batch ends in a flush or a rollback
                 writer.execute("ROLLBACK")
             reader.close()
+            for loop_reader in self._readers.close():  # those in use are closed as their units end
+                loop_reader.conn.close()
+            for slow_reader in self._slow_readers.close():
+                await slow_reader.conn.close()
             await asyncio.get_running_loop().run_in_executor(executor, self._optimize_and_close, writer)
             executor.shutdown(wait=False)
         finally:
@@ -154,8 +310,8 @@ class SqliteDatabase:
         writer.close()
 
     # The factory.
-    def __call__(self, *, readonly: bool = False) -> SqliteUnitOfWork:
-        return SqliteUnitOfWork(self, readonly=readonly)
+    def __call__(self, *, readonly: bool = False, slow: bool = False) -> SqliteUnitOfWork:
+        return SqliteUnitOfWork(self, readonly=readonly, slow=slow)
 
     # Health.
     def check_ready(self) -> dict[str, Any]:
@@ -207,7 +363,8 @@ class SqliteDatabase:
         return (self._data_version << 32) + self.stats.commits
 
     def reader_connection(self) -> sqlite3.Connection:
-        """The reader connection (autocommit, query_only), for read-only units and health checks."""
+        """The monitoring connection (autocommit, query_only, no budget): health checks, the
+        change counter, diagnostics. Read-only units have readers of their own."""
         if self._reader is None:
             raise Unavailable("The database is not open.", code="database_unavailable")
         return self._reader

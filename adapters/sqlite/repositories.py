@@ -1,14 +1,16 @@
 """SQLite repositories: the Protocols of core/ports/repositories.py over the stdlib driver.
 
 Every statement is a module-level constant (lists with optional filters have one constant
-per combination of filters, built once at import), so the driver's statement cache
-prepares each once per connection, and tests/integration checks the plan of every one.
-Statements run synchronously: they take microseconds, and the unit of work decides which
-connection (reader or writer) they run on.
+per combination of filters, built once at import by one builder, _list_statements), so the
+driver's statement cache prepares each once per connection, and tests/integration checks
+the plan of every one. Statements run through the unit's Session: on the event loop, or
+in a thread for units that may be slow; the repositories do not know which.
 
-Lists are keyset-paginated: ``id > :after`` (the audit log, newest first: ``id < :before``)
-with one more row than asked for, never OFFSET. The first page uses a bound that every id
-passes, so that the first page and the next ones are the same statement and the same plan.
+Lists are keyset-paginated: ``id > :after`` (newest first: ``id < :after``), or for a product
+sort ``(key, id) > (:sort_key, :after)``, with one more row than asked for, never OFFSET.
+The first page uses a bound that every row passes, so that the first page and the next ones
+are the same statement and the same plan. Where a page ends travels as a cursor
+(adapters/sqlite/cursors.py) bound to its list, sort and filters.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import builtins
 import itertools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+import attrs
 import orjson
 
+from adapters.sqlite import cursors
+from adapters.sqlite.session import Row, Session
 from adapters.timestamps import format_timestamp, parse_timestamp
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
@@ -38,6 +43,7 @@ from core.ports.repositories import (
     EndedSession,
     OrderFilter,
     ProductFilter,
+    ProductSort,
     ProductVersion,
     UserFilter,
 )
@@ -46,36 +52,75 @@ T = TypeVar("T")
 
 #: Sorts before every id: the "after" of a first page in ascending order.
 FIRST_ASCENDING = ""
-#: Sorts after every id (the largest code point): the "before" of a first page, newest first.
+#: Sorts after every id (the largest code point): the "after" of a first page, newest first.
 FIRST_DESCENDING = "\U0010ffff"
+#: Sorts after every text (SQLite orders any BLOB after any TEXT): the bound of a first page
+#: sorted by a text the user chose (a product name may hold any character).
+AFTER_ALL_TEXT = b""
 #: The extremes of a price range left open (prices are 64-bit integers).
 PRICE_FLOOR = -(2**63)
 PRICE_CEILING = 2**63 - 1
 #: A text search matching at most this many products is run from the full-text index and
-#: sorted by id (cheap for a few rows); above it, the products are walked in id order and
-#: each is looked up in the set of matches (cheap when matches are dense). See _product_list_sql.
+#: sorted (cheap for a few rows); above it, the products are walked in the sort's order
+#: and each is looked up in the set of matches (cheap when matches are dense). See
+#: _product_list_sql.
 FEW_TEXT_MATCHES = 1000
 
 
-class _Session(Protocol):
-    """What a repository needs from its unit of work: the connection for the next statement."""
-
-    async def connection(self) -> sqlite3.Connection: ...
-
-
 class _Repository:
-    def __init__(self, session: _Session):
-        self._session = session
-
-    async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> sqlite3.Cursor:
-        return (await self._session.connection()).execute(sql, params)
+    def __init__(self, session: Session):
+        self._session = session  # the unit of work says where its statements run
 
 
-def _page(rows: Sequence[tuple[Any, ...]], page: PageRequest, build: Callable[[tuple[Any, ...]], T]) -> Page[T]:
+# Lists.
+def _list_sql(columns: str, source: str, where: Sequence[str], order: str) -> str:
+    """The one shape of every list statement: its keyset bound and the filters that are set,
+    in the list's order, one row more than a page (which says whether another follows)."""
+    return f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT :limit"
+
+
+def _list_statements(
+    columns: str, source: str, keyset: str, order: str, filters: Sequence[str], prefix: str = ""
+) -> dict[tuple[bool, ...], str]:
+    """A list with optional equality filters: one statement per combination of the filters
+    that are set, keyed by which are (in the order of ``filters``)."""
+    return {
+        flags: _list_sql(
+            columns,
+            source,
+            [keyset, *(f"{prefix}{name} = :{name}" for name, on in zip(filters, flags, strict=True) if on)],
+            order,
+        )
+        for flags in itertools.product((False, True), repeat=len(filters))
+    }
+
+
+def _page(rows: Sequence[Row], page: PageRequest, build: Callable[[Row], T], cursor: Callable[[Row], str]) -> Page[T]:
     items = [build(row) for row in rows[: page.limit]]
     if len(rows) > page.limit:
-        return Page(items=items, next_after=rows[page.limit - 1][0])
+        return Page(items=items, next_after=cursor(rows[page.limit - 1]))
     return Page(items=items, next_after=None)
+
+
+async def _filtered_list(
+    session: Session,
+    statements: Mapping[tuple[bool, ...], str],
+    name: str,
+    filters: Mapping[str, str | None],
+    page: PageRequest,
+    build: Callable[[Row], T],
+    *,
+    descending: bool,
+) -> Page[T]:
+    """A page of a list in id order with optional equality filters (users, orders, audit)."""
+    bound_to = cursors.binding(name, *filters.values())
+    if page.after is None:
+        after = FIRST_DESCENDING if descending else FIRST_ASCENDING
+    else:
+        (after,) = cursors.decode(page.after, bound_to, (str,))
+    sql = statements[tuple(value is not None for value in filters.values())]
+    rows = await session.fetchall(sql, {**filters, "after": after, "limit": page.limit + 1})
+    return _page(rows, page, build, lambda row: cursors.encode(bound_to, [row[0]]))
 
 
 def _is_unique_violation(exc: sqlite3.IntegrityError, column: str) -> bool:
@@ -98,18 +143,8 @@ USER_GET_BY_EMAIL = f"SELECT {_USER_COLUMNS} FROM users WHERE email = ?"
 USER_UPDATE = "UPDATE users SET role = ?, status = ?, password_hash = ?, updated_at = ? WHERE id = ?"
 
 
-def _user_list_sql(role: bool, status: bool, email: bool) -> str:
-    where = ["id > :after"]
-    where += ["role = :role"] if role else []
-    where += ["status = :status"] if status else []
-    where += ["email = :email"] if email else []
-    return f"SELECT {_USER_COLUMNS} FROM users WHERE {' AND '.join(where)} ORDER BY id LIMIT :limit"
-
-
 #: Keyed by which filters are set: (role, status, email).
-USER_LIST: dict[tuple[bool, ...], str] = {
-    flags: _user_list_sql(*flags) for flags in itertools.product((False, True), repeat=3)
-}
+USER_LIST = _list_statements(_USER_COLUMNS, "users", "id > :after", "id", ("role", "status", "email"))
 
 
 def _user(row: tuple[Any, ...]) -> User:
@@ -141,7 +176,7 @@ USER_COUNT: dict[tuple[bool, ...], str] = {
 class SqliteUserRepository(_Repository):
     async def add(self, user: User) -> None:
         try:
-            await self._execute(
+            await self._session.execute(
                 USER_INSERT,
                 (
                     user.id,
@@ -160,29 +195,26 @@ class SqliteUserRepository(_Repository):
             raise
 
     async def get(self, user_id: str) -> User | None:
-        rows = (await self._execute(USER_GET, (user_id,))).fetchall()
+        rows = await self._session.fetchall(USER_GET, (user_id,))
         return _user(rows[0]) if rows else None
 
     async def get_by_email(self, email: str) -> User | None:
-        rows = (await self._execute(USER_GET_BY_EMAIL, (email,))).fetchall()
+        rows = await self._session.fetchall(USER_GET_BY_EMAIL, (email,))
         return _user(rows[0]) if rows else None
 
     async def update(self, user: User) -> None:
-        await self._execute(
+        await self._session.execute(
             USER_UPDATE,
             (user.role.value, user.status.value, user.password_hash, format_timestamp(user.updated_at), user.id),
         )
 
     async def list(self, page: PageRequest, filter: UserFilter) -> Page[User]:
-        sql = USER_LIST[filter.role is not None, filter.status is not None, filter.email is not None]
-        params = {
-            "after": FIRST_ASCENDING if page.after is None else page.after,
+        filters = {
             "role": None if filter.role is None else filter.role.value,
             "status": None if filter.status is None else filter.status.value,
             "email": filter.email,
-            "limit": page.limit + 1,
         }
-        return _page((await self._execute(sql, params)).fetchall(), page, _user)
+        return await _filtered_list(self._session, USER_LIST, "users", filters, page, _user, descending=False)
 
     async def count(self, filter: UserFilter) -> int:
         if filter.email is not None:
@@ -196,7 +228,7 @@ class SqliteUserRepository(_Repository):
         }
         # Writes are serialized (one writer, BEGIN IMMEDIATE): a count read in a write unit
         # holds until it commits, as the port asks.
-        (count,) = (await self._execute(sql, params)).fetchone()
+        ((count,),) = await self._session.fetchall(sql, params)
         return int(count)
 
 
@@ -210,41 +242,90 @@ PRODUCT_UPDATE = (
     "UPDATE products SET sku = ?, name = ?, description = ?, price = ?, currency = ?, stock = ?, active = ?,"
     " created_at = ?, updated_at = ?, version = ? WHERE id = ? AND version = ?"
 )
+# When only the stock changed since the row was read (every order placed, cancelled or
+# expired): SQLite rewrites the indexes of every column a SET names, changed or not, so
+# naming only these leaves the sort indexes alone (~2x cheaper per product).
+PRODUCT_UPDATE_STOCK = "UPDATE products SET stock = ?, updated_at = ?, version = ? WHERE id = ? AND version = ?"
 PRODUCT_DELETE = "DELETE FROM products WHERE id = ?"
 #: How many products a text search matches, counting no further than it needs to.
 PRODUCT_TEXT_MATCHES = "SELECT count(*) FROM (SELECT 1 FROM products_fts(:match) LIMIT :cap)"
 
 
-def _product_list_sql(active: bool, text: str | None, columns: str = _PRODUCT_COLUMNS) -> str:
+@attrs.frozen
+class _Sort:
+    """How a ProductSort is read from SQLite: the column before the id (None: the id alone),
+    the direction, and the key of a first page (one every product passes)."""
+
+    column: str | None
+    descending: bool
+    first: tuple[Any, ...]
+    types: tuple[type, ...]  # of the key in a cursor
+    collate: str = ""
+
+    def key(self) -> str:
+        """The sorted expression: what the index holds and the keyset compares."""
+        return f"{self.column}{self.collate}"
+
+
+_SORTS: dict[ProductSort, _Sort] = {
+    ProductSort.ID: _Sort(None, False, (FIRST_ASCENDING,), (str,)),
+    ProductSort.PRICE: _Sort("p.price", False, (PRICE_FLOOR, FIRST_ASCENDING), (int, str)),
+    ProductSort.PRICE_DESC: _Sort("p.price", True, (PRICE_CEILING, FIRST_DESCENDING), (int, str)),
+    # NOCASE folds A-Z only, byte for byte: what the port promises (and the fake does).
+    ProductSort.NAME: _Sort("p.name", False, ("", FIRST_ASCENDING), (str, str), " COLLATE NOCASE"),
+    ProductSort.NAME_DESC: _Sort("p.name", True, (AFTER_ALL_TEXT, FIRST_DESCENDING), (str, str), " COLLATE NOCASE"),
+    ProductSort.CREATED_AT: _Sort("p.created_at", False, (FIRST_ASCENDING, FIRST_ASCENDING), (str, str)),
+    ProductSort.CREATED_AT_DESC: _Sort("p.created_at", True, (FIRST_DESCENDING, FIRST_DESCENDING), (str, str)),
+}
+
+
+def _product_list_sql(active: bool, text: str | None, sort: ProductSort, columns: str = _PRODUCT_COLUMNS) -> str:
     """``text`` is None (no search), "few" or "many" (see FEW_TEXT_MATCHES).
 
     Both search plans give the same rows in the same order. "few" starts from the
-    full-text index (CROSS JOIN fixes the join order) and sorts its matches by id: a temp
-    B-tree of at most FEW_TEXT_MATCHES rows. "many" walks products in id order through an
+    full-text index (CROSS JOIN fixes the join order) and sorts its matches: a temp B-tree
+    of at most FEW_TEXT_MATCHES rows. "many" walks products in the sort's order through an
     index and keeps those in the set of matches (the unary + stops SQLite from driving the
-    query from that set, which would sort every match)."""
+    query from that set, which would sort every match).
+
+    The keyset of a sort by a column is written out, ``key >= k AND (key > k OR id > after)``,
+    rather than as a row value: SQLite reads a row value of a collated column (the name) as
+    no index range at all. The price range is the index range of a sort by price (its near
+    end is the first page's key, see _list); for other sorts the unary + keeps SQLite from
+    reading the price index and sorting the range. A sorted list selects its sort column
+    last, for the cursor."""
+    how = _SORTS[sort]
     selected = ", ".join(f"p.{c}" for c in columns.split(", "))
     where = ["p.active = :active"] if active else []
-    where += ["p.id > :after", "p.price BETWEEN :price_min AND :price_max"]
+    beyond, direction = ("<", " DESC") if how.descending else (">", "")
+    if how.column is None:
+        where += [f"p.id {beyond} :after", "+p.price BETWEEN :price_min AND :price_max"]
+        order = f"p.id{direction}"
+    else:
+        key = how.key()
+        selected += f", {how.column}"
+        where += [f"{key} {beyond}= :sort_key", f"({key} {beyond} :sort_key OR p.id {beyond} :after)"]
+        if how.column == "p.price":
+            where.append("p.price >= :price_min" if how.descending else "p.price <= :price_max")
+        else:
+            where.append("+p.price BETWEEN :price_min AND :price_max")
+        order = f"{key}{direction}, p.id{direction}"
     source = "products AS p"
     if text == "few":
         source = "products_fts(:match) AS f CROSS JOIN products AS p ON p.seq = f.rowid"
     elif text == "many":
         where.append("+p.seq IN (SELECT rowid FROM products_fts(:match))")
-    return f"SELECT {selected} FROM {source} WHERE {' AND '.join(where)} ORDER BY p.id LIMIT :limit"
+    return _list_sql(selected, source, where, order)
 
 
-#: Keyed by (whether the active filter is set, the text plan: None, "few" or "many").
-PRODUCT_LIST: dict[tuple[bool, str | None], str] = {
-    (active, text): _product_list_sql(active, text) for active in (False, True) for text in (None, "few", "many")
-}
-
-
+_PRODUCT_LISTS = [
+    (active, text, sort) for active in (False, True) for text in (None, "few", "many") for sort in ProductSort
+]
+#: Keyed by (whether the active filter is set, the text plan: None, "few" or "many", the sort).
+PRODUCT_LIST: dict[tuple[bool, str | None, ProductSort], str] = {key: _product_list_sql(*key) for key in _PRODUCT_LISTS}
 #: The same queries, selecting only what tells a copy from the current version.
-PRODUCT_LIST_VERSIONS: dict[tuple[bool, str | None], str] = {
-    (active, text): _product_list_sql(active, text, "id, version")
-    for active in (False, True)
-    for text in (None, "few", "many")
+PRODUCT_LIST_VERSIONS: dict[tuple[bool, str | None, ProductSort], str] = {
+    key: _product_list_sql(*key, "id, version") for key in _PRODUCT_LISTS
 }
 #: Many products by id in one constant statement (the ids travel as one JSON array).
 PRODUCT_GET_MANY = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id IN (SELECT value FROM json_each(?))"
@@ -276,102 +357,121 @@ def _product(row: tuple[Any, ...]) -> Product:
     )
 
 
+def _product_row(product: Product) -> Row:
+    """The columns of _PRODUCT_COLUMNS, as stored."""
+    return (
+        product.id,
+        product.sku,
+        product.name,
+        product.description,
+        product.price.amount,
+        product.price.currency,
+        product.stock,
+        int(product.active),
+        format_timestamp(product.created_at),
+        format_timestamp(product.updated_at),
+        product.version,
+    )
+
+
 def _product_version(row: tuple[Any, ...]) -> ProductVersion:
     return ProductVersion(row[0], row[1])
 
 
 class SqliteProductRepository(_Repository):
+    def __init__(self, session: Session):
+        super().__init__(session)
+        # The rows as this unit of work read them, by id: an update that changes only the
+        # stock of one of them names only the stock (PRODUCT_UPDATE_STOCK).
+        self._read: dict[str, Row] = {}
+
+    def _remember(self, row: Row) -> Product:
+        self._read[row[0]] = row
+        return _product(row)
+
     async def add(self, product: Product) -> None:
         try:
-            await self._execute(
-                PRODUCT_INSERT,
-                (
-                    product.id,
-                    product.sku,
-                    product.name,
-                    product.description,
-                    product.price.amount,
-                    product.price.currency,
-                    product.stock,
-                    int(product.active),
-                    format_timestamp(product.created_at),
-                    format_timestamp(product.updated_at),
-                    product.version,
-                ),
-            )
+            await self._session.execute(PRODUCT_INSERT, _product_row(product))
         except sqlite3.IntegrityError as exc:
             if _is_unique_violation(exc, "products.sku"):
                 raise SkuTaken(product.sku) from None
             raise
 
     async def get(self, product_id: str) -> Product | None:
-        rows = (await self._execute(PRODUCT_GET, (product_id,))).fetchall()
-        return _product(rows[0]) if rows else None
+        rows = await self._session.fetchall(PRODUCT_GET, (product_id,))
+        return self._remember(rows[0]) if rows else None
 
     async def get_by_sku(self, sku: str) -> Product | None:
-        rows = (await self._execute(PRODUCT_GET_BY_SKU, (sku,))).fetchall()
-        return _product(rows[0]) if rows else None
+        rows = await self._session.fetchall(PRODUCT_GET_BY_SKU, (sku,))
+        return self._remember(rows[0]) if rows else None
 
     async def update(self, product: Product) -> None:
+        row = _product_row(product)
+        seen = self._read.get(product.id)
         try:
-            cursor = await self._execute(
-                PRODUCT_UPDATE,
-                (
-                    product.sku,
-                    product.name,
-                    product.description,
-                    product.price.amount,
-                    product.price.currency,
-                    product.stock,
-                    int(product.active),
-                    format_timestamp(product.created_at),
-                    format_timestamp(product.updated_at),
-                    product.version,
-                    product.id,
-                    product.version - 1,
-                ),
-            )
+            if seen is not None and seen[1:6] == row[1:6] and seen[7:9] == row[7:9]:
+                changed = await self._session.execute(
+                    PRODUCT_UPDATE_STOCK, (product.stock, row[9], product.version, product.id, product.version - 1)
+                )
+            else:
+                changed = await self._session.execute(PRODUCT_UPDATE, (*row[1:], product.id, product.version - 1))
         except sqlite3.IntegrityError as exc:
             if _is_unique_violation(exc, "products.sku"):
                 raise SkuTaken(product.sku) from None
             raise
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ConcurrentUpdate("The product")
+        self._read[product.id] = row
 
     async def delete(self, product_id: str) -> bool:
-        return (await self._execute(PRODUCT_DELETE, (product_id,))).rowcount > 0
+        return (await self._session.execute(PRODUCT_DELETE, (product_id,))) > 0
 
-    async def list(self, page: PageRequest, filter: ProductFilter) -> Page[Product]:
-        return await self._list(page, filter, PRODUCT_LIST, _product)
+    async def list(self, page: PageRequest, filter: ProductFilter, sort: ProductSort = ProductSort.ID) -> Page[Product]:
+        return await self._list(page, filter, sort, PRODUCT_LIST, self._remember)
 
-    async def list_versions(self, page: PageRequest, filter: ProductFilter) -> Page[ProductVersion]:
-        return await self._list(page, filter, PRODUCT_LIST_VERSIONS, _product_version)
+    async def list_versions(
+        self, page: PageRequest, filter: ProductFilter, sort: ProductSort = ProductSort.ID
+    ) -> Page[ProductVersion]:
+        return await self._list(page, filter, sort, PRODUCT_LIST_VERSIONS, _product_version)
 
     async def get_many(self, product_ids: Sequence[str]) -> builtins.list[Product]:
         if not product_ids:
             return []
-        conn = await self._session.connection()
-        return [_product(row) for row in conn.execute(PRODUCT_GET_MANY, (orjson.dumps(list(product_ids)),))]
+        rows = await self._session.fetchall(PRODUCT_GET_MANY, (orjson.dumps(list(product_ids)),))
+        return [self._remember(row) for row in rows]
 
     async def get_many_by_sku(self, skus: Sequence[str]) -> builtins.list[Product]:
         if not skus:
             return []
-        conn = await self._session.connection()
-        return [_product(row) for row in conn.execute(PRODUCT_GET_MANY_BY_SKU, (orjson.dumps(list(skus)),))]
+        rows = await self._session.fetchall(PRODUCT_GET_MANY_BY_SKU, (orjson.dumps(list(skus)),))
+        return [self._remember(row) for row in rows]
 
     async def _list(
         self,
         page: PageRequest,
         filter: ProductFilter,
-        queries: dict[tuple[bool, str | None], str],
-        build: Callable[[tuple[Any, ...]], T],
+        sort: ProductSort,
+        queries: Mapping[tuple[bool, str | None, ProductSort], str],
+        build: Callable[[Row], T],
     ) -> Page[T]:
-        conn = await self._session.connection()
+        how = _SORTS[sort]
+        bound_to = cursors.binding(
+            "products", sort.value, filter.active, filter.price_min, filter.price_max, filter.text
+        )
+        price_min = PRICE_FLOOR if filter.price_min is None else filter.price_min
+        price_max = PRICE_CEILING if filter.price_max is None else filter.price_max
+        if page.after is not None:
+            key = tuple(cursors.decode(page.after, bound_to, how.types))
+        elif how.column == "p.price":  # the near end of the price range starts the walk
+            key = (price_max, FIRST_DESCENDING) if how.descending else (price_min, FIRST_ASCENDING)
+        else:
+            key = how.first
         params: dict[str, Any] = {
             "active": None if filter.active is None else int(filter.active),
-            "after": FIRST_ASCENDING if page.after is None else page.after,
-            "price_min": PRICE_FLOOR if filter.price_min is None else filter.price_min,
-            "price_max": PRICE_CEILING if filter.price_max is None else filter.price_max,
+            "after": key[-1],
+            "sort_key": key[0] if how.column is not None else None,
+            "price_min": price_min,
+            "price_max": price_max,
             "limit": page.limit + 1,
         }
         text_plan = None
@@ -381,10 +481,13 @@ class SqliteProductRepository(_Repository):
                 return Page(items=[], next_after=None)
             params["match"] = match
             params["cap"] = FEW_TEXT_MATCHES + 1
-            (matches,) = conn.execute(PRODUCT_TEXT_MATCHES, params).fetchone()
+            ((matches,),) = await self._session.fetchall(PRODUCT_TEXT_MATCHES, params)
             text_plan = "few" if matches <= FEW_TEXT_MATCHES else "many"
-        sql = queries[filter.active is not None, text_plan]
-        return _page(conn.execute(sql, params).fetchall(), page, build)
+        sql = queries[filter.active is not None, text_plan, sort]
+        rows = await self._session.fetchall(sql, params)
+        if how.column is None:
+            return _page(rows, page, build, lambda row: cursors.encode(bound_to, [row[0]]))
+        return _page(rows, page, build, lambda row: cursors.encode(bound_to, [row[-1], row[0]]))
 
 
 # Refresh tokens.
@@ -417,7 +520,7 @@ def _token(row: tuple[Any, ...]) -> RefreshToken:
 
 class SqliteRefreshTokenRepository(_Repository):
     async def add(self, token: RefreshToken) -> None:
-        await self._execute(
+        await self._session.execute(
             REFRESH_INSERT,
             (
                 token.id,
@@ -432,20 +535,20 @@ class SqliteRefreshTokenRepository(_Repository):
         )
 
     async def get_by_digest(self, digest: str) -> RefreshToken | None:
-        rows = (await self._execute(REFRESH_GET_BY_DIGEST, (digest,))).fetchall()
+        rows = await self._session.fetchall(REFRESH_GET_BY_DIGEST, (digest,))
         return _token(rows[0]) if rows else None
 
     async def mark_used(self, token_id: str, at: datetime) -> bool:
-        return (await self._execute(REFRESH_MARK_USED, (format_timestamp(at), token_id))).rowcount == 1
+        return (await self._session.execute(REFRESH_MARK_USED, (format_timestamp(at), token_id))) == 1
 
     async def revoke_family(self, family_id: str, at: datetime) -> int:
-        return (await self._execute(REFRESH_REVOKE_FAMILY, (format_timestamp(at), family_id))).rowcount
+        return await self._session.execute(REFRESH_REVOKE_FAMILY, (format_timestamp(at), family_id))
 
     async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
-        return (await self._execute(REFRESH_REVOKE_USER, (format_timestamp(at), user_id))).rowcount
+        return await self._session.execute(REFRESH_REVOKE_USER, (format_timestamp(at), user_id))
 
     async def live_families(self, user_id: str, now: datetime) -> builtins.list[str]:
-        rows = await self._execute(REFRESH_LIVE_FAMILIES, (user_id, format_timestamp(now)))
+        rows = await self._session.fetchall(REFRESH_LIVE_FAMILIES, (user_id, format_timestamp(now)))
         return sorted({row[0] for row in rows})
 
 
@@ -460,20 +563,21 @@ REVOKED_SESSION_PURGE = "DELETE FROM revoked_sessions WHERE until < ?"
 
 class SqliteRevokedSessions(_Repository):
     async def add(self, session_ids: Sequence[str], at: datetime, until: datetime) -> None:
-        conn = await self._session.connection()
         at_text, until_text = format_timestamp(at), format_timestamp(until)
-        conn.executemany(REVOKED_SESSION_INSERT, [(session_id, at_text, until_text) for session_id in session_ids])
+        await self._session.executemany(
+            REVOKED_SESSION_INSERT, [(session_id, at_text, until_text) for session_id in session_ids]
+        )
 
     async def changes(
         self, cursor: str | None, now: datetime, limit: int
     ) -> tuple[builtins.list[EndedSession], str | None]:
         after = _sequence_cursor(cursor)
-        rows = (await self._execute(REVOKED_SESSION_CHANGES, (after, format_timestamp(now), limit))).fetchall()
+        rows = await self._session.fetchall(REVOKED_SESSION_CHANGES, (after, format_timestamp(now), limit))
         ended = [EndedSession(row[1], parse_timestamp(row[2])) for row in rows]
         return ended, (str(rows[-1][0]) if rows else cursor)
 
     async def purge(self, before: datetime) -> int:
-        return (await self._execute(REVOKED_SESSION_PURGE, (format_timestamp(before),))).rowcount
+        return await self._session.execute(REVOKED_SESSION_PURGE, (format_timestamp(before),))
 
 
 def _sequence_cursor(cursor: str | None) -> int:
@@ -490,15 +594,8 @@ AUDIT_INSERT = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?,
 _AUDIT_FILTERS = ("actor_id", "action", "object_type", "object_id")
 
 
-def _audit_list_sql(*flags: bool) -> str:
-    where = ["id < :before"] + [f"{column} = :{column}" for column, on in zip(_AUDIT_FILTERS, flags, strict=True) if on]
-    return f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit"
-
-
 #: Keyed by which filters are set: (actor_id, action, object_type, object_id).
-AUDIT_LIST: dict[tuple[bool, ...], str] = {
-    flags: _audit_list_sql(*flags) for flags in itertools.product((False, True), repeat=4)
-}
+AUDIT_LIST = _list_statements(_AUDIT_COLUMNS, "audit_log", "id < :after", "id DESC", _AUDIT_FILTERS)
 
 
 def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
@@ -516,7 +613,7 @@ def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
 
 class SqliteAuditLog(_Repository):
     async def append(self, entry: AuditEntry) -> None:
-        await self._execute(
+        await self._session.execute(
             AUDIT_INSERT,
             (
                 entry.id,
@@ -532,11 +629,8 @@ class SqliteAuditLog(_Repository):
 
     async def list(self, page: PageRequest, filter: AuditFilter) -> Page[AuditEntry]:
         values = (filter.actor_id, filter.action, filter.object_type, filter.object_id)
-        sql = AUDIT_LIST[tuple(value is not None for value in values)]
-        params: dict[str, Any] = dict(zip(_AUDIT_FILTERS, values, strict=True))
-        params["before"] = FIRST_DESCENDING if page.after is None else page.after
-        params["limit"] = page.limit + 1
-        return _page((await self._execute(sql, params)).fetchall(), page, _audit_entry)
+        filters = dict(zip(_AUDIT_FILTERS, values, strict=True))
+        return await _filtered_list(self._session, AUDIT_LIST, "audit", filters, page, _audit_entry, descending=True)
 
 
 # Orders. An order and its lines are read by one statement: the lines come as one JSON
@@ -572,17 +666,10 @@ ORDER_DUE_FOR_EXPIRY = (
 )
 
 
-def _order_list_sql(customer: bool, status: bool) -> str:
-    where = ["o.id < :before"]
-    where += ["o.customer_id = :customer_id"] if customer else []
-    where += ["o.status = :status"] if status else []
-    return f"SELECT {_ORDER_FIELDS} FROM orders AS o WHERE {' AND '.join(where)} ORDER BY o.id DESC LIMIT :limit"
-
-
 #: Keyed by which filters are set: (customer_id, status).
-ORDER_LIST: dict[tuple[bool, ...], str] = {
-    flags: _order_list_sql(*flags) for flags in itertools.product((False, True), repeat=2)
-}
+ORDER_LIST = _list_statements(
+    _ORDER_FIELDS, "orders AS o", "o.id < :after", "o.id DESC", ("customer_id", "status"), "o."
+)
 
 
 def _order(row: tuple[Any, ...]) -> Order:
@@ -607,8 +694,7 @@ def _order(row: tuple[Any, ...]) -> Order:
 
 class SqliteOrderRepository(_Repository):
     async def add(self, order: Order) -> None:
-        conn = await self._session.connection()
-        conn.execute(
+        await self._session.execute(
             ORDER_INSERT,
             (
                 order.id,
@@ -625,7 +711,7 @@ class SqliteOrderRepository(_Repository):
                 order.version,
             ),
         )
-        conn.executemany(
+        await self._session.executemany(
             ORDER_LINE_INSERT,
             [
                 (order.id, n, line.product_id, line.sku, line.name, line.unit_price.amount, line.quantity)
@@ -634,16 +720,16 @@ class SqliteOrderRepository(_Repository):
         )
 
     async def get(self, order_id: str) -> Order | None:
-        rows = (await self._execute(ORDER_GET, (order_id,))).fetchall()
+        rows = await self._session.fetchall(ORDER_GET, (order_id,))
         return _order(rows[0]) if rows else None
 
     async def get_many(self, order_ids: Sequence[str]) -> builtins.list[Order]:
         if not order_ids:
             return []
-        return [_order(row) for row in await self._execute(ORDER_GET_MANY, (orjson.dumps(list(order_ids)),))]
+        return [_order(row) for row in await self._session.fetchall(ORDER_GET_MANY, (orjson.dumps(list(order_ids)),))]
 
     async def update(self, order: Order) -> None:
-        cursor = await self._execute(
+        changed = await self._session.execute(
             ORDER_UPDATE,
             (
                 order.status.value,
@@ -655,22 +741,19 @@ class SqliteOrderRepository(_Repository):
                 order.version,
             ),
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ConcurrentUpdate("The order")
         order.version += 1
 
     async def list(self, page: PageRequest, filter: OrderFilter) -> Page[Order]:
-        sql = ORDER_LIST[filter.customer_id is not None, filter.status is not None]
-        params = {
-            "before": FIRST_DESCENDING if page.after is None else page.after,
+        filters = {
             "customer_id": filter.customer_id,
             "status": None if filter.status is None else filter.status.value,
-            "limit": page.limit + 1,
         }
-        return _page((await self._execute(sql, params)).fetchall(), page, _order)
+        return await _filtered_list(self._session, ORDER_LIST, "orders", filters, page, _order, descending=True)
 
     async def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[str]:
-        rows = await self._execute(ORDER_DUE_FOR_EXPIRY, (format_timestamp(now), limit))
+        rows = await self._session.fetchall(ORDER_DUE_FOR_EXPIRY, (format_timestamp(now), limit))
         return [row[0] for row in rows]
 
 
@@ -716,7 +799,7 @@ def _payment(row: tuple[Any, ...]) -> Payment:
 class SqlitePaymentRepository(_Repository):
     async def add(self, payment: Payment) -> None:
         try:
-            await self._execute(
+            await self._session.execute(
                 PAYMENT_INSERT,
                 (
                     payment.id,
@@ -743,19 +826,19 @@ class SqlitePaymentRepository(_Repository):
             raise
 
     async def get(self, payment_id: str) -> Payment | None:
-        rows = (await self._execute(PAYMENT_GET, (payment_id,))).fetchall()
+        rows = await self._session.fetchall(PAYMENT_GET, (payment_id,))
         return _payment(rows[0]) if rows else None
 
     async def get_by_provider_reference(self, reference: str) -> Payment | None:
-        rows = (await self._execute(PAYMENT_GET_BY_PROVIDER_REFERENCE, (reference,))).fetchall()
+        rows = await self._session.fetchall(PAYMENT_GET_BY_PROVIDER_REFERENCE, (reference,))
         return _payment(rows[0]) if rows else None
 
     async def list_for_order(self, order_id: str) -> builtins.list[Payment]:
-        return [_payment(row) for row in await self._execute(PAYMENT_LIST_FOR_ORDER, (order_id,))]
+        return [_payment(row) for row in await self._session.fetchall(PAYMENT_LIST_FOR_ORDER, (order_id,))]
 
     async def update(self, payment: Payment) -> None:
         try:
-            cursor = await self._execute(
+            changed = await self._session.execute(
                 PAYMENT_UPDATE,
                 (
                     payment.status.value,
@@ -772,7 +855,7 @@ class SqlitePaymentRepository(_Repository):
             if _is_unique_violation(exc, "payments.provider_reference"):
                 raise ProviderReferenceTaken(payment.provider_reference or "") from None
             raise
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ConcurrentUpdate("The payment")
         payment.version += 1
 
@@ -816,7 +899,7 @@ def _refund(row: tuple[Any, ...]) -> Refund:
 
 class SqliteRefundRepository(_Repository):
     async def add(self, refund: Refund) -> None:
-        await self._execute(
+        await self._session.execute(
             REFUND_INSERT,
             (
                 refund.id,
@@ -835,21 +918,21 @@ class SqliteRefundRepository(_Repository):
         )
 
     async def get(self, refund_id: str) -> Refund | None:
-        rows = (await self._execute(REFUND_GET, (refund_id,))).fetchall()
+        rows = await self._session.fetchall(REFUND_GET, (refund_id,))
         return _refund(rows[0]) if rows else None
 
     async def list_for_order(self, order_id: str) -> builtins.list[Refund]:
-        return [_refund(row) for row in await self._execute(REFUND_LIST_FOR_ORDER, (order_id,))]
+        return [_refund(row) for row in await self._session.fetchall(REFUND_LIST_FOR_ORDER, (order_id,))]
 
     async def list_for_payment(self, payment_id: str) -> builtins.list[Refund]:
-        return [_refund(row) for row in await self._execute(REFUND_LIST_FOR_PAYMENT, (payment_id,))]
+        return [_refund(row) for row in await self._session.fetchall(REFUND_LIST_FOR_PAYMENT, (payment_id,))]
 
     async def list_unsent(self, created_after: datetime, created_before: datetime, limit: int) -> builtins.list[Refund]:
         window = (format_timestamp(created_after), format_timestamp(created_before), limit)
-        return [_refund(row) for row in await self._execute(REFUND_LIST_UNSENT, window)]
+        return [_refund(row) for row in await self._session.fetchall(REFUND_LIST_UNSENT, window)]
 
     async def update(self, refund: Refund) -> None:
-        cursor = await self._execute(
+        changed = await self._session.execute(
             REFUND_UPDATE,
             (
                 refund.status.value,
@@ -860,7 +943,7 @@ class SqliteRefundRepository(_Repository):
                 refund.version,
             ),
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ConcurrentUpdate("The refund")
         refund.version += 1
 
@@ -872,6 +955,15 @@ OUTBOX_INSERT = f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, 
 # it: the index holds only undelivered events, so reading it in order reads just those.
 OUTBOX_LIST_PENDING = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?"
 OUTBOX_MARK_DELIVERED = "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL"
+# Each half reads its own partial index (migration 6) from its oldest end, so a purge costs
+# what it deletes, however long the table.
+OUTBOX_PURGE_DELIVERED = (
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?)"
+)
+OUTBOX_PURGE_UNDELIVERED = (
+    "DELETE FROM outbox WHERE id IN"
+    " (SELECT id FROM outbox WHERE delivered_at IS NULL AND occurred_at < ? ORDER BY occurred_at LIMIT ?)"
+)
 
 
 def _event(row: tuple[Any, ...]) -> DomainEvent:
@@ -887,7 +979,7 @@ def _event(row: tuple[Any, ...]) -> DomainEvent:
 
 class SqliteOutbox(_Repository):
     async def append(self, event: DomainEvent) -> None:
-        await self._execute(
+        await self._session.execute(
             OUTBOX_INSERT,
             (
                 event.id,
@@ -900,10 +992,17 @@ class SqliteOutbox(_Repository):
         )
 
     async def list_pending(self, limit: int) -> builtins.list[DomainEvent]:
-        return [_event(row) for row in await self._execute(OUTBOX_LIST_PENDING, (limit,))]
+        return [_event(row) for row in await self._session.fetchall(OUTBOX_LIST_PENDING, (limit,))]
 
     async def mark_delivered(self, event_id: str, at: datetime) -> bool:
-        return (await self._execute(OUTBOX_MARK_DELIVERED, (format_timestamp(at), event_id))).rowcount == 1
+        return (await self._session.execute(OUTBOX_MARK_DELIVERED, (format_timestamp(at), event_id))) == 1
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        cutoff = format_timestamp(before)
+        purged = await self._session.execute(OUTBOX_PURGE_DELIVERED, (cutoff, limit))
+        if purged < limit:
+            purged += await self._session.execute(OUTBOX_PURGE_UNDELIVERED, (cutoff, limit - purged))
+        return purged
 
 
 # Provider events: the primary key is the guard; a second insert of the same event does nothing.
@@ -914,8 +1013,8 @@ PROVIDER_EVENT_INSERT = (
 
 class SqliteProviderEvents(_Repository):
     async def record(self, provider: str, event_id: str, at: datetime) -> bool:
-        cursor = await self._execute(PROVIDER_EVENT_INSERT, (provider, event_id, format_timestamp(at)))
-        return cursor.rowcount == 1
+        changed = await self._session.execute(PROVIDER_EVENT_INSERT, (provider, event_id, format_timestamp(at)))
+        return changed == 1
 
 
 # Idempotency keys. A claim is inserted in the transaction of its effect (see
@@ -934,7 +1033,7 @@ IDEMPOTENCY_RELEASE = "DELETE FROM idempotency_keys WHERE scope = ? AND key = ?"
 
 class SqliteIdempotencyRepository(_Repository):
     async def get(self, scope: str, key: str) -> StoredRequest | None:
-        rows = (await self._execute(IDEMPOTENCY_GET, (scope, key))).fetchall()
+        rows = await self._session.fetchall(IDEMPOTENCY_GET, (scope, key))
         if not rows:
             return None
         scope, key, fingerprint, created_at, status, headers, body = rows[0]
@@ -950,17 +1049,17 @@ class SqliteIdempotencyRepository(_Repository):
 
     async def claim(self, claim: IdempotencyClaim, at: datetime, expired_before: datetime) -> bool:
         """Record the claim; False if the key is held by another live claim."""
-        cursor = await self._execute(
+        changed = await self._session.execute(
             IDEMPOTENCY_CLAIM,
             (claim.scope, claim.key, claim.fingerprint, format_timestamp(at), format_timestamp(expired_before)),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
-        await self._execute(IDEMPOTENCY_COMPLETE, (status, orjson.dumps(headers).decode(), body, scope, key))
+        await self._session.execute(IDEMPOTENCY_COMPLETE, (status, orjson.dumps(headers).decode(), body, scope, key))
 
     async def release(self, scope: str, key: str) -> None:
-        await self._execute(IDEMPOTENCY_RELEASE, (scope, key))
+        await self._session.execute(IDEMPOTENCY_RELEASE, (scope, key))
 
     async def purge(self, before: datetime) -> int:
-        return (await self._execute(IDEMPOTENCY_PURGE, (format_timestamp(before),))).rowcount
+        return await self._session.execute(IDEMPOTENCY_PURGE, (format_timestamp(before),))

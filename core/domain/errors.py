@@ -23,6 +23,13 @@ class DomainError(Exception):
 
 
 # The kinds. Entry points map these (and only these) to statuses.
+class Malformed(DomainError):
+    """The request cannot be understood as it is (not merely a wrong value): a token of
+    ours that is not one, such as a page cursor."""
+
+    code = "bad_request"
+
+
 class Invalid(DomainError):
     code = "invalid"
 
@@ -98,6 +105,16 @@ def _summary(fields: dict[str, str], truncated: bool) -> str:
         return f"{name} {problem}."
     more = " and more" if truncated else ""
     return f"The request has invalid fields: {', '.join(fields)}{more}."
+
+
+class InvalidCursor(Malformed):
+    code = "invalid_cursor"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This cursor is not one of this list's, with these sort and filters; pass back"
+            " meta.next_cursor exactly as received, with the same query, or leave it out for the first page."
+        )
 
 
 class UserNotFound(NotFound):
@@ -359,4 +376,17 @@ class ProviderReferenceTaken(Conflict):
     def __init__(self, reference: str):
         super().__init__(
             f"Another payment already has the provider reference {reference!r}.", details={"reference": reference}
+        )
+
+
+class QueryTimedOut(Unavailable):
+    """A read ran past its time budget and was stopped; nothing else was affected."""
+
+    code = "query_timeout"
+
+    def __init__(self, budget_ms: int):
+        super().__init__(
+            f"The query took longer than this server allows ({budget_ms} ms) and was stopped;"
+            " narrow it (more words, a price range, a filter) or try again later.",
+            details={"budget_ms": budget_ms},
         )

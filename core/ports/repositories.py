@@ -2,11 +2,18 @@
 
 Every adapter (in-memory fake, SQLite, PostgreSQL) passes the same contract
 suite in ``tests/contract``; that suite is the precise meaning of these docstrings.
+
+Lists are pages (core/domain/pagination.py): ``page.after`` is None for the first page or
+the ``next_after`` of the previous one, an opaque cursor that the adapter made and binds to
+the list, its sort and its filters. A cursor the adapter did not make for exactly this
+list, sort and filters raises InvalidCursor; it is never read as a first page. Every order
+is total (ties are broken by id), so pages never overlap or skip an item that stays put.
 """
 
 from __future__ import annotations
 
 import builtins
+import enum
 from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -35,6 +42,21 @@ class ProductFilter:
     price_min: int | None = None  # inclusive, minor units
     price_max: int | None = None  # inclusive, minor units
     text: str | None = None  # free text; adapters make it safe for their search engine
+
+
+class ProductSort(enum.Enum):
+    """The orders of a product list. Ties (equal prices, names or times) are broken by id,
+    and a descending order is the exact reverse of its ascending one (ties by id descending).
+    Names compare by code point once A-Z are lowered to a-z (and nothing else is changed),
+    which any store can do with an index."""
+
+    ID = "id"  # creation order: ids sort in the order they were made
+    PRICE = "price"
+    PRICE_DESC = "-price"
+    NAME = "name"
+    NAME_DESC = "-name"
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
 
 
 class ProductVersion(NamedTuple):
@@ -73,7 +95,7 @@ class UserRepository(Protocol):
         """Persist role, status, password hash and updated_at."""
 
     async def list(self, page: PageRequest, filter: UserFilter) -> Page[User]:
-        """Ordered by id ascending; ``page.after`` is the id of the last user already seen."""
+        """Ordered by id ascending (creation order)."""
 
     async def count(self, filter: UserFilter) -> int:
         """How many users match. In a write unit of work the number holds until it commits:
@@ -96,14 +118,17 @@ class ProductRepository(Protocol):
     async def delete(self, product_id: str) -> bool:
         """True if a product was deleted."""
 
-    async def list(self, page: PageRequest, filter: ProductFilter) -> Page[Product]:
-        """Ordered by id ascending; ``page.after`` is the id of the last product already seen.
-        ``filter.text`` matches words (and word prefixes) of name, sku and description;
-        any text is safe, including the search engine's own syntax."""
+    async def list(self, page: PageRequest, filter: ProductFilter, sort: ProductSort = ProductSort.ID) -> Page[Product]:
+        """In the order ``sort`` says. ``filter.text`` matches words (and word prefixes) of
+        name, sku and description; any text is safe, including the search engine's own
+        syntax. A cursor of one sort (or filter) is InvalidCursor with another."""
 
-    async def list_versions(self, page: PageRequest, filter: ProductFilter) -> Page[ProductVersion]:
-        """The ids and versions of exactly the page ``list`` returns, in the same order: for
-        callers that keep copies of products and only need to know which are current."""
+    async def list_versions(
+        self, page: PageRequest, filter: ProductFilter, sort: ProductSort = ProductSort.ID
+    ) -> Page[ProductVersion]:
+        """The ids and versions of exactly the page ``list`` returns, in the same order and
+        with the same cursor: for callers that keep copies of products and only need to
+        know which are current."""
 
     async def get_many(self, product_ids: Sequence[str]) -> builtins.list[Product]:
         """The products that exist among these ids, in no particular order."""
@@ -158,7 +183,7 @@ class AuditLog(Protocol):
     async def append(self, entry: AuditEntry) -> None: ...
 
     async def list(self, page: PageRequest, filter: AuditFilter) -> Page[AuditEntry]:
-        """Newest first (id descending); ``page.after`` is the id of the last entry already seen."""
+        """Newest first (id descending)."""
 
 
 class OrderRepository(Protocol):
@@ -181,7 +206,7 @@ class OrderRepository(Protocol):
         may apply several transitions to an order and save it once."""
 
     async def list(self, page: PageRequest, filter: OrderFilter) -> Page[Order]:
-        """Newest first (id descending); ``page.after`` is the id of the last order already seen."""
+        """Newest first (id descending)."""
 
     async def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[str]:
         """Ids of at most ``limit`` orders awaiting payment whose ``expires_at`` is at or
@@ -235,6 +260,16 @@ class Outbox(Protocol):
 
     async def mark_delivered(self, event_id: str, at: datetime) -> bool:
         """True if the event was pending (it is not any more)."""
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` events that are past keeping; returns how many.
+
+        Past keeping: delivered before ``before``; and, since nothing delivers the outbox
+        yet (delivery comes with outgoing webhooks), also never delivered and occurred
+        before ``before``. Once delivery exists, undelivered events must stop being purged
+        here (they would be retried or dead-lettered instead). ``limit`` bounds the work
+        of one call, so that one transaction never holds the store for long: call again
+        until it returns less than ``limit``."""
 
 
 class ProviderEvents(Protocol):

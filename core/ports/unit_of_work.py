@@ -77,9 +77,26 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self, *, readonly: bool = False) -> UnitOfWork:
-        """A fresh unit of work. ``readonly=True`` promises no writes, which lets an adapter
-        serve it from a consistent snapshot without queueing behind writers."""
+    def __call__(self, *, readonly: bool = False, slow: bool = False) -> UnitOfWork:
+        """A fresh unit of work.
+
+        ``readonly=True`` promises no writes (``commit()`` is a programming error). In
+        exchange the unit does not queue behind writers, and every read it makes sees one
+        consistent snapshot of the store, as of its first read: what other units commit
+        meanwhile is not seen, in whole or in part, until a later unit.
+
+        Every read has a time budget (the adapter's setting); a read past it is stopped
+        and raises QueryTimedOut (an Unavailable), and nothing else is affected. The
+        budget protects the other requests: a store whose reads run on the caller's thread
+        (the event loop) would otherwise hold every request up for as long as one read.
+
+        ``slow=True``, for read-only units only (ValueError otherwise), says that the reads
+        may take long: a text search, a filtered administrative list, the audit log. The
+        unit gets the larger budget for slow reads, and a store whose reads otherwise run
+        on the caller's thread runs this unit's reads elsewhere, so that the event loop
+        serves other requests meanwhile. A store that runs every read off the event loop
+        anyway treats both kinds alike but for the budget. Results are the same either way.
+        """
 
     def change_counter(self) -> int:
         """A number that changes whenever a unit of work commits: at once for commits of this

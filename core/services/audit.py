@@ -63,7 +63,7 @@ class AuditService:
         self._uow = uow
 
     async def list_entries(self, cmd: ListAuditEntries) -> Page[AuditEntry]:
-        """Newest first; admins only."""
+        """Newest first; admins only. The log is the store's longest table: a read that may be slow."""
         await as_admin(self._uow, cmd.actor)
-        async with self._uow(readonly=True) as uow:
+        async with self._uow(readonly=True, slow=True) as uow:
             return await uow.audit.list(cmd.page, cmd.filter)

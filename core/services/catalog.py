@@ -19,7 +19,7 @@ from core.domain.errors import ProductNotFound, SkuTaken, ValidationFailed
 from core.domain.pagination import Page, PageRequest
 from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
-from core.ports.repositories import ProductFilter, ProductVersion
+from core.ports.repositories import ProductFilter, ProductSort, ProductVersion
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from core.services.access import as_staff, for_reading
 from core.services.audit import Auditor
@@ -78,6 +78,15 @@ class ListProducts:
     active: bool | None = None
     price_min: int | None = None
     price_max: int | None = None
+    sort: ProductSort = ProductSort.ID  # creation order
+
+
+def _may_be_slow(product_filter: ProductFilter) -> bool:
+    """A text search, or a price range, may read much of the catalog for one page; the plain
+    catalog, in its own order, reads the page and no more."""
+    return (
+        product_filter.text is not None or product_filter.price_min is not None or product_filter.price_max is not None
+    )
 
 
 class CatalogService:
@@ -137,17 +146,19 @@ class CatalogService:
         return product
 
     async def list_products(self, cmd: ListProducts) -> Page[Product]:
-        """Everyone may list; only staff see (or filter for) inactive products."""
+        """Everyone may list; only staff see (or filter for) inactive products. In the order
+        ``cmd.sort`` says; ``cmd.page.after`` is a cursor of this same listing (InvalidCursor
+        otherwise: another sort, other filters, or something that is no cursor)."""
         product_filter = self._filter(cmd, await for_reading(self._uow, cmd.actor))
-        async with self._uow(readonly=True) as uow:
-            return await uow.products.list(cmd.page, product_filter)
+        async with self._uow(readonly=True, slow=_may_be_slow(product_filter)) as uow:
+            return await uow.products.list(cmd.page, product_filter, cmd.sort)
 
     async def list_product_versions(self, cmd: ListProducts) -> Page[ProductVersion]:
         """The ids and versions of the page ``list_products`` gives: for an entry point that
         keeps rendered copies of products and fetches only those that changed."""
         product_filter = self._filter(cmd, await for_reading(self._uow, cmd.actor))
-        async with self._uow(readonly=True) as uow:
-            return await uow.products.list_versions(cmd.page, product_filter)
+        async with self._uow(readonly=True, slow=_may_be_slow(product_filter)) as uow:
+            return await uow.products.list_versions(cmd.page, product_filter, cmd.sort)
 
     async def get_products(self, actor: Actor, product_ids: Sequence[str]) -> list[Product]:
         """The products among these ids that exist and that the actor may see."""

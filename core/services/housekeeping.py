@@ -2,7 +2,8 @@
 
 Each round: unpaid orders past their deadline expire (and give their stock back), card
 refunds the provider never heard of (it was unreachable) are sent again. Every so often:
-forgotten idempotency keys and records of long-ended sessions are purged. Every job is
+forgotten idempotency keys, records of long-ended sessions and outbox events past their
+retention are purged. Every job is
 idempotent and safe to run in several processes at once; one that fails does not keep the
 others from running, and is tried again the next round.
 """
@@ -18,6 +19,7 @@ from core.ports.clock import Clock
 from core.services.auth import AuthService
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService
+from core.services.outbox import OutboxService
 from core.services.payments import PaymentService
 
 
@@ -40,6 +42,7 @@ class Housekeeping:
         payments: PaymentService,
         idempotency: IdempotencyService,
         auth: AuthService,
+        outbox: OutboxService,
         clock: Clock,
         settings: HousekeepingSettings | None = None,
     ):
@@ -47,6 +50,7 @@ class Housekeeping:
         self._payments = payments
         self._idempotency = idempotency
         self._auth = auth
+        self._outbox = outbox
         self._clock = clock
         self._settings = settings or HousekeepingSettings()
         self._next_purge: datetime | None = None
@@ -75,6 +79,7 @@ class Housekeeping:
             jobs += [
                 ("purge_idempotency_keys", self._idempotency.purge_expired),
                 ("purge_ended_sessions", self._auth.purge_ended_sessions),
+                ("purge_outbox", self._outbox.purge_old_events),
             ]
         failed = []
         for name, job in jobs:

@@ -306,17 +306,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=to_json(data), status=status, content_type="application/json", headers=headers)
 
 
-def encode_cursor(after: str | None) -> str | None:
-    """A cursor is the sort key of the last item of a page. It is opaque to clients, but any
-    string is a valid one ("the items after this key"), so no cursor can be malformed."""
-    return after
-
-
-def decode_cursor(cursor: str | None) -> str | None:
-    return cursor
-
-
-def list_response(items: list[Any], next_after: str | None) -> web.Response:
-    return json_response(
-        {"data": items, "meta": {"has_more": next_after is not None, "next_cursor": encode_cursor(next_after)}}
-    )
+def list_response(items: list[Any], next_cursor: str | None) -> web.Response:
+    """A page in the list envelope. Cursors pass through as the store made them: opaque to
+    clients and to this layer alike (the store refuses one that is not its own)."""
+    return json_response({"data": items, "meta": {"has_more": next_cursor is not None, "next_cursor": next_cursor}})

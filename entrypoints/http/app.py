@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import attrs
 from aiohttp import web
 
 from entrypoints.container import Container, disk_check, provide, start, stop
@@ -24,6 +23,7 @@ from entrypoints.http.keys import (
     IDEMPOTENCY,
     OPENAPI,
     ORDERS,
+    OUTBOX,
     PAYMENTS,
     PUBLIC_MAX_AGE,
     READY_CHECKS,
@@ -89,6 +89,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[AUDIT] = await provide(container.audit_service)
             app[IDEMPOTENCY] = await provide(container.idempotency_service)
             app[ORDERS] = await provide(container.order_service)
+            app[OUTBOX] = await provide(container.outbox_service)
             app[PAYMENTS] = await provide(container.payment_service)
             app[GATEWAY] = await provide(container.payment_gateway)
             app[TOKENS] = await provide(container.access_tokens)

@@ -14,6 +14,7 @@ from core.services.catalog import CatalogService
 from core.services.housekeeping import Housekeeping
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService
+from core.services.outbox import OutboxService
 from core.services.payments import PaymentService
 from entrypoints.http.docs import ApiReference
 from entrypoints.http.representations import RenderedPages, RenderedProducts
@@ -32,6 +33,7 @@ PAYMENTS = web.AppKey("payments", PaymentService)
 GATEWAY = web.AppKey("gateway", PaymentGateway)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyService)
 HOUSEKEEPING = web.AppKey("housekeeping", Housekeeping)
+OUTBOX = web.AppKey("outbox", OutboxService)
 READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, detail) or raising
 OPENAPI = web.AppKey("openapi", dict)
 DOCS = web.AppKey("docs", ApiReference)  # /docs, rendered once per application

@@ -58,6 +58,7 @@ class HttpError(Exception):
 
 
 _KIND_STATUS: list[tuple[type[errors.DomainError], int]] = [
+    (errors.Malformed, 400),
     (errors.Invalid, 422),
     (errors.Unauthenticated, 401),
     (errors.NotAllowed, 403),

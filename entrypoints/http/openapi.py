@@ -71,8 +71,9 @@ A token that is sent but is invalid or expired is refused (401), even where none
 ### Lists and cursors
 
 Lists answer `{"data": [...], "meta": {"has_more", "next_cursor"}}`; `limit` is 1-100 (default 20).
-For the next page, send `meta.next_cursor` back unchanged as `cursor`; `has_more: false` (and
-`next_cursor: null`) is the last page. Cursors are opaque, and the order is stable.
+For the next page, send `meta.next_cursor` back unchanged as `cursor`, with the same sort and
+filters; `has_more: false` (and `next_cursor: null`) is the last page. Cursors are opaque, and
+the order is stable; a cursor that is not one of this list's is refused (400 `invalid_cursor`).
 
 ### Idempotency keys
 
@@ -97,7 +98,7 @@ Every error has the one shape of the `Error` schema, with the HTTP status that f
 
 | status | means | `code`, for example |
 |---|---|---|
-| 400 | the body is not JSON | `malformed_json` |
+| 400 | the body is not JSON, or a cursor is not this list's | `malformed_json`, `invalid_cursor` |
 | 401 | no valid token | `authentication_required`, `invalid_token`, `session_ended`, `invalid_credentials` |
 | 402 | the card was declined | `payment_failed` |
 | 403 | your role may not do this | `forbidden`, `account_disabled`, `cancel_needs_staff` |
@@ -107,7 +108,7 @@ Every error has the one shape of the `Error` schema, with the HTTP status that f
 | 413, 415 | body too large, not JSON | `payload_too_large`, `unsupported_media_type` |
 | 422 | a field is missing or wrong | `validation_failed` (`details.fields`, 20 at most: see `truncated`) |
 | 429 | too many attempts, or busy | `too_many_login_attempts`, `too_many_registrations`, `server_busy` |
-| 503 | a provider cannot be reached | `payment_provider_unavailable` (see `Retry-After`) |
+| 503 | a provider cannot be reached, a read took too long | `payment_provider_unavailable`, `query_timeout` |
 
 `code` is stable: branch on it, not on `message`, which is for humans and may change.
 """

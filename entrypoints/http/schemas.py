@@ -439,7 +439,9 @@ ADJUST_STOCK = obj(
 
 # Query parameters.
 LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
-CURSOR: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
+# Long enough for any cursor the store makes (one sorted by name carries the name: up to 200
+# characters, JSON-escaped, base64-encoded).
+CURSOR: Schema = {"type": "string", "minLength": 1, "maxLength": 2048}
 
 # Orders and payments.
 QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY, "examples": [2]}

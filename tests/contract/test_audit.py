@@ -51,8 +51,8 @@ async def test_the_log_is_newest_first_and_paginated_by_the_last_id(
     third = await _list(uow_factory, PageRequest(limit=2, after=second.next_after), AuditFilter())
     everything = await _list(uow_factory, PageRequest(limit=5), AuditFilter())
 
-    assert first == Page(items=newest_first[0:2], next_after=newest_first[1].id)
-    assert second == Page(items=newest_first[2:4], next_after=newest_first[3].id)
+    assert (first.items, first.has_more) == (newest_first[0:2], True)
+    assert (second.items, second.has_more) == (newest_first[2:4], True)
     assert third == Page(items=newest_first[4:5], next_after=None)
     assert everything == Page(items=newest_first, next_after=None)
 
@@ -97,5 +97,5 @@ async def test_filtered_pages_continue_after_the_last_id(uow_factory: UnitOfWork
     first = await _list(uow_factory, PageRequest(limit=2), AuditFilter(actor_id="usr_a"))
     second = await _list(uow_factory, PageRequest(limit=2, after=first.next_after), AuditFilter(actor_id="usr_a"))
 
-    assert first == Page(items=by_a[:2], next_after=by_a[1].id)
+    assert (first.items, first.has_more) == (by_a[:2], True)
     assert second == Page(items=by_a[2:], next_after=None)

@@ -80,3 +80,53 @@ async def test_a_provider_event_recorded_in_a_unit_left_without_commit_was_never
     async with uow_factory() as uow:
         assert await uow.provider_events.record("stripe", "evt_1", clock.now()) is True
         await uow.commit()
+
+
+# Purging.
+async def test_purge_deletes_what_is_past_keeping_a_batch_at_a_time(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock
+) -> None:
+    start = clock.now()
+    delivered_early = make.event("order.a")
+    never_delivered = make.event("order.b")
+    delivered_late = make.event("order.c")
+    clock.advance(days=2)
+    delivered_soon = make.event("order.e")
+    undelivered_soon = make.event("order.f")
+    clock.advance(days=4)
+    recent = make.event("order.d")
+    await store(uow_factory, delivered_early, never_delivered, delivered_late, delivered_soon, undelivered_soon, recent)
+    async with uow_factory() as uow:
+        assert await uow.outbox.mark_delivered(delivered_early.id, start + timedelta(days=1))
+        assert await uow.outbox.mark_delivered(delivered_late.id, start + timedelta(days=6))
+        assert await uow.outbox.mark_delivered(delivered_soon.id, start + timedelta(days=3))
+        await uow.commit()
+    cutoff = start + timedelta(days=5)
+
+    async with uow_factory() as uow:
+        assert await uow.outbox.purge(cutoff, 3) == 3
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.outbox.purge(cutoff, 3) == 1
+        assert await uow.outbox.purge(cutoff, 3) == 0
+        await uow.commit()
+
+    async with uow_factory(readonly=True) as uow:
+        assert await uow.outbox.list_pending(10) == [recent]
+    async with uow_factory() as uow:  # what is left is exactly what was kept: both purged at a later time
+        assert await uow.outbox.purge(start + timedelta(days=7), 10) == 2
+        assert await uow.outbox.list_pending(10) == []
+
+
+async def test_a_purge_left_without_commit_deletes_nothing(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock
+) -> None:
+    old = make.event()
+    await store(uow_factory, old)
+    async with uow_factory() as uow:
+        assert await uow.outbox.purge(clock.now() + timedelta(days=1), 10) == 1
+        # leaving without commit
+    async with uow_factory(readonly=True) as uow:
+        assert await uow.outbox.list_pending(10) == [old]
+    async with uow_factory() as uow:
+        assert await uow.outbox.purge(clock.now(), 10) == 0  # occurred at now: not before it

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from core.domain.catalog import Product
 from core.domain.errors import ConcurrentUpdate, InsufficientStock, SkuTaken
 from core.domain.money import Money
 from core.domain.pagination import Page, PageRequest
-from core.ports.repositories import ProductFilter, ProductVersion
+from core.ports.repositories import ProductFilter, ProductSort, ProductVersion
 from core.ports.unit_of_work import UnitOfWorkFactory
 from tests.contract.builders import Make, store
 from tests.fakes import FixedClock
@@ -205,13 +207,17 @@ async def test_lists_are_ordered_by_id_and_paginated_by_the_last_id(uow_factory:
         second = await uow.products.list(PageRequest(limit=2, after=first.next_after), ProductFilter())
         third = await uow.products.list(PageRequest(limit=2, after=second.next_after), ProductFilter())
         everything = await uow.products.list(PageRequest(limit=5), ProductFilter())
-        past_the_end = await uow.products.list(PageRequest(limit=2, after=products[-1].id), ProductFilter())
 
-    assert first == Page(items=products[0:2], next_after=products[1].id)
-    assert second == Page(items=products[2:4], next_after=products[3].id)
+    assert (first.items, first.has_more) == (products[0:2], True)
+    assert (second.items, second.has_more) == (products[2:4], True)
     assert third == Page(items=products[4:5], next_after=None)
     assert everything == Page(items=products, next_after=None)
-    assert past_the_end == Page(items=[], next_after=None)
+
+    async with uow_factory() as uow:  # the item a cursor ends at goes: the cursor still continues
+        assert await uow.products.delete(products[3].id)
+        await uow.commit()
+    async with uow_factory(readonly=True) as uow:
+        assert await uow.products.list(PageRequest(limit=2, after=second.next_after), ProductFilter()) == third
 
 
 async def test_lists_filter_by_active_and_an_inclusive_price_range(uow_factory: UnitOfWorkFactory, make: Make) -> None:
@@ -336,7 +342,7 @@ async def test_search_results_are_ordered_by_id_and_paginated(uow_factory: UnitO
         first = await uow.products.list(PageRequest(limit=3), ProductFilter(text="mug"))
         second = await uow.products.list(PageRequest(limit=3, after=first.next_after), ProductFilter(text="mug"))
 
-    assert first == Page(items=mugs[:3], next_after=mugs[2].id)
+    assert (first.items, first.has_more) == (mugs[:3], True)
     assert second == Page(items=mugs[3:], next_after=None)
 
 
@@ -420,3 +426,105 @@ async def test_get_many_by_sku_returns_the_products_that_exist(uow_factory: Unit
         nothing = await uow.products.get_many_by_sku([])
     assert sorted(found, key=lambda p: p.id) == [a, c]  # skus are exact
     assert nothing == []
+
+
+# Sorts.
+@pytest.fixture
+async def sortable(uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock) -> UnitOfWorkFactory:
+    """Ties in every key: A and C share a price, B and C a name but for its case and a
+    time, E and F a time; D was created before A but made after it (a later id)."""
+    t0 = clock.now()
+    made = {}
+    for sku, name, price, at, active in [
+        ("A", "banana", 500, t0, True),
+        ("B", "Apple", 1500, t0 + timedelta(hours=1), True),
+        ("C", "apple", 500, t0 + timedelta(hours=1), True),
+        ("D", "Cherry", 2500, t0 - timedelta(hours=1), True),
+        ("E", "éclair", 1500, t0 + timedelta(hours=2), False),
+        ("F", "Zucchini", 0, t0 + timedelta(hours=2), True),
+    ]:
+        clock.current = at
+        made[sku] = make.product(sku, name=name, price=price, active=active)
+    clock.current = t0
+    await store(uow_factory, *made.values())
+    return uow_factory
+
+
+async def _sorted(factory: UnitOfWorkFactory, f: ProductFilter, sort: ProductSort, limit: int) -> list[list[str]]:
+    """The skus of every page, following the cursors."""
+    pages: list[list[str]] = []
+    after = None
+    async with factory(readonly=True) as uow:
+        while True:
+            page = await uow.products.list(PageRequest(limit=limit, after=after), f, sort)
+            versions = await uow.products.list_versions(PageRequest(limit=limit, after=after), f, sort)
+            assert versions == Page([ProductVersion(p.id, p.version) for p in page.items], page.next_after)
+            pages.append([p.sku for p in page.items])
+            if page.next_after is None:
+                return pages
+            after = page.next_after
+
+
+SORTED = {
+    ProductSort.ID: "ABCDEF",
+    ProductSort.PRICE: "FACBED",  # ties by id
+    ProductSort.PRICE_DESC: "DEBCAF",  # the exact reverse
+    ProductSort.NAME: "BCADFE",  # A-Z in either case; "é" after "z" (code points)
+    ProductSort.NAME_DESC: "EFDACB",
+    ProductSort.CREATED_AT: "DABCEF",
+    ProductSort.CREATED_AT_DESC: "FECBAD",
+}
+
+
+@pytest.mark.parametrize("sort", list(ProductSort), ids=[s.value for s in ProductSort])
+@pytest.mark.parametrize("limit", [1, 2, 4, 6])
+async def test_every_sort_gives_one_total_order_page_after_page(
+    sortable: UnitOfWorkFactory, sort: ProductSort, limit: int
+) -> None:
+    pages = await _sorted(sortable, ProductFilter(), sort, limit)
+    assert "".join(sku for page in pages for sku in page) == SORTED[sort]
+    assert [len(page) for page in pages] == [limit] * (6 // limit) + ([6 % limit] if 6 % limit else [])
+
+
+@pytest.mark.parametrize("sort", list(ProductSort), ids=[s.value for s in ProductSort])
+@pytest.mark.parametrize(
+    ("product_filter", "keep"),
+    [
+        (ProductFilter(active=True), "ABCDF"),
+        (ProductFilter(active=False), "E"),
+        (ProductFilter(price_min=500, price_max=1500), "ABCE"),
+        (ProductFilter(price_min=501), "BDE"),
+        (ProductFilter(price_max=499), "F"),
+        (ProductFilter(active=True, price_min=500, price_max=500), "AC"),
+        (ProductFilter(text="apple"), "BC"),
+        (ProductFilter(text="a"), "ABC"),  # words beginning with "a": apple, apple, and A's own sku
+        (ProductFilter(text="apple", price_min=1000), "B"),
+        (ProductFilter(text="nothing"), ""),
+    ],
+)
+async def test_sorts_combine_with_search_and_filters(
+    sortable: UnitOfWorkFactory, sort: ProductSort, product_filter: ProductFilter, keep: str
+) -> None:
+    expected = "".join(sku for sku in SORTED[sort] if sku in keep)
+    for limit in (1, 2):
+        pages = await _sorted(sortable, product_filter, sort, limit)
+        assert "".join(sku for page in pages for sku in page) == expected, (limit, pages)
+
+
+async def test_a_sorted_page_follows_changes_to_its_key(sortable: UnitOfWorkFactory, clock: FixedClock) -> None:
+    # Keyset pages continue after the key where the last page ended, not after a position:
+    # a product that moves past that point shows up further on, and nothing is repeated.
+    async with sortable(readonly=True) as uow:
+        first = await uow.products.list(PageRequest(limit=3), ProductFilter(), ProductSort.PRICE)
+    assert [p.sku for p in first.items] == ["F", "A", "C"]
+    async with sortable() as uow:
+        cheap = await uow.products.get_by_sku("F")
+        assert cheap is not None
+        cheap.update({"price": Money(2000, "USD")}, at=clock.now())
+        await uow.products.update(cheap)
+        await uow.commit()
+    async with sortable(readonly=True) as uow:
+        rest = await uow.products.list(
+            PageRequest(limit=10, after=first.next_after), ProductFilter(), ProductSort.PRICE
+        )
+    assert [p.sku for p in rest.items] == ["B", "E", "F", "D"]

@@ -12,7 +12,7 @@ from core.domain.catalog import Product
 from core.domain.errors import SkuTaken
 from core.domain.pagination import PageRequest
 from core.ports.repositories import AuditFilter, ProductFilter
-from core.ports.unit_of_work import UnitOfWorkFactory
+from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from tests.contract.builders import Make, store
 from tests.fakes import FixedClock
 
@@ -206,3 +206,74 @@ async def test_the_change_counter_moves_with_commits_only(uow_factory: UnitOfWor
     second = uow_factory.change_counter()
     assert second != first
     assert uow_factory.change_counter() == second
+
+
+# Read-only units read one snapshot.
+@pytest.mark.parametrize("slow", [False, True], ids=["read", "slow_read"])
+async def test_a_read_only_unit_reads_one_snapshot_while_a_write_commits(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock, slow: bool
+) -> None:
+    lamp = make.product("LAMP-1", stock=5)
+    await store(uow_factory, lamp, make.audit_entry("product.created"))
+
+    async with uow_factory(readonly=True, slow=slow) as reader:
+        before = await reader.products.get(lamp.id)
+        skus_before = [p.sku for p in (await reader.products.list(PageRequest(), ProductFilter())).items]
+        async with uow_factory() as writer:  # commits in between the reader's reads
+            product = await writer.products.get(lamp.id)
+            assert product is not None
+            product.adjust_stock(+10, at=clock.now())
+            await writer.products.update(product)
+            await writer.products.add(make.product("CHAIR-1"))
+            await writer.audit.append(make.audit_entry("product.stock_adjusted"))
+            await writer.commit()
+        assert await reader.products.get(lamp.id) == before == lamp
+        assert [p.sku for p in (await reader.products.list(PageRequest(), ProductFilter())).items] == skus_before
+        assert await reader.products.get_by_sku("CHAIR-1") is None
+        assert [e.action for e in (await reader.audit.list(PageRequest(), AuditFilter())).items] == ["product.created"]
+
+    async with uow_factory(readonly=True, slow=slow) as after:  # the next unit sees it all
+        stored = await after.products.get(lamp.id)
+        assert stored is not None and stored.stock == 15
+        assert await after.products.get_by_sku("CHAIR-1") is not None
+
+
+async def test_read_only_units_open_at_once_each_keep_their_own_snapshot(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock
+) -> None:
+    lamp = make.product("LAMP-1", stock=0)
+    await store(uow_factory, lamp)
+
+    async def add_stock() -> None:
+        async with uow_factory() as writer:
+            product = await writer.products.get(lamp.id)
+            assert product is not None
+            product.adjust_stock(+1, at=clock.now())
+            await writer.products.update(product)
+            await writer.commit()
+
+    async def stock(uow: UnitOfWork) -> int:
+        product = await uow.products.get(lamp.id)
+        assert product is not None
+        return product.stock
+
+    async with uow_factory(readonly=True) as first:
+        assert await stock(first) == 0
+        await add_stock()
+        async with uow_factory(readonly=True, slow=True) as second:
+            assert await stock(second) == 1
+            await add_stock()
+            async with uow_factory(readonly=True) as third:
+                assert await stock(third) == 2
+                await add_stock()
+                assert (await stock(first), await stock(second), await stock(third)) == (0, 1, 2)
+    async with uow_factory(readonly=True) as last:
+        assert await stock(last) == 3
+
+
+async def test_a_unit_that_may_be_slow_is_read_only(uow_factory: UnitOfWorkFactory) -> None:
+    with pytest.raises(ValueError, match="read-only"):
+        uow_factory(slow=True)
+    async with uow_factory(readonly=True, slow=True) as uow:
+        with pytest.raises(RuntimeError):
+            await uow.commit()

@@ -15,9 +15,10 @@ import attrs
 import pytest
 
 from adapters.sqlite.database import SqliteDatabase
-from adapters.timestamps import format_timestamp
+from adapters.timestamps import format_timestamp, parse_timestamp
 from tests.e2e.conftest import (
     Api,
+    MovableClock,
     assert_error,
     count_rows,
     create_product,
@@ -64,6 +65,7 @@ async def shop(api: Api) -> Shop:
 
 
 ONE_MUG = {"items": [{"sku": "MUG-1", "quantity": 1}]}
+TWO_MUGS = {"items": [{"sku": "MUG-1", "quantity": 2}]}
 
 
 async def test_the_same_key_and_body_replay_the_stored_answer_byte_for_byte(api: Api, shop: Shop) -> None:
@@ -264,6 +266,40 @@ async def test_keys_are_forgotten_after_24_hours(api: Api, shop: Shop) -> None:
     service = await api.container.idempotency_service()
     assert await service.purge_expired() == 1
     assert await count_rows(api, "idempotency_keys") == 0
+
+
+async def test_keys_live_24_hours_by_the_servers_clock(tmp_path: Path, clock: MovableClock) -> None:
+    # Stamped and expired by the same (injected) clock: a key held by one and expired by
+    # another would answer 409 forever, or be forgotten early.
+    async with serve(tmp_path / "data", clock=clock) as api:
+        staff = await api.token_for("staff@example.com", "staff")
+        alice = await api.token_for("alice@example.com")
+        mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
+        before = clock.now()
+        first = await _raw(api, "POST", "/api/v1/orders", token=alice, key="day", json=ONE_MUG)
+        assert first.status == 201
+        database: SqliteDatabase = await api.container.database()
+        stamped = database.read_scalar("SELECT created_at FROM idempotency_keys WHERE key = 'day'")
+        assert before <= parse_timestamp(stamped) <= clock.now()
+
+        clock.advance(hours=23, minutes=59)
+        alice = await api.login("alice@example.com")  # the old token expired meanwhile
+        held = await _raw(api, "POST", "/api/v1/orders", token=alice["access_token"], key="day", json=TWO_MUGS)
+        assert held.status == 422 and json.loads(held.body)["error"]["code"] == "idempotency_key_reused"
+
+        clock.advance(minutes=2)
+        alice = await api.login("alice@example.com")
+        again = await _raw(api, "POST", "/api/v1/orders", token=alice["access_token"], key="day", json=TWO_MUGS)
+        assert again.status == 201 and "Idempotent-Replayed" not in again.headers
+        assert await count_rows(api, "orders") == 2
+        assert await stock_of(api, mug["id"]) == 7
+        restamped = database.read_scalar("SELECT created_at FROM idempotency_keys WHERE key = 'day'")
+        assert parse_timestamp(restamped) >= before + timedelta(hours=24, minutes=1)
+
+        clock.advance(hours=24, seconds=1)
+        service = await api.container.idempotency_service()
+        assert await service.purge_expired() == 1
+        assert await count_rows(api, "idempotency_keys") == 0
 
 
 async def test_a_copy_that_arrives_while_the_first_is_running_is_409(tmp_path: Path, localstripe_url: str) -> None:

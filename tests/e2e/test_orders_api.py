@@ -451,3 +451,23 @@ async def test_the_expiry_time_is_a_setting(tmp_path: Path) -> None:
         await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
         order = await place_order(api, staff, [{"sku": "MUG-1", "quantity": 1}])
         assert _time(order["expires_at"]) - _time(order["created_at"]) == timedelta(minutes=5)
+
+
+async def test_the_servers_housekeeping_purges_outbox_events_past_the_configured_retention(
+    tmp_path: Path, clock: MovableClock
+) -> None:
+    async with serve(tmp_path / "data", clock=clock, TILLBOX_OUTBOX_RETENTION_DAYS="2") as api:
+        staff = await api.token_for("staff@example.com", "staff")
+        alice = await api.token_for("alice@example.com")
+        await create_product(api, staff, sku="MUG-1", price=1250, stock=10)
+        await place_order(api, alice, [{"sku": "MUG-1", "quantity": 1}])
+        assert await count_rows(api, "outbox") == 1  # order.created
+        outbox = await api.container.outbox_service()
+
+        clock.advance(days=1, hours=23)
+        assert await outbox.purge_old_events() == 0
+        assert await count_rows(api, "outbox") == 1
+        clock.advance(hours=1, seconds=1)
+        assert await outbox.purge_old_events() == 1
+        assert await count_rows(api, "outbox") == 0
+        assert await count_rows(api, "orders") == 1  # only the event goes

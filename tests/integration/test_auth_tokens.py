@@ -11,11 +11,13 @@ import pathlib
 import stat
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from dependency_injector import providers
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
@@ -24,6 +26,8 @@ from adapters.auth.keys import SigningKeys
 from adapters.auth.tokens import JwtAccessTokens
 from core.domain.errors import TokenInvalid
 from core.domain.users import Role
+from entrypoints.container import build_container
+from entrypoints.settings import load_settings
 from tests.fakes import FixedClock
 
 ISSUER = "https://shop.example"
@@ -620,3 +624,25 @@ def test_servers_starting_together_make_one_first_key(key_dir: pathlib.Path, clo
         thread.join()
     assert len(set(kids)) == 1
     assert len(list(key_dir.glob("*.json"))) == 1
+
+
+def test_the_containers_keys_are_made_and_retired_by_the_containers_clock(tmp_path: pathlib.Path) -> None:
+    clock = FixedClock(datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC))
+    container = build_container(load_settings(None, {"TILLBOX_DATA_DIR": str(tmp_path / "data")}))
+    container.clock.override(providers.Object(clock))
+    try:
+        keys = container.signing_keys()
+        keys.load()
+        first = json.loads(next((tmp_path / "data" / "keys").glob("*.json")).read_text())
+        assert first["created_at"] == "2031-05-06T07:08:09.000000Z"
+
+        clock.advance(hours=1)
+        kid = keys.rotate(TTL)
+        rotated = json.loads((tmp_path / "data" / "keys" / f"{kid}.json").read_text())
+        assert rotated["created_at"] == "2031-05-06T08:08:09.000000Z"
+        assert rotated["retire_older_at"] == "2031-05-06T08:24:09.000000Z"  # + TTL + 60 s
+        assert keys.verification_key(first["kid"]) is not None
+        clock.advance(seconds=TTL + 61)  # retired by the same clock that made it
+        assert keys.verification_key(first["kid"]) is None
+    finally:
+        container.shutdown_resources()

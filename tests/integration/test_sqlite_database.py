@@ -5,10 +5,13 @@ particular to SQLite."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import pathlib
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -23,8 +26,10 @@ from core.domain.catalog import Product
 from core.domain.errors import Unavailable
 from core.domain.money import Money
 from core.domain.users import RefreshToken, Role, User, UserStatus
+from tests.fakes import FixedClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CLOCK = FixedClock(T0)
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -62,7 +67,7 @@ def path(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture
 async def db(path: pathlib.Path) -> AsyncIterator[SqliteDatabase]:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     await database.open()
     yield database
     await database.close()
@@ -80,7 +85,7 @@ def count(db: SqliteDatabase, table: str = "products") -> int:
 
 # Settings.
 async def test_open_creates_the_directory_and_construction_creates_nothing(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     assert not path.parent.exists()
     await database.open()
     try:
@@ -112,7 +117,7 @@ async def test_every_connection_has_wal_full_sync_and_foreign_keys(db: SqliteDat
 
 
 async def test_the_busy_timeout_is_configurable(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path, busy_timeout_ms=250)
+    database = SqliteDatabase(path, busy_timeout_ms=250, clock=CLOCK)
     await database.open()
     try:
         assert {c["busy_timeout"] for c in database.pragmas().values()} == {250}
@@ -136,20 +141,97 @@ def test_migrations_are_recorded_and_idempotent(path: pathlib.Path) -> None:
     assert all(len(applied_at) == 27 and applied_at.endswith("Z") for _, _, applied_at in rows)
 
 
+# Each child imports first, says so, and opens the store only when the parent says go: the
+# opens happen together, not staggered by import times.
+_OPEN_WHEN_TOLD = """
+import pathlib, sys
+from adapters.sqlite import migrate
+print("ready", flush=True)
+sys.stdin.readline()
+print(migrate(pathlib.Path(sys.argv[1])), flush=True)
+"""
+
+
 def test_processes_starting_at_once_apply_each_migration_once(path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True)
-    script = f"from adapters.sqlite import migrate; print(migrate(__import__('pathlib').Path({str(path)!r})))"
     processes = [
-        subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in range(4)
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_WHEN_TOLD, str(path)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
     ]
-    outputs = [p.communicate(timeout=60)[0].strip() for p in processes]
+    try:
+        for p in processes:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in processes:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [p.communicate(timeout=60) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
 
-    assert [p.returncode for p in processes] == [0] * 4
-    assert outputs == [str(LATEST_VERSION)] * 4
+    assert [(p.returncode, err) for p, (_, err) in zip(processes, results, strict=True)] == [(0, "")] * 8
+    assert [out.strip() for out, _ in results] == [str(LATEST_VERSION)] * 8
     conn = sqlite3.connect(path)
     versions = [v for (v,) in conn.execute("SELECT version FROM _migrations ORDER BY version")]
     conn.close()
     assert versions == list(range(1, LATEST_VERSION + 1))
+
+
+class _Retried(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.set()
+
+
+def test_opening_a_new_store_while_another_process_writes_its_header_waits_its_turn(path: pathlib.Path) -> None:
+    # Switching a new file to WAL reads its header, then rewrites it. If another connection
+    # holds the write lock in between, SQLite says "database is locked" at once, without
+    # waiting (waiting could deadlock): what several processes opening a new store meet.
+    path.parent.mkdir(parents=True)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    retried = _Retried()
+    logger = logging.getLogger("adapters.sqlite.connection")
+    logger.addHandler(retried)
+    level, logger.level = logger.level, logging.DEBUG
+    opened: list[sqlite3.Connection | BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(connect(path, busy_timeout_ms=30_000))
+        except BaseException as exc:
+            opened.append(exc)
+
+    opener = threading.Thread(target=open_store)
+    try:
+        opener.start()
+        deadline = time.monotonic() + 30
+        while not (retried.seen.is_set() or opened) and time.monotonic() < deadline:
+            retried.seen.wait(timeout=0.01)
+        assert retried.seen.is_set(), opened  # it met the lock, and is trying again
+        other.execute("ROLLBACK")
+        opener.join(timeout=30)
+    finally:
+        logger.removeHandler(retried)
+        logger.level = level
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+
+    assert len(opened) == 1 and isinstance(opened[0], sqlite3.Connection), opened
+    assert opened[0].execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    opened[0].close()
 
 
 def test_a_failing_migration_leaves_the_schema_as_it_was(path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,12 +265,12 @@ async def test_a_database_newer_than_the_code_is_refused(path: pathlib.Path) -> 
     with pytest.raises(MigrationError, match="schema version 99, newer than this Tillbox"):
         migrate(path)
     with pytest.raises(MigrationError):
-        await SqliteDatabase(path).open()
+        await SqliteDatabase(path, clock=CLOCK).open()
 
 
 # Units of work.
 async def test_two_instances_on_one_file_see_each_others_commits(path: pathlib.Path) -> None:
-    first, second = SqliteDatabase(path), SqliteDatabase(path)
+    first, second = SqliteDatabase(path, clock=CLOCK), SqliteDatabase(path, clock=CLOCK)
     await first.open()
     await second.open()
     try:
@@ -277,7 +359,7 @@ async def test_when_a_batch_cannot_commit_every_unit_in_it_hears_so_and_nothing_
 
 
 async def test_close_lets_a_pending_batch_finish_and_loses_nothing(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     await database.open()
     tasks = [asyncio.create_task(add_product(database, n)) for n in range(50)]
     while database.pending_commits == 0:
@@ -286,7 +368,7 @@ async def test_close_lets_a_pending_batch_finish_and_loses_nothing(path: pathlib
     await database.close()
 
     assert all(t.done() and t.exception() is None for t in tasks)
-    reopened = SqliteDatabase(path)
+    reopened = SqliteDatabase(path, clock=CLOCK)
     await reopened.open()
     try:
         assert count(reopened) == 50
@@ -295,7 +377,7 @@ async def test_close_lets_a_pending_batch_finish_and_loses_nothing(path: pathlib
 
 
 async def test_after_close_new_units_are_refused(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     await database.open()
     await database.close()
     with pytest.raises(Unavailable):
@@ -326,7 +408,7 @@ async def test_a_read_only_unit_cannot_write(db: SqliteDatabase) -> None:
 
 
 async def test_another_process_holding_the_write_lock_makes_writes_unavailable(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path, busy_timeout_ms=200)
+    database = SqliteDatabase(path, busy_timeout_ms=200, clock=CLOCK)
     await database.open()
     other = connect(path, busy_timeout_ms=200)
     try:
@@ -367,7 +449,9 @@ async def test_the_loop_runs_on_while_a_unit_waits_for_another_process_lock(path
 async def test_a_unit_cancelled_while_waiting_for_the_file_lock_leaves_the_writer_usable(
     path: pathlib.Path,
 ) -> None:
-    database = SqliteDatabase(path, busy_timeout_ms=60_000)  # longer than the test: the lock's end ends the wait
+    database = SqliteDatabase(
+        path, busy_timeout_ms=60_000, clock=CLOCK
+    )  # longer than the test: the lock's end ends the wait
     await database.open()
     other = connect(path, busy_timeout_ms=60_000)
     try:

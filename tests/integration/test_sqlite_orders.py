@@ -26,6 +26,7 @@ from core.services.payments import PaymentService, PayOrder, RefundPayment
 from tests.fakes import FakePaymentGateway, FixedClock, SequentialIds
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CLOCK = FixedClock(T0)
 STAFF = Actor("usr_staff", Role.STAFF)
 
 
@@ -36,7 +37,7 @@ def path(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture
 async def db(path: pathlib.Path) -> AsyncIterator[SqliteDatabase]:
-    database = SqliteDatabase(path)
+    database = SqliteDatabase(path, clock=CLOCK)
     await database.open()
     yield database
     await database.close()
@@ -219,7 +220,7 @@ async def test_two_instances_sweeping_one_file_expire_each_order_once(
         by_deadline.append((await orders.place_order(PlaceOrder(customer(n), items))).id)
         clock.advance(seconds=1)
     # Two processes: each its own database instance (connections, write lock) and its own ids.
-    other_db = SqliteDatabase(path, busy_timeout_ms=60_000)  # it waits for the first one's lock
+    other_db = SqliteDatabase(path, busy_timeout_ms=60_000, clock=clock)  # it waits for the first one's lock
     await other_db.open()
     try:
         second = HeldUnits(other_db)

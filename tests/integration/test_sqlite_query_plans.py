@@ -19,15 +19,19 @@ import pytest
 
 from adapters.sqlite import migrate
 from adapters.sqlite import repositories as repos
+from core.ports.repositories import ProductSort
 
 STATEMENT = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE)\b")
 # A full-text query must be answered from the index of its MATCH ("...INDEX 0:M..."), not by
 # walking every row of the virtual table.
 FTS_MATCH = re.compile(r"^SCAN \w+ VIRTUAL TABLE INDEX \d+:\S*M")
-# The "few" search plan sorts its matches by id; repositories.py only chooses it when there
-# are at most FEW_TEXT_MATCHES of them, so that sort is bounded.
+# The "few" search plan sorts its matches (in any of the product sorts); repositories.py only
+# chooses it when there are at most FEW_TEXT_MATCHES of them, so that sort is bounded.
 BOUNDED_SORTS = {
-    queries[active, "few"] for queries in (repos.PRODUCT_LIST, repos.PRODUCT_LIST_VERSIONS) for active in (False, True)
+    sql
+    for queries in (repos.PRODUCT_LIST, repos.PRODUCT_LIST_VERSIONS)
+    for key, sql in queries.items()
+    if key[1] == "few"
 }
 #: Statements allowed to walk a partial index from its start: the index holds only the rows
 #: they want (the outbox's undelivered events), so the walk stops after LIMIT of them.
@@ -37,7 +41,7 @@ PARTIAL_INDEX_WALKS = {"OUTBOX_LIST_PENDING": ["SCAN outbox USING INDEX outbox_p
 WHOLE_COUNTS = {"USER_COUNT[(False, False)]"}
 PARAMS = {
     "after": "prd_000000000100",
-    "before": "aud_000000001900",
+    "sort_key": 1000,  # a price, a name or a time: the plan is the same
     "customer_id": "usr_000000000007",
     "role": "staff",
     "status": "active",
@@ -72,11 +76,15 @@ STATEMENTS = dict(repository_statements())
 
 def test_the_statements_are_all_found() -> None:
     lists = [n for n in STATEMENTS if "_LIST[" in n]
-    # users (3 filters), products (active x 3 text plans), audit (4 filters), orders (2 filters)
-    assert len(lists) == 8 + 6 + 16 + 4
+    # users (3 filters), products (active x 3 text plans x 7 sorts), audit (4 filters), orders (2 filters)
+    assert len(lists) == 8 + 2 * 3 * len(ProductSort) + 16 + 4
+    assert len(ProductSort) == 7
     for name in (
         "USER_GET",
         "PRODUCT_UPDATE",
+        "PRODUCT_UPDATE_STOCK",
+        "OUTBOX_PURGE_DELIVERED",
+        "OUTBOX_PURGE_UNDELIVERED",
         "PRODUCT_TEXT_MATCHES",
         "REFRESH_REVOKE_FAMILY",
         "AUDIT_INSERT",
@@ -263,5 +271,21 @@ def test_the_first_page_uses_the_same_plan_as_the_next_ones(conn: sqlite3.Connec
     # Lists bind a bound every id passes instead of dropping the condition (which would
     # make the first page a SCAN of the index): the same statement serves every page.
     first = {**PARAMS, "after": repos.FIRST_ASCENDING}
-    steps = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {repos.PRODUCT_LIST[False, None]}", first)]
+    steps = [
+        row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {repos.PRODUCT_LIST[False, None, ProductSort.ID]}", first)
+    ]
     assert steps == ["SEARCH p USING INDEX sqlite_autoindex_products_1 (id>?)"]
+
+
+@pytest.mark.parametrize("sort", list(ProductSort), ids=[s.value for s in ProductSort])
+@pytest.mark.parametrize("active", [False, True], ids=["everything", "active"])
+def test_every_sort_reads_its_own_index_in_order(conn: sqlite3.Connection, sort: ProductSort, active: bool) -> None:
+    # No sort of the catalog is a scan or a sort of the table, with or without a price range:
+    # a range of the index of its key, read in order, that LIMIT stops.
+    column = {"id": "id", "price": "price", "name": "name", "created_at": "created_at"}[sort.value.lstrip("-")]
+    steps = plan(conn, repos.PRODUCT_LIST[active, None, sort])
+    assert len(steps) == 1 and steps[0].startswith("SEARCH p USING "), steps
+    assert "TEMP B-TREE" not in " ".join(steps)
+    if column != "id":
+        index = f"products_active_{column}_id" if active else f"products_{column}_id"
+        assert f"INDEX {index} (" in steps[0], steps

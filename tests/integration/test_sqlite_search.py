@@ -7,8 +7,9 @@ from __future__ import annotations
 import pathlib
 import random
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 
 from adapters.sqlite import SqliteDatabase
@@ -16,11 +17,12 @@ from adapters.sqlite import repositories as repos
 from core.domain.catalog import Product
 from core.domain.money import Money
 from core.domain.pagination import PageRequest
-from core.ports.repositories import ProductFilter
+from core.ports.repositories import ProductFilter, ProductSort
 from core.ports.unit_of_work import UnitOfWorkFactory
-from tests.fakes import InMemoryDatabase
+from tests.fakes import FixedClock, InMemoryDatabase
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CLOCK = FixedClock(T0)
 WORDS = ["lamp", "lampe", "Läufer", "oak", "oaken", "Café", "cafe", "chair", "blue", "BLUE-2", "x1", "mug", "desk"]
 QUERIES = [
     "lamp",
@@ -62,7 +64,7 @@ def catalog() -> list[Product]:
                 price=Money(rng.randrange(0, 10_000), "USD"),
                 stock=1,
                 active=rng.random() < 0.8,
-                created_at=T0,
+                created_at=T0 + timedelta(seconds=rng.randrange(0, 60)),  # ties, and not in id order
                 updated_at=T0,
             )
         )
@@ -84,7 +86,7 @@ def products() -> list[Product]:
 
 @pytest.fixture
 async def sqlite(tmp_path: pathlib.Path, products: list[Product]) -> AsyncIterator[SqliteDatabase]:
-    db = SqliteDatabase(tmp_path / "tillbox.db")
+    db = SqliteDatabase(tmp_path / "tillbox.db", clock=CLOCK)
     await db.open()
     await _fill(db, products)
     yield db
@@ -98,7 +100,7 @@ _expected: dict[ProductFilter, list[list[str]]] = {}
 async def expected(products: list[Product]) -> dict[ProductFilter, list[list[str]]]:
     """What the fake answers (computed once: the fake copies its whole store per unit)."""
     if not _expected:
-        memory = InMemoryDatabase()
+        memory = InMemoryDatabase(CLOCK)
         await _fill(memory, products)
         for f in _filters():
             _expected[f] = await search(memory, f)
@@ -113,12 +115,12 @@ def _filters() -> list[ProductFilter]:
     ]
 
 
-async def search(factory: UnitOfWorkFactory, f: ProductFilter) -> list[list[str]]:
+async def search(factory: UnitOfWorkFactory, f: ProductFilter, sort: ProductSort = ProductSort.ID) -> list[list[str]]:
     """Every page, as lists of ids, following next_after."""
     pages, after = [], None
     async with factory(readonly=True) as uow:
         while True:
-            page = await uow.products.list(PageRequest(limit=7, after=after), f)
+            page = await uow.products.list(PageRequest(limit=7, after=after), f, sort)
             pages.append([p.id for p in page.items])
             if page.next_after is None:
                 return pages
@@ -136,3 +138,33 @@ async def test_both_search_plans_agree_with_the_fake(
     for f in _filters():
         assert await search(sqlite, f) == expected[f], f
     assert sum(len(ids) for pages in expected.values() for ids in pages) > 500  # the queries do match things
+
+
+_expected_sorted: dict[tuple[ProductSort, ProductFilter], list[list[str]]] = {}
+SORT_FILTERS = FILTERS + [attrs.evolve(base, text=text) for text in QUERIES[:4] for base in FILTERS]
+
+
+@pytest.fixture
+async def expected_sorted(products: list[Product]) -> dict[tuple[ProductSort, ProductFilter], list[list[str]]]:
+    """What the fake answers for every sort (computed once, like ``expected``)."""
+    if not _expected_sorted:
+        memory = InMemoryDatabase(CLOCK)
+        await _fill(memory, products)
+        for sort in ProductSort:
+            for f in SORT_FILTERS:
+                _expected_sorted[sort, f] = await search(memory, f, sort)
+    return _expected_sorted
+
+
+@pytest.mark.parametrize("sort", [s for s in ProductSort if s is not ProductSort.ID], ids=lambda s: s.value)
+@pytest.mark.parametrize("few", [0, repos.FEW_TEXT_MATCHES])
+async def test_every_sort_of_both_search_plans_agrees_with_the_fake(
+    sqlite: SqliteDatabase,
+    expected_sorted: dict[tuple[ProductSort, ProductFilter], list[list[str]]],
+    sort: ProductSort,
+    few: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(repos, "FEW_TEXT_MATCHES", few)
+    for f in SORT_FILTERS:
+        assert await search(sqlite, f, sort) == expected_sorted[sort, f], f

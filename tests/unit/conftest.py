@@ -34,8 +34,8 @@ def ids() -> SequentialIds:
 
 
 @pytest.fixture
-def db() -> InMemoryDatabase:
-    return InMemoryDatabase()
+def db(clock: FixedClock) -> InMemoryDatabase:
+    return InMemoryDatabase(clock)
 
 
 @pytest.fixture

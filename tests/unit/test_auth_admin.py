@@ -69,7 +69,6 @@ async def test_pages_cover_every_user_once_in_id_order(auth: AuthService, admin:
         seen.append([u.id for u in page.items])
         if not page.has_more:
             break
-        assert page.next_after == page.items[-1].id
         after = page.next_after
 
     ids = [u.id for u in everyone]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from core.domain.catalog import Product
 from core.domain.money import Money
 from core.domain.users import RefreshToken
-from tests.fakes import InMemoryDatabase
+from tests.fakes import FixedClock, InMemoryDatabase
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -28,7 +28,7 @@ def _product(n: int) -> Product:
 
 
 async def test_leaving_without_commit_keeps_nothing() -> None:
-    db = InMemoryDatabase()
+    db = InMemoryDatabase(FixedClock(T0))
     async with db() as uow:
         await uow.products.add(_product(1))
 
@@ -36,7 +36,7 @@ async def test_leaving_without_commit_keeps_nothing() -> None:
 
 
 async def test_writes_after_a_commit_need_another_commit() -> None:
-    db = InMemoryDatabase()
+    db = InMemoryDatabase(FixedClock(T0))
     async with db() as uow:
         await uow.products.add(_product(1))
         await uow.commit()
@@ -55,7 +55,7 @@ async def test_writes_after_a_commit_need_another_commit() -> None:
 
 
 async def test_refresh_token_writes_after_a_commit_need_another_commit() -> None:
-    db = InMemoryDatabase()
+    db = InMemoryDatabase(FixedClock(T0))
     token = RefreshToken(id="rtk_1", user_id="usr_1", family_id="fam_1", token_digest="d", created_at=T0, expires_at=T0)
     async with db() as uow:
         await uow.refresh_tokens.add(token)

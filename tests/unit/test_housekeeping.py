@@ -15,6 +15,7 @@ from core.services.catalog import CatalogService, CreateProduct
 from core.services.housekeeping import Housekeeping, HousekeepingSettings
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderItem, OrderService, PlaceOrder
+from core.services.outbox import OutboxService, OutboxSettings
 from core.services.payments import PaymentService
 from tests.fakes import FakeKeyedDigest, FixedClock, InMemoryDatabase
 from tests.unit.helpers import STRONG, all_orders
@@ -25,9 +26,9 @@ def chores(
     orders: OrderService, payments: PaymentService, auth: AuthService, db: InMemoryDatabase, clock: FixedClock
 ) -> Housekeeping:
     idempotency = IdempotencyService(db, clock, FakeKeyedDigest())
-    return Housekeeping(
-        orders, payments, idempotency, auth, clock, HousekeepingSettings(purge_every=timedelta(minutes=10))
-    )
+    outbox = OutboxService(db, clock, OutboxSettings())
+    settings = HousekeepingSettings(purge_every=timedelta(minutes=10))
+    return Housekeeping(orders, payments, idempotency, auth, outbox, clock, settings)
 
 
 async def test_a_round_expires_every_order_past_its_deadline(
@@ -92,7 +93,7 @@ async def test_one_failing_job_does_not_stop_the_others(
         raise boom
 
     monkeypatch.setattr(payments, "resend_unsent_refunds", broken)
-    chores = Housekeeping(orders, payments, chores._idempotency, chores._auth, clock)
+    chores = Housekeeping(orders, payments, chores._idempotency, chores._auth, chores._outbox, clock)
 
     failed = await chores.run_round()
 

@@ -23,6 +23,8 @@ from adapters.sqlite.migrations import (
     m0004_idempotency,
     m0005_unsent_refunds,
     m0006_sessions_skeletons,
+    m0007_outbox_purge,
+    m0008_product_sorts,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -44,6 +46,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "idempotency keys", m0004_idempotency.apply),
     Migration(5, "unsent refunds index", m0005_unsent_refunds.apply),
     Migration(6, "ended sessions, email skeletons, keyed fingerprints, stock ceiling", m0006_sessions_skeletons.apply),
+    Migration(7, "outbox purge indexes", m0007_outbox_purge.apply),
+    Migration(8, "product sort indexes", m0008_product_sorts.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version
@@ -88,6 +92,10 @@ def apply_migrations(conn: sqlite3.Connection, path: pathlib.Path) -> int:
     _check_not_newer(version, path)
     if version == LATEST_VERSION:
         return version  # the common start: no write lock needed
+    # ~50 ms, and only when a migration looks pending; before the lock, not while holding it:
+    # processes opening a new store together queue for the lock one after another.
+    import sqlite_utils
+
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
@@ -102,8 +110,9 @@ def apply_migrations(conn: sqlite3.Connection, path: pathlib.Path) -> int:
         conn.execute(_CREATE_TABLE)
         version = current_version(conn)  # again, under the lock: another process may have migrated
         _check_not_newer(version, path)
-        import sqlite_utils  # ~50 ms: only when a migration is pending, not at every start
-
+        if version == LATEST_VERSION:
+            conn.execute("ROLLBACK")  # it did: nothing to write (and no fsync to wait for)
+            return version
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         for migration in MIGRATIONS[version:]:
             try:

@@ -8,9 +8,9 @@ from adapters.serialization import to_wire
 from core.domain.pagination import PageRequest
 from core.ports.repositories import AuditFilter
 from core.services.audit import ListAuditEntries
-from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, list_response
+from entrypoints.http.api import Api, Input, Param, Reply, list_response
 from entrypoints.http.keys import AUDIT
-from entrypoints.http.routes.common import FORBIDDEN, INVALID, PAGE, UNAUTHENTICATED
+from entrypoints.http.routes.common import FORBIDDEN, LIST_ERRORS, PAGE, UNAUTHENTICATED
 from entrypoints.http.schemas import list_of
 
 api = Api()
@@ -35,7 +35,7 @@ _TEXT = {"type": "string", "minLength": 1, "maxLength": 100}
         Reply(200, "A page of entries, newest first.", list_of("AuditEntry")),
         UNAUTHENTICATED,
         FORBIDDEN,
-        INVALID,
+        *LIST_ERRORS,
     ),
 )
 async def list_audit_entries(request: web.Request, i: Input) -> web.Response:
@@ -45,7 +45,7 @@ async def list_audit_entries(request: web.Request, i: Input) -> web.Response:
     page = await request.app[AUDIT].list_entries(
         ListAuditEntries(
             actor=i.actor,
-            page=PageRequest(limit=q["limit"], after=decode_cursor(q.get("cursor"))),
+            page=PageRequest(limit=q["limit"], after=q.get("cursor")),
             filter=AuditFilter(
                 actor_id=q.get("actor_id"),
                 action=q.get("action"),

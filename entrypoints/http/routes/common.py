@@ -26,8 +26,17 @@ BODY_ERRORS = (BAD_JSON, TOO_LARGE, MEDIA_TYPE, INVALID)
 
 PAGE = (
     Param("limit", LIMIT, "Items per page, 1-100."),
-    Param("cursor", CURSOR, "`meta.next_cursor` of the previous page."),
+    Param(
+        "cursor",
+        CURSOR,
+        "`meta.next_cursor` of the previous page, exactly as received and with the same query"
+        " (sort and filters); opaque: its form may change.",
+    ),
 )
+#: The replies every list has besides its page.
+BAD_CURSOR = err(400, "`cursor` is not a cursor of this list with this sort and these filters (`invalid_cursor`).")
+TOO_SLOW = err(503, "The read took longer than the server allows (`query_timeout`); narrow it or retry later.")
+LIST_ERRORS = (BAD_CURSOR, INVALID, TOO_SLOW)
 IF_MATCH = Param(
     "If-Match",
     {"type": "string", "maxLength": 23, "pattern": '^(\\*|(W/)?"v[0-9]{1,18}")$', "examples": ['"v3"']},

@@ -10,12 +10,12 @@ from core.domain.pagination import PageRequest
 from core.domain.payments import PaymentMethod, RefundStatus
 from core.services.orders import CancelOrder, FulfilOrder, ListOrders, OrderItem, PlaceOrder
 from core.services.payments import PayOrder, RefundPayment
-from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
+from entrypoints.http.api import Api, Input, Param, Reply, json_response, list_response
 from entrypoints.http.keys import ORDERS, PAYMENTS, RENDERED_PAGES, STORE
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
     FORBIDDEN,
-    INVALID,
+    LIST_ERRORS,
     NOT_FOUND,
     PAGE,
     UNAUTHENTICATED,
@@ -70,7 +70,7 @@ async def place_order(request: web.Request, i: Input) -> web.Response:
         Param("status", {"type": "string", "enum": STATUSES}, "Only orders in this status."),
         Param("customer_id", USER_ID, "Staff only: one customer's orders."),
     ),
-    replies=(Reply(200, "A page of orders, newest first.", list_of("Order")), UNAUTHENTICATED, INVALID),
+    replies=(Reply(200, "A page of orders, newest first.", list_of("Order")), UNAUTHENTICATED, *LIST_ERRORS),
 )
 async def list_orders(request: web.Request, i: Input) -> web.Response:
     """Customers see their own orders; staff see everyone's."""
@@ -78,7 +78,7 @@ async def list_orders(request: web.Request, i: Input) -> web.Response:
     page = await request.app[ORDERS].list_orders(
         ListOrders(
             actor=i.actor,
-            page=PageRequest(limit=q["limit"], after=decode_cursor(q.get("cursor"))),
+            page=PageRequest(limit=q["limit"], after=q.get("cursor")),
             status=OrderStatus(q["status"]) if "status" in q else None,
             customer_id=q.get("customer_id"),
         )

@@ -9,8 +9,9 @@ from aiohttp import web
 from adapters.serialization import to_json, to_wire
 from core.domain.catalog import Product
 from core.domain.pagination import PageRequest
+from core.ports.repositories import ProductSort
 from core.services.catalog import AdjustStock, CatalogService, CreateProduct, DeleteProduct, ListProducts, UpdateProduct
-from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, encode_cursor, json_response
+from entrypoints.http.api import Api, Input, Param, Reply, json_response
 from entrypoints.http.caching import cacheable
 from entrypoints.http.keys import CATALOG, PUBLIC_MAX_AGE, RENDERED_PAGES, RENDERED_PRODUCTS, STORE
 from entrypoints.http.representations import RenderedProducts
@@ -20,6 +21,7 @@ from entrypoints.http.routes.common import (
     FORBIDDEN,
     IF_MATCH,
     INVALID,
+    LIST_ERRORS,
     NOT_FOUND,
     PAGE,
     PRECONDITION,
@@ -29,6 +31,8 @@ from entrypoints.http.schemas import ADJUST_STOCK, AMOUNT, CREATE_PRODUCT, UPDAT
 
 api = Api()
 
+#: What ``sort`` may be: every ProductSort but the default (the id order, which it names by absence).
+SORTS = [s.value for s in ProductSort if s is not ProductSort.ID]
 _ETAG = re.compile(r'^(?:W/)?"v(\d{1,18})"$')
 
 
@@ -76,13 +80,24 @@ IF_NONE_MATCH = Param(
         Param("active", {"type": "boolean"}, "Staff only: filter by the active flag. Others see active products."),
         Param("price_min", AMOUNT, "Lowest price, inclusive, in minor units."),
         Param("price_max", AMOUNT, "Highest price, inclusive, in minor units; not below `price_min` (422)."),
+        Param(
+            "sort",
+            {"type": "string", "enum": SORTS},
+            "The order: by `price`, `name` (A-Z in either case first) or `created_at`; a leading `-`"
+            " reverses it. Ties are broken by id. Without it, oldest first (by id).",
+        ),
     ),
     headers=(IF_NONE_MATCH,),
     replies=(
-        Reply(200, "A page of products, oldest first.", list_of("Product"), CACHE_HEADERS),
+        Reply(
+            200,
+            "A page of products, in the order `sort` says (oldest first without it).",
+            list_of("Product"),
+            CACHE_HEADERS,
+        ),
         NOT_MODIFIED,
         UNAUTHENTICATED,
-        INVALID,
+        *LIST_ERRORS,
     ),
 )
 async def list_products(request: web.Request, i: Input) -> web.Response:
@@ -104,6 +119,7 @@ async def list_products(request: web.Request, i: Input) -> web.Response:
         q.get("active"),
         q.get("price_min"),
         q.get("price_max"),
+        q.get("sort"),
     )
     page = pages.lookup(key, version)
     if page is None:
@@ -117,11 +133,12 @@ async def _render_page(catalog: CatalogService, rendered: RenderedProducts, i: I
     page = await catalog.list_product_versions(
         ListProducts(
             actor=i.actor,
-            page=PageRequest(limit=q["limit"], after=decode_cursor(q.get("cursor"))),
+            page=PageRequest(limit=q["limit"], after=q.get("cursor")),
             text=q.get("q"),
             active=q.get("active"),
             price_min=q.get("price_min"),
             price_max=q.get("price_max"),
+            sort=ProductSort(q["sort"]) if "sort" in q else ProductSort.ID,
         )
     )
     parts = {v.id: rendered.get(v.id, v.version) for v in page.items}
@@ -131,7 +148,7 @@ async def _render_page(catalog: CatalogService, rendered: RenderedProducts, i: I
         # have changed again or gone since the list was read; the newest copy is shown.
         for product in await catalog.get_products(i.actor, missing):
             parts[product.id] = rendered.render(product)
-    meta = to_json({"has_more": page.has_more, "next_cursor": encode_cursor(page.next_after)})
+    meta = to_json({"has_more": page.has_more, "next_cursor": page.next_after})
     return b"".join((b'{"data":[', b",".join(b for b in parts.values() if b is not None), b'],"meta":', meta, b"}"))
 
 

@@ -9,13 +9,13 @@ from core.domain.pagination import PageRequest
 from core.domain.users import Role, UserStatus
 from core.ports.repositories import UserFilter
 from core.services.auth import ChangePassword, ListUsers, UpdateUser
-from entrypoints.http.api import Api, Input, Param, Reply, decode_cursor, json_response, list_response
+from entrypoints.http.api import Api, Input, Param, Reply, json_response, list_response
 from entrypoints.http.keys import AUTH, RENDERED_PAGES, STORE
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
     CONFLICT,
     FORBIDDEN,
-    INVALID,
+    LIST_ERRORS,
     NOT_FOUND,
     PAGE,
     THROTTLED,
@@ -81,14 +81,19 @@ async def change_password(request: web.Request, i: Input) -> web.Response:
         Param("status", STATUS, "Only accounts with this status."),
         Param("email", EMAIL, "The account with this email."),
     ),
-    replies=(Reply(200, "A page of accounts, oldest first.", list_of("User")), UNAUTHENTICATED, FORBIDDEN, INVALID),
+    replies=(
+        Reply(200, "A page of accounts, oldest first.", list_of("User")),
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        *LIST_ERRORS,
+    ),
 )
 async def list_users(request: web.Request, i: Input) -> web.Response:
     q = i.query
     page = await request.app[AUTH].list_users(
         ListUsers(
             actor=i.actor,
-            page=PageRequest(limit=q["limit"], after=decode_cursor(q.get("cursor"))),
+            page=PageRequest(limit=q["limit"], after=q.get("cursor")),
             filter=UserFilter(
                 role=Role(q["role"]) if "role" in q else None,
                 status=UserStatus(q["status"]) if "status" in q else None,
