@@ -46,10 +46,10 @@ async def test_an_unknown_query_parameter_is_refused_by_every_operation(api: Api
 
 
 async def test_unknown_parameters_are_refused_beside_good_ones_and_listed_twenty_at_most(api: Api) -> None:
-    status, body, _ = await api.call("GET", "/api/v1/products?limit=5&sort=price&page=2")
+    status, body, _ = await api.call("GET", "/api/v1/products?limit=5&order_by=price&page=2")
     assert_error(status, body, 422, "validation_failed")
     assert body["error"]["details"] == {
-        "fields": {"sort": "is not a parameter of this operation", "page": "is not a parameter of this operation"}
+        "fields": {"order_by": "is not a parameter of this operation", "page": "is not a parameter of this operation"}
     }
     query = "&".join(f"p{i}=1" for i in range(500))
     status, body, _ = await api.call("GET", f"/api/v1/products?{query}")
