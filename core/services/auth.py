@@ -379,12 +379,7 @@ class AuthService:
         new_hash = await self._hasher.hash(new_password)
         now = self._clock.now()
         async with self._uow() as uow:
-            fresh = await uow.users.get(user.id)
-            if fresh is None:
-                raise UserNotFound(user.id)
-            fresh.change_password_hash(new_hash, at=now)
-            await uow.users.update(fresh)
-            ended, until = await self._end_every_session(uow, user.id, now)
+            _, ended, until = await self._replace_password(uow, user.id, new_hash, now)
             await self._audit(uow, you, "user.password_changed", user.id, {})
             await uow.commit()
         self._sessions.ended(ended, until)
@@ -490,6 +485,18 @@ class AuthService:
             await uow.revoked_sessions.add(session_ids, now, until)
         return until
 
+    async def _replace_password(
+        self, uow: UnitOfWork, user_id: str, new_hash: str, now: datetime
+    ) -> tuple[User, list[str], datetime]:
+        """A new password hash, and every session of the account ended (in the caller's unit)."""
+        user = await uow.users.get(user_id)
+        if user is None:
+            raise UserNotFound(user_id)
+        user.change_password_hash(new_hash, at=now)
+        await uow.users.update(user)
+        ended, until = await self._end_every_session(uow, user_id, now)
+        return user, ended, until
+
     async def _end_every_session(self, uow: UnitOfWork, user_id: str, now: datetime) -> tuple[list[str], datetime]:
         families = await uow.refresh_tokens.live_families(user_id, now)
         await uow.refresh_tokens.revoke_all_for_user(user_id, now)
@@ -564,12 +571,7 @@ class AuthService:
             # disabled meanwhile does not get it through.
             actor = await current_actor_in(uow, cmd.actor)
             actor.require_admin()
-            fresh = await uow.users.get(user.id)
-            if fresh is None:
-                raise UserNotFound(user.id)
-            fresh.change_password_hash(new_hash, at=now)
-            await uow.users.update(fresh)
-            ended, until = await self._end_every_session(uow, fresh.id, now)
+            fresh, ended, until = await self._replace_password(uow, user.id, new_hash, now)
             # The account is the object; its email is not written into the log.
             await self._audit(uow, actor, "user.password_reset", fresh.id, {})
             await uow.commit()
