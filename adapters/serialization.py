@@ -1,5 +1,10 @@
-"""The one cattrs Converter: domain objects to the JSON-ready shapes of PRODUCT.md,
-and ``to_json``, the one way those shapes become bytes.
+"""The one cattrs Converter: validated request bodies to the core's commands
+(``command``), domain objects to the JSON-ready shapes of PRODUCT.md (``to_wire``), and
+``to_json``, the one way those shapes become bytes.
+
+Commands are structured by cattrs from the body as the schema let it through, plus what
+the entry point adds (the actor, ids from the path): enums from their values, tuples of
+items from lists of objects, fields the body leaves out at their defaults.
 
 The wire shapes differ from the entities on purpose (a product's ``price`` is its
 amount and ``currency`` sits beside it; password hashes and versions never leave),
@@ -10,38 +15,44 @@ formatting them in Python (a page of products has 40). The core never imports th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
 import cattrs
 import orjson
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import order_payload, payment_payload, refund_payload
 from core.domain.orders import Order
 from core.domain.payments import Payment, Refund
-from core.domain.users import User
+from core.domain.users import Actor, User
+
+T = TypeVar("T")
 
 converter = cattrs.Converter()
 converter.register_unstructure_hook(datetime, lambda at: at)  # to_json writes it
+# The actor is made by the entry point (who is asking), never read from a body.
+converter.register_structure_hook(Actor, lambda actor, _: actor if isinstance(actor, Actor) else _no_actor())
 _JSON_OPTIONS = orjson.OPT_UTC_Z
+
+
+def _no_actor() -> Actor:
+    raise TypeError("a command's actor is the entry point's Actor, not data")
+
+
+def command(cls: type[T], body: Mapping[str, Any] | None = None, **context: Any) -> T:
+    """The command ``cls`` from a request body (already validated against its schema) and
+    ``context``: the actor and the ids from the path, which a body can never set."""
+    return converter.structure({**(body or {}), **context}, cls)
 
 
 def to_json(data: Any) -> bytes:
     """JSON bytes; datetimes as RFC 3339 in UTC with a ``Z``."""
     return orjson.dumps(data, option=_JSON_OPTIONS)
-
-
-def _user(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "email": user.email,
-        "role": user.role.value,
-        "status": user.status.value,
-        "created_at": user.created_at,
-        "updated_at": user.updated_at,
-    }
 
 
 def _product(product: Product) -> dict[str, Any]:
@@ -59,19 +70,6 @@ def _product(product: Product) -> dict[str, Any]:
     }
 
 
-def _audit_entry(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "actor_id": entry.actor_id,
-        "action": entry.action,
-        "object_type": entry.object_type,
-        "object_id": entry.object_id,
-        "source_ip": entry.source_ip,
-        "details": entry.details,
-    }
-
-
 def _payment(payment: Payment) -> dict[str, Any]:
     wire = payment_payload(payment)
     if payment.client_secret is not None:  # only while the customer still has something to do
@@ -81,12 +79,18 @@ def _payment(payment: Payment) -> dict[str, Any]:
 
 
 # Orders, payments and refunds look on the wire exactly as in their domain events' payloads.
-converter.register_unstructure_hook(User, _user)
+# What an account shows of itself: never its password hash or its look-alike key.
+attrs.resolve_types(User)  # its annotations are strings (PEP 563): enums then become their values
+attrs.resolve_types(AuditEntry)
+converter.register_unstructure_hook(
+    User,
+    make_dict_unstructure_fn(User, converter, password_hash=override(omit=True), email_skeleton=override(omit=True)),
+)
 converter.register_unstructure_hook(Order, order_payload)
 converter.register_unstructure_hook(Payment, _payment)
 converter.register_unstructure_hook(Refund, refund_payload)
 converter.register_unstructure_hook(Product, _product)
-converter.register_unstructure_hook(AuditEntry, _audit_entry)
+converter.register_unstructure_hook(AuditEntry, make_dict_unstructure_fn(AuditEntry, converter))
 
 
 def to_wire(obj: Any) -> Any:

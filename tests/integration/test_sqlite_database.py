@@ -429,7 +429,9 @@ async def test_another_process_holding_the_write_lock_makes_writes_unavailable(p
 
 
 async def test_the_loop_runs_on_while_a_unit_waits_for_another_process_lock(path: pathlib.Path) -> None:
-    database = SqliteDatabase(path, busy_timeout_ms=60_000, clock=CLOCK)  # longer than the test: the lock's end ends the wait
+    database = SqliteDatabase(
+        path, busy_timeout_ms=60_000, clock=CLOCK
+    )  # longer than the test: the lock's end ends the wait
     await database.open()
     other = connect(path, busy_timeout_ms=60_000)
     try:

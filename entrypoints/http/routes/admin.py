@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.serialization import to_wire
+from adapters.serialization import command, to_wire
 from core.domain.pagination import PageRequest
 from core.ports.repositories import AuditFilter
 from core.services.audit import ListAuditEntries
@@ -14,6 +14,7 @@ from entrypoints.http.routes.common import FORBIDDEN, LIST_ERRORS, PAGE, UNAUTHE
 from entrypoints.http.schemas import list_of
 
 api = Api()
+_AUDIT_FILTERS = ("actor_id", "action", "object_type", "object_id")
 
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 100}
 
@@ -46,12 +47,7 @@ async def list_audit_entries(request: web.Request, i: Input) -> web.Response:
         ListAuditEntries(
             actor=i.actor,
             page=PageRequest(limit=q["limit"], after=q.get("cursor")),
-            filter=AuditFilter(
-                actor_id=q.get("actor_id"),
-                action=q.get("action"),
-                object_type=q.get("object_type"),
-                object_id=q.get("object_id"),
-            ),
+            filter=command(AuditFilter, {name: q[name] for name in _AUDIT_FILTERS if name in q}),
         )
     )
     return list_response(to_wire(page.items), page.next_after)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.serialization import to_wire
+from adapters.serialization import command, to_wire
 from core.services.auth import LogIn, LogOut, RefreshSession, RegisterUser, TokenPair
 from entrypoints.http.api import Api, Input, Reply, json_response
 from entrypoints.http.keys import AUTH, CLIENT_ADDRESS
@@ -36,9 +36,7 @@ def _tokens(pair: TokenPair) -> web.Response:
 )
 async def register(request: web.Request, i: Input) -> web.Response:
     """Self-registration, when the store allows it. Passwords: 12 to 128 characters, not a common one."""
-    user = await request.app[AUTH].register(
-        RegisterUser(email=i.body["email"], password=i.body["password"], source_ip=request[CLIENT_ADDRESS])
-    )
+    user = await request.app[AUTH].register(command(RegisterUser, i.body, source_ip=request[CLIENT_ADDRESS]))
     return json_response(to_wire(user), status=201)
 
 
@@ -55,9 +53,7 @@ async def register(request: web.Request, i: Input) -> web.Response:
 async def login(request: web.Request, i: Input) -> web.Response:
     """Returns a 15-minute access token and a single-use refresh token. After 5 failed
     logins for an account, or 20 from one address, within 15 minutes: 429 with Retry-After."""
-    pair = await request.app[AUTH].login(
-        LogIn(email=i.body["email"], password=i.body["password"], source_ip=request[CLIENT_ADDRESS])
-    )
+    pair = await request.app[AUTH].login(command(LogIn, i.body, source_ip=request[CLIENT_ADDRESS]))
     return _tokens(pair)
 
 
@@ -73,9 +69,7 @@ async def login(request: web.Request, i: Input) -> web.Response:
 )
 async def refresh(request: web.Request, i: Input) -> web.Response:
     """Each refresh token works once. Presenting a spent one again revokes its whole session."""
-    pair = await request.app[AUTH].refresh(
-        RefreshSession(refresh_token=i.body["refresh_token"], source_ip=request[CLIENT_ADDRESS])
-    )
+    pair = await request.app[AUTH].refresh(command(RefreshSession, i.body, source_ip=request[CLIENT_ADDRESS]))
     return _tokens(pair)
 
 
@@ -90,5 +84,5 @@ async def refresh(request: web.Request, i: Input) -> web.Response:
 )
 async def logout(request: web.Request, i: Input) -> web.Response:
     """Revokes the refresh token and every token of its session."""
-    await request.app[AUTH].logout(LogOut(refresh_token=i.body["refresh_token"]))
+    await request.app[AUTH].logout(command(LogOut, i.body))
     return web.Response(status=204)

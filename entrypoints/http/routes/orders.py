@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.serialization import to_json, to_wire
+from adapters.serialization import command, to_json, to_wire
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import PageRequest
-from core.domain.payments import PaymentMethod, RefundStatus
-from core.services.orders import CancelOrder, FulfilOrder, ListOrders, OrderItem, PlaceOrder
+from core.domain.payments import RefundStatus
+from core.services.orders import CancelOrder, FulfilOrder, ListOrders, PlaceOrder
 from core.services.payments import PayOrder, RefundPayment
 from entrypoints.http.api import Api, Input, Param, Reply, json_response, list_response
 from entrypoints.http.keys import ORDERS, PAYMENTS, RENDERED_PAGES, STORE
@@ -51,11 +51,7 @@ def _order_response(order: Order, status: int = 200) -> web.Response:
 async def place_order(request: web.Request, i: Input) -> web.Response:
     """Each line names a product by `product_id` or `sku`. Stock for every line is reserved
     at once, or nothing is; prices are the catalog's now. Unpaid orders expire (default 30 min)."""
-    items = tuple(
-        OrderItem(quantity=item["quantity"], product_id=item.get("product_id"), sku=item.get("sku"))
-        for item in i.body["items"]
-    )
-    order = await request.app[ORDERS].place_order(PlaceOrder(actor=i.actor, items=items))
+    order = await request.app[ORDERS].place_order(command(PlaceOrder, i.body, actor=i.actor))
     return _order_response(order, status=201)
 
 
@@ -127,7 +123,7 @@ async def get_order(request: web.Request, i: Input) -> web.Response:
 async def cancel_order(request: web.Request, i: Input) -> web.Response:
     """Releases the reserved stock and refunds whatever was paid. A fulfilled order cannot be cancelled."""
     order = await request.app[ORDERS].cancel_order(
-        CancelOrder(actor=i.actor, order_id=request.match_info["order_id"], reason=i.body.get("reason"))
+        command(CancelOrder, i.body, actor=i.actor, order_id=request.match_info["order_id"])
     )
     return json_response(to_wire(order))
 
@@ -180,16 +176,8 @@ async def pay_order(request: web.Request, i: Input) -> web.Response:
     """`{"method": "card", "payment_method": "pm_..."}` charges the balance due through Stripe.
     `{"method": "manual", "reference": "...", "amount"?}` (staff) records cash, a bank transfer or an
     invoice; partial manual payments add up until the order is paid."""
-    body = i.body
     payment = await request.app[PAYMENTS].pay(
-        PayOrder(
-            actor=i.actor,
-            order_id=request.match_info["order_id"],
-            method=PaymentMethod(body["method"]),
-            payment_method=body.get("payment_method"),
-            reference=body.get("reference"),
-            amount=body.get("amount"),
-        )
+        command(PayOrder, i.body, actor=i.actor, order_id=request.match_info["order_id"])
     )
     return json_response(to_wire(payment), status=201)
 
@@ -234,9 +222,7 @@ async def refund_order(request: web.Request, i: Input) -> web.Response:
     """`amount` defaults to all that is still refundable; more than that is refused
     (`refund_exceeds_captured`), also when several refunds race."""
     refunds = await request.app[PAYMENTS].refund(
-        RefundPayment(
-            actor=i.actor, order_id=request.match_info["order_id"], reason=i.body["reason"], amount=i.body.get("amount")
-        )
+        command(RefundPayment, i.body, actor=i.actor, order_id=request.match_info["order_id"])
     )
     made = to_wire(refunds)
     # 202: accepted, not done: the provider could not be reached or has not finished; the

@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from adapters.serialization import to_json, to_wire
+from adapters.serialization import command, to_json, to_wire
 from core.domain.catalog import Product
 from core.domain.pagination import PageRequest
 from core.ports.repositories import ProductSort
@@ -169,7 +169,7 @@ async def _render_page(catalog: CatalogService, rendered: RenderedProducts, i: I
 )
 async def create_product(request: web.Request, i: Input) -> web.Response:
     """`price` is an integer in minor units of the store currency; `currency`, if sent, must be it."""
-    product = await request.app[CATALOG].create_product(CreateProduct(actor=i.actor, **i.body))
+    product = await request.app[CATALOG].create_product(command(CreateProduct, i.body, actor=i.actor))
     return _product_response(product, status=201)
 
 
@@ -217,11 +217,12 @@ async def get_product(request: web.Request, i: Input) -> web.Response:
 async def update_product(request: web.Request, i: Input) -> web.Response:
     """Only the fields sent change. With If-Match, the change applies only to that version."""
     product = await request.app[CATALOG].update_product(
-        UpdateProduct(
+        command(
+            UpdateProduct,
+            i.body,
             actor=i.actor,
             product_id=request.match_info["product_id"],
             expected_version=expected_version(request),
-            **i.body,
         )
     )
     return _product_response(product)
@@ -267,11 +268,11 @@ async def delete_product(request: web.Request, i: Input) -> web.Response:
 async def adjust_stock(request: web.Request, i: Input) -> web.Response:
     """`delta` is added to the stock (negative removes); stock never goes below zero."""
     product = await request.app[CATALOG].adjust_stock(
-        AdjustStock(
+        command(
+            AdjustStock,
+            i.body,
             actor=i.actor,
             product_id=request.match_info["product_id"],
-            delta=i.body["delta"],
-            reason=i.body.get("reason"),
             expected_version=expected_version(request),
         )
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.serialization import to_json, to_wire
+from adapters.serialization import command, to_json, to_wire
 from core.domain.pagination import PageRequest
-from core.domain.users import Role, UserStatus
 from core.ports.repositories import UserFilter
 from core.services.auth import ChangePassword, ListUsers, UpdateUser
 from entrypoints.http.api import Api, Input, Param, Reply, json_response, list_response
@@ -63,9 +62,7 @@ async def get_me(request: web.Request, i: Input) -> web.Response:
 )
 async def change_password(request: web.Request, i: Input) -> web.Response:
     """Needs the current password. Ends every session (refresh token) of the account."""
-    await request.app[AUTH].change_password(
-        ChangePassword(actor=i.actor, current_password=i.body["current_password"], new_password=i.body["new_password"])
-    )
+    await request.app[AUTH].change_password(command(ChangePassword, i.body, actor=i.actor))
     return web.Response(status=204)
 
 
@@ -94,11 +91,8 @@ async def list_users(request: web.Request, i: Input) -> web.Response:
         ListUsers(
             actor=i.actor,
             page=PageRequest(limit=q["limit"], after=q.get("cursor")),
-            filter=UserFilter(
-                role=Role(q["role"]) if "role" in q else None,
-                status=UserStatus(q["status"]) if "status" in q else None,
-                email=q.get("email"),  # normalized by the service, as at sign-in
-            ),
+            # The email as typed: the service normalizes it, as at sign-in.
+            filter=command(UserFilter, {name: q[name] for name in ("role", "status", "email") if name in q}),
         )
     )
     return list_response(to_wire(page.items), page.next_after)
@@ -128,11 +122,6 @@ async def get_user(request: web.Request, i: Input) -> web.Response:
 async def update_user(request: web.Request, i: Input) -> web.Response:
     """Disabling an account ends its sessions. Admins cannot demote or disable themselves."""
     user = await request.app[AUTH].update_user(
-        UpdateUser(
-            actor=i.actor,
-            user_id=request.match_info["user_id"],
-            role=Role(i.body["role"]) if "role" in i.body else None,
-            status=UserStatus(i.body["status"]) if "status" in i.body else None,
-        )
+        command(UpdateUser, i.body, actor=i.actor, user_id=request.match_info["user_id"])
     )
     return json_response(to_wire(user))
