@@ -19,6 +19,9 @@ import orjson
 
 from core.domain.errors import InvalidCursor
 
+#: SQLite's integers: a key outside them (an edited cursor) could never be bound.
+_INTEGERS = range(-(2**63), 2**63)
+
 
 def binding(*parts: str | int | bool | None) -> str:
     """What a cursor is bound to: the list's name, then its sort and filters."""
@@ -42,6 +45,7 @@ def decode(cursor: str, bound_to: str, types: Sequence[type]) -> list[Any]:
         or len(value) != 1 + len(types)
         or value[0] != bound_to
         or any(type(part) is not kind for part, kind in zip(value[1:], types, strict=True))
+        or any(type(part) is int and part not in _INTEGERS for part in value[1:])
     ):
         raise InvalidCursor()
     return value[1:]
