@@ -119,6 +119,15 @@ def open_throttle(data_dir: Path, clock: SystemClock) -> Iterator[DiskcacheThrot
         throttle.close()
 
 
+def open_request_digests(directory: Path) -> Iterator[HmacDigest]:
+    digests = HmacDigest(directory)
+    try:
+        digests.load()
+    except (OSError, ValueError) as e:
+        raise DataDirError(str(e)) from None
+    yield digests
+
+
 async def open_payment_gateway(
     clock: SystemClock,
     currency: str,
@@ -188,7 +197,7 @@ class Container(containers.DeclarativeContainer):
     )
     keys_dir = providers.Callable(Path.joinpath, data_dir, "keys")
     signing_keys = providers.Singleton(SigningKeys, directory=keys_dir, clock=clock)
-    request_digests = providers.Singleton(HmacDigest, directory=keys_dir)
+    request_digests = providers.Resource(open_request_digests, directory=keys_dir)
     skeletons = providers.Singleton(Uts39Skeletons)
     access_tokens = providers.Singleton(
         JwtAccessTokens,

@@ -28,11 +28,12 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from adapters.sqlite.migrations import migrate
 from core.domain.pagination import PageRequest
 from core.domain.users import Actor, Role, UserStatus
 from core.ports.repositories import UserFilter
 from core.services.auth import ListUsers
-from entrypoints.container import build_container, prepare_data_dir
+from entrypoints.container import DATABASE_FILE, build_container, prepare_data_dir
 from entrypoints.datadir import serving
 from entrypoints.http.app import create_app
 from entrypoints.http.connections import listening
@@ -72,6 +73,9 @@ def serve(settings: Settings) -> None:
         if workers == 1:
             _run_worker(settings, worker=False, reuse_port=held is not None)
         else:
+            # Once, before the workers start: each would otherwise wait for the first to finish
+            # (a large store's migration takes seconds), or all race for the lock at once.
+            migrate(data_dir / DATABASE_FILE, busy_timeout_ms=settings["database"]["busy_timeout_ms"])
             _supervise(settings, workers)
 
 

@@ -59,6 +59,7 @@ from core.ports.repositories import (
     ProductFilter,
     ProductSort,
     ProductVersion,
+    SessionChanges,
     UserFilter,
 )
 
@@ -266,9 +267,9 @@ class InMemoryRefreshTokenRepository:
     async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
         return self._revoke(lambda t: t.user_id == user_id, at)
 
-    async def live_families(self, user_id: str, now: datetime) -> list[str]:
+    async def families_since(self, user_id: str, since: datetime) -> list[str]:
         return sorted(
-            {t.family_id for t in self._s.refresh_tokens.values() if t.user_id == user_id and t.is_usable(now)}
+            {t.family_id for t in self._s.refresh_tokens.values() if t.user_id == user_id and t.created_at >= since}
         )
 
     def _revoke(self, which: Any, at: datetime) -> int:
@@ -285,20 +286,27 @@ class InMemoryRevokedSessions:
         self._s = store
 
     async def add(self, session_ids: Sequence[str], at: datetime, until: datetime) -> None:
+        known = {session_id for _, session_id, _ in self._s.revoked_sessions}
         for session_id in session_ids:
-            self._s.revoked_seq += 1
-            self._s.revoked_sessions.append((self._s.revoked_seq, session_id, until))
+            if session_id not in known:
+                known.add(session_id)
+                self._s.revoked_seq += 1
+                self._s.revoked_sessions.append((self._s.revoked_seq, session_id, until))
 
-    async def changes(self, cursor: str | None, now: datetime, limit: int) -> tuple[list[EndedSession], str | None]:
+    async def changes(self, cursor: str | None, now: datetime, limit: int) -> SessionChanges:
+        # The fake's cursor is the last seq scanned; a first call scans every record.
         after = 0 if cursor is None else int(cursor)
-        chosen = [(seq, s, u) for seq, s, u in self._s.revoked_sessions if seq > after and u > now][:limit]
-        return [EndedSession(s, u) for _, s, u in chosen], (str(chosen[-1][0]) if chosen else cursor)
+        scanned = [record for record in self._s.revoked_sessions if record[0] > after][:limit]
+        ended = [EndedSession(s, u) for _, s, u in scanned if u > now]
+        last = scanned[-1][0] if scanned else after
+        return SessionChanges(ended, str(last), complete=len(scanned) < limit)
 
-    async def purge(self, before: datetime) -> int:
-        kept = [record for record in self._s.revoked_sessions if record[2] >= before]
-        removed = len(self._s.revoked_sessions) - len(kept)
-        self._s.revoked_sessions = kept
-        return removed
+    async def purge(self, before: datetime, limit: int) -> int:
+        by_until = sorted(self._s.revoked_sessions, key=lambda r: (r[2], r[0]))
+        gone = {seq for seq, _, until in by_until if until < before}
+        gone = {seq for seq, _, _ in [r for r in by_until if r[0] in gone][:limit]}
+        self._s.revoked_sessions = [record for record in self._s.revoked_sessions if record[0] not in gone]
+        return len(gone)
 
 
 class InMemoryAuditLog:
@@ -519,8 +527,11 @@ class InMemoryIdempotencyRepository:
     async def release(self, scope: str, key: str) -> None:
         self._s.idempotency.pop((scope, key), None)
 
-    async def purge(self, before: datetime) -> int:
-        old = [k for k, v in self._s.idempotency.items() if v.created_at < before]
+    async def purge(self, before: datetime, limit: int) -> int:
+        old = sorted(
+            (k for k, v in self._s.idempotency.items() if v.created_at < before),
+            key=lambda k: self._s.idempotency[k].created_at,
+        )[:limit]
         for k in old:
             del self._s.idempotency[k]
         return len(old)
@@ -539,6 +550,9 @@ class InMemoryUnitOfWork:
         if not self._readonly:
             await self._db.write_lock.acquire()
         self._work = copy.deepcopy(self._db.store)
+        # A write in a read-only unit is refused by the real stores: here it is found at the
+        # unit's end (a use case that writes in one must fail its unit tests too).
+        self._as_read = repr(self._work) if self._readonly else ""
         self.users = InMemoryUserRepository(self._work)
         self.products = InMemoryProductRepository(self._work)
         self.refresh_tokens = InMemoryRefreshTokenRepository(self._work)
@@ -572,6 +586,8 @@ class InMemoryUnitOfWork:
     ) -> None:
         if not self._readonly:
             self._db.write_lock.release()
+        elif exc_type is None and repr(self._work) != self._as_read:
+            raise RuntimeError("a read-only unit of work wrote (the stores refuse that)")
 
 
 class InMemoryDatabase:

@@ -25,9 +25,12 @@ class HmacDigest:
         self._key: bytes | None = None
 
     def digest(self, data: bytes) -> str:
-        return hmac.new(self._load(), data, "sha256").hexdigest()
+        return hmac.new(self.load(), data, "sha256").hexdigest()
 
-    def _load(self) -> bytes:
+    def load(self) -> bytes:
+        """Read (or make) the key; ValueError naming the file if it is corrupt or readable by
+        others. Called at start, so that a broken key stops the server with one line rather
+        than failing the requests that need it."""
         if self._key is None:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = self._dir / KEY_FILE

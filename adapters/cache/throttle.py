@@ -34,9 +34,11 @@ class DiskcacheThrottle:
 
     def __init__(self, directory: pathlib.Path, *, clock: Clock):
         self._clock = clock
-        # A short busy timeout: a login must not wait a minute (diskcache's default) on a lock.
-        # "none": reads need not write LRU bookkeeping; expiry alone keeps the file small.
-        self._cache = diskcache.Cache(str(directory), timeout=2, eviction_policy="none")
+        # A short busy timeout: the calls run on the event loop, and every transaction of the
+        # file takes microseconds, so waiting longer than this means something is wrong (a
+        # stalled process holding the lock): the caller hears 503 at once rather than holding
+        # the loop. "none": reads need not write LRU bookkeeping; expiry keeps the file small.
+        self._cache = diskcache.Cache(str(directory), timeout=0.05, eviction_policy="none")
 
     def close(self) -> None:
         self._cache.close()

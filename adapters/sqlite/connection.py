@@ -77,6 +77,10 @@ def connect(
         if mode != "wal":
             raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (journal_mode is {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")
+        # Deleted content is overwritten, not left in free pages: what is purged or wiped (a
+        # digest, a revoked token, an old idempotency fingerprint) is gone from the file too,
+        # whatever the SQLite build's default.
+        conn.execute("PRAGMA secure_delete = ON")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA cache_size = {-CACHE_SIZE_KIB}")
         conn.execute("PRAGMA temp_store = MEMORY")

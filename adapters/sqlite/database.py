@@ -104,9 +104,10 @@ class _Pool(Generic[C]):
     says so, ``discard`` and ``close`` hand them over) closes it, as it must be closed
     (aiosqlite's on the loop that uses it)."""
 
-    def __init__(self, size: int, open_one: Callable[[], Awaitable[C]]):
+    def __init__(self, size: int, open_one: Callable[[], Awaitable[C]], wait_seconds: float):
         self._size = size
         self._open_one = open_one
+        self._wait_seconds = wait_seconds  # how long a unit waits for a connection before a 503
         self._idle: list[C] = []
         self._count = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -129,10 +130,17 @@ class _Pool(Generic[C]):
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
-            except asyncio.CancelledError:
+                async with asyncio.timeout(self._wait_seconds):
+                    await waiter
+            except (asyncio.CancelledError, TimeoutError) as exc:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # we were woken, but will not take it: pass it on
+                if isinstance(exc, TimeoutError):
+                    # Every connection is held by reads that take long: this one is refused at
+                    # once rather than queued behind them without end.
+                    raise Unavailable(
+                        "The database is busy with other reads; try again.", code="database_busy", retry_after=1
+                    ) from None
                 raise
 
     def adopt(self, conn: C) -> None:
@@ -252,7 +260,7 @@ class SqliteDatabase:
 
     # Readers.
     def _reader_pool(self) -> _Pool[_Reader]:
-        return _Pool(LOOP_READERS, lambda: asyncio.to_thread(self._open_reader))
+        return _Pool(LOOP_READERS, lambda: asyncio.to_thread(self._open_reader), self.read_budget_ms / 1000 * 5)
 
     def _open_reader(self) -> _Reader:
         budget = StatementBudget(self.read_budget_ms / 1000)
@@ -260,7 +268,7 @@ class SqliteDatabase:
         return _Reader(conn, budget)
 
     def _slow_reader_pool(self) -> _Pool[_SlowReader]:
-        return _Pool(SLOW_READERS, self._open_slow_reader)
+        return _Pool(SLOW_READERS, self._open_slow_reader, self.slow_read_budget_ms / 1000)
 
     async def _open_slow_reader(self) -> _SlowReader:
         budget = StatementBudget(self.slow_read_budget_ms / 1000)

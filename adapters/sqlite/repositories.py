@@ -30,7 +30,7 @@ from adapters.sqlite.session import Row, Session
 from adapters.timestamps import format_timestamp, parse_timestamp
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
-from core.domain.errors import ConcurrentUpdate, EmailTaken, ProviderReferenceTaken, SkuTaken
+from core.domain.errors import ConcurrentUpdate, EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
 from core.domain.events import DomainEvent
 from core.domain.money import Money
 from core.domain.orders import Order, OrderLine, OrderStatus
@@ -45,6 +45,7 @@ from core.ports.repositories import (
     ProductFilter,
     ProductSort,
     ProductVersion,
+    SessionChanges,
     UserFilter,
 )
 
@@ -462,6 +463,10 @@ class SqliteProductRepository(_Repository):
         price_max = PRICE_CEILING if filter.price_max is None else filter.price_max
         if page.after is not None:
             key = tuple(cursors.decode(page.after, bound_to, how.types))
+            if how.column == "p.price" and not price_min <= key[0] <= price_max:
+                # The walk's near end is the key: one outside the range (an edited cursor;
+                # every page's own keys are inside it) would walk past the range's end.
+                raise InvalidCursor()
         elif how.column == "p.price":  # the near end of the price range starts the walk
             key = (price_max, FIRST_DESCENDING) if how.descending else (price_min, FIRST_ASCENDING)
         else:
@@ -497,12 +502,8 @@ REFRESH_GET_BY_DIGEST = f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens WHERE to
 REFRESH_MARK_USED = "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL"
 REFRESH_REVOKE_FAMILY = "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL"
 REFRESH_REVOKE_USER = "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
-# A live family has one usable token (each refresh spends the last): no DISTINCT needed,
-# but duplicates are dropped in Python all the same rather than sorted for in SQL.
-REFRESH_LIVE_FAMILIES = (
-    "SELECT family_id FROM refresh_tokens"
-    " WHERE user_id = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?"
-)
+# A few tokens per family at most: duplicates are dropped in Python, not sorted for in SQL.
+REFRESH_FAMILIES_SINCE = "SELECT family_id FROM refresh_tokens WHERE user_id = ? AND created_at >= ?"
 
 
 def _token(row: tuple[Any, ...]) -> RefreshToken:
@@ -547,18 +548,29 @@ class SqliteRefreshTokenRepository(_Repository):
     async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
         return await self._session.execute(REFRESH_REVOKE_USER, (format_timestamp(at), user_id))
 
-    async def live_families(self, user_id: str, now: datetime) -> builtins.list[str]:
-        rows = await self._session.fetchall(REFRESH_LIVE_FAMILIES, (user_id, format_timestamp(now)))
+    async def families_since(self, user_id: str, since: datetime) -> builtins.list[str]:
+        rows = await self._session.fetchall(REFRESH_FAMILIES_SINCE, (user_id, format_timestamp(since)))
         return sorted({row[0] for row in rows})
 
 
 # Ended sessions. ``seq`` orders records as they were committed (writers are serialized),
-# so "seq greater than the last one seen" is every record committed since.
-REVOKED_SESSION_INSERT = "INSERT INTO revoked_sessions (session_id, revoked_at, until) VALUES (?, ?, ?)"
-REVOKED_SESSION_CHANGES = (
-    "SELECT seq, session_id, until FROM revoked_sessions WHERE seq > ? AND until > ? ORDER BY seq LIMIT ?"
+# so "seq greater than the last one scanned" is every record committed since. A first load
+# reads the live records through the `until` index, in (until, seq) order, so that it costs
+# what the live records are, whatever expired ones wait for the purge; the cursor remembers
+# the largest seq at its start, from which the incremental reads go on.
+REVOKED_SESSION_INSERT = (
+    "INSERT INTO revoked_sessions (session_id, revoked_at, until) VALUES (?, ?, ?) ON CONFLICT (session_id) DO NOTHING"
 )
-REVOKED_SESSION_PURGE = "DELETE FROM revoked_sessions WHERE until < ?"
+REVOKED_SESSION_TOP = "SELECT coalesce(max(seq), 0) FROM revoked_sessions"
+REVOKED_SESSION_LIVE = (
+    "SELECT seq, session_id, until FROM revoked_sessions"
+    " WHERE until > :now AND (until > :until OR (until = :until AND seq > :seq)) ORDER BY until, seq LIMIT :limit"
+)
+REVOKED_SESSION_SINCE = "SELECT seq, session_id, until FROM revoked_sessions WHERE seq > ? ORDER BY seq LIMIT ?"
+REVOKED_SESSION_PURGE = (
+    "DELETE FROM revoked_sessions"
+    " WHERE seq IN (SELECT seq FROM revoked_sessions WHERE until < ? ORDER BY until LIMIT ?)"
+)
 
 
 class SqliteRevokedSessions(_Repository):
@@ -568,24 +580,29 @@ class SqliteRevokedSessions(_Repository):
             REVOKED_SESSION_INSERT, [(session_id, at_text, until_text) for session_id in session_ids]
         )
 
-    async def changes(
-        self, cursor: str | None, now: datetime, limit: int
-    ) -> tuple[builtins.list[EndedSession], str | None]:
-        after = _sequence_cursor(cursor)
-        rows = await self._session.fetchall(REVOKED_SESSION_CHANGES, (after, format_timestamp(now), limit))
-        ended = [EndedSession(row[1], parse_timestamp(row[2])) for row in rows]
-        return ended, (str(rows[-1][0]) if rows else cursor)
+    async def changes(self, cursor: str | None, now: datetime, limit: int) -> SessionChanges:
+        # Cursors: "load <top> <until> <seq>" while loading the live records, "since <seq>" after.
+        if cursor is None:
+            ((top,),) = await self._session.fetchall(REVOKED_SESSION_TOP)
+            cursor = f"load {top}  0"
+        parts = cursor.split(" ")
+        if parts[0] == "load" and len(parts) == 4:
+            params = {"now": format_timestamp(now), "until": parts[2], "seq": int(parts[3]), "limit": limit}
+            rows = await self._session.fetchall(REVOKED_SESSION_LIVE, params)
+            ended = [EndedSession(row[1], parse_timestamp(row[2])) for row in rows]
+            if len(rows) < limit:
+                return SessionChanges(ended, f"since {parts[1]}", complete=True)
+            return SessionChanges(ended, f"load {parts[1]} {rows[-1][2]} {rows[-1][0]}", complete=False)
+        if parts[0] != "since" or len(parts) != 2 or not parts[1].isdigit():
+            raise ValueError(f"not a cursor of this store: {cursor!r}")
+        rows = await self._session.fetchall(REVOKED_SESSION_SINCE, (int(parts[1]), limit))
+        now_text = format_timestamp(now)
+        ended = [EndedSession(row[1], parse_timestamp(row[2])) for row in rows if row[2] > now_text]
+        last = rows[-1][0] if rows else int(parts[1])  # past the expired ones too: they were scanned
+        return SessionChanges(ended, f"since {last}", complete=len(rows) < limit)
 
-    async def purge(self, before: datetime) -> int:
-        return await self._session.execute(REVOKED_SESSION_PURGE, (format_timestamp(before),))
-
-
-def _sequence_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    if not cursor.isdigit():
-        raise ValueError(f"not a cursor of this store: {cursor!r}")
-    return int(cursor)
+    async def purge(self, before: datetime, limit: int) -> int:
+        return await self._session.execute(REVOKED_SESSION_PURGE, (format_timestamp(before), limit))
 
 
 # The audit log.
@@ -1027,7 +1044,10 @@ IDEMPOTENCY_CLAIM = (
     " status = NULL, headers = NULL, body = NULL WHERE idempotency_keys.created_at < ?"
 )
 IDEMPOTENCY_COMPLETE = "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? WHERE scope = ? AND key = ?"
-IDEMPOTENCY_PURGE = "DELETE FROM idempotency_keys WHERE created_at < ?"
+IDEMPOTENCY_PURGE = (
+    "DELETE FROM idempotency_keys WHERE (scope, key) IN"
+    " (SELECT scope, key FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)"
+)
 IDEMPOTENCY_RELEASE = "DELETE FROM idempotency_keys WHERE scope = ? AND key = ?"
 
 
@@ -1061,5 +1081,5 @@ class SqliteIdempotencyRepository(_Repository):
     async def release(self, scope: str, key: str) -> None:
         await self._session.execute(IDEMPOTENCY_RELEASE, (scope, key))
 
-    async def purge(self, before: datetime) -> int:
-        return await self._session.execute(IDEMPOTENCY_PURGE, (format_timestamp(before),))
+    async def purge(self, before: datetime, limit: int) -> int:
+        return await self._session.execute(IDEMPOTENCY_PURGE, (format_timestamp(before), limit))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,10 @@ def check_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise ValidationFailed({"name": f"must have 1 to {MAX_NAME_LENGTH} characters, not only spaces"})
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        # A control character (a NUL, a line break) in a name is never meant, breaks lines
+        # where names are shown, and sorts differently in different stores.
+        raise ValidationFailed({"name": "cannot contain control characters"})
     return name
 
 
@@ -95,7 +100,7 @@ class Product:
             raise InsufficientStock(
                 [{"product_id": self.id, "sku": self.sku, "requested": -delta, "available": self.stock}]
             )
-        if new_stock > MAX_STOCK:
+        if delta > 0 and new_stock > MAX_STOCK:
             raise ValidationFailed({"delta": f"would take the stock above {MAX_STOCK}"})
         self.stock = new_stock
         self._touch(at)

@@ -81,5 +81,6 @@ class IdempotencyRepository(Protocol):
         """Forget a claim at once: for a request whose outcome says "try again" (the payment
         provider was unreachable) and whose operation is safe to run again."""
 
-    async def purge(self, before: datetime) -> int:
-        """Forget claims recorded before ``before``; returns how many."""
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Forget at most ``limit`` claims recorded before ``before``, oldest first; returns how
+        many (fewer than ``limit``: none are left)."""

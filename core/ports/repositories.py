@@ -151,13 +151,19 @@ class RefreshTokenRepository(Protocol):
     async def revoke_all_for_user(self, user_id: str, at: datetime) -> int:
         """Revoke every token of the user not yet revoked; returns how many."""
 
-    async def live_families(self, user_id: str, now: datetime) -> builtins.list[str]:
-        """The families (sessions) of the user that still have a token usable at ``now``."""
+    async def families_since(self, user_id: str, since: datetime) -> builtins.list[str]:
+        """The families (sessions) of the user with a token made at or after ``since``."""
 
 
 class EndedSession(NamedTuple):
     session_id: str
     until: datetime  # when the record is no longer needed
+
+
+class SessionChanges(NamedTuple):
+    ended: builtins.list[EndedSession]
+    cursor: str  # opaque: pass it to the next call
+    complete: bool  # False: more records follow, call again with the cursor
 
 
 class RevokedSessions(Protocol):
@@ -166,17 +172,19 @@ class RevokedSessions(Protocol):
 
     async def add(self, session_ids: Sequence[str], at: datetime, until: datetime) -> None:
         """Record that these sessions ended at ``at``; the record is needed until ``until``
-        (when the last access token they were issued has expired)."""
+        (when the last access token they were issued has expired). A session recorded
+        already keeps its first record: recording it again adds nothing."""
 
-    async def changes(
-        self, cursor: str | None, now: datetime, limit: int
-    ) -> tuple[builtins.list[EndedSession], str | None]:
-        """Sessions recorded since ``cursor`` (None: every record still needed at ``now``), at
-        most ``limit``, and the cursor to pass next time. Cursors are opaque. Every record
-        committed after one call's snapshot is returned by a later call with its cursor."""
+    async def changes(self, cursor: str | None, now: datetime, limit: int) -> SessionChanges:
+        """With ``cursor`` None: the records still needed at ``now``, at a cost that depends on
+        how many those are (not on how many expired ones the store still keeps). With a
+        cursor a previous call returned: the records made since. At most ``limit`` records
+        a call; ``complete`` says whether the caller now has them all. Every record committed
+        after one call's snapshot is returned by a later call given that call's cursor."""
 
-    async def purge(self, before: datetime) -> int:
-        """Forget the records needed only until before ``before``; returns how many."""
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Forget at most ``limit`` records needed only until before ``before``; returns how
+        many (fewer than ``limit``: none are left)."""
 
 
 class AuditLog(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -55,6 +56,7 @@ from core.services.sessions import SessionGuard
 #: How long after its access tokens' lifetime an ended session is still remembered: covers
 #: the verifiers' leeway for clock skew.
 _SESSION_RECORD_MARGIN = timedelta(minutes=1)
+_PURGE_BATCH = 500
 
 
 @attrs.frozen
@@ -198,7 +200,7 @@ class AuthService:
         if cmd.source_ip is None:
             return await self._create(email, password, Role.CUSTOMER, actor=None, source_ip=None)
         budget = ThrottleBudget(
-            f"register:ip:{cmd.source_ip}",
+            f"register:ip:{address_key(cmd.source_ip)}",
             self._settings.registrations_per_ip,
             _seconds(self._settings.registration_window),
         )
@@ -241,6 +243,10 @@ class AuthService:
             updated_at=now,
         )
         async with self._uow() as uow:
+            if actor is not None:
+                # An admin may grant any role: checked in the transaction that grants it.
+                current_actor = await current_actor_in(uow, actor)
+                current_actor.require_admin()
             if await uow.users.get_by_email(email) is not None:
                 raise EmailTaken()
             await uow.users.add(user)  # also EmailTaken for an address that looks like a taken one
@@ -346,8 +352,8 @@ class AuthService:
         now = self._clock.now()
         async with self._uow() as uow:
             record = await uow.refresh_tokens.get_by_digest(self._opaque.digest(cmd.refresh_token))
-            if record is None:
-                return
+            if record is None or record.revoked_at is not None:
+                return  # unknown, or its session already ended (and recorded as such)
             await uow.refresh_tokens.revoke_family(record.family_id, now)
             until = await self._end_sessions(uow, [record.family_id], now)
             await uow.commit()
@@ -357,6 +363,10 @@ class AuthService:
         """Needs the current password, throttled and audited like a login (a stolen access
         token must not become a password oracle); ends every session of the user."""
         user = await self.current_user(cmd.actor)
+        # The new password first: a refusal of it must not tell whether the current one was
+        # right (a stolen access token would test guesses with no attempt counted).
+        new_password = normalize_password(cmd.new_password, field="new_password")
+        check_password_policy(new_password, email=user.email, field="new_password")
         ticket = await self._take_login_attempt(user.email, cmd.actor.source_ip)
         try:
             current = normalize_password(cmd.current_password)
@@ -374,8 +384,6 @@ class AuthService:
                 await uow.commit()
             raise InvalidCredentials()
         await self._throttle.give_back(ticket)
-        new_password = normalize_password(cmd.new_password, field="new_password")
-        check_password_policy(new_password, email=user.email, field="new_password")
         new_hash = await self._hasher.hash(new_password)
         now = self._clock.now()
         async with self._uow() as uow:
@@ -460,18 +468,25 @@ class AuthService:
 
     async def purge_ended_sessions(self) -> int:
         """For the server's housekeeping: forget the records of sessions whose last access
-        token has expired (they can no longer be presented)."""
-        async with self._uow() as uow:
-            purged = await uow.revoked_sessions.purge(self._clock.now())
-            await uow.commit()
-        return purged
+        token has expired (they can no longer be presented). A batch per unit of work, so
+        that other requests get the store in between."""
+        purged = 0
+        while True:
+            async with self._uow() as uow:
+                batch = await uow.revoked_sessions.purge(self._clock.now(), _PURGE_BATCH)
+                await uow.commit()
+            purged += batch
+            if batch < _PURGE_BATCH:
+                return purged
 
     # Helpers.
     async def _take_login_attempt(self, email: str, source_ip: str | None) -> ThrottleTicket:
         window = _seconds(self._settings.login_window)
         budgets = [ThrottleBudget(_login_account_key(email), self._settings.login_failures_per_account, window)]
         if source_ip is not None:
-            budgets.append(ThrottleBudget(f"login:ip:{source_ip}", self._settings.login_failures_per_ip, window))
+            budgets.append(
+                ThrottleBudget(f"login:ip:{address_key(source_ip)}", self._settings.login_failures_per_ip, window)
+            )
         try:
             return await self._throttle.take(budgets)
         except Throttled as exc:
@@ -498,7 +513,11 @@ class AuthService:
         return user, ended, until
 
     async def _end_every_session(self, uow: UnitOfWork, user_id: str, now: datetime) -> tuple[list[str], datetime]:
-        families = await uow.refresh_tokens.live_families(user_id, now)
+        # Every session that may still have an unexpired access token: one was issued with
+        # each refresh token, so those with a token made within the access-token lifetime.
+        families = await uow.refresh_tokens.families_since(
+            user_id, now - self._settings.access_token_ttl - _SESSION_RECORD_MARGIN
+        )
         await uow.refresh_tokens.revoke_all_for_user(user_id, now)
         return families, await self._end_sessions(uow, families, now)
 
@@ -526,6 +545,12 @@ class AuthService:
     def _pair(self, user: User, session_id: str, refresh: str) -> TokenPair:
         access = self._access_tokens.issue(user.id, user.role, session_id)
         return TokenPair(access_token=access.token, expires_in=access.expires_in, refresh_token=refresh)
+
+    async def prepare(self) -> None:
+        """Make, at start, the hash a sign-in for an unknown email is checked against: made
+        lazily, it would be made at the first such sign-in, queued behind sign-ups (and
+        answered differently from a known email's sign-in while the queue is full)."""
+        await self._get_dummy_hash()
 
     async def _get_dummy_hash(self) -> str:
         if self._dummy_hash is None:
@@ -577,6 +602,21 @@ class AuthService:
             await uow.commit()
         self._sessions.ended(ended, until)
         return fresh
+
+
+def address_key(address: str) -> str:
+    """What a per-address budget counts by. An IPv6 client is given a whole /64 (a home or
+    an office gets at least that many addresses, and picks among them freely), so it is
+    counted by its /64; IPv4 (also mapped into IPv6) by its address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a test's or a socket's name): counted as it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _login_account_key(email: str) -> str:

@@ -7,6 +7,8 @@ from core.ports.idempotency import KEY_LIFETIME, StoredRequest
 from core.ports.identity import KeyedDigest
 from core.ports.unit_of_work import UnitOfWorkFactory
 
+_PURGE_BATCH = 500
+
 
 class IdempotencyService:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, digests: KeyedDigest):
@@ -44,7 +46,14 @@ class IdempotencyService:
             await uow.commit()
 
     async def purge_expired(self) -> int:
-        async with self._uow() as uow:
-            purged = await uow.idempotency.purge(self._clock.now() - KEY_LIFETIME)
-            await uow.commit()
-        return purged
+        """For the server's housekeeping: forget keys past their lifetime, a batch per unit
+        of work (after a long stop, a day of keys may be due at once)."""
+        before = self._clock.now() - KEY_LIFETIME
+        purged = 0
+        while True:
+            async with self._uow() as uow:
+                batch = await uow.idempotency.purge(before, _PURGE_BATCH)
+                await uow.commit()
+            purged += batch
+            if batch < _PURGE_BATCH:
+                return purged

@@ -30,6 +30,7 @@ from core.services.access import as_staff, for_reading, signed_in
 from core.services.ledger import Ledger, ReservedRefund, get_visible_order, release_stock
 
 CANCEL_REFUND_REASON = "Order cancelled."
+_MAY_BE_CAPTURED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING, PaymentStatus.REQUIRES_ACTION})
 
 
 @attrs.frozen
@@ -244,10 +245,12 @@ class OrderService:
         return order
 
     def _check_customer_may_cancel(self, order: Order, payments: Sequence[Payment]) -> None:
-        captured = [p for p in payments if p.status is PaymentStatus.SUCCEEDED]
-        if not captured:
+        # A card payment still being processed (or waiting for 3-D Secure) may yet succeed:
+        # it counts as paid here, or a customer could cancel while their card is charged.
+        paid = [p for p in payments if p.status in _MAY_BE_CAPTURED]
+        if not paid:
             return  # nothing was paid: the customer's own decision
-        by_card_only = all(p.provider != PROVIDER_MANUAL for p in captured)
+        by_card_only = all(p.provider != PROVIDER_MANUAL for p in paid)
         if self._settings.customers_cancel_paid_card_orders and by_card_only:
             return
         raise NotAllowed(

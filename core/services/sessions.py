@@ -58,18 +58,24 @@ class SessionGuard:
             or (self._polled_at is not None and timedelta(0) <= now - self._polled_at < self._poll_interval)
         ):
             return  # caught up a moment ago (or catching up now): the next request after the interval will
+        # Not loaded yet, or due: read (also while another request's read is in flight, if
+        # nothing was ever loaded: no request is served against an empty set by default).
         self._refreshing = True
         try:
-            self._seen_counter = counter  # before reading: a commit during the read moves it again
-            self._polled_at = now
             async with self._uow(readonly=True) as uow:
                 while True:
-                    ended, cursor = await uow.revoked_sessions.changes(self._cursor, now, _BATCH)
-                    self._cursor = cursor
-                    for record in ended:
+                    changes = await uow.revoked_sessions.changes(self._cursor, now, _BATCH)
+                    self._cursor = changes.cursor
+                    for record in changes.ended:
                         self.ended((record.session_id,), record.until)
-                    if len(ended) < _BATCH:
+                    if changes.complete:
                         break
+            # Only once caught up: a read that failed half-way (the store away, a read past its
+            # budget) is tried again by the next request, which meanwhile is refused (the
+            # error reaches it), never served against a set that may be missing an ended
+            # session. A commit during the read moved the counter again: the next check reads.
+            self._seen_counter = counter
+            self._polled_at = now
             self._loaded = True
         finally:
             self._refreshing = False

@@ -85,6 +85,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
         await start(container)
         try:
             app[AUTH] = await provide(container.auth_service)
+            await app[AUTH].prepare()
             app[CATALOG] = await provide(container.catalog_service)
             app[AUDIT] = await provide(container.audit_service)
             app[IDEMPOTENCY] = await provide(container.idempotency_service)

@@ -71,10 +71,25 @@ async def test_purge_forgets_the_claims_recorded_before_the_time(
     await _add_under(uow_factory, make, "B", claim)
 
     async with uow_factory() as uow:
-        assert await uow.idempotency.purge(clock.now()) == 1  # "new" was stamped at now: not before it
+        assert await uow.idempotency.purge(clock.now(), 10) == 1  # "new" was stamped at now: not before it
         await uow.commit()
 
     assert await _stored(uow_factory, "old") is None
     assert (await _stored(uow_factory, "new")) == StoredRequest(
         scope=SCOPE, key="new", fingerprint="f", created_at=clock.now()
     )
+
+
+async def test_purge_takes_at_most_a_batch_oldest_first(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock
+) -> None:
+    for n in range(5):
+        await _add_under(uow_factory, make, f"P{n}", IdempotencyClaim(scope=SCOPE, key=f"k-{n}", fingerprint="f"))
+        clock.advance(minutes=1)
+    batches = []
+    for _ in range(3):
+        async with uow_factory() as uow:
+            batches.append(await uow.idempotency.purge(clock.now(), 2))
+            await uow.commit()
+    assert batches == [2, 2, 1]
+    assert [await _stored(uow_factory, f"k-{n}") for n in range(5)] == [None] * 5

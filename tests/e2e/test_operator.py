@@ -423,6 +423,11 @@ def test_users_reset_password_without_a_terminal_asks_for_password_stdin(admin_d
     assert _accounts(admin_dir) == before
 
 
+def _as_after_a_login() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def _on_a_terminal(args: list[str], cwd: Path, answers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
     """Run tillbox with a pseudo-terminal as its controlling terminal; answer each prompt
     when it appears. Returns the exit status and everything the terminal showed."""
@@ -436,9 +441,11 @@ def _on_a_terminal(args: list[str], cwd: Path, answers: list[tuple[bytes, bytes]
         stdout=slave,
         stderr=slave,
         # A session of its own whose controlling terminal is the pty, as after a login:
-        # getpass reads /dev/tty, not standard input.
+        # getpass reads /dev/tty, not standard input. Ctrl-C as a terminal delivers it: a
+        # test run started in the background (`make test &`) ignores SIGINT, and a child
+        # would inherit that, so the child gets the default back.
         start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        preexec_fn=_as_after_a_login,
     )
     os.close(slave)
     shown = b""

@@ -56,6 +56,9 @@ PARAMS = {
     "object_type": "product",
     "object_id": "prd_000000000042",
     "limit": 21,
+    "now": "2026-01-01T00:00:00.000000Z",
+    "until": "2026-01-01T00:15:00.000000Z",
+    "seq": 7,
 }
 
 

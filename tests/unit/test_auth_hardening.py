@@ -18,6 +18,8 @@ from core.domain.errors import (
     LastAdmin,
     LoginThrottled,
     NotAllowed,
+    PasswordHashingBusy,
+    QueryTimedOut,
     RefreshTokenReused,
     RegistrationThrottled,
     SessionEnded,
@@ -33,6 +35,7 @@ from core.services.auth import (
     RefreshSession,
     RegisterUser,
     UpdateUser,
+    address_key,
 )
 from tests.fakes import (
     FakeAccessTokens,
@@ -40,6 +43,7 @@ from tests.fakes import (
     FakePasswordHasher,
     FixedClock,
     InMemoryDatabase,
+    InMemoryRevokedSessions,
     InMemoryThrottle,
     SequentialIds,
 )
@@ -366,3 +370,138 @@ async def test_a_fullwidth_address_is_stored_in_its_plain_form(auth: AuthService
     assert user.email == "kate@example.com"
     pair = await auth.login(LogIn("KATE@example.com", STRONG))
     assert pair.access_token
+
+
+# What the review found.
+async def test_a_catch_up_that_fails_is_tried_again_and_never_lets_an_ended_session_through(
+    db: InMemoryDatabase, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = _service(db, clock, FakePasswordHasher())
+    await here.register(RegisterUser("alice@example.com", STRONG))
+    pair = await here.login(LogIn("alice@example.com", STRONG, IP))
+    await here.logout(LogOut(pair.refresh_token))
+    there = _service(db, clock, FakePasswordHasher())  # another process, started after the logout
+    there._access_tokens = here._access_tokens  # the same signing keys
+    fails = [QueryTimedOut(200)]
+    real = InMemoryRevokedSessions.changes
+
+    async def flaky(self: InMemoryRevokedSessions, *args: object, **kwargs: object) -> object:
+        if fails:
+            raise fails.pop()
+        return await real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(InMemoryRevokedSessions, "changes", flaky)
+
+    with pytest.raises(QueryTimedOut):  # refused: it could not tell
+        await there.authenticate(pair.access_token, IP)
+    for _ in range(3):  # and every later request reads again until it can
+        with pytest.raises(SessionEnded):
+            await there.authenticate(pair.access_token, IP)
+
+
+async def test_logging_out_a_spent_session_again_records_nothing_more(
+    auth: AuthService, db: InMemoryDatabase, alice: User
+) -> None:
+    pair = await auth.login(LogIn("alice@example.com", STRONG, IP))
+    await auth.logout(LogOut(pair.refresh_token))
+    before = repr(db.store)
+    for _ in range(50):
+        await auth.logout(LogOut(pair.refresh_token))
+    assert repr(db.store) == before
+    assert len(db.store.revoked_sessions) == 1
+
+
+async def test_a_password_change_ends_a_session_whose_refresh_tokens_just_expired(
+    db: InMemoryDatabase, clock: FixedClock
+) -> None:
+    auth = _service(db, clock, FakePasswordHasher(), refresh_token_ttl=timedelta(hours=1))
+    await auth.register(RegisterUser("alice@example.com", STRONG))
+    old = await auth.login(LogIn("alice@example.com", STRONG, IP))
+    clock.advance(minutes=59)
+    refreshed = await auth.refresh(RefreshSession(old.refresh_token))  # its access token lives 15 minutes
+    clock.advance(minutes=2)  # the family's refresh tokens have expired; that access token has not
+    other = await auth.login(LogIn("alice@example.com", STRONG, IP))
+    me = await auth.authenticate(other.access_token, IP)
+
+    await auth.change_password(ChangePassword(me, STRONG, OTHER_STRONG))
+
+    with pytest.raises(SessionEnded):
+        await auth.authenticate(refreshed.access_token, IP)
+
+
+async def test_a_weak_new_password_is_refused_before_the_current_one_is_checked(
+    auth: AuthService, db: InMemoryDatabase, alice: User
+) -> None:
+    me = Actor(user_id=alice.id, role=Role.CUSTOMER, source_ip=IP)
+    before = repr(db.store)
+    for guess in [STRONG, *(f"guess number {n}" for n in range(30))]:
+        with pytest.raises(Invalid) as caught:
+            await auth.change_password(ChangePassword(me, guess, "password1234"))
+        assert list(caught.value.details["fields"]) == ["new_password"]  # the same answer, right or wrong
+    assert repr(db.store) == before  # no attempt counted, nothing audited: nothing learnt either way
+    await auth.change_password(ChangePassword(me, STRONG, OTHER_STRONG))
+
+
+def test_ipv6_clients_are_counted_by_their_64_block() -> None:
+    assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::19") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_key("::ffff:203.0.113.7") == address_key("203.0.113.7") == "203.0.113.7"
+    assert address_key("not-an-address") == "not-an-address"
+
+
+async def test_registrations_from_one_ipv6_block_share_one_budget(auth: AuthService, db: InMemoryDatabase) -> None:
+    for n in range(10):
+        await auth.register(RegisterUser(f"user{n}@example.com", STRONG, f"2001:db8:1:2::{n + 1:x}"))
+    with pytest.raises(RegistrationThrottled):
+        await auth.register(RegisterUser("more@example.com", STRONG, "2001:db8:1:2:abcd::1"))
+    await auth.register(RegisterUser("neighbour@example.com", STRONG, "2001:db8:1:3::1"))
+
+
+async def test_an_unknown_email_is_answered_like_a_known_one_while_sign_ups_fill_the_queue(
+    db: InMemoryDatabase, clock: FixedClock
+) -> None:
+    hasher = BusyHasher()
+    auth = _service(db, clock, hasher)
+    await auth.register(RegisterUser("alice@example.com", STRONG))
+    await auth.prepare()  # at start
+    hasher.busy = True  # new hashes are refused from now on (sign-ups fill the queue)
+    for email in ("alice@example.com", "nobody@example.com"):
+        with pytest.raises(InvalidCredentials):
+            await auth.login(LogIn(email, "a wrong password!!", IP))
+
+
+class BusyHasher(FakePasswordHasher):
+    """New hashes refused while ``busy``; checks go on (they go first in the real pool)."""
+
+    busy = False
+
+    async def hash(self, password: str) -> str:
+        if self.busy:
+            raise PasswordHashingBusy()
+        return await super().hash(password)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        return password_hash == await FakePasswordHasher().hash(password)
+
+
+async def test_an_admin_demoted_while_creating_an_account_creates_nothing(
+    auth: AuthService, db: InMemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _second = await _admins(auth, 2)
+    assert first.user_id is not None
+    real_hash = FakePasswordHasher.hash
+
+    async def demoted_meanwhile(self: FakePasswordHasher, password: str) -> str:
+        db.store.users[first.user_id].role = Role.STAFF  # type: ignore[index]
+        return await real_hash(self, password)
+
+    monkeypatch.setattr(FakePasswordHasher, "hash", demoted_meanwhile)
+    with pytest.raises(NotAllowed):
+        await auth.create_user(CreateUser(first, "new-admin@example.com", STRONG, Role.ADMIN))
+    assert "new-admin@example.com" not in {u.email for u in users(db)}
+
+
+@pytest.mark.parametrize("blank", ["\u2800", "\u3164", "\ufeff"])
+async def test_characters_that_render_as_nothing_are_refused(auth: AuthService, blank: str) -> None:
+    with pytest.raises(Invalid):
+        await auth.register(RegisterUser(f"ka{blank}te@example.com", STRONG))

@@ -624,3 +624,65 @@ async def test_stock_topped_up_to_the_maximum_never_blocks_expiry_and_never_pass
     assert (await catalog.adjust_stock(AdjustStock(actor=staff, product_id=unlimited.id, delta=-1))).stock == (
         MAX_STOCK - 1
     )
+
+
+# Who may cancel.
+async def test_a_customer_cancels_an_unpaid_order_but_not_one_paid_or_being_paid(
+    orders: OrderService,
+    payments: PaymentService,
+    gateway: FakePaymentGateway,
+    db: InMemoryDatabase,
+    customer: Actor,
+    staff: Actor,
+    mug: Product,
+) -> None:
+    unpaid = await place(orders, customer, by_id(mug, 1))
+    assert (await orders.cancel_order(CancelOrder(actor=customer, order_id=unpaid.id))).status is OrderStatus.CANCELLED
+
+    in_cash = await place(orders, customer, by_id(mug, 1))
+    await payments.pay(
+        PayOrder(actor=staff, order_id=in_cash.id, method=PaymentMethod.MANUAL, reference="till 3", amount=100)
+    )
+    by_card = await place(orders, customer, by_id(mug, 1))
+    gateway.hold()  # the provider has the charge; its answer has not come back
+    paying = asyncio.ensure_future(
+        payments.pay(
+            PayOrder(actor=customer, order_id=by_card.id, method=PaymentMethod.CARD, payment_method="pm_card_visa")
+        )
+    )
+    for _ in range(1000):
+        if any(p.order_id == by_card.id for p in db.store.payments.values()):
+            break
+        await asyncio.sleep(0)
+    before = repr(db.store)
+    for order in (in_cash, by_card):
+        with pytest.raises(NotAllowed) as caught:
+            await orders.cancel_order(CancelOrder(actor=customer, order_id=order.id))
+        assert caught.value.code == "cancel_needs_staff"
+    assert repr(db.store) == before
+    gateway.release()
+    await paying
+
+
+async def test_a_store_may_let_customers_cancel_what_they_paid_by_card(
+    db: InMemoryDatabase,
+    gateway: FakePaymentGateway,
+    clock: FixedClock,
+    ids: SequentialIds,
+    payments: PaymentService,
+    customer: Actor,
+    staff: Actor,
+    mug: Product,
+) -> None:
+    lenient = OrderService(db, gateway, clock, ids, "USD", OrderSettings(customers_cancel_paid_card_orders=True))
+    by_card = await place(lenient, customer, by_id(mug, 1))
+    await payments.pay(
+        PayOrder(actor=customer, order_id=by_card.id, method=PaymentMethod.CARD, payment_method="pm_card_visa")
+    )
+    cancelled = await lenient.cancel_order(CancelOrder(actor=customer, order_id=by_card.id))
+    assert (cancelled.status, cancelled.amount_refunded) == (OrderStatus.CANCELLED, 1200)
+
+    in_cash = await place(lenient, customer, by_id(mug, 1))
+    await payments.pay(PayOrder(actor=staff, order_id=in_cash.id, method=PaymentMethod.MANUAL, reference="cash"))
+    with pytest.raises(NotAllowed):  # a cash refund is staff's to hand over
+        await lenient.cancel_order(CancelOrder(actor=customer, order_id=in_cash.id))

@@ -66,6 +66,10 @@ _CURRENT_VERSION = "SELECT coalesce(max(version), 0) FROM _migrations"
 _RECORD = "INSERT INTO _migrations (version, name, applied_at) VALUES (?, ?, ?)"
 
 
+#: How long a process waits for another one's migrations before it gives up.
+MIGRATION_WAIT_MS = 10 * 60 * 1000
+
+
 class MigrationError(RuntimeError):
     pass
 
@@ -96,6 +100,10 @@ def apply_migrations(conn: sqlite3.Connection, path: pathlib.Path) -> int:
     # processes opening a new store together queue for the lock one after another.
     import sqlite_utils
 
+    # Another process may be migrating a large store (index builds take seconds a million
+    # rows): wait for it as long as a migration may take, not a request's busy timeout.
+    (busy_timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute(f"PRAGMA busy_timeout = {max(busy_timeout, MIGRATION_WAIT_MS)}")
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
@@ -106,6 +114,8 @@ def apply_migrations(conn: sqlite3.Connection, path: pathlib.Path) -> int:
                 retry_after=1,
             ) from exc
         raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout)}")
     try:
         conn.execute(_CREATE_TABLE)
         version = current_version(conn)  # again, under the lock: another process may have migrated
