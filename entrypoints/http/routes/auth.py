@@ -32,7 +32,7 @@ def _tokens(pair: TokenPair) -> web.Response:
     tag="auth",
     auth="none",
     body=REGISTER,
-    replies=(Reply(201, "The new account.", ref("User")), FORBIDDEN, CONFLICT, *BODY_ERRORS),
+    replies=(Reply(201, "The new account.", ref("User")), FORBIDDEN, CONFLICT, THROTTLED, *BODY_ERRORS),
 )
 async def register(request: web.Request, i: Input) -> web.Response:
     """Self-registration, when the store allows it. Passwords: 12 to 128 characters, not a common one."""
