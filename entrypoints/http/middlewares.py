@@ -132,7 +132,7 @@ def error_response(request: web.Request, rid: str, error: Exception) -> web.Resp
     if isinstance(error, HttpError):
         return envelope(rid, error.status, error.code, error.message, error.details)
     if isinstance(error, BodyTimeout):
-        response = envelope(rid, 408, "request_timeout", f"The request body did not arrive within {error.seconds:g} s.")
+        response = envelope(rid, 408, "request_timeout", error.message)
         response.force_close()
         return response
     if isinstance(error, (ConnectionError, web.RequestPayloadError)):

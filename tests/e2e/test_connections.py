@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.conftest import Api, assert_error, count_rows, serve
-from tests.harness import Server, environment
+from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, serve
+from tests.fakes import FakePaymentGateway, FixedClock
+from tests.harness import Server, environment, until_async
+from tests.unit.helpers import START
 
 DEADLINE = 15.0  # seconds any awaited close or answer may take, on a busy machine
 NEVER = "3600"  # a timeout that cannot fire during a test
@@ -143,7 +145,10 @@ async def test_idle_sockets_over_the_cap_make_room_and_healthz_answers(tmp_path:
             assert (await _response(reader))[0] == 200
 
 
-async def test_when_every_connection_is_busy_a_new_one_is_refused_until_one_ends(tmp_path: Path) -> None:
+async def test_at_the_cap_the_body_arriving_longest_makes_room_and_is_answered_408(tmp_path: Path) -> None:
+    """A client that fills the cap with requests whose bodies drip (a header, then a byte now
+    and then) does not keep everyone else out: each newcomer takes the place of the body
+    that has been arriving longest, which is answered 408; the others go on."""
     cap = 3
     async with (
         serve(
@@ -154,25 +159,81 @@ async def test_when_every_connection_is_busy_a_new_one_is_refused_until_one_ends
         ) as api,
         contextlib.AsyncExitStack() as stack,
     ):
-        busy = []
+        before = await _written(api)
+        dripping = []
         for _ in range(cap):
             reader, writer = await stack.enter_async_context(_connection(_port(api)))
             writer.write(REGISTER_HEAD + b"Expect: 100-continue\r\n\r\n")
-            # The server has read the header and waits for the body: busy with a request.
+            # 100 Continue: the server has the header and reads the body; one byte of it comes.
             continue_line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
             assert continue_line.startswith(b"HTTP/1.1 100 Continue")
-            busy.append(writer)
+            writer.write(b"{")
+            await writer.drain()
+            dripping.append((reader, writer))
+        async with _connection(_port(api)) as (reader, writer):
+            writer.write(HEALTHZ)
+            status, headers, body = await _response(reader)
+            assert (status, body, headers["server"]) == (200, {"status": "ok"}, "tillbox")
+        # The first body to start arriving made room: answered, then closed.
+        status, headers, body = _split(await _until_closed(dripping[0][0]))
+        assert_error(status, body, 408, "request_timeout")
+        assert headers["connection"] == "close"
+        assert body["error"]["message"] == (
+            "The request body was still arriving when the server, at its connection cap, "
+            "needed the connection for another client. Send it again, whole."
+        )
+        # The others were left alone: their bodies end, and they are answered.
+        for reader, writer in dripping[1:]:
+            writer.write(b'"email": "drip@example.com"}'.ljust(99))
+            status, _, body = await _response(reader)
+            assert_error(status, body, 422, "validation_failed")
+            assert body["error"]["details"]["fields"] == {"password": "is required"}
+        assert await _written(api) == before
+
+
+async def test_when_every_connection_has_a_request_being_handled_a_new_one_is_refused_until_one_ends(
+    tmp_path: Path,
+) -> None:
+    """Requests whose bodies have arrived and are being handled (card payments waiting for
+    the provider here) are never closed to make room: the newcomer is refused instead."""
+    cap = 3
+    gateway = FakePaymentGateway(FixedClock(START))
+    async with (
+        serve(
+            tmp_path / "data",
+            gateway=gateway,
+            TILLBOX_SERVER_MAX_CONNECTIONS=str(cap),
+            TILLBOX_SERVER_KEEPALIVE_TIMEOUT=NEVER,
+        ) as api,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        staff = await api.token_for("staff@example.com", "staff")
+        alice = await api.token_for("alice@example.com")
+        mug = await create_product(api, staff, stock=10)
+        orders = [await place_order(api, alice, [{"product_id": mug["id"], "quantity": 1}]) for _ in range(cap)]
+        gateway.hold()
+        payment = b'{"method": "card", "payment_method": "pm_card_visa"}'
+        handled = []
+        for order in orders:
+            reader, writer = await stack.enter_async_context(_connection(_port(api)))
+            writer.write(
+                b"POST /api/v1/orders/%s/payments HTTP/1.1\r\nHost: tillbox\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (order["id"].encode(), alice.encode(), len(payment), payment)
+            )
+            handled.append(reader)
+
+        async def all_at_the_provider() -> bool:
+            return gateway.calls["create_card_payment"] == cap
+
+        await until_async(all_at_the_provider, timeout=DEADLINE, what="every payment waiting for the provider")
         async with _connection(_port(api)) as (reader, _):
-            assert await _until_closed(reader) == b""  # refused at once: nothing to close for it
-        busy[0].transport.abort()  # one client gives up: its place is free again
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                    async with _connection(_port(api)) as (reader, writer):
-                        writer.write(HEALTHZ)
-                        if (await _response(reader))[0] == 200:
-                            break
-                await asyncio.sleep(0.05)
+            assert await _until_closed(reader) == b""  # refused at once: nothing may be closed for it
+        gateway.release()
+        for reader in handled:
+            status, _, body = await _response(reader)
+            assert (status, body["status"]) == (201, "succeeded")
+        assert await count_rows(api, "payments", "status = 'succeeded'") == cap
 
 
 @pytest.mark.parametrize("hang_up", ["close", "abort"])

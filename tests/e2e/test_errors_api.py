@@ -139,6 +139,21 @@ async def test_request_id_is_echoed_or_made_and_security_headers_are_set(api: Ap
     assert headers["X-Frame-Options"] == "DENY"
 
 
+async def test_every_response_names_the_server_without_a_version(api: Api) -> None:
+    """aiohttp's default ``Server: Python/3.11 aiohttp/3.x`` tells an attacker which CVEs to try."""
+    _, _, listed = await api.call("GET", "/api/v1/products")
+    answers = [
+        await api.call("GET", "/healthz"),
+        await api.call("HEAD", "/healthz"),
+        await api.call("GET", "/nowhere"),
+        await api.call("PUT", "/api/v1/products"),
+        await api.call("GET", "/api/v1/products", headers={"If-None-Match": listed["ETag"]}),
+        await api.call("GET", "/docs"),
+    ]
+    assert [status for status, _, _ in answers] == [200, 200, 404, 405, 304, 200]
+    assert [headers["Server"] for _, _, headers in answers] == ["tillbox"] * len(answers)
+
+
 async def test_unexpected_errors_say_nothing_internal(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     catalog = await api.container.catalog_service()
 
