@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from entrypoints.http.proxies import parse_networks
+from entrypoints.http.proxies import PROXY_HEADERS, parse_networks
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {
@@ -34,6 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "access_log": True,
         "cors_origins": [],
         "trusted_proxies": [],
+        "proxy_header": "x-forwarded-for",
         "public_max_age": 10,
     },
     "data": {"dir": "tillbox-data"},
@@ -111,7 +112,7 @@ _POSITIVE = {
     ("stripe", "breaker_threshold"): (1, 1000),
     ("stripe", "breaker_reset_seconds"): (1, 3600),
 }
-_CHOICES = {("log", "level"): {"debug", "info", "warning", "error"}}
+_CHOICES = {("log", "level"): {"debug", "info", "warning", "error"}, ("server", "proxy_header"): set(PROXY_HEADERS)}
 ENV_PREFIX = "TILLBOX_"
 
 

@@ -52,7 +52,8 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     origins = config.server.cors_origins()
     # CORS outermost: a preflight needs no token, and every answer gets its headers.
     middlewares = [cors_middleware(origins)] if origins else []
-    middlewares.append(request_middleware(access_log, TrustedProxies(config.server.trusted_proxies())))
+    proxies = TrustedProxies(config.server.trusted_proxies(), config.server.proxy_header())
+    middlewares.append(request_middleware(access_log, proxies))
     max_header_bytes = config.server.max_header_bytes()
     app = web.Application(
         client_max_size=config.server.max_body_bytes(),
