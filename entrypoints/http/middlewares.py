@@ -172,7 +172,11 @@ def cors_middleware(allowed_origins: list[str]) -> Any:
         """Answer preflights and add CORS headers for the configured origins only."""
         origin = request.headers.get("Origin")
         if origin is None or origin not in allowed:
-            return await handler(request)
+            answer = await handler(request)
+            # Whatever this request's Origin, the answer to another could differ: a shared cache
+            # must not give this copy (without Access-Control-Allow-Origin) to an allowed origin.
+            _vary_by_origin(answer)
+            return answer
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE"
@@ -184,8 +188,12 @@ def cors_middleware(allowed_origins: list[str]) -> Any:
             response = await handler(request)
             response.headers["Access-Control-Expose-Headers"] = "ETag, X-Request-ID, Retry-After, Idempotent-Replayed"
         response.headers["Access-Control-Allow-Origin"] = origin
-        vary = response.headers.get("Vary")  # a catalog read varies by Authorization too
-        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+        _vary_by_origin(response)
         return response
 
     return cors
+
+
+def _vary_by_origin(response: web.StreamResponse) -> None:
+    vary = response.headers.get("Vary")  # a catalog read varies by Authorization too
+    response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
