@@ -69,6 +69,27 @@ async def test_bad_query_parameters(api: Api, query: str) -> None:
     assert body["error"]["details"]["fields"]
 
 
+@pytest.mark.parametrize(
+    ("query", "fields"),
+    [
+        ("limit=%C2%B2", {"limit": "must be an integer"}),  # "²": str.isdigit() took it, int() did not (500)
+        ("price_min=%C2%B9", {"price_min": "must be an integer"}),  # "¹"
+        ("price_max=%E2%91%A0", {"price_max": "must be an integer"}),  # "①"
+        ("limit=%D9%A3", {"limit": "must be an integer"}),  # Arabic-Indic 3: int() took it
+        ("limit=%EF%BC%95", {"limit": "must be an integer"}),  # fullwidth 5
+        ("limit=%F0%9D%9F%93", {"limit": "must be an integer"}),  # mathematical bold 5
+        ("limit=1&limit=abc", {"limit": "must be given once"}),  # the first used to win, silently
+        ("limit=5&limit=5", {"limit": "must be given once"}),
+        ("q=mug&limit=2&q=cup", {"q": "must be given once"}),
+    ],
+)
+async def test_a_query_parameter_is_an_ascii_integer_given_once(api: Api, query: str, fields: dict[str, str]) -> None:
+    for token in (None, await api.token_for("q@example.com", "staff")):
+        status, body, _ = await api.call("GET", f"/api/v1/products?{query}", token=token)
+        assert_error(status, body, 422, "validation_failed")
+        assert body["error"]["details"] == {"fields": fields}
+
+
 async def test_long_query_strings_get_the_envelope(api: Api) -> None:
     status, body, _ = await api.call("GET", "/api/v1/products?q=" + "x" * 20000)
     assert_error(status, body, 422, "validation_failed")
