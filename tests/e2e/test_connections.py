@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,28 @@ async def test_a_header_that_stops_arriving_is_dropped_after_the_header_timeout(
             assert await _until_closed(reader) == b""
 
 
+async def test_a_header_dripped_a_byte_at_a_time_is_cut_at_the_header_timeout(tmp_path: Path) -> None:
+    """Bytes that keep arriving do not move the deadline: the header is due within
+    header_timeout of connecting, however slowly it comes."""
+    header = b"GET /healthz HTTP/1.1\r\nHost: tillbox\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
+    async with (
+        serve(tmp_path / "data", TILLBOX_SERVER_HEADER_TIMEOUT="1", TILLBOX_SERVER_KEEPALIVE_TIMEOUT=NEVER) as api,
+        _connection(_port(api)) as (reader, writer),
+    ):
+
+        async def drip() -> None:  # 200 bytes, one each 50 ms: 10 s at the least
+            for byte in header:
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.05)
+
+        dripping = asyncio.create_task(drip())
+        try:
+            assert await _until_closed(reader) == b""  # closed unanswered: there is no request yet
+            assert not dripping.done()  # ... and before the header could have ended
+        finally:
+            dripping.cancel()
+
+
 async def test_a_body_promised_and_never_sent_gets_408_and_nothing_is_written(tmp_path: Path) -> None:
     async with serve(tmp_path / "data", TILLBOX_SERVER_BODY_TIMEOUT="1", TILLBOX_SERVER_KEEPALIVE_TIMEOUT=NEVER) as api:
         before = await _written(api)
@@ -108,6 +131,47 @@ async def test_a_body_promised_and_never_sent_gets_408_and_nothing_is_written(tm
             "POST", "/api/v1/auth/register", json={"email": "slow@example.com", "password": "a long passphrase here"}
         )
         assert (status, user["email"]) == (201, "slow@example.com")
+
+
+async def test_a_chunked_body_that_never_ends_gets_408_and_nothing_is_written(tmp_path: Path) -> None:
+    """Chunks that keep arriving do not move the deadline either: the body is due within
+    body_timeout of the end of its header."""
+    async with (
+        serve(tmp_path / "data", TILLBOX_SERVER_BODY_TIMEOUT="1", TILLBOX_SERVER_KEEPALIVE_TIMEOUT=NEVER) as api,
+        _connection(_port(api)) as (reader, writer),
+    ):
+        before = await _written(api)
+        writer.write(REGISTER_HEAD.replace(b"Content-Length: 100", b"Transfer-Encoding: chunked") + b"\r\n")
+
+        async def chunks() -> None:
+            while True:
+                writer.write(b"1\r\n \r\n")
+                await asyncio.sleep(0.05)
+
+        sending = asyncio.create_task(chunks())
+        try:
+            status, headers, body = _split(await _until_closed(reader))
+        finally:
+            sending.cancel()
+        assert_error(status, body, 408, "request_timeout")
+        assert headers["connection"] == "close"
+        assert await _written(api) == before
+
+
+async def test_pipelined_requests_are_answered_in_order(api: Api) -> None:
+    """Several requests in one write, a body among them: each is answered, in order (the
+    header bound counts each request's header apart)."""
+    login = b'{"email": "p@example.com", "password": "wrong"}'
+    async with _connection(_port(api)) as (reader, writer):
+        writer.write(
+            HEALTHZ * 2
+            + b"POST /api/v1/auth/login HTTP/1.1\r\nHost: tillbox\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n%s" % (len(login), login)
+            + HEALTHZ
+            + b"GET /nowhere HTTP/1.1\r\nHost: tillbox\r\nConnection: close\r\n\r\n"
+        )
+        raw = await _until_closed(reader)
+    assert [int(status) for status in re.findall(rb"HTTP/1\.1 ([0-9]{3}) ", raw)] == [200, 200, 401, 200, 404]
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(tmp_path: Path) -> None:
@@ -259,6 +323,32 @@ async def test_a_client_hanging_up_mid_body_is_no_error_and_writes_nothing(
     assert getattr(hung_up, "fields", {})["path"] == "/api/v1/auth/register"
     assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
     assert not [r for r in caplog.records if "unhandled" in r.getMessage().lower()]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b'Content-Length: 100\r\n\r\n{"email": "gone@example.com", "pa',
+        b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"ema\r\n',
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_a_client_hanging_up_mid_body_unannounced_is_no_error_and_writes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, framing: bytes
+) -> None:
+    """As above, without Expect: 100-continue: the header and part of the body in one write."""
+    caplog.set_level(logging.DEBUG)
+    head = REGISTER_HEAD.replace(b"Content-Length: 100\r\n", b"")
+    async with serve(tmp_path / "data") as api:
+        before = await _written(api)
+        async with _connection(_port(api)) as (_, writer):
+            writer.write(head + framing)
+            await writer.drain()
+        async with asyncio.timeout(DEADLINE):  # until the server has said something about it
+            while not [r for r in caplog.records if r.getMessage() == "client hung up"]:
+                await asyncio.sleep(0.01)
+        assert await _written(api) == before
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
 
 
 @pytest.fixture
