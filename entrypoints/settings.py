@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from entrypoints.http.proxies import parse_networks
+from entrypoints.http.proxies import PROXY_HEADERS, parse_networks
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {
@@ -26,6 +26,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 1,
         "shutdown_grace": 10,
         "max_body_bytes": 1048576,
+        "max_header_bytes": 65536,
         "header_timeout": 10,
         "body_timeout": 30,
         "keepalive_timeout": 75,
@@ -33,6 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "access_log": True,
         "cors_origins": [],
         "trusted_proxies": [],
+        "proxy_header": "x-forwarded-for",
         "public_max_age": 10,
     },
     "data": {"dir": "tillbox-data"},
@@ -80,6 +82,7 @@ _POSITIVE = {
     ("server", "workers"): (1, 64),
     ("server", "shutdown_grace"): (0, 3600),
     ("server", "max_body_bytes"): (1024, 1 << 30),
+    ("server", "max_header_bytes"): (4096, 1 << 20),
     ("server", "header_timeout"): (1, 3600),
     ("server", "body_timeout"): (1, 3600),
     ("server", "keepalive_timeout"): (1, 3600),
@@ -109,7 +112,7 @@ _POSITIVE = {
     ("stripe", "breaker_threshold"): (1, 1000),
     ("stripe", "breaker_reset_seconds"): (1, 3600),
 }
-_CHOICES = {("log", "level"): {"debug", "info", "warning", "error"}}
+_CHOICES = {("log", "level"): {"debug", "info", "warning", "error"}, ("server", "proxy_header"): set(PROXY_HEADERS)}
 ENV_PREFIX = "TILLBOX_"
 
 

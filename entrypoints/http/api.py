@@ -29,7 +29,7 @@ from core.ports.idempotency import (
 )
 from entrypoints.http.keys import ACTOR, CLIENT_ADDRESS, IDEMPOTENCY, REQUEST_ID
 from entrypoints.http.middlewares import HttpError, error_response
-from entrypoints.http.schemas import Schema, specialize
+from entrypoints.http.schemas import ID, PATH_IDS, Schema, specialize
 from entrypoints.http.validation import ParameterCheck, SchemaCheck, check_schema
 
 AUTH_LEVELS = ("none", "optional", "user", "staff", "admin")
@@ -152,7 +152,8 @@ class Checks:
     body: SchemaCheck | None
     query: ParameterCheck
     headers: tuple[tuple[str, SchemaCheck], ...]
-    empty_body_is_object: bool  # an action POST: no body at all means {}
+    path: tuple[tuple[str, SchemaCheck], ...]  # the ids in the path, as the document declares them
+    empty_body_is_object: bool  # a POST: no body at all means {}
 
     @classmethod
     def of(cls, op: Operation, currency: str) -> Checks:
@@ -161,8 +162,21 @@ class Checks:
             body=body,
             query=ParameterCheck((p.name, p.schema, p.required) for p in op.query),
             headers=tuple((p.name, SchemaCheck(p.schema, root=p.name)) for p in op.headers),
-            empty_body_is_object=op.method == "POST" and body is not None and body.accepts({}),
+            path=tuple((name, SchemaCheck(path_schema(name), root=name)) for name in path_parameters(op.path)),
+            empty_body_is_object=op.method == "POST" and body is not None,
         )
+
+
+_PATH_PARAMETER = re.compile(r"{(\w+)")
+
+
+def path_parameters(route_path: str) -> list[str]:
+    """The names of a route's path parameters: ``/orders/{order_id}/payments`` has ``order_id``."""
+    return _PATH_PARAMETER.findall(route_path)
+
+
+def path_schema(name: str) -> Schema:
+    return PATH_IDS.get(name, ID)
 
 
 def accepts_empty_body(op: Operation) -> bool:
@@ -178,6 +192,11 @@ def _wrap(op: Operation, checks: Checks) -> Callable[[web.Request], Awaitable[we
         # as it is now, is each use case's business (core/services/access.py).
         if op.auth in ("user", "staff", "admin") and actor.user_id is None:
             raise AuthenticationRequired()
+        for name, check in checks.path:
+            if not check.accepts(request.match_info[name]):
+                # Longer than any id (or otherwise not one): nothing is there, and nothing of
+                # what was sent is echoed (the use case would quote it whole in its 404).
+                raise web.HTTPNotFound()
         for name, check in checks.headers:
             value = request.headers.get(name)
             if value is not None:
@@ -268,7 +287,11 @@ def _replay(stored: StoredRequest, fingerprint: str) -> web.Response:
 async def _parse_body(checks: Checks, request: web.Request) -> Any:
     raw = await request.read()  # aiohttp enforces client_max_size (413)
     if not raw and checks.empty_body_is_object:
-        return {}  # an action that needs nothing sent: no body (and no Content-Type) is {}
+        # No body at all (whatever the Content-Type) is {}: an action that needs nothing is
+        # done, and one that needs fields answers 422 naming them, as for {}.
+        assert checks.body is not None
+        checks.body.check({})
+        return {}
     content_type = request.content_type
     if content_type != "application/json" and not (
         content_type.startswith("application/") and content_type.endswith("+json")

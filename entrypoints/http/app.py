@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from entrypoints.container import Container, disk_check, provide, start, stop
-from entrypoints.http.connections import CONNECTION_LIMITS, ConnectionLimits
+from entrypoints.http.connections import CONNECTION_LIMITS, MAX_HEADERS, ConnectionLimits
 from entrypoints.http.docs import ApiReference
 from entrypoints.http.keys import (
     AUDIT,
@@ -52,24 +52,28 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     origins = config.server.cors_origins()
     # CORS outermost: a preflight needs no token, and every answer gets its headers.
     middlewares = [cors_middleware(origins)] if origins else []
-    middlewares.append(request_middleware(access_log, TrustedProxies(config.server.trusted_proxies())))
+    proxies = TrustedProxies(config.server.trusted_proxies(), config.server.proxy_header())
+    middlewares.append(request_middleware(access_log, proxies))
+    max_header_bytes = config.server.max_header_bytes()
     app = web.Application(
         client_max_size=config.server.max_body_bytes(),
         middlewares=middlewares,
-        # aiohttp answers a request line or header longer than these itself, in plain text,
-        # before any middleware runs; 64 KiB lets every sane request reach the envelope.
+        # aiohttp bounds each line of a header; the protocol bounds the whole block to
+        # max_header_bytes (which no line can then be over) and answers in the envelope.
         handler_args={
-            "max_line_size": 65536,
-            "max_field_size": 65536,
+            "max_line_size": max_header_bytes,
+            "max_field_size": max_header_bytes,
+            "max_headers": MAX_HEADERS,
             "keepalive_timeout": config.server.keepalive_timeout(),
         },
     )
-    # Read deadlines and the connection cap, which aiohttp has no option for: kept by
-    # the protocol that entrypoints.http.connections.listening serves the app with.
+    # Read deadlines, the header bound and the connection cap, which aiohttp has no option
+    # for: kept by the protocol that entrypoints.http.connections.listening serves the app with.
     app[CONNECTION_LIMITS] = ConnectionLimits(
         header_timeout=config.server.header_timeout(),
         body_timeout=config.server.body_timeout(),
         max_connections=config.server.max_connections(),
+        max_header_bytes=max_header_bytes,
     )
     currency = config.store.currency()
     for api in APIS:

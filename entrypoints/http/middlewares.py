@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from adapters.timestamps import format_timestamp
 from core.domain import errors
 from core.domain.users import Actor, Role
 from entrypoints.http.connections import BodyTimeout
+from entrypoints.http.envelope import HTTP_CODES, SECURITY_HEADERS, envelope, new_request_id
 from entrypoints.http.keys import ACTOR, AUTH, CLIENT_ADDRESS, REQUEST_ID
 from entrypoints.http.proxies import TrustedProxies
 from entrypoints.logs import AccessLog
@@ -28,22 +24,10 @@ log = logging.getLogger("tillbox.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-# Made request ids: a random prefix per process and a counter. Unique (across processes
-# and restarts, by the prefix), sortable within a process, and no system call per request.
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-}
 _SECURITY_HEADERS = CIMultiDict(SECURITY_HEADERS)
 # For a response that says how it may be cached (a public catalog read): all but Cache-Control.
 _SECURITY_HEADERS_CACHEABLE = CIMultiDict((k, v) for k, v in SECURITY_HEADERS.items() if k != "Cache-Control")
-DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
 class HttpError(Exception):
@@ -70,19 +54,6 @@ _KIND_STATUS: list[tuple[type[errors.DomainError], int]] = [
     (errors.Unavailable, 503),
 ]
 
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    408: "request_timeout",
-    411: "length_required",
-    413: "payload_too_large",
-    414: "uri_too_long",
-    415: "unsupported_media_type",
-    431: "headers_too_large",
-}
-
 #: What the access log records for a request whose client hung up before it was read
 #: (nginx's "client closed request"); the client never sees it.
 CLIENT_CLOSED_REQUEST = 499
@@ -93,21 +64,6 @@ def status_of(error: errors.DomainError) -> int:
         if isinstance(error, kind):
             return status
     return 400
-
-
-def envelope(
-    request_id: str, status: int, code: str, message: str, details: dict[str, Any] | None = None
-) -> web.Response:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "request_id": request_id,
-            "timestamp": format_timestamp(datetime.now(UTC)),
-            "details": details or {},
-        }
-    }
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def request_middleware(access_log: AccessLog | None, proxies: TrustedProxies | None = None) -> Any:
@@ -122,10 +78,7 @@ def request_middleware(access_log: AccessLog | None, proxies: TrustedProxies | N
         started = time.perf_counter()
         # 1. Request id: accepted from the client if it is sane, made otherwise.
         incoming = request.headers.get("X-Request-ID")
-        if incoming is not None and _REQUEST_ID.match(incoming):
-            rid = incoming
-        else:
-            rid = f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+        rid = incoming if incoming is not None and _REQUEST_ID.match(incoming) else new_request_id()
         request[REQUEST_ID] = rid
         client = request.remote if trusted is None else trusted.client_address(request)
         request[CLIENT_ADDRESS] = client
@@ -179,7 +132,7 @@ def error_response(request: web.Request, rid: str, error: Exception) -> web.Resp
     if isinstance(error, HttpError):
         return envelope(rid, error.status, error.code, error.message, error.details)
     if isinstance(error, BodyTimeout):
-        response = envelope(rid, 408, "request_timeout", f"The request body did not arrive within {error.seconds:g} s.")
+        response = envelope(rid, 408, "request_timeout", error.message)
         response.force_close()
         return response
     if isinstance(error, (ConnectionError, web.RequestPayloadError)):
@@ -197,7 +150,7 @@ def error_response(request: web.Request, rid: str, error: Exception) -> web.Resp
             response.force_close()
             return response
     if isinstance(error, web.HTTPException) and error.status >= 400:
-        code = _HTTP_CODES.get(error.status, "http_error")
+        code = HTTP_CODES.get(error.status, "http_error")
         message = {
             404: "There is nothing at this address.",
             405: f"{request.method} is not allowed here.",
@@ -219,7 +172,11 @@ def cors_middleware(allowed_origins: list[str]) -> Any:
         """Answer preflights and add CORS headers for the configured origins only."""
         origin = request.headers.get("Origin")
         if origin is None or origin not in allowed:
-            return await handler(request)
+            answer = await handler(request)
+            # Whatever this request's Origin, the answer to another could differ: a shared cache
+            # must not give this copy (without Access-Control-Allow-Origin) to an allowed origin.
+            _vary_by_origin(answer)
+            return answer
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE"
@@ -231,8 +188,12 @@ def cors_middleware(allowed_origins: list[str]) -> Any:
             response = await handler(request)
             response.headers["Access-Control-Expose-Headers"] = "ETag, X-Request-ID, Retry-After, Idempotent-Replayed"
         response.headers["Access-Control-Allow-Origin"] = origin
-        vary = response.headers.get("Vary")  # a catalog read varies by Authorization too
-        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+        _vary_by_origin(response)
         return response
 
     return cors
+
+
+def _vary_by_origin(response: web.StreamResponse) -> None:
+    vary = response.headers.get("Vary")  # a catalog read varies by Authorization too
+    response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"

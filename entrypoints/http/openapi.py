@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
-from entrypoints.http.api import Operation, accepts_empty_body
+from entrypoints.http.api import Operation, accepts_empty_body, path_parameters, path_schema
 from entrypoints.http.examples import Examples
-from entrypoints.http.schemas import COMPONENTS, ID, ORDER_ID, PATH_IDS, ref, specialize
+from entrypoints.http.schemas import COMPONENTS, ORDER_ID, ref, specialize
 
 ERROR = ref("Error")
 
-_PATH_PARAM = re.compile(r"{(\w+)}")
 _ROUTE_PATTERN = re.compile(r"{(\w+):[^}]*}")
 
 
@@ -41,8 +40,8 @@ Every operation below follows these conventions.
   strings (`prd_…`, `ord_…`): store them, never parse them.
 * Request bodies are closed: a field the operation does not define is refused (422), so a
   misspelt field never passes silently; so is a query parameter the operation does not take.
-* Every `GET` also answers `HEAD`. An action `POST` whose body is optional (cancel, fulfil)
-  takes no body at all, as `{}`.
+* Every `GET` also answers `HEAD`. A `POST` sent without a body is read as `{}`: one whose
+  body is optional (cancel, fulfil) needs none, one that needs fields answers 422 naming them.
 * Times are RFC 3339 strings in UTC: `2026-05-04T09:30:00.000000Z`.
 * Every response carries `X-Request-ID` (yours, if you sent a sane one): quote it when
   reporting a problem, the server's log has the same id.
@@ -133,8 +132,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.description:
         doc["description"] = op.description
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": PATH_IDS.get(name, ID)}
-        for name in _PATH_PARAM.findall(documented_path(op.path))
+        {"name": name, "in": "path", "required": True, "schema": path_schema(name)} for name in path_parameters(op.path)
     ]
     params += [
         {"name": p.name, "in": "query", "required": p.required, "schema": p.schema, "description": p.description}

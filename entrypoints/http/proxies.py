@@ -1,24 +1,29 @@
 """The client's address, behind the reverse proxies ``server.trusted_proxies`` names.
 
 Behind a proxy every connection comes from the proxy; only the proxy knows the client,
-and says so in ``X-Forwarded-For`` or ``Forwarded`` (RFC 7239). Anyone can send those
-headers, so they are believed only when the connection comes from a trusted proxy, and
-then only as far as trusted proxies wrote them: the chain is walked from the right (the
-hop nearest to us) past every trusted address, and the first address that is not trusted
-is the client. An entry that cannot be read (``unknown``, an obfuscated ``_identifier``,
-anything that is not an address) ends the walk at the last trusted hop: a value that
-cannot be parsed is never trusted, and what is beyond it is unknown. So does a request
-whose two headers tell different stories (a proxy that sets one passes on whatever the
-client put in the other).
+and says so in the one header it writes: ``X-Forwarded-For`` or ``Forwarded`` (RFC 7239),
+as ``server.proxy_header`` says. Only that header is read: a proxy passes on whatever else
+the client sent, so a client that adds the other one (or makes the two disagree) must not
+change what the proxy said. Anyone can send the header too, so it is believed only when
+the connection comes from a trusted proxy, and then only as far as trusted proxies wrote
+it: the chain is walked from the right (the hop nearest to us) past every trusted address,
+and the first address that is not trusted is the client. An entry that cannot be read
+(``unknown``, an obfuscated ``_identifier``, anything that is not an address) ends the walk
+at the last trusted hop: a value that cannot be parsed is never trusted, and what is beyond
+it is unknown.
 
-With no trusted proxies (the default) the headers are ignored and the client is the peer.
+The walk reads the header lazily from the right and stops at the first untrusted hop, or
+after ``MAX_HOPS`` hops, each at most ``MAX_HOP_LENGTH`` characters: what the client put
+to the left of its own address costs nothing, however long.
+
+With no trusted proxies (the default) the header is ignored and the client is the peer.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # settings import this module: keep it light
@@ -26,6 +31,15 @@ if TYPE_CHECKING:  # settings import this module: keep it light
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The headers a proxy may name the client in (``server.proxy_header``), by setting.
+PROXY_HEADERS = {"x-forwarded-for": "X-Forwarded-For", "forwarded": "Forwarded"}
+#: Hops examined, at most, from the right: more proxies than any real chain has. Beyond
+#: them, the client counts as the last hop examined (a trusted proxy), as when every hop is.
+MAX_HOPS = 16
+#: Characters of one hop read, at most: an address with its port, or a Forwarded element
+#: (``for="[2001:db8:cafe::17]:4711";proto=https;by=...;host=...``), is shorter.
+MAX_HOP_LENGTH = 256
 
 
 def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
@@ -45,10 +59,12 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
 
 
 class TrustedProxies:
-    """Which peers' forwarding headers are believed, and the client address they give."""
+    """Which peers' forwarding header is believed, and the client address it gives."""
 
-    def __init__(self, entries: Iterable[str]) -> None:
+    def __init__(self, entries: Iterable[str], header: str = "x-forwarded-for") -> None:
         self._networks = parse_networks(entries)
+        self._header = PROXY_HEADERS[header]
+        self._read = _forwarded_for_address if header == "x-forwarded-for" else _forwarded_node
         self._trusted: dict[str, bool] = {}  # peer address as aiohttp gives it -> trusted?
 
     def __bool__(self) -> bool:
@@ -59,22 +75,17 @@ class TrustedProxies:
         peer = request.remote
         if peer is None or not self._trusts_peer(peer):
             return peer
-        answers = set()
-        if "X-Forwarded-For" in request.headers:
-            hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For") for hop in value.split(",")]
-            answers.add(self._walk(peer, [_forwarded_for_address(hop) for hop in hops]))
-        if "Forwarded" in request.headers:
-            answers.add(self._walk(peer, [_forwarded_node(element) for element in request.forwarded]))
-        if len(answers) != 1:
-            return peer  # no header, or two that disagree
-        return answers.pop()
+        values = request.headers.getall(self._header, ())
+        if not values:
+            return peer
+        return self._walk(peer, (None if hop is None else self._read(hop) for hop in _from_the_right(values)))
 
-    def _walk(self, peer: str, hops: Sequence[Address | None]) -> str:
+    def _walk(self, peer: str, hops: Iterable[Address | None]) -> str:
         """From the right: past every trusted hop, to the first untrusted address; at an
         unreadable hop (``None``), the trusted hop before it."""
         last = peer
-        for hop in reversed(hops):
-            if hop is None:
+        for examined, hop in enumerate(hops):
+            if hop is None or examined == MAX_HOPS:
                 return last
             last = str(hop)
             if not self._trusts(hop):
@@ -95,10 +106,31 @@ class TrustedProxies:
         return any(address in network for network in self._networks)
 
 
+def _from_the_right(values: Sequence[str]) -> Iterator[str | None]:
+    """The comma-separated hops of a header's lines, the last one first, each read only
+    when asked for; None for one longer than MAX_HOP_LENGTH (nothing is read past it).
+    Splitting on every comma is right even for Forwarded, whose quoted strings may hold
+    one: a proxy's own element never does, and a client's, split wrongly, cannot be read
+    and ends the walk, while a quote a client leaves open cannot swallow the element a
+    proxy appended after it."""
+    for value in reversed(values):
+        end = len(value)
+        while True:
+            start = max(0, end - MAX_HOP_LENGTH - 1)
+            comma = value.rfind(",", start, end)
+            if comma < 0 and start > 0:
+                yield None  # longer than any hop
+                return
+            yield value[comma + 1 : end]
+            if comma < 0:
+                break
+            end = comma
+
+
 def _forwarded_for_address(hop: str) -> Address | None:
     """An X-Forwarded-For entry: an IPv4 or IPv6 address, bare or as some proxies write it,
     with a port (``192.0.2.1:4711``, ``[2001:db8::1]:4711``)."""
-    split = _host_and_port(hop, obfuscated_ports=False)
+    split = _host_and_port(hop.strip(), obfuscated_ports=False)
     if split is None:
         return None
     host, bracketed = split
@@ -108,11 +140,14 @@ def _forwarded_for_address(hop: str) -> Address | None:
     return _unmapped(address)
 
 
-def _forwarded_node(element: Mapping[str, str]) -> Address | None:
+def _forwarded_node(element: str) -> Address | None:
     """The ``for`` node of a Forwarded element (RFC 7239 section 6): an IPv4 address, or an
     IPv6 address in brackets, each with an optional port (digits or an obfuscated
     ``_identifier``). ``unknown``, an obfuscated node and anything else are unreadable."""
-    split = _host_and_port(element.get("for", ""), obfuscated_ports=True)
+    node = _for_parameter(element)
+    if node is None:
+        return None
+    split = _host_and_port(node, obfuscated_ports=True)
     if split is None:
         return None
     host, bracketed = split
@@ -120,6 +155,38 @@ def _forwarded_node(element: Mapping[str, str]) -> Address | None:
     if address is None or address.version != (6 if bracketed else 4):
         return None
     return _unmapped(address)
+
+
+def _for_parameter(element: str) -> str | None:
+    """The value of the one ``for`` parameter of an element (``by=...;for="...";proto=...``),
+    unquoted; None if the element has none, two, or is not a list of name=value pairs."""
+    found = None
+    for pair in element.split(";"):
+        pair = pair.strip()
+        if not pair:
+            continue
+        name, equals, value = pair.partition("=")
+        if not equals or not _NAME.fullmatch(name.strip()):
+            return None
+        value = value.strip()
+        if value.startswith('"'):
+            quoted = _QUOTED.fullmatch(value)
+            if quoted is None:
+                return None
+            value = _ESCAPE.sub(r"\1", quoted.group(1))
+        elif not _BARE.fullmatch(value):
+            return None
+        if name.strip().lower() == "for":
+            if found is not None:
+                return None  # a parameter may occur once in an element (RFC 7239 section 4)
+            found = value
+    return found
+
+
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_ESCAPE = re.compile(r"\\(.)")
+_BARE = re.compile(r'[^\s";,]+')
 
 
 def _host_and_port(node: str, *, obfuscated_ports: bool) -> tuple[str, bool] | None:

@@ -19,6 +19,7 @@ as every request schema is (tests/unit/test_request_schemas.py walks them all).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -39,6 +40,7 @@ _K = jsonschema_rs.ValidationErrorKind
 
 UNKNOWN_FIELD = "is not a field of this request"
 UNKNOWN_PARAMETER = "is not a parameter of this operation"
+REPEATED_PARAMETER = "must be given once"
 
 _CONTAINER_KEYWORDS = frozenset(
     {
@@ -304,21 +306,32 @@ class ParameterCheck:
         if not query and not self._required:
             return dict(self.defaults)  # the common case: nothing to check
         values: dict[str, Any] = {}
-        for name in query:
-            if name not in values:  # the first of repeated parameters, as before
-                values[name] = _typed(self._types.get(name), query[name])
+        repeated: dict[str, str] = {}
+        for name, raw in query.items():  # of a multidict: a repeated name once per value
+            if name in values:
+                if name in self._types:  # (an unknown one is refused as unknown)
+                    repeated[name] = REPEATED_PARAMETER
+                continue
+            values[name] = _typed(self._types.get(name), raw)
+        if repeated:
+            # Which of two values was meant is the client's to say: none is picked silently.
+            fields, truncated = self._check.problems(values) if not self._check.accepts(values) else ({}, False)
+            raise ValidationFailed({**fields, **repeated}, truncated=truncated)
         self._check.check(values)
         return {**self.defaults, **values}
 
 
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+# An integer as JSON writes one: ASCII digits only (str.isdigit() also takes "²", "٣", "５" and
+# "𝟓", and int() then takes some and raises on others), at most 19 of them.
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 def _typed(kind: Any, raw: str) -> Any:
     """``raw`` as the declared type; left as text when it is not one, for the schema to say so."""
     if kind == "integer":
-        text = raw.strip()
-        if text.lstrip("-").isdigit() and len(text) <= 20:
+        text = raw.strip(" \t")
+        if _INTEGER.fullmatch(text):
             return int(text)
     elif kind == "boolean":
         return _BOOLEANS.get(raw.lower(), raw)

@@ -307,6 +307,43 @@ async def count_rows(api: Api, table: str, where: str = "1", params: tuple[Any, 
     return count
 
 
+# Raw HTTP, for what aiohttp's client would not send (or would mend) and for connections held open.
+RAW_DEADLINE = 15.0  # seconds any awaited close or answer may take, on a busy machine
+
+
+def port_of(api: Api) -> int:
+    return int(api.base.rsplit(":", 1)[1])
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(api: Api) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A TCP connection to the server, aborted on the way out."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(api))
+    try:
+        yield reader, writer
+    finally:
+        writer.transport.abort()
+
+
+async def raw_exchange(api: Api, data: bytes, timeout: float = RAW_DEADLINE) -> bytes:
+    """Send ``data`` on a fresh connection; everything the server sends until it closes."""
+    async with raw_connection(api) as (reader, writer):
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+
+
+def split_response(raw: bytes) -> tuple[int, dict[str, str], Any]:
+    """A raw response: status, headers (names lowercased) and body (parsed when JSON)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    parsed: Any = body
+    if headers.get("content-type", "").startswith("application/json") and body:
+        parsed = json.loads(body)
+    return int(status_line.split()[1]), headers, parsed
+
+
 def assert_error(status: int, body: Any, expected_status: int, code: str | None = None) -> None:
     """Every error has the one envelope of PRODUCT.md."""
     assert status == expected_status, body

@@ -91,6 +91,18 @@ async def test_reads_with_a_token_stay_private(api: Api, shop: dict[str, Any]) -
             assert status == 200
             assert headers["Cache-Control"] == "no-store"
             assert headers["ETag"]
+    # Revalidating with the public copy's tag, a token still gets nothing a cache may keep:
+    # a 304 where what it sees is the same (a customer; one product for staff), else a 200.
+    _, _, listed = await _get(api, "/api/v1/products")
+    _, _, one = await _get(api, f"/api/v1/products/{shop['mug']['id']}")
+    for token, path, tag, expected in (
+        (customer, "/api/v1/products", listed["ETag"], 304),
+        (customer, f"/api/v1/products/{shop['mug']['id']}", one["ETag"], 304),
+        (shop["staff"], "/api/v1/products", listed["ETag"], 200),
+        (shop["staff"], f"/api/v1/products/{shop['mug']['id']}", one["ETag"], 304),
+    ):
+        status, _, headers = await _get(api, path, Authorization=f"Bearer {token}", **{"If-None-Match": tag})
+        assert (status, headers["Cache-Control"]) == (expected, "no-store"), path
     # Staff see the inactive product: a page of their own, with a tag of its own.
     _, public, anonymous = await _get(api, "/api/v1/products")
     _, private, staff = await _get(api, "/api/v1/products", Authorization=f"Bearer {shop['staff']}")

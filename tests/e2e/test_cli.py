@@ -192,6 +192,11 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
             {"TILLBOX_SERVER_TRUSTED_PROXIES": "::1, proxy.internal"},
             "server.trusted_proxies: 'proxy.internal' is not an IP address or a network such as 10.0.0.0/8",
         ),
+        (
+            "",
+            {"TILLBOX_SERVER_PROXY_HEADER": "x-real-ip"},
+            "server.proxy_header must be one of forwarded, x-forwarded-for, not 'x-real-ip'",
+        ),
     ],
 )
 def test_bad_settings_are_one_clear_line(tmp_path: Path, config: str, env: dict[str, str], message: str) -> None:

@@ -50,3 +50,21 @@ async def test_other_origins_get_nothing(base: str) -> None:
         async with session.get(base + "/api/v1/products", headers={"Origin": "https://evil.example"}) as response:
             assert response.status == 200
             assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize("origin", [None, "https://evil.example"], ids=["no-origin", "other-origin"])
+async def test_a_publicly_cacheable_read_varies_by_origin_whatever_the_origin(base: str, origin: str | None) -> None:
+    """A shared cache keeps this copy, without Access-Control-Allow-Origin: unless it says it
+    varies by Origin, the cache serves it to the storefront's own origin, whose browser then
+    refuses it (and the storefront's copy, with the header, to everyone else)."""
+    headers = {"Origin": origin} if origin else {}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/api/v1/products", headers=headers) as response:
+            assert response.status == 200
+            assert response.headers["Cache-Control"] == "public, max-age=10"
+            assert response.headers.getall("Vary") == ["Authorization, Origin"]
+            assert "Access-Control-Allow-Origin" not in response.headers
+            etag = response.headers["ETag"]
+        async with session.get(base + "/api/v1/products", headers={**headers, "If-None-Match": etag}) as response:
+            assert response.status == 304
+            assert response.headers.getall("Vary") == ["Authorization, Origin"]

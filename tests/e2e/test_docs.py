@@ -14,7 +14,7 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from entrypoints.http.docs import MAX_QUERY_LENGTH, ApiReference
-from entrypoints.http.middlewares import DOCS_CSP
+from entrypoints.http.envelope import DOCS_CSP
 from entrypoints.http.openapi import build_openapi
 from entrypoints.http.routes import all_operations
 from tests.e2e.conftest import Api, assert_error

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from entrypoints.http.middlewares import DOCS_CSP
+from entrypoints.http.envelope import DOCS_CSP
 from tests.e2e.chromium import Page, chromium
 from tests.e2e.conftest import Api
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import Any
 
 import pytest
 from joserfc import jwt
@@ -33,9 +34,12 @@ async def test_unknown_path_and_method(api: Api) -> None:
 async def test_malformed_json_wrong_types_and_content_type(api: Api) -> None:
     staff = await api.token_for("s@example.com", "staff")
     headers = {"Content-Type": "application/json"}
-    for raw in ['{"sku": ', "[1, 2", "nul", "{'single': 'quotes'}", ""]:
+    for raw in ['{"sku": ', "[1, 2", "nul", "{'single': 'quotes'}", " "]:
         status, body, _ = await api.call("POST", "/api/v1/products", data=raw, headers=headers, token=staff)
         assert_error(status, body, 400, "malformed_json")
+    # No body at all is {} (tests/e2e/test_request_conventions.py): the fields it lacks are named.
+    status, body, _ = await api.call("POST", "/api/v1/products", data="", headers=headers, token=staff)
+    assert_error(status, body, 422, "validation_failed")
     status, body, _ = await api.call("POST", "/api/v1/products", data="[]", headers=headers, token=staff)
     assert_error(status, body, 422, "validation_failed")
     status, body, _ = await api.call(
@@ -67,6 +71,55 @@ async def test_bad_query_parameters(api: Api, query: str) -> None:
     status, body, _ = await api.call("GET", f"/api/v1/products?{query}")
     assert_error(status, body, 422, "validation_failed")
     assert body["error"]["details"]["fields"]
+
+
+@pytest.mark.parametrize(
+    ("query", "fields"),
+    [
+        ("limit=%C2%B2", {"limit": "must be an integer"}),  # "²": str.isdigit() took it, int() did not (500)
+        ("price_min=%C2%B9", {"price_min": "must be an integer"}),  # "¹"
+        ("price_max=%E2%91%A0", {"price_max": "must be an integer"}),  # "①"
+        ("limit=%D9%A3", {"limit": "must be an integer"}),  # Arabic-Indic 3: int() took it
+        ("limit=%EF%BC%95", {"limit": "must be an integer"}),  # fullwidth 5
+        ("limit=%F0%9D%9F%93", {"limit": "must be an integer"}),  # mathematical bold 5
+        ("limit=1&limit=abc", {"limit": "must be given once"}),  # the first used to win, silently
+        ("limit=5&limit=5", {"limit": "must be given once"}),
+        ("q=mug&limit=2&q=cup", {"q": "must be given once"}),
+    ],
+)
+async def test_a_query_parameter_is_an_ascii_integer_given_once(api: Api, query: str, fields: dict[str, str]) -> None:
+    for token in (None, await api.token_for("q@example.com", "staff")):
+        status, body, _ = await api.call("GET", f"/api/v1/products?{query}", token=token)
+        assert_error(status, body, 422, "validation_failed")
+        assert body["error"]["details"] == {"fields": fields}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/v1/products/{id}", None),
+        ("PATCH", "/api/v1/products/{id}", {"price": 2}),
+        ("POST", "/api/v1/products/{id}/stock", {"delta": 1}),
+        ("GET", "/api/v1/orders/{id}", None),
+        ("POST", "/api/v1/orders/{id}/cancel", None),
+        ("GET", "/api/v1/users/{id}", None),
+    ],
+)
+async def test_a_path_id_longer_than_ids_are_is_not_found_and_not_echoed(
+    api: Api, method: str, path: str, body: Any
+) -> None:
+    """Ids are at most 64 characters (the document says so); a longer one names nothing, and
+    the 404 does not quote it (the use case's would, whole)."""
+    admin = await api.token_for("admin@example.com", "admin")
+    long_id = "prd_" + "x" * 61  # 65 characters
+    status, answer, _ = await api.call(method, path.format(id=long_id), token=admin, json=body)
+    assert_error(status, answer, 404, "not_found")
+    assert answer["error"]["message"] == "There is nothing at this address."
+    assert "xxxxxxxx" not in str(answer)
+    # At the limit it is an id like any other: this one names nothing either, in the use case's words.
+    status, answer, _ = await api.call(method, path.format(id=long_id[:64]), token=admin, json=body)
+    assert status == 404 and answer["error"]["code"] in ("product_not_found", "order_not_found", "user_not_found")
+    assert await _count_products(api) == 0
 
 
 async def test_long_query_strings_get_the_envelope(api: Api) -> None:
@@ -137,6 +190,21 @@ async def test_request_id_is_echoed_or_made_and_security_headers_are_set(api: Ap
     assert body["error"]["request_id"] == headers["X-Request-ID"]
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["X-Frame-Options"] == "DENY"
+
+
+async def test_every_response_names_the_server_without_a_version(api: Api) -> None:
+    """aiohttp's default ``Server: Python/3.11 aiohttp/3.x`` tells an attacker which CVEs to try."""
+    _, _, listed = await api.call("GET", "/api/v1/products")
+    answers = [
+        await api.call("GET", "/healthz"),
+        await api.call("HEAD", "/healthz"),
+        await api.call("GET", "/nowhere"),
+        await api.call("PUT", "/api/v1/products"),
+        await api.call("GET", "/api/v1/products", headers={"If-None-Match": listed["ETag"]}),
+        await api.call("GET", "/docs"),
+    ]
+    assert [status for status, _, _ in answers] == [200, 200, 404, 405, 304, 200]
+    assert [headers["Server"] for _, _, headers in answers] == ["tillbox"] * len(answers)
 
 
 async def test_unexpected_errors_say_nothing_internal(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

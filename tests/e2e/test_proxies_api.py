@@ -1,7 +1,7 @@
-"""Behind a reverse proxy: ``server.trusted_proxies`` decides whose X-Forwarded-For and
-Forwarded headers name the client, for the login throttle, the audit log, the idempotency
-scope of anonymous callers and the access log. The test client connects from 127.0.0.1:
-it plays the proxy, trusted or not."""
+"""Behind a reverse proxy: ``server.trusted_proxies`` decides whose forwarding header
+(``server.proxy_header``: X-Forwarded-For or Forwarded) names the client, for the login
+throttle, the audit log, the idempotency scope of anonymous callers and the access log.
+The test client connects from 127.0.0.1: it plays the proxy, trusted or not."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import io
 import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from entrypoints.logs import AccessLog
 from tests.e2e.conftest import PASSWORD, Api, assert_error, count_rows, serve
@@ -88,21 +90,59 @@ async def test_an_untrusted_peer_cannot_spoof_its_address(tmp_path: Path) -> Non
         assert await audit_sources(api, "auth.login_failed") == ["127.0.0.1"] * 3
 
 
-async def test_a_chain_of_proxies_and_the_forms_of_forwarded(tmp_path: Path) -> None:
-    cases = [
+CHAINS = {
+    "x-forwarded-for": [
         # Each proxy appends its peer: the client wrote 6.6.6.6 itself, 10.0.0.2 is a proxy.
         ({"X-Forwarded-For": f"6.6.6.6, {CLIENT_A}, 10.0.0.2"}, CLIENT_A),
         ({"X-Forwarded-For": "6.6.6.6", "x-forwarded-for": f"{CLIENT_B}:52110, 10.0.0.2"}, CLIENT_B),
+        ({"X-Forwarded-For": "not an address"}, "127.0.0.1"),
+        # The header the proxies do not write is not read, whatever it says.
+        ({"X-Forwarded-For": CLIENT_A, "Forwarded": f"for={CLIENT_B}"}, CLIENT_A),
+        ({"Forwarded": f"for={CLIENT_B}"}, "127.0.0.1"),
+    ],
+    "forwarded": [
         ({"Forwarded": 'for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.2'}, "2001:db8:cafe::17"),
         ({"Forwarded": 'for=unknown, for="10.0.0.3:_hidden"'}, "10.0.0.3"),
-        ({"X-Forwarded-For": "not an address"}, "127.0.0.1"),
         ({"Forwarded": "for=_obfuscated"}, "127.0.0.1"),
-        ({"X-Forwarded-For": CLIENT_A, "Forwarded": f"for={CLIENT_B}"}, "127.0.0.1"),  # they disagree
-    ]
-    async with serve(tmp_path / "data", TILLBOX_SERVER_TRUSTED_PROXIES='["127.0.0.1", "10.0.0.0/8"]') as api:
-        for n, (headers, _) in enumerate(cases):
+        ({"Forwarded": f"for={CLIENT_B}", "X-Forwarded-For": CLIENT_A}, CLIENT_B),
+        ({"X-Forwarded-For": CLIENT_A}, "127.0.0.1"),
+    ],
+}
+
+
+@pytest.mark.parametrize("header", CHAINS)
+async def test_a_chain_of_proxies_in_the_one_header_they_write(tmp_path: Path, header: str) -> None:
+    async with serve(
+        tmp_path / "data",
+        TILLBOX_SERVER_TRUSTED_PROXIES='["127.0.0.1", "10.0.0.0/8"]',
+        TILLBOX_SERVER_PROXY_HEADER=header,
+    ) as api:
+        for n, (headers, _) in enumerate(CHAINS[header]):
             assert await junk_login(api, n, headers) == 401
-        assert await audit_sources(api, "auth.login_failed") == [expected for _, expected in cases]
+        assert await audit_sources(api, "auth.login_failed") == [expected for _, expected in CHAINS[header]]
+
+
+async def test_a_client_cannot_make_itself_the_proxy_by_adding_the_other_header(tmp_path: Path) -> None:
+    """The proxy (127.0.0.1) appends the client to X-Forwarded-For, as nginx does, and passes
+    on whatever else the client sent. A `Forwarded` of the client's own used to make the two
+    disagree, and the request count as the proxy's: the failures of every client behind it
+    in one throttle bucket, the proxy in the audit log."""
+    async with serve(
+        tmp_path / "data", TILLBOX_SERVER_TRUSTED_PROXIES="127.0.0.1", TILLBOX_AUTH_LOGIN_FAILURES_PER_IP="2"
+    ) as api:
+        spoofing = {"X-Forwarded-For": CLIENT_A, "Forwarded": "for=127.0.0.1"}
+        assert [await junk_login(api, n, spoofing) for n in range(3)] == [401, 401, 429]
+        assert await audit_sources(api, "auth.login_failed") == [CLIENT_A] * 2
+        # The proxy's other clients are not in the spoofer's bucket.
+        assert await junk_login(api, 10, forwarded_for(CLIENT_B)) == 401
+
+
+async def test_what_a_client_wrote_left_of_its_address_is_not_read(tmp_path: Path) -> None:
+    """60 KB of hops the client wrote itself, then the hop the proxy appended: the walk
+    stops there (tests/unit/test_proxies.py counts what it reads)."""
+    async with serve(tmp_path / "data", TILLBOX_SERVER_TRUSTED_PROXIES="127.0.0.1") as api:
+        assert await junk_login(api, 0, forwarded_for("1," * 30_000 + CLIENT_A)) == 401
+        assert await audit_sources(api, "auth.login_failed") == [CLIENT_A]
 
 
 async def test_anonymous_idempotency_keys_are_scoped_to_the_forwarded_client(tmp_path: Path) -> None:
@@ -146,7 +186,7 @@ async def test_the_access_log_records_the_forwarded_client(tmp_path: Path) -> No
     stream = io.BytesIO()
     access_log = AccessLog(stream)
     async with serve(tmp_path / "data", access_log=access_log, TILLBOX_SERVER_TRUSTED_PROXIES="127.0.0.1") as api:
-        for headers in ({}, forwarded_for(CLIENT_A), {"Forwarded": 'for="[2001:db8::5]"'}):
+        for headers in ({}, forwarded_for(CLIENT_A), forwarded_for("[2001:db8::5]:4711")):
             status, _, _ = await api.call("GET", "/healthz", headers=headers)
             assert status == 200
         access_log.flush()

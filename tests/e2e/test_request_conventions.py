@@ -1,6 +1,6 @@
 """Conventions every operation keeps, checked over the whole OpenAPI document: unknown
-query parameters are refused like unknown body fields, HEAD answers every GET, an
-action POST needs no body, and a header's documented form is the form the server checks."""
+query parameters are refused like unknown body fields, HEAD answers every GET, a POST
+without a body is one with {}, and a header's documented form is the form the server checks."""
 
 from __future__ import annotations
 
@@ -141,11 +141,11 @@ async def test_an_action_post_still_refuses_what_it_does_not_take(api: Api) -> N
     status, body, _ = await api.call("POST", f"/api/v1/orders/{order['id']}/fulfil", token=staff, json={"now": True})
     assert_error(status, body, 422, "validation_failed")
     assert body["error"]["details"] == {"fields": {"now": "is not a field of this request"}}
-    # A POST that needs fields is not given them by an empty body.
-    status, body, _ = await api.call("POST", "/api/v1/orders", token=customer, data="", headers=JSON)
-    assert_error(status, body, 400, "malformed_json")
-    status, body, _ = await api.call("POST", "/api/v1/orders", token=customer)
-    assert_error(status, body, 415, "unsupported_media_type")
+    # A POST that needs fields is not given them by an empty body: it is {}, and they are missing.
+    for headers in ({}, JSON):
+        status, body, _ = await api.call("POST", "/api/v1/orders", token=customer, data="", headers=headers)
+        assert_error(status, body, 422, "validation_failed")
+        assert body["error"]["details"] == {"fields": {"items": "is required"}}
     status, still, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=customer)
     assert still["status"] == "pending_payment"
     assert await stock_of(api, product["id"]) == 4
@@ -163,6 +163,51 @@ async def test_no_body_and_an_empty_object_are_the_same_request_for_a_key(api: A
     status, again, headers = await api.call("POST", cancel, token=customer, json={}, headers={"Idempotency-Key": "c-1"})
     assert status == 200 and again == first
     assert headers["Idempotent-Replayed"] == "true"
+
+
+# What each POST that declares a body says when it gets none: the fields {} lacks.
+MISSING_WITHOUT_A_BODY = {
+    "/api/v1/auth/register": {"email": "is required", "password": "is required"},
+    "/api/v1/auth/login": {"email": "is required", "password": "is required"},
+    "/api/v1/auth/refresh": {"refresh_token": "is required"},
+    "/api/v1/auth/logout": {"refresh_token": "is required"},
+    "/api/v1/users/me/password": {"current_password": "is required", "new_password": "is required"},
+    "/api/v1/products": {"sku": "is required", "name": "is required", "price": "is required"},
+    "/api/v1/products/{product_id}/stock": {"delta": "is required"},
+    "/api/v1/orders": {"items": "is required"},
+    "/api/v1/orders/{order_id}/payments": {"method": "is required", "payment_method": "is required"},
+    "/api/v1/orders/{order_id}/refunds": {"reason": "is required"},
+}
+
+
+async def test_a_post_without_a_body_is_read_as_an_empty_object_by_every_operation(api: Api) -> None:
+    """No body at all, whatever the Content-Type, is {}: an action that needs nothing is done
+    (tested above), and every other POST answers 422 naming what {} lacks, not 415 or 400
+    malformed_json. Nothing is written, and no idempotency key is kept."""
+    admin = await api.token_for("admin@example.com", "admin")
+    staff = await api.token_for("staff@example.com", "staff")
+    customer = await api.token_for("customer@example.com")
+    product = await create_product(api, staff, stock=5)
+    order = await _pending_order(api, customer, product["id"])
+    ids = {"product_id": product["id"], "order_id": order["id"]}
+    document = await _document(api)
+    needing = [
+        path
+        for method, path, op in _operations(document)
+        if method == "POST" and "requestBody" in op and op["requestBody"]["required"]
+    ]
+    assert sorted(needing) == sorted(MISSING_WITHOUT_A_BODY)
+    for path in needing:
+        for headers in ({}, JSON, {"Content-Type": "text/plain"}):
+            status, body, _ = await api.call(
+                "POST", _fill(path, ids), token=admin, headers={**headers, "Idempotency-Key": "empty-1"}
+            )
+            assert_error(status, body, 422, "validation_failed")
+            assert body["error"]["details"] == {"fields": MISSING_WITHOUT_A_BODY[path]}, (path, headers)
+    assert await stock_of(api, product["id"]) == 4
+    assert await count_rows(api, "orders") == 1
+    assert await count_rows(api, "payments") == 0
+    assert await count_rows(api, "idempotency_keys") == 0
 
 
 async def test_the_document_says_which_bodies_may_be_left_out(api: Api) -> None:

@@ -7,8 +7,10 @@ import asyncio
 import io
 import json
 import logging
+import math
 import sys
 import threading
+import time
 
 import pytest
 
@@ -23,10 +25,17 @@ REFRESH = "Yh3f-GmQ_o2pX8vR1kL9sT4uW6zA0bC5dE7fH2jK3mN"  # secrets.token_urlsafe
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        # Headers, to the end of their line; bare CRs as aiohttp quotes them (bytes repr).
+        # Headers, to the end of their line. A bare CR does not end it, raw or as aiohttp
+        # quotes it (bytes repr): what follows may be the rest of the token.
+        (f"b'Authorization: Bearer {JWT}\\rX-Other: y'", "b'Authorization: [REDACTED]'"),
+        (f"Authorization: Bearer {REFRESH[:9]}\r{REFRESH[9:]}\r\nHost: x", "Authorization: [REDACTED]\r\nHost: x"),
         (
-            f"b'Authorization: Bearer {JWT}\\rX-Other: y'",
-            "b'Authorization: [REDACTED]\\rX-Other: y'",
+            f"b'Authorization: Bearer {REFRESH[:9]}\\r{REFRESH[9:]}\\r\\nHost: x'",
+            "b'Authorization: [REDACTED]\\r\\nHost: x'",
+        ),
+        (
+            f"Missing expected LF after header value:\n\n    b'authorization: bearer {REFRESH[:9]}\\r{REFRESH[9:]}'\n  ^",
+            "Missing expected LF after header value:\n\n    b'authorization: [REDACTED]'\n  ^",
         ),
         ("authorization: Basic dXNlcjpwYXNzd29yZA==", "authorization: [REDACTED]"),
         ("Proxy-Authorization: Basic dXNlcjpwYXNz\r\nHost: x", "Proxy-Authorization: [REDACTED]\r\nHost: x"),
@@ -71,6 +80,17 @@ REFRESH = "Yh3f-GmQ_o2pX8vR1kL9sT4uW6zA0bC5dE7fH2jK3mN"  # secrets.token_urlsafe
         ),
         ('cut short: {"password": "abc', 'cut short: {"password": "[REDACTED]"'),
         ("password: hunter2hunter2", "password: [REDACTED]"),
+        # Unquoted after a colon: the whole value, spaces and all, to the end of the line or a delimiter.
+        ("password: correct battery horse staple", "password: [REDACTED]"),
+        (
+            '{"note": "new password: correct battery horse staple", "n": 1}',
+            '{"note": "new password: [REDACTED]", "n": 1}',
+        ),
+        ('{"password": "abc\rdef", "n": 1}', '{"password": "[REDACTED]", "n": 1}'),  # a bare CR inside quotes
+        # Percent-encoded, as in a query string or a form inside one.
+        ("next=%2Flogin%3Fpassword%3Dhunter2%26x%3D1", "next=%2Flogin%3Fpassword%3D[REDACTED]%26x%3D1"),
+        ("body=%7B%22password%22%3A%22hunter%20two%22%7D", "body=%7B%22password%22%3A%22[REDACTED]%22%7D"),
+        ("%22Refresh_Token%22%3A%22abc%22%2C%22n%22%3A1", "%22Refresh_Token%22%3A%22[REDACTED]%22%2C%22n%22%3A1"),
         # Stripe's secrets and Tillbox's personal API keys keep what says what they were.
         ("api_key=sk_live_51HqLyjWDarjtT1zdp7dc", "api_key=[REDACTED]"),
         ("using sk_live_51HqLyjWDarjtT1zdp7dc and sk_test_tillbox", "using sk_live_[REDACTED] and sk_test_[REDACTED]"),
@@ -90,6 +110,8 @@ REFRESH = "Yh3f-GmQ_o2pX8vR1kL9sT4uW6zA0bC5dE7fH2jK3mN"  # secrets.token_urlsafe
         ("6011111111111117 5555555555554444 3056930009020004", "[REDACTED] [REDACTED] [REDACTED]"),
         ("4222222222222 (13 digits)", "[REDACTED] (13 digits)"),
         ("4000 0025 0000 3155 002", REDACTED),  # 19 digits, 4-4-4-4-3
+        ("4242 4242-4242 4242", REDACTED),  # separators mixed
+        ("4000-0566 5566-5556, 3782-822463 10005", f"{REDACTED}, {REDACTED}"),
         (
             "card[number]=4242424242424242&card[cvc]=123&card[exp_month]=12",
             "card[number]=[REDACTED]&card[cvc]=[REDACTED]&card[exp_month]=12",
@@ -160,7 +182,7 @@ def test_every_part_of_a_record_is_redacted_for_every_logger() -> None:
         assert secret not in out
     entries = _lines(out)
     assert [e["logger"] for e in entries] == ["aiohttp.server", "stripe", "asyncio", "tillbox.http", "tillbox"]
-    assert entries[0]["message"] == "bad line 'Authorization: [REDACTED]\\r'"
+    assert entries[0]["message"] == "bad line 'Authorization: [REDACTED]'"
     assert entries[1]["message"] == """message='API response body' body='{"client_secret": "[REDACTED]"}'"""
     assert entries[2]["message"] == "args as a mapping: [REDACTED]"
     assert entries[3]["password"] == REDACTED
@@ -262,3 +284,87 @@ async def test_the_access_log_redacts_what_a_client_put_in_the_path_request_id_o
         (own_id, "PUT", "/api/v1/products/sk_live_[REDACTED]/tbk_[REDACTED]"),
         (own_id, "X[REDACTED]", "/"),
     ]
+
+
+# Inputs that make a backtracking pattern read the same text again and again, for each
+# alternative of the patterns: (what opens the text, the unit repeated to fill it). A long
+# word holding many starts of one name ("passwdpasswd…" took 4.8 s for 24 KB, and 31 s for
+# 64 KiB, on the event loop), one start followed by a long run of what its pattern reads,
+# values that never close, separators, escapes and bare CRs, cards and timestamps.
+ADVERSARIAL = {
+    "password-word": ("", "passwd"),
+    "password-name-word": ("", "password_"),
+    "password-spaces": ("password", " "),
+    "password-no-separator": ("", "password "),
+    "password-eq": ("", "password="),
+    "password-colon": ("password:", "a b"),
+    "quoted-never-closed": ('password: "', "\\a"),
+    "quoted-escapes": ("", 'password: "\\"'),
+    "quoted-bare-crs": ("password='", "a\r"),
+    "json-in-json-backslashes": ('password=\\"', "\\"),
+    "json-in-json-words": ("", '\\"password\\": \\"\\\\'),
+    "bare-backslashes": ("password=", "\\"),
+    "encoded": ("", "%22password%22%3a%22%"),
+    "encoded-run": ("password%3d%22", "%2"),
+    "token": ("", "token"),
+    "secret-close": ("", "secret\\"),
+    "header-names": ("", "authorization"),
+    "header-backslashes": ("authorization", "\\"),
+    "header-bare-crs": ("authorization: ", "a\r"),
+    "header-repr-crs": ("authorization: ", "a\\r"),
+    "bearer": ("", "bearer "),
+    "bearer-spaces": ("bearer", " "),
+    "jwt-word": ("", "eyj"),
+    "jwt-one-dot": ("", "eyja."),
+    "jwt-long-segment": ("eyj", "a"),
+    "jwt-two-segments": ("eyja.", "a"),
+    "stripe-prefixes": ("", "pi_"),
+    "stripe-run": ("pi_", "a"),
+    "stripe-secret-words": ("", "seti_x"),
+    "stripe-keys": ("", "sk_live"),
+    "tbk": ("", "tbk_"),
+    "digits": ("", "4"),
+    "ones": ("", "1"),
+    "card-groups": ("", "4242 "),
+    "card-mixed-groups": ("", "4242-4242 "),
+    "every-start": ("", "passwdeyjtokensk_pi_bearer authorization"),
+    "non-ascii": ("", "İpasswd"),
+}
+
+
+def _cpu(text: str, times: int) -> float:
+    """The least CPU time of three runs of ``times`` redactions of ``text``."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for _ in range(times):
+            redact(text)
+        best = min(best, time.process_time() - started)
+    return best
+
+
+@pytest.mark.parametrize(("opening", "unit"), ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
+def test_redacting_costs_time_linear_in_the_length_whatever_the_text(opening: str, unit: str) -> None:
+    """Four times the text costs about four times the work (a quadratic pattern: sixteen).
+    Both are measured here, in the same run, on the same text repeated: CPU time of this
+    process, equal amounts of text on each side, so the machine's speed and load cancel out."""
+    small = opening + unit * (16 * 1024 // len(unit))
+    large = opening + unit * (64 * 1024 // len(unit))
+    # Enough repetitions that each side takes milliseconds, not the clock's resolution.
+    started = time.process_time()
+    redact(small)
+    times = max(1, math.ceil(0.005 / max(time.process_time() - started, 1e-6)))
+    assert _cpu(large, times) < 2 * _cpu(small, 4 * times), "64 KiB cost over 8 times what 16 KiB did"
+
+
+async def test_the_access_log_redacts_a_long_hostile_path_whole() -> None:
+    """The path a client sends is redacted in the access log's flush, on the event loop: a
+    64 KiB one of the worst kind, with a secret at its end, comes out redacted and short of
+    nothing else."""
+    stream = io.BytesIO()
+    access = AccessLog(stream)
+    path = "/" + "passwd" * 10_000 + f"/password={REFRESH}"
+    access.write(1.0, "8a1f0c3e5b7d000000002a", "127.0.0.1", "GET", path, 404, 1.0)
+    access.flush()
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["path"] == "/" + "passwd" * 10_000 + "/password=[REDACTED]"

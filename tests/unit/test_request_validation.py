@@ -199,6 +199,50 @@ def test_query_parameters_are_typed_checked_and_unknown_ones_refused() -> None:
     assert caught.value.details["truncated"] is True
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["²", "¹", "①", "٣", "５", "𝟓", "1²", "-٣", "1" * 20, "--1", "+1", "1_000", "0x10", " \u00a05"],
+)
+def test_only_ascii_digits_are_an_integer(text: str) -> None:
+    """``str.isdigit()`` takes superscripts (which ``int()`` then refuses: a 500) and other
+    scripts' digits (which it takes: 5 from "５"). JSON's integers are ASCII."""
+    check = ParameterCheck([("limit", LIMIT, False)])
+    with pytest.raises(ValidationFailed) as caught:
+        check.parse({"limit": text})
+    assert caught.value.details == {"fields": {"limit": "must be an integer"}}
+
+
+def test_ascii_integers_are_integers() -> None:
+    check = ParameterCheck([("n", {"type": "integer"}, False)])
+    assert [check.parse({"n": text})["n"] for text in ("0", "7", "-12", " 42 ", "9" * 19)] == [
+        0,
+        7,
+        -12,
+        42,
+        int("9" * 19),
+    ]
+
+
+def test_a_parameter_given_twice_is_refused_not_picked() -> None:
+    from multidict import MultiDict
+
+    check = ParameterCheck([("limit", LIMIT, False), ("q", {"type": "string", "maxLength": 5}, False)])
+    for query in (MultiDict([("limit", "1"), ("limit", "abc")]), MultiDict([("limit", "1"), ("limit", "1")])):
+        with pytest.raises(ValidationFailed) as caught:
+            check.parse(query)
+        assert caught.value.details == {"fields": {"limit": "must be given once"}}
+    # Beside the other problems, each named once; an unknown name twice is just unknown.
+    with pytest.raises(ValidationFailed) as caught:
+        check.parse(MultiDict([("q", "toolong"), ("limit", "2"), ("limit", "3"), ("x", "1"), ("x", "2")]))
+    assert caught.value.details == {
+        "fields": {
+            "q": "must have at most 5 characters",
+            "x": "is not a parameter of this operation",
+            "limit": "must be given once",
+        }
+    }
+
+
 def test_a_required_parameter_is_required() -> None:
     check = ParameterCheck([("email", {"type": "string", "maxLength": 10}, True)])
     with pytest.raises(ValidationFailed) as caught:

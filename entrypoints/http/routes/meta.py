@@ -8,8 +8,8 @@ from aiohttp import web
 
 from entrypoints.http.api import Api, Input, Param, Reply, json_response
 from entrypoints.http.docs import MAX_QUERY_LENGTH
+from entrypoints.http.envelope import DOCS_CSP
 from entrypoints.http.keys import DOCS, OPENAPI, READY_CHECKS
-from entrypoints.http.middlewares import DOCS_CSP
 from entrypoints.http.routes.common import INVALID
 from entrypoints.http.schemas import ref
 
