@@ -43,7 +43,7 @@ from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User
 from core.ports.clock import Clock
-from core.ports.idempotency import KEY_LIFETIME, IdempotencyClaim, IdempotencyKeyTaken, StoredRequest, current_claim
+from core.ports.idempotency import IdempotencyClaim, StoredRequest, record_current_claim
 from core.ports.identity import AccessClaims, AccessToken, ThrottleBudget, ThrottleTicket
 from core.ports.payments import (
     ProviderEvent,
@@ -200,10 +200,11 @@ class InMemoryProductRepository:
 
     async def update(self, product: Product) -> None:
         stored = self._s.products.get(product.id)
-        if stored is None or stored.version != product.version - 1:
+        if stored is None or stored.version != product.version:
             raise ConcurrentUpdate("The product")
         if any(p.sku == product.sku and p.id != product.id for p in self._s.products.values()):
             raise SkuTaken(product.sku)
+        product.version += 1
         self._s.products[product.id] = copy.deepcopy(product)
 
     async def delete(self, product_id: str) -> bool:
@@ -510,7 +511,7 @@ class InMemoryIdempotencyRepository:
     async def get(self, scope: str, key: str) -> StoredRequest | None:
         return self._s.idempotency.get((scope, key))
 
-    def claim(self, claim: IdempotencyClaim, at: datetime, expired_before: datetime) -> bool:
+    async def claim(self, claim: IdempotencyClaim, at: datetime, expired_before: datetime) -> bool:
         held = self._s.idempotency.get((claim.scope, claim.key))
         if held is not None and held.created_at >= expired_before:
             return False
@@ -569,12 +570,7 @@ class InMemoryUnitOfWork:
     async def commit(self) -> None:
         if self._readonly:
             raise RuntimeError("commit() in a read-only unit of work")
-        claim = current_claim.get()
-        if claim is not None and not claim.recorded:
-            now = self._db.clock.now()
-            if not self.idempotency.claim(claim, now, now - KEY_LIFETIME):
-                raise IdempotencyKeyTaken()  # nothing of this unit is published
-            claim.recorded = True
+        await record_current_claim(self.idempotency, self._db.clock.now())  # raises: nothing is published
         # Publish a copy: the repositories keep working on self._work, so writes made
         # after this commit stay private until the next commit (or are dropped at exit).
         self._db.store = copy.deepcopy(self._work)
@@ -608,6 +604,10 @@ class InMemoryDatabase:
 
     def change_counter(self) -> int:
         return self.commits
+
+    @property
+    def change_latency(self) -> float:
+        return 0.0  # one process: every commit counts at once
 
 
 class FixedClock:

@@ -361,6 +361,10 @@ class SqliteDatabase:
     #: lock: two fcntl calls, ~15% of a cached GET's CPU under load when asked every time).
     CHANGE_POLL_SECONDS = 0.001
 
+    @property
+    def change_latency(self) -> float:
+        return self.CHANGE_POLL_SECONDS
+
     def change_counter(self) -> int:
         """Commits of this process count at once; other processes' within a millisecond.
         The reader never writes, so its data_version moves with every commit by anyone."""

@@ -238,15 +238,17 @@ _PRODUCT_COLUMNS = "id, sku, name, description, price, currency, stock, active, 
 PRODUCT_INSERT = f"INSERT INTO products ({_PRODUCT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 PRODUCT_GET = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = ?"
 PRODUCT_GET_BY_SKU = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku = ?"
-# Optimistic concurrency: the row must still be at the version the caller read.
+# Optimistic concurrency: the row must still be at the version the caller read; it moves on.
 PRODUCT_UPDATE = (
     "UPDATE products SET sku = ?, name = ?, description = ?, price = ?, currency = ?, stock = ?, active = ?,"
-    " created_at = ?, updated_at = ?, version = ? WHERE id = ? AND version = ?"
+    " created_at = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?"
 )
 # When only the stock changed since the row was read (every order placed, cancelled or
 # expired): SQLite rewrites the indexes of every column a SET names, changed or not, so
 # naming only these leaves the sort indexes alone (~2x cheaper per product).
-PRODUCT_UPDATE_STOCK = "UPDATE products SET stock = ?, updated_at = ?, version = ? WHERE id = ? AND version = ?"
+PRODUCT_UPDATE_STOCK = (
+    "UPDATE products SET stock = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?"
+)
 PRODUCT_DELETE = "DELETE FROM products WHERE id = ?"
 #: How many products a text search matches, counting no further than it needs to.
 PRODUCT_TEXT_MATCHES = "SELECT count(*) FROM (SELECT 1 FROM products_fts(:match) LIMIT :cap)"
@@ -412,17 +414,18 @@ class SqliteProductRepository(_Repository):
         try:
             if seen is not None and seen[1:6] == row[1:6] and seen[7:9] == row[7:9]:
                 changed = await self._session.execute(
-                    PRODUCT_UPDATE_STOCK, (product.stock, row[9], product.version, product.id, product.version - 1)
+                    PRODUCT_UPDATE_STOCK, (product.stock, row[9], product.id, product.version)
                 )
             else:
-                changed = await self._session.execute(PRODUCT_UPDATE, (*row[1:], product.id, product.version - 1))
+                changed = await self._session.execute(PRODUCT_UPDATE, (*row[1:10], product.id, product.version))
         except sqlite3.IntegrityError as exc:
             if _is_unique_violation(exc, "products.sku"):
                 raise SkuTaken(product.sku) from None
             raise
         if changed != 1:
             raise ConcurrentUpdate("The product")
-        self._read[product.id] = row
+        product.version += 1
+        self._read[product.id] = (*row[:10], product.version)
 
     async def delete(self, product_id: str) -> bool:
         return (await self._session.execute(PRODUCT_DELETE, (product_id,))) > 0

@@ -27,7 +27,7 @@ from adapters.sqlite.repositories import (
     SqliteUserRepository,
 )
 from adapters.sqlite.session import LoopSession, Session, ThreadSession
-from core.ports.idempotency import KEY_LIFETIME, IdempotencyKeyTaken, current_claim
+from core.ports.idempotency import record_current_claim
 
 if TYPE_CHECKING:
     from adapters.sqlite.database import SqliteDatabase, _Reader, _SlowReader
@@ -135,13 +135,9 @@ class SqliteUnitOfWork:
         if self._state is _State.COMMITTED:
             return  # nothing was written since the last commit
         conn = await self.connection()
-        claim = current_claim.get()
-        if claim is not None and not claim.recorded:
-            # In the transaction of the effect: both are kept, or neither.
-            now = self._db.clock.now()
-            if not await self.idempotency.claim(claim, now, now - KEY_LIFETIME):
-                raise IdempotencyKeyTaken()  # leaving the block rolls this unit back whole
-            claim.recorded = True
+        # In the transaction of the effect: both are kept, or neither (IdempotencyKeyTaken:
+        # leaving the block rolls this unit back whole).
+        await record_current_claim(self.idempotency, self._db.clock.now())
         conn.execute("RELEASE uow")
         self._state = _State.COMMITTED
         await self._db._commit_unit()

@@ -70,7 +70,7 @@ class Product:
     active: bool
     created_at: datetime
     updated_at: datetime
-    version: int = 1
+    version: int = 1  # as read; the repository moves it when it saves
 
     def check_version(self, expected: int | None) -> None:
         """Optimistic concurrency: a client that read version N may only update version N."""
@@ -78,8 +78,8 @@ class Product:
             raise VersionMismatch(self.version)
 
     def _touch(self, at: datetime) -> None:
+        # The version is the one the product was read at; the repository moves it when it saves.
         self.updated_at = at
-        self.version += 1
 
     def update(self, changes: dict[str, Any], *, at: datetime) -> dict[str, tuple[Any, Any]]:
         """Apply already-validated field changes; return {field: (before, after)} of what changed."""

@@ -13,5 +13,7 @@ class Clock(Protocol):
 
 class IdGenerator(Protocol):
     def new(self, prefix: str) -> str:
-        """A new unique id such as ``prd_01JD...``: the prefix names the kind of object, and
-        ids made later sort after ids made earlier (lists are ordered by id)."""
+        """A new unique id such as ``prd_01JD...``: the prefix names the kind of object, the
+        rest is ASCII, and ids made later sort (as bytes, which every store can compare)
+        after ids made earlier, to the precision of the clocks of the machines that made
+        them. Lists ordered by id are in creation order to that precision."""

@@ -74,6 +74,13 @@ class IdempotencyRepository(Protocol):
     async def get(self, scope: str, key: str) -> StoredRequest | None:
         """The stored request, if one was recorded for this scope and key."""
 
+    async def claim(self, claim: IdempotencyClaim, at: datetime, expired_before: datetime) -> bool:
+        """Record the claim, stamped ``at``, in the caller's transaction; False (nothing
+        written) if the same scope and key are held by a claim recorded at or after
+        ``expired_before``, one recorded before it is replaced. Of two transactions
+        claiming the same key at once, one gets False or waits and then gets False: never
+        both True."""
+
     async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
         """Attach the response to a recorded claim."""
 
@@ -84,3 +91,15 @@ class IdempotencyRepository(Protocol):
     async def purge(self, before: datetime, limit: int) -> int:
         """Forget at most ``limit`` claims recorded before ``before``, oldest first; returns how
         many (fewer than ``limit``: none are left)."""
+
+
+async def record_current_claim(idempotency: IdempotencyRepository, now: datetime) -> None:
+    """What every unit of work's ``commit()`` does first: record the current claim, if there
+    is one not yet recorded, in the transaction being committed; IdempotencyKeyTaken if
+    another request holds the key (the caller then rolls its unit back whole)."""
+    claim = current_claim.get()
+    if claim is None or claim.recorded:
+        return
+    if not await idempotency.claim(claim, now, now - KEY_LIFETIME):
+        raise IdempotencyKeyTaken()
+    claim.recorded = True

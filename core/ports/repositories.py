@@ -50,7 +50,7 @@ class ProductSort(enum.Enum):
     Names compare by code point once A-Z are lowered to a-z (and nothing else is changed),
     which any store can do with an index."""
 
-    ID = "id"  # creation order: ids sort in the order they were made
+    ID = "id"  # creation order, to the id generator's precision: ids compare as bytes in every store
     PRICE = "price"
     PRICE_DESC = "-price"
     NAME = "name"
@@ -112,8 +112,8 @@ class ProductRepository(Protocol):
     async def get_by_sku(self, sku: str) -> Product | None: ...
 
     async def update(self, product: Product) -> None:
-        """Persist every field. ``product.version`` is the new version; the stored row must
-        still be at ``version - 1`` or ConcurrentUpdate is raised. Raises SkuTaken."""
+        """Persist every field, with the version check (and move) of OrderRepository.update.
+        Raises SkuTaken (and nothing is written)."""
 
     async def delete(self, product_id: str) -> bool:
         """True if a product was deleted."""

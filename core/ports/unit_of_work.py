@@ -85,6 +85,18 @@ class UnitOfWorkFactory(Protocol):
         consistent snapshot of the store, as of its first read: what other units commit
         meanwhile is not seen, in whole or in part, until a later unit.
 
+        What a unit sees: a read-only unit, every unit whose ``commit()`` returned before its
+        first read. A write unit, also every unit whose commit is ordered before it, even if
+        that ``commit()`` has not returned yet: a store that makes commits durable in groups
+        (SQLite's group commit) orders a unit after those of the open group, and one that
+        commits each transaction on its own (PostgreSQL) has no such units. So a use case
+        that must see what a concurrent request has just committed (the idempotency claim of
+        a copy of its request) reads in a write unit.
+        Rows a write unit reads are its own until it ends: a write unit that reads an entity
+        and saves it never loses a concurrent unit's update of it (the store serializes them,
+        by one writer at a time or by row locks) and so never meets ConcurrentUpdate for a
+        change made after its read; ConcurrentUpdate is for a copy read in an earlier unit.
+
         Every read has a time budget (the adapter's setting); a read past it is stopped
         and raises QueryTimedOut (an Unavailable), and nothing else is affected. The
         budget protects the other requests: a store whose reads run on the caller's thread
@@ -99,7 +111,15 @@ class UnitOfWorkFactory(Protocol):
         """
 
     def change_counter(self) -> int:
-        """A number that changes whenever a unit of work commits: at once for commits of this
-        process, within a millisecond for those of other processes sharing the store. Equal
-        numbers mean nothing was committed in between (to that precision). Cheap (well under
-        a microsecond): callers use it to tell whether something they derived is current."""
+        """The store's version as this process knows it: a number that changes whenever a
+        unit of work commits. Commits of this process count at once; those of other
+        processes and instances sharing the store within ``change_latency`` seconds (each
+        store keeps this in its own way: SQLite polls ``PRAGMA data_version``, PostgreSQL
+        hears a notification). Equal numbers mean nothing was committed in between, to that
+        precision. Cheap, with no I/O on the caller's thread: callers use it on every request
+        to tell whether something they derived (a rendered page) is current."""
+
+    @property
+    def change_latency(self) -> float:
+        """How long, at most, another instance's commit takes to move ``change_counter()``
+        while the store is reachable (seconds)."""

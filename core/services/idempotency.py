@@ -22,14 +22,14 @@ class IdempotencyService:
         copy of the database test guesses at the speed of SHA-256."""
         return self._digests.digest(b"%s %s\n%s" % (method.encode(), target.encode("utf-8", "surrogatepass"), body))
 
-    async def lookup(self, scope: str, key: str, *, including_pending: bool = False) -> StoredRequest | None:
+    async def lookup(self, scope: str, key: str, *, latest: bool = False) -> StoredRequest | None:
         """The request recorded under this key within its lifetime, if any.
 
-        ``including_pending``: also one whose commit is not yet durable (stores that batch
-        commits, like SQLite's, show those only to write units). For a request that failed
-        after a copy of it committed: its failure may be that copy's effect (the stock it
-        took), and the copy's claim must be found all the same."""
-        async with self._uow(readonly=not including_pending) as uow:  # a write unit: left without commit
+        ``latest``: as a write unit sees the store (UnitOfWorkFactory), so including a copy of
+        this request that committed while this one ran, whose commit() may not have returned
+        yet. For a request that failed without committing: its failure may be that copy's
+        effect (the stock it took), and the copy's claim must be found all the same."""
+        async with self._uow(readonly=not latest) as uow:  # a write unit: left without commit
             stored = await uow.idempotency.get(scope, key)
         if stored is None or stored.created_at < self._clock.now() - KEY_LIFETIME:
             return None

@@ -254,7 +254,7 @@ async def _idempotently(op: Operation, request: web.Request, i: Input, key: str)
                 # Nothing was written. But a copy of this request may have committed while
                 # this one ran, and its effect be why this one failed (it took the last
                 # stock): then the answer is that copy's, not this error.
-                stored = await service.lookup(scope, key, including_pending=True)
+                stored = await service.lookup(scope, key, latest=True)
                 if stored is not None:
                     return _replay(stored, fingerprint)
                 raise  # a retry may simply run again

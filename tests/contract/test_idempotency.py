@@ -4,10 +4,13 @@ key lives exactly KEY_LIFETIME by the clock that also expires it."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 import pytest
 
 from core.domain.pagination import PageRequest
-from core.ports.idempotency import IdempotencyClaim, IdempotencyKeyTaken, StoredRequest, current_claim
+from core.ports.idempotency import KEY_LIFETIME, IdempotencyClaim, IdempotencyKeyTaken, StoredRequest, current_claim
 from core.ports.repositories import ProductFilter
 from core.ports.unit_of_work import UnitOfWorkFactory
 from tests.contract.builders import START, Make
@@ -93,3 +96,39 @@ async def test_purge_takes_at_most_a_batch_oldest_first(
             await uow.commit()
     assert batches == [2, 2, 1]
     assert [await _stored(uow_factory, f"k-{n}") for n in range(5)] == [None] * 5
+
+
+async def test_claim_records_a_free_key_and_refuses_a_held_one(
+    uow_factory: UnitOfWorkFactory, clock: FixedClock
+) -> None:
+    now = clock.now()
+    async with uow_factory() as uow:
+        first = IdempotencyClaim(scope=SCOPE, key="k-d", fingerprint="one")
+        assert await uow.idempotency.claim(first, now, now - KEY_LIFETIME) is True
+        again = IdempotencyClaim(scope=SCOPE, key="k-d", fingerprint="two")
+        assert await uow.idempotency.claim(again, now, now - KEY_LIFETIME) is False
+        await uow.commit()
+    assert await _stored(uow_factory, "k-d") == StoredRequest(scope=SCOPE, key="k-d", fingerprint="one", created_at=now)
+
+    later = now + KEY_LIFETIME + timedelta(seconds=1)
+    async with uow_factory() as uow:  # past its lifetime: replaced, and its response forgotten
+        await uow.idempotency.complete(SCOPE, "k-d", 201, {}, b"{}")
+        third = IdempotencyClaim(scope=SCOPE, key="k-d", fingerprint="three")
+        assert await uow.idempotency.claim(third, later, later - KEY_LIFETIME) is True
+        await uow.commit()
+    assert await _stored(uow_factory, "k-d") == StoredRequest(
+        scope=SCOPE, key="k-d", fingerprint="three", created_at=later
+    )
+
+
+async def test_of_two_units_claiming_one_key_at_once_one_wins(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock
+) -> None:
+    async def contend(n: int) -> None:
+        await _add_under(uow_factory, make, f"SKU-{n}", IdempotencyClaim(scope=SCOPE, key="k-race", fingerprint="f"))
+
+    outcomes = await asyncio.gather(*(contend(n) for n in range(8)), return_exceptions=True)
+
+    assert sum(o is None for o in outcomes) == 1
+    assert [type(o) for o in outcomes if o is not None] == [IdempotencyKeyTaken] * 7
+    assert len(await _skus(uow_factory)) == 1

@@ -277,3 +277,48 @@ async def test_a_unit_that_may_be_slow_is_read_only(uow_factory: UnitOfWorkFacto
     async with uow_factory(readonly=True, slow=True) as uow:
         with pytest.raises(RuntimeError):
             await uow.commit()
+
+
+# Rows a write unit reads are its own until it ends (UnitOfWorkFactory).
+async def test_write_units_that_read_and_save_one_product_at_once_lose_no_update(
+    uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock
+) -> None:
+    lamp = make.product("LAMP-1", stock=0)
+    await store(uow_factory, lamp)
+
+    async def add_one() -> None:
+        async with uow_factory() as uow:
+            product = await uow.products.get(lamp.id)
+            assert product is not None
+            await asyncio.sleep(0)  # let the others read meanwhile, where the store lets them
+            product.adjust_stock(+1, at=clock.now())
+            await uow.products.update(product)
+            await uow.commit()
+
+    await asyncio.gather(*(add_one() for _ in range(10)))
+
+    async with uow_factory(readonly=True) as uow:
+        stored = await uow.products.get(lamp.id)
+    assert stored is not None
+    assert (stored.stock, stored.version) == (10, 11)
+
+
+async def test_a_write_unit_sees_a_unit_that_committed_before_it(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    lamp = make.product("LAMP-1")
+    committed = asyncio.Event()
+
+    async def writer() -> None:
+        async with uow_factory() as uow:
+            await uow.products.add(lamp)
+            commit = asyncio.ensure_future(uow.commit())
+            await asyncio.sleep(0)  # the commit is under way (in a group, it may not have returned)
+            committed.set()
+            await commit
+
+    async def reader() -> Product | None:
+        await committed.wait()
+        async with uow_factory() as uow:  # a write unit, left without commit
+            return await uow.products.get(lamp.id)
+
+    _, seen = await asyncio.gather(writer(), reader())
+    assert seen == lamp
