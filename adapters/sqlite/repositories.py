@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import attrs
 import orjson
 
-from adapters.sqlite import cursors
+from adapters import cursors
 from adapters.sqlite.session import Row, Session
 from adapters.timestamps import format_timestamp, parse_timestamp
 from core.domain.audit import AuditEntry

@@ -379,6 +379,17 @@ class ProviderReferenceTaken(Conflict):
         )
 
 
+class TransactionConflict(Unavailable):
+    """The store gave a transaction up to resolve a conflict with another one (a deadlock,
+    a serialization failure): nothing of it was kept, and the use case may simply run again.
+    Entry points run it again a few times before they answer with this."""
+
+    code = "transaction_conflict"
+
+    def __init__(self) -> None:
+        super().__init__("The request conflicted with a concurrent one and was not applied; try again.", retry_after=1)
+
+
 class QueryTimedOut(Unavailable):
     """A read ran past its time budget and was stopped; nothing else was affected."""
 

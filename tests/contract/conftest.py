@@ -1,20 +1,22 @@
 """The fixture every contract test takes: ``uow_factory``, a fresh and empty store of each
-adapter on the test's movable ``clock``. A new adapter (PostgreSQL) joins the suite with
-one entry in ADAPTERS."""
+adapter on the test's movable ``clock``: the in-memory fake, SQLite, PostgreSQL (the
+session's database, see tests/postgres.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import pathlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
+from adapters.postgres import PostgresDatabase
 from adapters.sqlite import SqliteDatabase
 from core.ports.clock import Clock
 from core.ports.unit_of_work import UnitOfWorkFactory
 from tests.contract.builders import START, Make
 from tests.fakes import FixedClock, InMemoryDatabase, SequentialIds
+from tests.postgres import truncate_all
 
 
 @contextlib.asynccontextmanager
@@ -32,17 +34,33 @@ async def _sqlite(tmp_path: pathlib.Path, clock: Clock) -> AsyncIterator[UnitOfW
         await db.close()
 
 
-ADAPTERS: dict[str, Callable[[pathlib.Path, Clock], contextlib.AbstractAsyncContextManager[UnitOfWorkFactory]]] = {
-    "memory": _memory,
-    "sqlite": _sqlite,
-}
+@contextlib.asynccontextmanager
+async def _postgres(url: str, clock: Clock) -> AsyncIterator[UnitOfWorkFactory]:
+    await truncate_all(url)
+    db = PostgresDatabase(url, clock=clock, pool_min=1, pool_max=10)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
 
 
-@pytest.fixture(params=list(ADAPTERS))
+ADAPTERS = ("memory", "sqlite", "postgres")
+
+
+@pytest.fixture(params=ADAPTERS)
 async def uow_factory(
     request: pytest.FixtureRequest, tmp_path: pathlib.Path, clock: FixedClock
 ) -> AsyncIterator[UnitOfWorkFactory]:
-    async with ADAPTERS[request.param](tmp_path, clock) as factory:
+    store: contextlib.AbstractAsyncContextManager[UnitOfWorkFactory]
+    if request.param == "memory":
+        store = _memory(tmp_path, clock)
+    elif request.param == "sqlite":
+        store = _sqlite(tmp_path, clock)
+    else:
+        # The session's database, emptied: created once, not per test (it takes ~0.3 s).
+        store = _postgres(request.getfixturevalue("postgres_url"), clock)
+    async with store as factory:
         yield factory
 
 

@@ -1,4 +1,4 @@
-"""Page cursors of the SQLite repositories: opaque to clients, made and read only here.
+"""Page cursors of the repositories: opaque to clients, made and read only here.
 
 A cursor is base64url (unpadded) of the JSON array ``[binding, *key]``. The key is the sort
 key of the last item of a page (its sort value, if the sort has one, then its id), which is
@@ -19,7 +19,7 @@ import orjson
 
 from core.domain.errors import InvalidCursor
 
-#: SQLite's integers: a key outside them (an edited cursor) could never be bound.
+#: 64-bit integers, as both stores keep them: a key outside them (an edited cursor) could never be bound.
 _INTEGERS = range(-(2**63), 2**63)
 
 

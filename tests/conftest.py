@@ -1,0 +1,3 @@
+"""Fixtures every suite may use."""
+
+from tests.postgres import postgres_url  # noqa: F401 - a fixture
