@@ -29,6 +29,7 @@ from entrypoints.container import (
     require_supported_store,
     start,
     stop,
+    uses_postgres,
 )
 from entrypoints.datadir import DataDirInUse
 from entrypoints.logs import configure_logging
@@ -89,6 +90,13 @@ def cmd_db_migrate(args: argparse.Namespace) -> None:
     from entrypoints.container import DATABASE_FILE, prepare_data_dir
 
     settings = _settings(args)
+    if uses_postgres(settings):
+        from adapters.postgres import maintenance
+
+        url = settings["database"]["url"]
+        version = asyncio.run(maintenance.migrate(url))
+        print(f"{maintenance.describe(url)} is at schema version {version}")
+        return
     data_dir = next(prepare_data_dir(settings["data"]["dir"]))
     version = migrate(data_dir / DATABASE_FILE)
     print(f"database {data_dir / DATABASE_FILE} is at schema version {version}")
@@ -233,6 +241,15 @@ def cmd_db_reset(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
     data_dir = _data_dir(settings)
+    if uses_postgres(settings):
+        from adapters.postgres import maintenance
+
+        url = settings["database"]["url"]
+        where = maintenance.describe(url)
+        _confirm(args, f"Delete every account, product and order in the {where} (stop every server first)?")
+        version = asyncio.run(maintenance.reset(url))
+        print(f"{where} is empty, at schema version {version}")
+        return
     database = data_dir / DATABASE_FILE
     with exclusive(data_dir):
         _confirm(args, f"Delete every account, product and order in {database}?")
@@ -247,6 +264,16 @@ def cmd_backup(args: argparse.Namespace) -> None:
     from entrypoints.container import DATABASE_FILE
 
     settings = _settings(args)
+    if uses_postgres(settings):
+        from adapters.postgres import maintenance
+
+        url = settings["database"]["url"]
+        info = maintenance.backup(url, Path(args.path), overwrite=args.force)
+        print(
+            f"backed up the {maintenance.describe(url)} to {info.path} with pg_dump"
+            f" ({info.size_bytes} bytes, schema version {info.schema_version})"
+        )
+        return
     database = settings.data_dir / DATABASE_FILE
     info = backup(database, Path(args.path), overwrite=args.force)
     print(f"backed up {database} to {info.path} ({info.size_bytes} bytes, schema version {info.schema_version})")
@@ -259,6 +286,15 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
     source = Path(args.path)
+    if uses_postgres(settings):
+        from adapters.postgres import maintenance
+
+        url = settings["database"]["url"]
+        where = maintenance.describe(url)
+        _confirm(args, f"Replace the {where} with {source} (stop every server first)?")
+        info = maintenance.restore(source, url)
+        print(f"restored {source} into the {where} (schema version {info.schema_version})")
+        return
     inspect(source)  # refuse a bad file before touching (or even creating) anything
     data_dir = _data_dir(settings)
     database = data_dir / DATABASE_FILE

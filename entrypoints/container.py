@@ -22,9 +22,11 @@ from adapters.cache.throttle import DiskcacheThrottle
 from adapters.clock import SystemClock
 from adapters.ids import UlidIds
 from adapters.payments.unconfigured import UnconfiguredPaymentGateway
+from adapters.postgres import PostgresDatabase
 from adapters.sqlite.database import SqliteDatabase
 from core.ports.clock import Clock
 from core.ports.payments import PaymentGateway
+from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
@@ -43,20 +45,29 @@ class DataDirError(Exception):
     """The data directory cannot be created or written."""
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
 def require_supported_store(settings: Settings) -> None:
-    """Refuse a ``database.url``: this build has only the SQLite store, and quietly
-    using it instead of the database the operator named would put the shop's data
-    somewhere they do not expect. (The URL itself is never shown: it holds a password.)"""
+    """Refuse a ``database.url`` that names no store this build has, before anything is
+    created or opened: quietly using SQLite instead of the database the operator named would
+    put the shop's data somewhere they do not expect. (The URL itself is never shown: it
+    holds a password.)"""
     url = settings["database"]["url"]
     if not url:
         return
     scheme, found, _ = url.partition("://")
+    if found and scheme.lower() in POSTGRES_SCHEMES:
+        return
     named = f"names a {scheme} database" if found and scheme.replace("+", "").isalnum() else "is set"
     raise ConfigError(
-        f"database.url ({settings.sources['database']['url']}) {named}, but this version of Tillbox "
-        f"stores its data only in SQLite (PostgreSQL support comes later); leave database.url empty "
-        f"to use SQLite in {settings.data_dir}"
+        f"database.url ({settings.sources['database']['url']}) {named}, but Tillbox stores its data in "
+        f"PostgreSQL (a postgresql:// URL) or, with database.url empty, in SQLite in {settings.data_dir}"
     )
+
+
+def uses_postgres(settings: Settings) -> bool:
+    return bool(settings["database"]["url"])
 
 
 def prepare_data_dir(directory: str) -> Iterator[Path]:
@@ -78,15 +89,35 @@ def prepare_data_dir(directory: str) -> Iterator[Path]:
 
 
 async def open_database(
-    data_dir: Path, clock: Clock, busy_timeout_ms: int, read_budget_ms: int, slow_read_budget_ms: int
-) -> AsyncIterator[SqliteDatabase]:
-    database = SqliteDatabase(
-        data_dir / DATABASE_FILE,
-        clock=clock,
-        busy_timeout_ms=busy_timeout_ms,
-        read_budget_ms=read_budget_ms,
-        slow_read_budget_ms=slow_read_budget_ms,
-    )
+    url: str,
+    data_dir: Path,
+    clock: Clock,
+    pool_min: int,
+    pool_max: int,
+    busy_timeout_ms: int,
+    read_budget_ms: int,
+    slow_read_budget_ms: int,
+) -> AsyncIterator[UnitOfWorkFactory]:
+    """The store ``url`` names: PostgreSQL, or (empty) SQLite in the data directory."""
+    database: SqliteDatabase | PostgresDatabase
+    if url:
+        database = PostgresDatabase(
+            url,
+            clock=clock,
+            pool_min=pool_min,
+            pool_max=pool_max,
+            busy_timeout_ms=busy_timeout_ms,
+            read_budget_ms=read_budget_ms,
+            slow_read_budget_ms=slow_read_budget_ms,
+        )
+    else:
+        database = SqliteDatabase(
+            data_dir / DATABASE_FILE,
+            clock=clock,
+            busy_timeout_ms=busy_timeout_ms,
+            read_budget_ms=read_budget_ms,
+            slow_read_budget_ms=slow_read_budget_ms,
+        )
     await database.open()
     try:
         yield database
@@ -180,8 +211,11 @@ class Container(containers.DeclarativeContainer):
 
     database = providers.Resource(
         open_database,
+        url=config.database.url,
         data_dir=data_dir,
         clock=clock,
+        pool_min=config.database.pool_min,
+        pool_max=config.database.pool_max,
         busy_timeout_ms=config.database.busy_timeout_ms,
         read_budget_ms=config.database.read_budget_ms,
         slow_read_budget_ms=config.database.slow_read_budget_ms,

@@ -38,7 +38,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "public_max_age": 10,
     },
     "data": {"dir": "tillbox-data"},
-    "database": {"url": "", "busy_timeout_ms": 5000, "read_budget_ms": 200, "slow_read_budget_ms": 5000},
+    "database": {
+        "url": "",
+        "pool_min": 2,
+        "pool_max": 20,
+        "busy_timeout_ms": 5000,
+        "read_budget_ms": 200,
+        "slow_read_budget_ms": 5000,
+    },
     "store": {"currency": "USD"},
     "auth": {
         "allow_registration": True,
@@ -88,6 +95,8 @@ _POSITIVE = {
     ("server", "keepalive_timeout"): (1, 3600),
     ("server", "max_connections"): (1, 1_000_000),
     ("server", "public_max_age"): (0, 86_400),
+    ("database", "pool_min"): (1, 1000),
+    ("database", "pool_max"): (1, 1000),
     ("database", "busy_timeout_ms"): (0, 600_000),
     ("database", "read_budget_ms"): (1, 600_000),
     ("database", "slow_read_budget_ms"): (1, 3_600_000),
@@ -251,4 +260,9 @@ def load_settings(
         values[section][key] = _check(section, key, value, "flag")
         sources[section][key] = "command-line flag"
 
+    if values["database"]["pool_min"] > values["database"]["pool_max"]:
+        raise ConfigError(
+            f"database.pool_min ({sources['database']['pool_min']}) is above database.pool_max "
+            f"({sources['database']['pool_max']}): {values['database']['pool_min']} > {values['database']['pool_max']}"
+        )
     return Settings(values=values, sources=sources, config_path=config_path)

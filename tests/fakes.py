@@ -609,6 +609,9 @@ class InMemoryDatabase:
     def change_latency(self) -> float:
         return 0.0  # one process: every commit counts at once
 
+    def check_ready(self) -> dict[str, Any]:
+        return {"database": "ok"}
+
 
 class FixedClock:
     def __init__(self, start: datetime | None = None):

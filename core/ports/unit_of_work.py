@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.ports.idempotency import IdempotencyRepository
 from core.ports.repositories import (
@@ -118,6 +118,12 @@ class UnitOfWorkFactory(Protocol):
         hears a notification). Equal numbers mean nothing was committed in between, to that
         precision. Cheap, with no I/O on the caller's thread: callers use it on every request
         to tell whether something they derived (a rendered page) is current."""
+
+    def check_ready(self) -> dict[str, Any]:
+        """For /readyz: cheap and synchronous (no I/O on the caller's thread). What the store
+        reports of itself when it answers at the schema version this code needs; raises
+        Unavailable otherwise (within a second or two of the store going away, and no
+        longer once it is back)."""
 
     @property
     def change_latency(self) -> float:

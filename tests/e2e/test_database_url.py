@@ -1,9 +1,11 @@
-"""A ``database.url`` names a store this version does not have: every command that opens
-the store refuses it with one line before creating or opening anything, instead of
-quietly using SQLite. The commands that open nothing still work."""
+"""A ``database.url`` that names no store Tillbox has, or a PostgreSQL server that cannot be
+reached: every command that opens the store refuses it with one line (never the URL, which
+holds a password) before creating or opening anything, instead of quietly using SQLite.
+The commands that open nothing still work."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -12,7 +14,9 @@ import pytest
 from entrypoints.cli import build_parser, main
 from tests.e2e.test_cli import COMMANDS, tillbox
 
-URL = "postgresql://shop:s3cret-pw@db.example/shop"
+URL = "mysql://shop:s3cret-pw@db.example/shop"
+#: Nothing listens on port 1 of this machine: connecting is refused at once.
+UNREACHABLE = "postgresql://shop:s3cret-pw@127.0.0.1:1/shop"
 
 # Every command that opens the store, with arguments that would otherwise let it run.
 STORE_COMMANDS: dict[tuple[str, ...], list[str]] = {
@@ -60,9 +64,9 @@ def test_a_database_url_is_refused_at_start_with_one_line(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == (
-        "tillbox: error: database.url (environment TILLBOX_DATABASE_URL) names a postgresql database, "
-        "but this version of Tillbox stores its data only in SQLite (PostgreSQL support comes later); "
-        f"leave database.url empty to use SQLite in {tmp_path / 'tillbox-data'}\n"
+        "tillbox: error: database.url (environment TILLBOX_DATABASE_URL) names a mysql database, "
+        "but Tillbox stores its data in PostgreSQL (a postgresql:// URL) or, with database.url empty, "
+        f"in SQLite in {tmp_path / 'tillbox-data'}\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.db"]  # no data directory, no database
 
@@ -72,7 +76,7 @@ def test_the_refusal_names_the_config_file_and_never_shows_the_url(tmp_path: Pat
     result = tillbox("serve", cwd=tmp_path)
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert line.startswith("tillbox: error: database.url (config file config.toml) names a postgresql database")
+    assert line.startswith("tillbox: error: database.url (config file config.toml) names a mysql database")
     assert "s3cret" not in result.stderr + result.stdout
     assert not (tmp_path / "tillbox-data").exists()
 
@@ -92,3 +96,28 @@ def test_commands_that_open_no_store_still_work(tmp_path: Path) -> None:
     assert tillbox("version", cwd=tmp_path, env=env).returncode == 0
     assert tillbox("openapi", cwd=tmp_path, env=env).returncode == 0
     assert not (tmp_path / "tillbox-data").exists()
+
+
+# Commands that reach the store through the server's connection (the others drive pg_dump
+# or pg_restore, which say so in their own line, tested with the PostgreSQL suites).
+CONNECTING = sorted(command for command in STORE_COMMANDS if command not in {("backup",), ("restore",)})
+
+
+@pytest.mark.parametrize("command", CONNECTING, ids=" ".join)
+def test_an_unreachable_postgresql_server_is_one_line_at_start(
+    command: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("TILLBOX_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TILLBOX_DATABASE_URL", UNREACHABLE)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    with pytest.raises(SystemExit) as exit:
+        main([*command, *STORE_COMMANDS[command]])
+    assert exit.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.startswith("tillbox: error: cannot connect to the PostgreSQL "), line
+    assert "(database_unavailable)" in line
+    assert "s3cret" not in err
