@@ -40,6 +40,8 @@ _TABLES = (
     "throttle_counts",
     "_migrations",
 )
+#: Seconds to wait for the server before saying it cannot be reached.
+CONNECT_TIMEOUT = 10
 _FUNCTIONS = ("audit_log_append_only()", "refunds_within_captured()", "tillbox_name_key(text)")
 
 
@@ -51,9 +53,9 @@ def describe(url: str) -> str:
     return f"PostgreSQL database {parsed.path.lstrip('/') or parsed.user or 'postgres'!r} on {host}{port}"
 
 
-async def connect(url: str, timeout: float = 10) -> asyncpg.Connection:
+async def connect(url: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(url, timeout=timeout)
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (str(exc).splitlines() or [type(exc).__name__])[0]
         raise Unavailable(
