@@ -660,7 +660,7 @@ class FakeAccessTokens:
         self._issued[token] = AccessClaims(user_id=user_id, role=role, session_id=session_id, expires_at=expires_at)
         return AccessToken(token=token, expires_in=self._ttl)
 
-    def rotate_signing_key(self) -> str:
+    async def rotate_signing_key(self) -> str:
         self.rotations += 1
         return f"kid-{self.rotations}"
 

@@ -212,10 +212,15 @@ class PostgresDatabase:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
-    # For tests and diagnostics.
+    # Single statements outside any unit of work: for what the store shares besides the
+    # repositories (adapters/postgres/shared.py), tests and diagnostics.
     async def fetchval(self, sql: str, *args: Any) -> Any:
         async with self.pool().acquire() as conn:
             return await conn.fetchval(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.pool().acquire() as conn:
+            return await conn.fetch(sql, *args)
 
     @property
     def watching(self) -> bool:

@@ -36,8 +36,9 @@ _TABLES = (
     "idempotency_keys",
     "products",
     "users",
+    "signing_keys",
     "store_secrets",
-    "throttle_counts",
+    "throttle_uses",
     "_migrations",
 )
 #: Seconds to wait for the server before saying it cannot be reached.
