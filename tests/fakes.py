@@ -62,6 +62,7 @@ from core.ports.repositories import (
     SessionChanges,
     UserFilter,
 )
+from core.ports.unit_of_work import count_commit
 
 
 def _page(
@@ -576,6 +577,7 @@ class InMemoryUnitOfWork:
         self._db.store = copy.deepcopy(self._work)
         self._db.commits += 1
         self.committed = True
+        count_commit()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

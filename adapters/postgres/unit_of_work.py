@@ -46,6 +46,7 @@ from adapters.postgres.repositories import (
 )
 from core.domain.errors import QueryTimedOut, TransactionConflict, Unavailable
 from core.ports.idempotency import record_current_claim
+from core.ports.unit_of_work import count_commit
 
 if TYPE_CHECKING:
     from adapters.postgres.database import PostgresDatabase
@@ -271,6 +272,7 @@ class PostgresUnitOfWork:
             raise error from exc
         self._state = _State.COMMITTED
         self._db.committed()
+        count_commit()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -3,6 +3,7 @@ signing keys, the request-digest key, throttle counts; and the one schema in two
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -178,3 +179,42 @@ async def test_both_stores_have_the_same_tables_and_columns(
         await database.close()
     postgres_columns = {(row[0], row[1]) for row in rows if row[0] not in _POSTGRES_ONLY_TABLES}
     assert sqlite_columns - _SQLITE_ONLY == postgres_columns - _POSTGRES_ONLY
+
+
+async def test_a_deadlock_gives_one_unit_up_as_a_transaction_conflict_and_keeps_nothing_of_it(
+    two_instances: tuple[PostgresDatabase, PostgresDatabase], clock: FixedClock
+) -> None:
+    """Two write units lock two products in opposite orders: PostgreSQL finds the deadlock
+    (after its deadlock_timeout, 1 s by default) and gives one of them up."""
+    from tests.contract.builders import Make, store
+    from tests.fakes import SequentialIds
+
+    make = Make(SequentialIds(), clock)
+    first, second = make.product("A-1", stock=5), make.product("B-1", stock=5)
+    await store(two_instances[0], first, second)
+    locked = [asyncio.Event(), asyncio.Event()]
+
+    async def unit(n: int, db: PostgresDatabase, mine: str, theirs: str) -> None:
+        async with db() as uow:
+            product = await uow.products.get(mine)
+            assert product is not None
+            locked[n].set()
+            await locked[1 - n].wait()
+            other = await uow.products.get(theirs)  # waits for the other unit's lock
+            assert other is not None
+            product.adjust_stock(-1, at=clock.now())
+            other.adjust_stock(-1, at=clock.now())
+            await uow.products.update(product)
+            await uow.products.update(other)
+            await uow.commit()
+
+    outcomes = await asyncio.gather(
+        unit(0, two_instances[0], first.id, second.id),
+        unit(1, two_instances[1], second.id, first.id),
+        return_exceptions=True,
+    )
+
+    assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "TransactionConflict"]
+    async with two_instances[0](readonly=True) as uow:
+        stocks = [p.stock for p in await uow.products.get_many([first.id, second.id])]
+    assert stocks == [4, 4]  # the winner's changes, and nothing of the unit given up
