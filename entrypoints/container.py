@@ -71,6 +71,22 @@ def uses_postgres(settings: Settings) -> bool:
     return bool(settings["database"]["url"])
 
 
+def migrate_store(settings: Settings, data_dir: Path) -> tuple[str, int]:
+    """Apply pending migrations to the store the settings name: what it is (for the
+    operator, without credentials) and its schema version."""
+    if uses_postgres(settings):
+        import asyncio
+
+        from adapters.postgres import maintenance
+
+        url = settings["database"]["url"]
+        return maintenance.describe(url), asyncio.run(maintenance.migrate(url))
+    from adapters.sqlite.migrations import migrate
+
+    database = data_dir / DATABASE_FILE
+    return f"database {database}", migrate(database, busy_timeout_ms=settings["database"]["busy_timeout_ms"])
+
+
 def prepare_data_dir(directory: str) -> Iterator[Path]:
     """Create the data directory (0700) on first start and prove that it is writable."""
     path = Path(directory).expanduser().absolute()
