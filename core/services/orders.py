@@ -284,9 +284,12 @@ class OrderService:
         async with self._uow() as uow:
             due = await uow.orders.due_for_expiry(now, limit)
             by_id = {o.id: o for o in await uow.orders.get_many(due)}
-            await expire_orders(uow, self._ledger, [by_id[order_id] for order_id in due], now)
+            # Read again as this unit holds them: another server (one that read them due at
+            # the same time, and held them first) may have expired or had them paid meanwhile.
+            still_due = [by_id[order_id] for order_id in due if by_id[order_id].is_due_for_expiry(now)]
+            await expire_orders(uow, self._ledger, still_due, now)
             await uow.commit()
-        return due
+        return [order.id for order in still_due]
 
 
 def _check_items(items: Sequence[OrderItem]) -> None:
