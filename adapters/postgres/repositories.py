@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
@@ -284,6 +284,18 @@ def _product_version(row: Record) -> ProductVersion:
     return ProductVersion(row[0], row[1])
 
 
+def _cursor_time(text: str) -> datetime:
+    """A time from a cursor: only one this adapter wrote (UTC, within what the store keeps);
+    an edited one is InvalidCursor, never a database error."""
+    try:
+        at = parse_timestamp(text)
+    except ValueError:
+        raise InvalidCursor() from None
+    if at.tzinfo is None or at.utcoffset() != timedelta(0) or not 2 <= at.year <= 9998:
+        raise InvalidCursor()
+    return at
+
+
 def _sort_key(value: Any) -> Any:
     return format_timestamp(value) if isinstance(value, datetime) else value
 
@@ -385,7 +397,7 @@ class PostgresProductRepository(_Repository):
     async def get_many_by_sku(self, skus: Sequence[str]) -> builtins.list[Product]:
         if not skus:
             return []
-        rows = await self._session.fetch(self._lock(PRODUCT_GET_MANY_BY_SKU), list(skus))
+        rows = await self._session.fetch(PRODUCT_GET_MANY_BY_SKU, list(skus))  # a lookup: no lock (the port)
         return [self._remember(row) for row in rows]
 
     async def _list(
@@ -407,10 +419,7 @@ class PostgresProductRepository(_Repository):
             if key is not None:
                 values["sort_key"] = decoded[0]
                 if key == "p.created_at":
-                    try:
-                        values["sort_key"] = parse_timestamp(decoded[0])
-                    except ValueError:
-                        raise InvalidCursor() from None
+                    values["sort_key"] = _cursor_time(decoded[0])
         if filter.text is not None:
             match = tsquery(filter.text)
             if match is None:

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -56,6 +57,8 @@ class PostgresSigningKeys:
         self._clock = clock
         self._ring: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._next_lookup = -math.inf
+        self._lookups: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         """Load the keys (making the first one if the store has none) and keep them current."""
@@ -79,7 +82,11 @@ class PostgresSigningKeys:
         entries = []
         for kid, text in rows:
             try:
-                entries.append(parse_document(json.loads(text), kid))
+                entry = parse_document(json.loads(text), kid)
+                times = (entry.created_at, entry.retire_older_at or entry.created_at)
+                if any(at.tzinfo is None for at in times):
+                    raise ValueError("a time without its offset")
+                entries.append(entry)
             except Exception as error:  # one bad row must not take the others down
                 log.error("signing key %s in the store is corrupt (%s); it is ignored", kid, type(error).__name__)
         ring = build_ring(entries)
@@ -91,8 +98,12 @@ class PostgresSigningKeys:
             await asyncio.sleep(REFRESH_SECONDS)
             try:
                 await self.refresh()
-            except (Unavailable, OSError, asyncpg.PostgresError):
+            except (Unavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pass  # the store is away: keep the keys we have, try again next time
+            except Exception:
+                # Never let the loop die: an instance that stops refreshing would refuse the
+                # tokens of every key rotated after.
+                log.exception("signing keys: the refresh failed; keeping the keys in memory")
 
     # The hot path: memory only.
     def _current(self) -> Any:
@@ -110,6 +121,8 @@ class PostgresSigningKeys:
 
     def verification_key(self, kid: str) -> OKPKey | None:
         entry = self._current().by_kid.get(kid)
+        if entry is None:
+            self._look_again()
         if entry is None or (entry.retire_at is not None and self._clock.now().timestamp() > entry.retire_at):
             return None
         return entry.key
@@ -120,6 +133,26 @@ class PostgresSigningKeys:
 
     def public_jwks(self) -> dict[str, list[dict[str, Any]]]:
         return public_jwks(self._current(), self._clock.now().timestamp())
+
+    def _look_again(self) -> None:
+        """An unknown kid may be a key made a moment ago: read the keys again now (at most
+        once a second), rather than at the next refresh."""
+        now = time.monotonic()
+        if now < self._next_lookup or self._task is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not called from the server's loop: the background refresh will see it
+        self._next_lookup = now + REFRESH_SECONDS
+        lookup = loop.create_task(self.refresh(), name="tillbox-signing-keys-lookup")
+        self._lookups.add(lookup)
+        lookup.add_done_callback(self._looked)
+
+    def _looked(self, lookup: asyncio.Task[None]) -> None:
+        self._lookups.discard(lookup)
+        if not lookup.cancelled() and lookup.exception() is not None:
+            log.debug("signing keys: an early refresh failed", exc_info=lookup.exception())
 
     # Operations.
     async def rotate_now(self, access_token_ttl_seconds: int) -> str:

@@ -158,8 +158,13 @@ class OrderService:
         """The product of each item, in order; UnknownProduct names every line without one."""
         ids = [item.product_id for item in items if item.product_id is not None]
         skus = [item.sku for item in items if item.sku is not None]
-        by_id = {p.id: p for p in await uow.products.get_many(ids)} if ids else {}
-        by_sku = {p.sku: p for p in await uow.products.get_many_by_sku(skus)} if skus else {}
+        # Skus are looked up first, and then every product is read in one get_many: a store
+        # that locks what a write unit reads locks them in one batch, in one order, so that
+        # two orders naming the same products by id and by sku cannot deadlock.
+        sku_ids = {p.sku: p.id for p in await uow.products.get_many_by_sku(skus)} if skus else {}
+        wanted = list(dict.fromkeys([*ids, *sku_ids.values()]))
+        by_id = {p.id: p for p in await uow.products.get_many(wanted)} if wanted else {}
+        by_sku = {sku: by_id[product_id] for sku, product_id in sku_ids.items() if product_id in by_id}
         found: list[Product] = []
         unknown: list[dict[str, Any]] = []
         for index, item in enumerate(items):

@@ -205,6 +205,9 @@ def _wrap(op: Operation, checks: Checks) -> Callable[[web.Request], Awaitable[we
             value = request.headers.get(name)
             if value is not None:
                 check.check(value)
+        for name, value in request.rel_url.query.items():
+            if "\x00" in value:
+                raise ValidationFailed({name: "cannot contain a NUL character"})
         query = checks.query.parse(request.rel_url.query)
         body = await _parse_body(checks, request) if checks.body is not None else None
         key = request.headers.get(IDEMPOTENCY_KEY) if op.idempotent else None
@@ -332,7 +335,23 @@ async def _parse_body(checks: Checks, request: web.Request) -> Any:
         raise HttpError(400, "malformed_json", f"The body is not valid JSON: {e.msg}.") from None
     assert checks.body is not None
     checks.body.check(data)
+    if b"\\u0000" in raw:  # JSON can carry a NUL only escaped: look closer only then
+        _refuse_nul(data, "")
     return _integers(data)
+
+
+def _refuse_nul(value: Any, path: str) -> None:
+    """A NUL character in any text of a body is refused, naming its field: no text Tillbox
+    keeps may hold one (PostgreSQL's text cannot, and both stores answer alike)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValidationFailed({path or "body": "cannot contain a NUL character"})
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, path or "body")
+            _refuse_nul(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{path}[{index}]")
 
 
 def _integers(value: Any) -> Any:
