@@ -5,7 +5,10 @@ a write unit has read is locked until it ends, so two units that read, change an
 same product, order or payment run one after the other, on one instance or on several,
 and the second reads what the first committed. That is what stops an oversell: a unit
 placing an order locks the products it takes stock from (in id order, so that two such
-units cannot deadlock) and sees the stock the previous order left. Conditional updates
+units cannot deadlock) and sees the stock the previous order left. Likewise a unit locks
+an order before any of its payments or refunds, whichever it reads first (repositories.py,
+ORDER_LOCK), so that paying, refunding and settling the same order queue rather than
+deadlock. Conditional updates
 alone (``UPDATE ... WHERE version = $n``) would also never oversell, but the loser of each
 race would fail with ConcurrentUpdate where it could simply have waited its turn.
 
@@ -89,6 +92,7 @@ class PgSession:
     def __init__(self, unit: PostgresUnitOfWork, locking: bool):
         self._unit = unit
         self.locking = locking
+        self.locked_orders: set[str] = set()  # orders this unit has locked (it holds them to its end)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await self._unit.connection()
@@ -162,6 +166,7 @@ class PostgresUnitOfWork:
         self._state = _State.NEW
         self._conn: asyncpg.Connection | None = None
         self._holds_slow_slot = False
+        self._session: PgSession | None = None
         if slow:
             self._budget_ms = db.slow_read_budget_ms
         elif readonly:
@@ -249,7 +254,7 @@ class PostgresUnitOfWork:
             raise
         self._conn = conn
         self._state = _State.ACTIVE
-        session = PgSession(self, locking=not self._readonly)
+        session = self._session = PgSession(self, locking=not self._readonly)
         self.users = PostgresUserRepository(session)
         self.products = PostgresProductRepository(session)
         self.refresh_tokens = PostgresRefreshTokenRepository(session)
@@ -286,6 +291,8 @@ class PostgresUnitOfWork:
                 raise failure from exc
             raise error from exc
         self._state = _State.COMMITTED
+        if self._session is not None:
+            self._session.locked_orders.clear()  # released by the commit
         self._db.committed()
         count_commit()
 
