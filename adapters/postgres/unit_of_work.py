@@ -28,6 +28,7 @@ which nothing of the unit was kept and the whole use case may run again.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
     from adapters.postgres.database import PostgresDatabase
 
 
+log = logging.getLogger(__name__)
+
 #: The notification channel of commits (see database.py).
 CHANNEL = "tillbox_changes"
 
@@ -78,6 +81,23 @@ _CONNECTION_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+
+
+def _closed(conn: asyncpg.Connection) -> bool:
+    """Whether a pooled connection is closed. When its connection closes under it, asyncpg
+    gives it back to the pool by itself, and then refuses every call on it, this one too."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:  # "released back to the pool": closed, and no longer ours
+        return True
+
+
+def _terminate(conn: asyncpg.Connection) -> None:
+    """Close a pooled connection at once, unless asyncpg has already taken it back (closed)."""
+    try:
+        conn.terminate()
+    except asyncpg.InterfaceError:  # "released back to the pool": closed already
+        pass
 
 
 class PgSession:
@@ -194,9 +214,9 @@ class PostgresUnitOfWork:
         try:
             await conn.execute(self._begin)
         except BaseException as exc:
-            raise self.translate(exc) from exc
+            raise self.translate(exc, conn) from exc
 
-    def translate(self, exc: BaseException) -> BaseException:
+    def translate(self, exc: BaseException, conn: asyncpg.Connection | None = None) -> BaseException:
         """The domain's error for a PostgreSQL error (the same exception if it has none)."""
         if isinstance(exc, asyncpg.QueryCanceledError):
             if self._readonly:
@@ -209,6 +229,16 @@ class PostgresUnitOfWork:
         if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
             return TransactionConflict()
         if isinstance(exc, _CONNECTION_ERRORS):
+            return database_unavailable()
+        conn = conn if conn is not None else self._conn
+        if isinstance(exc, asyncpg.InternalClientError) or (
+            isinstance(exc, asyncpg.InterfaceError) and conn is not None and _closed(conn)
+        ):
+            # The connection broke under the statement: closed before it, or in a state asyncpg
+            # cannot go on from ("another operation is in progress": a server shutting down
+            # told an idle pooled connection so, an instant before closing it). It is not
+            # reused (see __aexit__ and _release).
+            log.warning("postgres connection unusable", extra={"fields": {"reason": str(exc)}})
             return database_unavailable()
         return exc
 
@@ -286,15 +316,15 @@ class PostgresUnitOfWork:
         conn, self._conn = self._conn, None
         try:
             if conn is not None:
-                if state is _State.ACTIVE and not conn.is_closed():
+                if state is _State.ACTIVE and not _closed(conn):
                     if not self._readonly:
                         self._db.stats.units_rolled_back += 1
                     try:
                         await conn.execute("ROLLBACK")
                     except _CONNECTION_ERRORS:
                         pass  # gone: the server rolled it back
-                    except asyncpg.PostgresError:
-                        conn.terminate()  # its state is not known: it is not reused
+                    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError):
+                        _terminate(conn)  # its state is not known: it is not reused
                 await self._release(conn)
         finally:
             self._release_slow_slot()
@@ -303,7 +333,12 @@ class PostgresUnitOfWork:
         try:
             await self._db.pool().release(conn)
         except Unavailable:
-            conn.terminate()  # the pool closed meanwhile
+            _terminate(conn)  # the pool closed meanwhile
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError):
+            # Resetting it for the next unit failed (asyncpg has terminated it, and its place
+            # in the pool is free again). What this unit did or failed to do stands, and its
+            # own error, if any, is the one to report.
+            _terminate(conn)
 
     def _release_slow_slot(self) -> None:
         if self._holds_slow_slot:
