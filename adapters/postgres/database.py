@@ -5,14 +5,22 @@ Each unit of work takes a connection from the pool for its whole length and runs
 transaction on it (see unit_of_work.py). Several instances on several hosts share the
 database; PostgreSQL orders their transactions, so nothing here coordinates them.
 
-The watch connection LISTENs on CHANNEL, on which every write unit NOTIFYs as it commits:
-a notification moves the change counter, so a page cached by one instance is re-read by
-every other within a few milliseconds of a change. It also asks for the schema version
-every WATCH_INTERVAL seconds: that is what /readyz reports, without a query of its own
-(``check_ready`` is synchronous and cheap). While the watch connection is lost, the store
-counts as not ready, the change counter moves on every call (nothing cached can be known
-current), and the connection is opened again with backoff, so service resumes by itself
-when the server is back.
+The watch connection LISTENs on CHANNEL. After a write unit commits, the announcer NOTIFYs
+there, on a pooled connection, in a transaction of its own: a notification moves every
+instance's change counter, so a page cached by one instance is re-read by every other
+within a few milliseconds of a change. Not inside the unit's transaction: PostgreSQL
+serializes the commits of every transaction that sent a NOTIFY, on the whole server, WAL
+flush included (a lock on the notification queue, held until the commit is durable), so
+every write of every instance would commit one after another. Commits that come while an
+announcement is on its way share the next one; its transaction commits asynchronously
+(synchronous_commit off: a notification lost in a crash costs nothing, every instance
+counts a change when it reconnects), so that it waits for no WAL flush with that lock held.
+
+The watch connection also asks for the schema version every WATCH_INTERVAL seconds: that
+is what /readyz reports, without a query of its own (``check_ready`` is synchronous and
+cheap). While the watch connection is lost, the store counts as not ready, the change
+counter moves on every call (nothing cached can be known current), and the connection is
+opened again with backoff, so service resumes by itself when the server is back.
 """
 
 from __future__ import annotations
@@ -40,12 +48,25 @@ WATCH_TIMEOUT = 2.0
 RECONNECT_MAX = 2.0
 
 
+#: The announcement of commits (see the module's docstring): one statement string, one round trip.
+ANNOUNCE = f"BEGIN; SET LOCAL synchronous_commit TO OFF; NOTIFY {CHANNEL}; COMMIT"
+
+
 @attrs.define
 class DatabaseStats:
     units_committed: int = 0
     units_rolled_back: int = 0
-    notifications: int = 0
+    notifications: int = 0  # heard, this instance's announcements included
+    announcements: int = 0  # sent
     watch_reconnects: int = 0
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool does to a connection given back, beyond rolling back a transaction left
+    open (asyncpg always does that): nothing. A unit of work changes no session state (SET
+    LOCAL only; no cursor, advisory lock or LISTEN on a pooled connection), and asyncpg's
+    reset query (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) would cost a round trip
+    per unit of work: a quarter of those of a GET /orders/{id}."""
 
 
 class PostgresDatabase:
@@ -75,6 +96,9 @@ class PostgresDatabase:
         self.stats = DatabaseStats()
         self._pool: asyncpg.Pool | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._announcer: asyncio.Task[None] | None = None
+        self._unannounced = asyncio.Event()  # commits of this process that no announcement has told of
+        self._announcing = False  # an announcement is on its way (cancelled by close: sent again)
         self._watching = asyncio.Event()
         self._ready_error: Unavailable | None = database_unavailable()
         self._schema_version = 0
@@ -110,10 +134,13 @@ class PostgresDatabase:
             # repositories use a few dozen constant strings.
             statement_cache_size=256,
             max_inactive_connection_lifetime=300,
+            reset=_keep_session,
         )
         self._closing = False
         self._ready_error = None
+        self._unannounced = asyncio.Event()
         self._watch_task = asyncio.create_task(self._watch(), name="tillbox-postgres-watch")
+        self._announcer = asyncio.create_task(self._announce(), name="tillbox-postgres-announcer")
         # The first notification may be missed until LISTEN is in place: wait for it.
         async with asyncio.timeout(self.connect_timeout_s):
             await self._watching.wait()
@@ -121,6 +148,15 @@ class PostgresDatabase:
     async def close(self) -> None:
         if self._pool is None:
             return
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcer
+            self._announcer = None
+        if self._unannounced.is_set() or self._announcing:  # the last commits: the others hear of them too
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await self._send_announcement(self._pool)
         self._closing = True
         if self._watch_task is not None:
             self._watch_task.cancel()
@@ -155,9 +191,31 @@ class PostgresDatabase:
         return self._changes
 
     def committed(self) -> None:
-        """A unit of this process committed (called by the unit of work)."""
+        """A unit of this process committed (called by the unit of work): it counts here at
+        once, and the announcer tells the other instances."""
         self._changes += 1
         self.stats.units_committed += 1
+        self._unannounced.set()
+
+    async def _announce(self) -> None:
+        while True:
+            await self._unannounced.wait()
+            self._unannounced.clear()  # commits from here on wait for the next announcement
+            try:
+                await self._send_announcement(self.pool())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server is away: the units fail too; try again shortly
+                self._unannounced.set()
+                log.debug("postgres announcement failed", extra={"fields": {"reason": _reason(exc)}})
+                await asyncio.sleep(0.1)
+
+    async def _send_announcement(self, pool: asyncpg.Pool) -> None:
+        self._announcing = True  # until it is sent: one cancelled or failed is sent again
+        async with pool.acquire(timeout=self.connect_timeout_s) as conn:
+            await conn.execute(ANNOUNCE)
+        self._announcing = False
+        self.stats.announcements += 1
 
     def _notified(self, *_: Any) -> None:
         self._changes += 1

@@ -665,10 +665,11 @@ _ORDER_FIELDS = (
     + ", (SELECT coalesce(json_agg(json_build_array(l.line_no, l.product_id, l.sku, l.name, l.unit_price,"
     " l.quantity) ORDER BY l.line_no), '[]')::text FROM order_lines AS l WHERE l.order_id = o.id)"
 )
-ORDER_INSERT = f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-ORDER_LINE_INSERT = (
-    "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, unit_price, quantity)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+# An order and its lines in one statement, one round trip: the lines come as column arrays.
+ORDER_INSERT = (
+    f"WITH o AS (INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12))"
+    " INSERT INTO order_lines (order_id, line_no, product_id, sku, name, unit_price, quantity)"
+    " SELECT $1, * FROM unnest($13::integer[], $14::text[], $15::text[], $16::text[], $17::bigint[], $18::integer[])"
 )
 ORDER_INSERT_MANY = (
     f"INSERT INTO orders ({_ORDER_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],"
@@ -736,8 +737,8 @@ def _line_rows(order: Order) -> builtins.list[tuple[Any, ...]]:
 
 class PostgresOrderRepository(_Repository):
     async def add(self, order: Order) -> None:
-        await self._session.execute(ORDER_INSERT, *_order_row(order))
-        await self._session.executemany(ORDER_LINE_INSERT, _line_rows(order))
+        lines = [row[1:] for row in _line_rows(order)]  # without the order's id: $1 already
+        await self._session.execute(ORDER_INSERT, *_order_row(order), *_columns(lines, 6))
 
     async def add_many(self, orders: Sequence[Order]) -> None:
         if not orders:

@@ -249,7 +249,7 @@ class PostgresUnitOfWork:
 
     async def commit(self) -> None:
         """Returns once PostgreSQL has committed (durable by the server's own settings:
-        synchronous_commit, replication). Every instance listening hears of it."""
+        synchronous_commit, replication). Every instance hears of it (see database.py)."""
         if self._readonly:
             raise RuntimeError("commit() in a read-only unit of work")
         if self._state is _State.COMMITTED:
@@ -259,8 +259,7 @@ class PostgresUnitOfWork:
         # leaving the block rolls this unit back whole).
         await record_current_claim(self.idempotency, self._db.clock.now())
         try:
-            # The notification is delivered when (and only if) the transaction commits.
-            await conn.execute(f"NOTIFY {CHANNEL}; COMMIT")
+            await conn.execute("COMMIT")
         except BaseException as exc:
             self._state = _State.FINISHED
             error = self.translate(exc)
