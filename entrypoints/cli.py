@@ -91,20 +91,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> None:
-    from adapters.sqlite.migrations import migrate
-    from entrypoints.container import DATABASE_FILE, prepare_data_dir
+    from entrypoints.container import migrate_store
 
     settings = _settings(args)
-    if uses_postgres(settings):
-        from adapters.postgres import maintenance
-
-        url = settings["database"]["url"]
-        version = asyncio.run(maintenance.migrate(url))
-        print(f"{maintenance.describe(url)} is at schema version {version}")
-        return
-    data_dir = next(prepare_data_dir(settings["data"]["dir"]))
-    version = migrate(data_dir / DATABASE_FILE)
-    print(f"database {data_dir / DATABASE_FILE} is at schema version {version}")
+    described, version = migrate_store(settings, _data_dir(settings))
+    print(f"{described} is at schema version {version}")
 
 
 #: Products per import and orders per import: one unit of work each, large enough that

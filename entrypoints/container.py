@@ -12,7 +12,7 @@ from typing import TypeVar, cast
 
 from dependency_injector import containers, providers
 
-from adapters.auth.digest import HmacDigest
+from adapters.auth.digest import KEY_BYTES, HmacDigest
 from adapters.auth.keys import SigningKeys
 from adapters.auth.opaque import Sha256OpaqueTokens
 from adapters.auth.passwords import Argon2PasswordHasher
@@ -23,6 +23,7 @@ from adapters.clock import SystemClock
 from adapters.ids import UlidIds
 from adapters.payments.unconfigured import UnconfiguredPaymentGateway
 from adapters.postgres import PostgresDatabase
+from adapters.postgres.shared import PostgresSigningKeys, PostgresThrottle, load_secret
 from adapters.sqlite.database import SqliteDatabase
 from core.ports.clock import Clock
 from core.ports.payments import PaymentGateway
@@ -68,6 +69,22 @@ def require_supported_store(settings: Settings) -> None:
 
 def uses_postgres(settings: Settings) -> bool:
     return bool(settings["database"]["url"])
+
+
+def migrate_store(settings: Settings, data_dir: Path) -> tuple[str, int]:
+    """Apply pending migrations to the store the settings name: what it is (for the
+    operator, without credentials) and its schema version."""
+    if uses_postgres(settings):
+        import asyncio
+
+        from adapters.postgres import maintenance
+
+        url = settings["database"]["url"]
+        return maintenance.describe(url), asyncio.run(maintenance.migrate(url))
+    from adapters.sqlite.migrations import migrate
+
+    database = data_dir / DATABASE_FILE
+    return f"database {database}", migrate(database, busy_timeout_ms=settings["database"]["busy_timeout_ms"])
 
 
 def prepare_data_dir(directory: str) -> Iterator[Path]:
@@ -142,7 +159,14 @@ def start_hasher(
         hasher.close()
 
 
-def open_throttle(data_dir: Path, clock: SystemClock) -> Iterator[DiskcacheThrottle]:
+async def open_throttle(
+    database: UnitOfWorkFactory, data_dir: Path, clock: SystemClock
+) -> AsyncIterator[DiskcacheThrottle | PostgresThrottle]:
+    """Counted by every instance in the PostgreSQL store; by every process of the machine in
+    the data directory's diskcache otherwise."""
+    if isinstance(database, PostgresDatabase):
+        yield PostgresThrottle(database, clock=clock)
+        return
     throttle = DiskcacheThrottle(data_dir / "cache" / "throttle", clock=clock)
     try:
         yield throttle
@@ -150,13 +174,33 @@ def open_throttle(data_dir: Path, clock: SystemClock) -> Iterator[DiskcacheThrot
         throttle.close()
 
 
-def open_request_digests(directory: Path) -> Iterator[HmacDigest]:
+async def open_request_digests(database: UnitOfWorkFactory, directory: Path) -> AsyncIterator[HmacDigest]:
+    """Keyed by the store's secret on PostgreSQL (every instance digests alike), by the keys
+    directory's file otherwise."""
+    if isinstance(database, PostgresDatabase):
+        yield HmacDigest(directory, key=await load_secret(database, "request-digest", KEY_BYTES))
+        return
     digests = HmacDigest(directory)
     try:
         digests.load()
     except (OSError, ValueError) as e:
         raise DataDirError(str(e)) from None
     yield digests
+
+
+async def open_signing_keys(
+    database: UnitOfWorkFactory, directory: Path, clock: SystemClock
+) -> AsyncIterator[SigningKeys | PostgresSigningKeys]:
+    """In the PostgreSQL store, shared by every instance; in the keys directory otherwise."""
+    if isinstance(database, PostgresDatabase):
+        keys = PostgresSigningKeys(database, clock=clock)
+        await keys.open()
+        try:
+            yield keys
+        finally:
+            await keys.close()
+        return
+    yield SigningKeys(directory, clock=clock)
 
 
 async def open_payment_gateway(
@@ -230,8 +274,8 @@ class Container(containers.DeclarativeContainer):
         verify_queue_limit=config.auth.verify_queue_limit,
     )
     keys_dir = providers.Callable(Path.joinpath, data_dir, "keys")
-    signing_keys = providers.Singleton(SigningKeys, directory=keys_dir, clock=clock)
-    request_digests = providers.Resource(open_request_digests, directory=keys_dir)
+    signing_keys = providers.Resource(open_signing_keys, database=database, directory=keys_dir, clock=clock)
+    request_digests = providers.Resource(open_request_digests, database=database, directory=keys_dir)
     skeletons = providers.Singleton(Uts39Skeletons)
     access_tokens = providers.Singleton(
         JwtAccessTokens,
@@ -242,7 +286,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
     )
     opaque_tokens = providers.Singleton(Sha256OpaqueTokens)
-    throttle = providers.Resource(open_throttle, data_dir=data_dir, clock=clock)
+    throttle = providers.Resource(open_throttle, database=database, data_dir=data_dir, clock=clock)
 
     auth_settings = providers.Singleton(
         AuthSettings,

@@ -28,12 +28,11 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from adapters.sqlite.migrations import migrate
 from core.domain.pagination import PageRequest
 from core.domain.users import Actor, Role, UserStatus
 from core.ports.repositories import UserFilter
 from core.services.auth import ListUsers
-from entrypoints.container import DATABASE_FILE, build_container, prepare_data_dir
+from entrypoints.container import build_container, migrate_store, prepare_data_dir
 from entrypoints.datadir import serving
 from entrypoints.http.app import create_app
 from entrypoints.http.connections import listening
@@ -75,7 +74,7 @@ def serve(settings: Settings) -> None:
         else:
             # Once, before the workers start: each would otherwise wait for the first to finish
             # (a large store's migration takes seconds), or all race for the lock at once.
-            migrate(data_dir / DATABASE_FILE, busy_timeout_ms=settings["database"]["busy_timeout_ms"])
+            migrate_store(settings, data_dir)
             _supervise(settings, workers)
 
 

@@ -62,6 +62,7 @@ from core.ports.repositories import (
     SessionChanges,
     UserFilter,
 )
+from core.ports.unit_of_work import count_commit
 
 
 def _page(
@@ -592,6 +593,7 @@ class InMemoryUnitOfWork:
         self._db.store = copy.deepcopy(self._work)
         self._db.commits += 1
         self.committed = True
+        count_commit()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -676,7 +678,7 @@ class FakeAccessTokens:
         self._issued[token] = AccessClaims(user_id=user_id, role=role, session_id=session_id, expires_at=expires_at)
         return AccessToken(token=token, expires_in=self._ttl)
 
-    def rotate_signing_key(self) -> str:
+    async def rotate_signing_key(self) -> str:
         self.rotations += 1
         return f"kid-{self.rotations}"
 

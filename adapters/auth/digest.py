@@ -1,4 +1,5 @@
-"""HMAC-SHA256 under the server's own secret key, kept beside the signing keys."""
+"""HMAC-SHA256 under the server's own secret key, kept beside the signing keys (or, on
+PostgreSQL, in the store: adapters/postgres/shared.py:load_secret)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import secrets
 from adapters.auth.keys import exclusive_lock, write_atomically
 
 KEY_FILE = "request-digest.key"
-_KEY_BYTES = 32
+KEY_BYTES = 32
 
 
 class HmacDigest:
@@ -20,9 +21,10 @@ class HmacDigest:
     machine without the keys directory) only makes stored digests unmatchable: the
     Idempotency-Keys recorded in the last day then answer 422 for their repeats."""
 
-    def __init__(self, directory: pathlib.Path):
+    def __init__(self, directory: pathlib.Path, *, key: bytes | None = None):
+        """``key``: the key itself (where the store keeps it), instead of the directory's file."""
         self._dir = pathlib.Path(directory)
-        self._key: bytes | None = None
+        self._key: bytes | None = key
 
     def digest(self, data: bytes) -> str:
         return hmac.new(self.load(), data, "sha256").hexdigest()
@@ -37,12 +39,12 @@ class HmacDigest:
             if not path.exists():
                 with exclusive_lock(self._dir):
                     if not path.exists():  # another process may have made it meanwhile
-                        write_atomically(path, secrets.token_bytes(_KEY_BYTES))
+                        write_atomically(path, secrets.token_bytes(KEY_BYTES))
             key = path.read_bytes()
             mode = os.stat(path).st_mode & 0o777
             if os.name == "posix" and mode & ~0o600:
                 raise ValueError(f"key file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})")
-            if len(key) != _KEY_BYTES:
-                raise ValueError(f"key file {path} is corrupt (it must hold {_KEY_BYTES} bytes)")
+            if len(key) != KEY_BYTES:
+                raise ValueError(f"key file {path} is corrupt (it must hold {KEY_BYTES} bytes)")
             self._key = key
         return self._key

@@ -62,6 +62,80 @@ class _Ring:
     signing: _Entry
 
 
+def parse_document(data: dict[str, Any], where: object) -> _Entry:
+    """A key document (the layout above) as a ring entry; raises on anything else."""
+    key = OKPKey.import_key(data["jwk"])
+    if not key.is_private or key.curve_name != "Ed25519":
+        raise ValueError("not a private Ed25519 key")
+    kid = key.thumbprint()
+    if data["kid"] != kid or (isinstance(where, pathlib.Path) and where.stem != kid):
+        raise ValueError("its kid differs from the key's thumbprint or from the file name")
+    retire_older_at = data["retire_older_at"]
+    return _Entry(
+        kid=kid,
+        key=key,
+        created_at=parse_timestamp(data["created_at"]),
+        retire_older_at=parse_timestamp(retire_older_at) if retire_older_at is not None else None,
+        retire_at=None,
+        path=where if isinstance(where, pathlib.Path) else pathlib.Path(kid),
+    )
+
+
+def build_ring(entries: list[_Entry]) -> _Ring | None:
+    """The ring of these keys: the newest signs; each verifies until the earliest
+    ``retire_older_at`` of the keys made after it. None without keys."""
+    if not entries:
+        return None
+    entries = sorted(entries, key=lambda e: (e.created_at, e.kid))
+    retire_at: float | None = None
+    ring: dict[str, _Entry] = {}
+    for entry in reversed(entries):
+        ring[entry.kid] = attrs.evolve(entry, retire_at=retire_at)
+        if entry.retire_older_at is not None:
+            at = entry.retire_older_at.timestamp()
+            retire_at = at if retire_at is None else min(retire_at, at)
+    return _Ring(by_kid=ring, signing=ring[entries[-1].kid])
+
+
+def new_document(
+    existing: _Ring | None, created_at: datetime, *, retire_older_at: datetime | None
+) -> tuple[str, dict[str, Any]]:
+    """A new key's kid and document, created at ``created_at`` (or just after the newest
+    existing key: strictly newer than every one, so "the newest signs" is never a tie)."""
+    key = OKPKey.generate_key("Ed25519", private=True)
+    kid = key.thumbprint()
+    if existing is not None:
+        newest = max(e.created_at for e in existing.by_kid.values())
+        created_at = max(created_at, newest + timedelta(microseconds=1))
+    jwk = {**key.as_dict(private=True), "kid": kid, "use": "sig", "alg": ALGORITHM}
+    document = {
+        "kid": kid,
+        "created_at": format_timestamp(created_at),
+        "retire_older_at": format_timestamp(retire_older_at) if retire_older_at is not None else None,
+        "jwk": jwk,
+    }
+    return kid, document
+
+
+def public_jwks(ring: _Ring, now: float) -> dict[str, list[dict[str, Any]]]:
+    """The public keys of a ring that verify tokens at ``now`` (unix seconds), newest first."""
+    entries = sorted(ring.by_kid.values(), key=lambda e: e.created_at, reverse=True)
+    return {
+        "keys": [
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": e.key.as_dict(private=False)["x"],
+                "kid": e.kid,
+                "use": "sig",
+                "alg": ALGORITHM,
+            }
+            for e in entries
+            if e.retire_at is None or now <= e.retire_at
+        ]
+    }
+
+
 class SigningKeys:
     """The key ring. Cheap on the hot path: a verification is a dict lookup, plus an
     ``os.stat`` of the directory at most every ``recheck_seconds`` to notice another
@@ -136,18 +210,7 @@ class SigningKeys:
         # "Racy" mtime (as git calls it): a change in the same timestamp tick as this read would
         # not change the mtime again, so trust an mtime only once it is clearly in the past.
         self._seen_mtime_ns = mtime_ns if time.time_ns() - mtime_ns > 2_000_000_000 else None
-        if not entries:
-            return None
-        entries.sort(key=lambda e: (e.created_at, e.kid))
-        # A key stops verifying at the earliest retire_older_at of the keys made after it.
-        retire_at: float | None = None
-        ring: dict[str, _Entry] = {}
-        for entry in reversed(entries):
-            ring[entry.kid] = attrs.evolve(entry, retire_at=retire_at)
-            if entry.retire_older_at is not None:
-                at = entry.retire_older_at.timestamp()
-                retire_at = at if retire_at is None else min(retire_at, at)
-        return _Ring(by_kid=ring, signing=ring[entries[-1].kid])
+        return build_ring(entries)
 
     @staticmethod
     def _read_file(path: pathlib.Path) -> _Entry | None:
@@ -161,22 +224,7 @@ class SigningKeys:
         if os.name == "posix" and mode & ~0o600:
             raise ValueError(f"signing key file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})")
         try:
-            data = json.loads(text)
-            key = OKPKey.import_key(data["jwk"])
-            if not key.is_private or key.curve_name != "Ed25519":
-                raise ValueError("not a private Ed25519 key")
-            kid = key.thumbprint()
-            if data["kid"] != kid or path.stem != kid:
-                raise ValueError("its kid differs from the key's thumbprint or from the file name")
-            retire_older_at = data["retire_older_at"]
-            return _Entry(
-                kid=kid,
-                key=key,
-                created_at=parse_timestamp(data["created_at"]),
-                retire_older_at=parse_timestamp(retire_older_at) if retire_older_at is not None else None,
-                retire_at=None,
-                path=path,
-            )
+            return parse_document(json.loads(text), path)
         except Exception as error:
             # Any parse failure, whatever raised it; the key material is never in the message.
             raise ValueError(f"signing key file {path} is corrupt ({type(error).__name__}: {error})") from None
@@ -208,23 +256,7 @@ class SigningKeys:
 
     def public_jwks(self) -> dict[str, list[dict[str, Any]]]:
         """The public keys that verify tokens now, for a JWKS endpoint."""
-        now = self._clock.now().timestamp()
-        ring = self._current()
-        entries = sorted(ring.by_kid.values(), key=lambda e: e.created_at, reverse=True)
-        return {
-            "keys": [
-                {
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "x": e.key.as_dict(private=False)["x"],
-                    "kid": e.kid,
-                    "use": "sig",
-                    "alg": ALGORITHM,
-                }
-                for e in entries
-                if e.retire_at is None or now <= e.retire_at
-            ]
-        }
+        return public_jwks(self._current(), self._clock.now().timestamp())
 
     # Operations.
     def rotate(self, access_token_ttl_seconds: int) -> str:
@@ -243,6 +275,11 @@ class SigningKeys:
                 self._ring = self._read()
             self._next_recheck = time.monotonic() + self._recheck_seconds
             return kid
+
+    async def rotate_now(self, access_token_ttl_seconds: int) -> str:
+        """``rotate`` for callers that may hold either ring (KeyRing): a file is written in
+        milliseconds, so here on the caller's thread."""
+        return self.rotate(access_token_ttl_seconds)
 
     def prune(self) -> list[str]:
         """Delete the files of retired keys; returns their kids. The signing key is never retired."""
@@ -280,20 +317,7 @@ class SigningKeys:
         return exclusive_lock(self._dir)
 
     def _write_new_key(self, existing: _Ring | None, *, retire_older_at: datetime | None) -> str:
-        key = OKPKey.generate_key("Ed25519", private=True)
-        kid = key.thumbprint()
-        created_at = self._clock.now()
-        if existing is not None:
-            # Strictly newer than every existing key, so "the newest signs" is never a tie.
-            newest = max(e.created_at for e in existing.by_kid.values())
-            created_at = max(created_at, newest + timedelta(microseconds=1))
-        jwk = {**key.as_dict(private=True), "kid": kid, "use": "sig", "alg": ALGORITHM}
-        document = {
-            "kid": kid,
-            "created_at": format_timestamp(created_at),
-            "retire_older_at": format_timestamp(retire_older_at) if retire_older_at is not None else None,
-            "jwk": jwk,
-        }
+        kid, document = new_document(existing, self._clock.now(), retire_older_at=retire_older_at)
         write_atomically(self._dir / f"{kid}.json", json.dumps(document, indent=2).encode())
         return kid
 

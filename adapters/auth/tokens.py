@@ -1,10 +1,11 @@
-"""JWT access tokens (RFC 9068 style), signed with the Ed25519 keys of ``SigningKeys``."""
+"""JWT access tokens (RFC 9068 style), signed with the Ed25519 keys of a KeyRing: the
+data directory's files (SigningKeys) or the PostgreSQL store's (PostgresSigningKeys)."""
 
 from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, JoseError, UnsupportedAlgorithmError
@@ -12,7 +13,7 @@ from joserfc.jwa import JWSAlgModel
 from joserfc.jws import JWSRegistry
 from joserfc.util import json_b64decode
 
-from adapters.auth.keys import ALGORITHM, SigningKeys
+from adapters.auth.keys import ALGORITHM
 from core.domain.errors import TokenInvalid
 from core.domain.users import Role
 from core.ports.clock import Clock
@@ -36,6 +37,21 @@ class _EdDSAOnly(JWSRegistry):
         return self.algorithms[name]
 
 
+class KeyRing(Protocol):
+    """What tokens are signed and verified with. The lookups are synchronous and cheap (the
+    path of every request); rotation may do I/O."""
+
+    def signing_key(self) -> tuple[str, Any]: ...
+
+    def verification_key(self, kid: str) -> Any | None: ...
+
+    def is_active(self, kid: str, now: float) -> bool: ...
+
+    def public_jwks(self) -> dict[str, list[dict[str, Any]]]: ...
+
+    async def rotate_now(self, access_token_ttl_seconds: int) -> str: ...
+
+
 class JwtAccessTokens:
     """Issues and verifies access tokens.
 
@@ -47,7 +63,7 @@ class JwtAccessTokens:
 
     def __init__(
         self,
-        keys: SigningKeys,
+        keys: KeyRing,
         *,
         issuer: str,
         audience: str,
@@ -96,8 +112,8 @@ class JwtAccessTokens:
         token = jwt.encode(header, claims, key, registry=self._registry, default_type=None)
         return AccessToken(token=token, expires_in=self._ttl)
 
-    def rotate_signing_key(self) -> str:
-        return self._keys.rotate(self._ttl)
+    async def rotate_signing_key(self) -> str:
+        return await self._keys.rotate_now(self._ttl)
 
     def verify(self, token: str) -> AccessClaims:
         cached = self._cache.get(token)

@@ -36,8 +36,9 @@ _TABLES = (
     "idempotency_keys",
     "products",
     "users",
+    "signing_keys",
     "store_secrets",
-    "throttle_counts",
+    "throttle_uses",
     "_migrations",
 )
 #: Seconds to wait for the server before saying it cannot be reached.
@@ -47,9 +48,12 @@ _FUNCTIONS = ("audit_log_append_only()", "refunds_within_captured()", "tillbox_n
 
 def describe(url: str) -> str:
     """The database a URL names, for the operator, without credentials."""
-    parsed = URL(url)
-    host = parsed.host or "localhost"
-    port = f":{parsed.port}" if parsed.explicit_port else ""
+    try:
+        parsed = URL(url)
+        host = parsed.host or "localhost"
+        port = f":{parsed.port}" if parsed.explicit_port else ""
+    except ValueError:  # several hosts, or something yarl cannot read: say nothing of it
+        return "PostgreSQL database named by database.url"
     return f"PostgreSQL database {parsed.path.lstrip('/') or parsed.user or 'postgres'!r} on {host}{port}"
 
 
@@ -100,13 +104,18 @@ def _tool(name: str, instead: str) -> str:
 
 
 def _environment(url: str) -> tuple[str, dict[str, str]]:
-    """The URL without its password, and the environment that passes the password instead
-    (a command line is visible to every user of the machine)."""
-    parsed = URL(url)
+    """The URL without its password (in the user part or as a ``password`` parameter), and
+    the environment that passes the password instead: a command line is visible to every
+    user of the machine."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        raise BackupError("database.url cannot be read as one URL; run pg_dump or pg_restore yourself") from None
     env = dict(os.environ)
-    if parsed.password is not None:
-        env["PGPASSWORD"] = parsed.password
-        parsed = parsed.with_password(None)
+    password = parsed.password if parsed.password is not None else parsed.query.get("password")
+    if password is not None:
+        env["PGPASSWORD"] = password
+        parsed = parsed.with_password(None).without_query_params("password")
     return str(parsed), env
 
 
@@ -125,6 +134,8 @@ def backup(url: str, target: pathlib.Path, *, overwrite: bool = False) -> Backup
     done = subprocess.run(
         [pg_dump, "--format=custom", "--no-owner", f"--file={partial}", f"--dbname={safe_url}"],
         env=env,
+        # The dump holds the signing keys and every account: readable by its owner only.
+        umask=0o077,
         capture_output=True,
         text=True,
         check=False,
@@ -165,7 +176,10 @@ def restore(source: pathlib.Path, url: str) -> BackupInfo:
         raise BackupError(f"pg_restore failed (nothing was changed): {_last_line(done.stderr)}")
     version = asyncio.run(schema_version(url))
     if version > LATEST_VERSION:
-        raise BackupError(f"the backup's schema version {version} is newer than this Tillbox knows")
+        raise BackupError(
+            f"restored a backup at schema version {version}, newer than this Tillbox knows ({LATEST_VERSION}):"
+            " run the Tillbox that made it"
+        )
     return BackupInfo(path=source, size_bytes=source.stat().st_size, schema_version=version)
 
 

@@ -274,6 +274,27 @@ CREATE INDEX products_created_at_id ON products (created_at, id);
 CREATE INDEX products_active_created_at_id ON products (active, created_at, id);
 """
 
+# What several instances must share, kept in the store (see adapters/postgres/shared.py).
+_SHARED_STATE = """
+CREATE TABLE signing_keys (
+    kid text COLLATE "C" PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    document text NOT NULL
+);
+CREATE TABLE store_secrets (
+    name text COLLATE "C" PRIMARY KEY,
+    value bytea NOT NULL
+);
+CREATE TABLE throttle_uses (
+    key text COLLATE "C" NOT NULL,
+    at double precision NOT NULL,
+    ticket text NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE INDEX throttle_uses_key_at ON throttle_uses (key, at);
+CREATE INDEX throttle_uses_expires ON throttle_uses (expires);
+"""
+
 _SQL = (
     _INITIAL,
     _PRODUCT_LIST_COVERING,
@@ -283,6 +304,7 @@ _SQL = (
     _SESSIONS_SKELETONS,
     _OUTBOX_PURGE,
     _PRODUCT_SORTS,
+    _SHARED_STATE,
 )
 
 MIGRATIONS: tuple[Migration, ...] = tuple(

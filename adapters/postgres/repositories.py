@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
@@ -60,6 +60,17 @@ class _Repository:
         if not self._session.locking:
             return sql
         return f"{sql} FOR UPDATE{f' OF {of}' if of else ''}"
+
+    async def _lock_order_first(self, sql: str, key: str) -> None:
+        """In a write unit, lock the order that ``sql`` names by ``key`` (a payment's or a
+        refund's) before the payment or refund itself is read and locked: see ORDER_LOCK."""
+        if self._session.locking:
+            await self._session.fetch(sql, key)
+
+    async def _lock_order(self, order_id: str) -> None:
+        if self._session.locking and order_id not in self._session.locked_orders:
+            await self._session.fetch(ORDER_LOCK, order_id)
+            self._session.locked_orders.add(order_id)
 
 
 def _page(
@@ -298,6 +309,18 @@ def _product_version(row: Record) -> ProductVersion:
     return ProductVersion(row[0], row[1])
 
 
+def _cursor_time(text: str) -> datetime:
+    """A time from a cursor: only one this adapter wrote (UTC, within what the store keeps);
+    an edited one is InvalidCursor, never a database error."""
+    try:
+        at = parse_timestamp(text)
+    except ValueError:
+        raise InvalidCursor() from None
+    if at.tzinfo is None or at.utcoffset() != timedelta(0) or not 2 <= at.year <= 9998:
+        raise InvalidCursor()
+    return at
+
+
 def _sort_key(value: Any) -> Any:
     return format_timestamp(value) if isinstance(value, datetime) else value
 
@@ -430,7 +453,7 @@ class PostgresProductRepository(_Repository):
     async def get_many_by_sku(self, skus: Sequence[str]) -> builtins.list[Product]:
         if not skus:
             return []
-        rows = await self._session.fetch(self._lock(PRODUCT_GET_MANY_BY_SKU), list(skus))
+        rows = await self._session.fetch(PRODUCT_GET_MANY_BY_SKU, list(skus))  # a lookup: no lock (the port)
         return [self._remember(row) for row in rows]
 
     async def _list(
@@ -452,10 +475,7 @@ class PostgresProductRepository(_Repository):
             if key is not None:
                 values["sort_key"] = decoded[0]
                 if key == "p.created_at":
-                    try:
-                        values["sort_key"] = parse_timestamp(decoded[0])
-                    except ValueError:
-                        raise InvalidCursor() from None
+                    values["sort_key"] = _cursor_time(decoded[0])
         if filter.text is not None:
             match = tsquery(filter.text)
             if match is None:
@@ -686,6 +706,17 @@ ORDER_UPDATE = (
     "UPDATE orders SET status = $1, amount_paid = $2, amount_refunded = $3, updated_at = $4, expires_at = $5,"
     " version = version + 1 WHERE id = $6 AND version = $7"
 )
+# Payments and refunds belong to an order. A write unit locks the order before it reads
+# (and locks) any payment or refund of it, whichever it reaches first: a unit that reads
+# an order and then its payments (paying, refunding, cancelling) and one that reads a
+# payment or a refund and then its order (settling a card payment, a refund, a webhook)
+# then take their locks in one order, and queue instead of deadlocking.
+ORDER_LOCK = "SELECT 1 FROM orders WHERE id = $1 FOR UPDATE"
+ORDER_LOCK_OF_PAYMENT = "SELECT 1 FROM orders WHERE id = (SELECT order_id FROM payments WHERE id = $1) FOR UPDATE"
+ORDER_LOCK_OF_PAYMENT_REFERENCE = (
+    "SELECT 1 FROM orders WHERE id = (SELECT order_id FROM payments WHERE provider_reference = $1) FOR UPDATE"
+)
+ORDER_LOCK_OF_REFUND = "SELECT 1 FROM orders WHERE id = (SELECT order_id FROM refunds WHERE id = $1) FOR UPDATE"
 ORDER_DUE_FOR_EXPIRY = (
     "SELECT id FROM orders WHERE status = 'pending_payment' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
 )
@@ -749,12 +780,19 @@ class PostgresOrderRepository(_Repository):
 
     async def get(self, order_id: str) -> Order | None:
         row = await self._session.fetchrow(self._lock(ORDER_GET, "o"), order_id)
-        return None if row is None else _order(row)
+        if row is None:
+            return None
+        if self._session.locking:
+            self._session.locked_orders.add(row[0])
+        return _order(row)
 
     async def get_many(self, order_ids: Sequence[str]) -> builtins.list[Order]:
         if not order_ids:
             return []
-        return [_order(row) for row in await self._session.fetch(self._lock(ORDER_GET_MANY, "o"), list(order_ids))]
+        orders = [_order(row) for row in await self._session.fetch(self._lock(ORDER_GET_MANY, "o"), list(order_ids))]
+        if self._session.locking:
+            self._session.locked_orders.update(order.id for order in orders)
+        return orders
 
     async def update(self, order: Order) -> None:
         changed = await self._session.execute(
@@ -896,14 +934,17 @@ class PostgresPaymentRepository(_Repository):
                 raise ProviderReferenceTaken(payment.provider_reference or "")
 
     async def get(self, payment_id: str) -> Payment | None:
+        await self._lock_order_first(ORDER_LOCK_OF_PAYMENT, payment_id)
         row = await self._session.fetchrow(self._lock(PAYMENT_GET), payment_id)
         return None if row is None else self._remember(row)
 
     async def get_by_provider_reference(self, reference: str) -> Payment | None:
+        await self._lock_order_first(ORDER_LOCK_OF_PAYMENT_REFERENCE, reference)
         row = await self._session.fetchrow(self._lock(PAYMENT_GET_BY_PROVIDER_REFERENCE), reference)
         return None if row is None else self._remember(row)
 
     async def list_for_order(self, order_id: str) -> builtins.list[Payment]:
+        await self._lock_order(order_id)
         return [self._remember(row) for row in await self._session.fetch(self._lock(PAYMENT_LIST_FOR_ORDER), order_id)]
 
     async def update(self, payment: Payment) -> None:
@@ -999,13 +1040,16 @@ class PostgresRefundRepository(_Repository):
             await self._session.execute(REFUND_INSERT_MANY, *_columns([_refund_row(r) for r in refunds], 12))
 
     async def get(self, refund_id: str) -> Refund | None:
+        await self._lock_order_first(ORDER_LOCK_OF_REFUND, refund_id)
         row = await self._session.fetchrow(self._lock(REFUND_GET), refund_id)
         return None if row is None else _refund(row)
 
     async def list_for_order(self, order_id: str) -> builtins.list[Refund]:
+        await self._lock_order(order_id)
         return [_refund(row) for row in await self._session.fetch(self._lock(REFUND_LIST_FOR_ORDER), order_id)]
 
     async def list_for_payment(self, payment_id: str) -> builtins.list[Refund]:
+        await self._lock_order_first(ORDER_LOCK_OF_PAYMENT, payment_id)
         return [_refund(row) for row in await self._session.fetch(self._lock(REFUND_LIST_FOR_PAYMENT), payment_id)]
 
     async def list_unsent(self, created_after: datetime, created_before: datetime, limit: int) -> builtins.list[Refund]:

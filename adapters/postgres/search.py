@@ -31,15 +31,22 @@ def _tokenizer() -> sqlite3.Connection:
     return conn
 
 
+#: PostgreSQL's longest lexeme, in bytes. A longer "word" (a run of 683 CJK characters has
+#: no separator in it) is left out of the vector: it would be refused whole, and no one
+#: searches for a prefix that long.
+MAX_LEXEME_BYTES = 2047
+
+
 def words(*texts: str) -> list[str]:
     """The distinct words FTS5 indexes for these texts (lower-cased, diacritics removed)."""
     conn = _tokenizer()
     conn.execute("BEGIN")
     try:
         conn.executemany("INSERT INTO words (text) VALUES (?)", [(text,) for text in texts])
-        return [row[0] for row in conn.execute("SELECT DISTINCT term FROM vocabulary")]
+        terms = [row[0] for row in conn.execute("SELECT DISTINCT term FROM vocabulary")]
     finally:
         conn.execute("ROLLBACK")  # the table stays empty between calls
+    return [term for term in terms if len(term.encode()) <= MAX_LEXEME_BYTES]
 
 
 def tsquery(text: str) -> str | None:

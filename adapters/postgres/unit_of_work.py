@@ -5,7 +5,10 @@ a write unit has read is locked until it ends, so two units that read, change an
 same product, order or payment run one after the other, on one instance or on several,
 and the second reads what the first committed. That is what stops an oversell: a unit
 placing an order locks the products it takes stock from (in id order, so that two such
-units cannot deadlock) and sees the stock the previous order left. Conditional updates
+units cannot deadlock) and sees the stock the previous order left. Likewise a unit locks
+an order before any of its payments or refunds, whichever it reads first (repositories.py,
+ORDER_LOCK), so that paying, refunding and settling the same order queue rather than
+deadlock. Conditional updates
 alone (``UPDATE ... WHERE version = $n``) would also never oversell, but the loser of each
 race would fail with ConcurrentUpdate where it could simply have waited its turn.
 
@@ -44,15 +47,12 @@ from adapters.postgres.repositories import (
     PostgresRevokedSessions,
     PostgresUserRepository,
 )
-from core.domain.errors import QueryTimedOut, TransactionConflict, Unavailable
+from core.domain.errors import QueryTimedOut, TransactionConflict, Unavailable, ValidationFailed
 from core.ports.idempotency import record_current_claim
+from core.ports.unit_of_work import count_commit
 
 if TYPE_CHECKING:
     from adapters.postgres.database import PostgresDatabase
-
-
-#: The notification channel of commits (see database.py).
-CHANNEL = "tillbox_changes"
 
 
 class _State(enum.Enum):
@@ -77,6 +77,13 @@ _CONNECTION_ERRORS = (
 )
 
 
+def _is_gone(exc: asyncpg.InterfaceError) -> bool:
+    """An InterfaceError that says the connection went away (the server ended it, and asyncpg
+    gave it back to the pool), not one that says a statement was used wrongly."""
+    text = str(exc)
+    return "released back to the pool" in text or "connection is closed" in text or "closed in the middle" in text
+
+
 class PgSession:
     """What a repository needs from its unit of work: statements run on the unit's connection,
     within its transaction, with PostgreSQL's errors translated for the domain. ``locking``
@@ -85,6 +92,7 @@ class PgSession:
     def __init__(self, unit: PostgresUnitOfWork, locking: bool):
         self._unit = unit
         self.locking = locking
+        self.locked_orders: set[str] = set()  # orders this unit has locked (it holds them to its end)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await self._unit.connection()
@@ -158,6 +166,7 @@ class PostgresUnitOfWork:
         self._state = _State.NEW
         self._conn: asyncpg.Connection | None = None
         self._holds_slow_slot = False
+        self._session: PgSession | None = None
         if slow:
             self._budget_ms = db.slow_read_budget_ms
         elif readonly:
@@ -193,6 +202,18 @@ class PostgresUnitOfWork:
 
     def translate(self, exc: BaseException) -> BaseException:
         """The domain's error for a PostgreSQL error (the same exception if it has none)."""
+        if isinstance(exc, asyncpg.TooManyConnectionsError | asyncpg.InsufficientResourcesError):
+            return Unavailable(
+                "The database has no connection to spare; try again.", code="database_busy", retry_after=1
+            )
+        if (isinstance(exc, asyncpg.InterfaceError) and _is_gone(exc)) or isinstance(exc, asyncpg.InternalClientError):
+            # InternalClientError: asyncpg's protocol met a connection in a state it cannot go
+            # on from, which is what a connection the server is ending looks like mid-statement.
+            return database_unavailable()
+        if isinstance(exc, asyncpg.CharacterNotInRepertoireError | asyncpg.UntranslatableCharacterError):
+            # The entry points refuse NUL characters in what they are sent; this is the last
+            # line, for a text that came another way.
+            return ValidationFailed({"text": "cannot contain a NUL character"})
         if isinstance(exc, asyncpg.QueryCanceledError):
             if self._readonly:
                 return QueryTimedOut(self._budget_ms)
@@ -233,7 +254,7 @@ class PostgresUnitOfWork:
             raise
         self._conn = conn
         self._state = _State.ACTIVE
-        session = PgSession(self, locking=not self._readonly)
+        session = self._session = PgSession(self, locking=not self._readonly)
         self.users = PostgresUserRepository(session)
         self.products = PostgresProductRepository(session)
         self.refresh_tokens = PostgresRefreshTokenRepository(session)
@@ -249,7 +270,8 @@ class PostgresUnitOfWork:
 
     async def commit(self) -> None:
         """Returns once PostgreSQL has committed (durable by the server's own settings:
-        synchronous_commit, replication). Every instance hears of it (see database.py)."""
+        synchronous_commit, replication). The database announces it to the other instances
+        right after (PostgresDatabase.committed)."""
         if self._readonly:
             raise RuntimeError("commit() in a read-only unit of work")
         if self._state is _State.COMMITTED:
@@ -269,7 +291,10 @@ class PostgresUnitOfWork:
                 raise failure from exc
             raise error from exc
         self._state = _State.COMMITTED
+        if self._session is not None:
+            self._session.locked_orders.clear()  # released by the commit
         self._db.committed()
+        count_commit()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -277,27 +302,41 @@ class PostgresUnitOfWork:
         state, self._state = self._state, _State.FINISHED
         conn, self._conn = self._conn, None
         try:
-            if conn is not None:
-                if state is _State.ACTIVE and not conn.is_closed():
-                    if not self._readonly:
-                        self._db.stats.units_rolled_back += 1
-                    try:
-                        await conn.execute("ROLLBACK")
-                    except _CONNECTION_ERRORS:
-                        pass  # gone: the server rolled it back
-                    except asyncpg.PostgresError:
-                        conn.terminate()  # its state is not known: it is not reused
-                await self._release(conn)
+            if conn is not None and state is _State.ACTIVE:
+                if not self._readonly:
+                    self._db.stats.units_rolled_back += 1
+                try:
+                    await conn.execute("ROLLBACK")
+                except BaseException:
+                    # Gone (the server rolled it back), refused, or cancelled meanwhile: its
+                    # state is not known, so it is not reused, and a cancellation goes on.
+                    _terminate(conn)
+                    raise
+        except (*_CONNECTION_ERRORS, asyncpg.InterfaceError, asyncpg.PostgresError):
+            pass  # the transaction is gone with the connection: nothing more to undo
         finally:
-            self._release_slow_slot()
+            try:
+                if conn is not None:
+                    await self._release(conn)
+            finally:
+                self._release_slow_slot()
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         try:
             await self._db.pool().release(conn)
         except Unavailable:
-            conn.terminate()  # the pool closed meanwhile
+            _terminate(conn)  # the pool closed meanwhile
+        except asyncpg.InterfaceError:
+            pass  # asyncpg already took it back (the server ended it)
 
     def _release_slow_slot(self) -> None:
         if self._holds_slow_slot:
             self._holds_slow_slot = False
             self._db._slow_units.release()
+
+
+def _terminate(conn: asyncpg.Connection) -> None:
+    try:
+        conn.terminate()
+    except asyncpg.InterfaceError:
+        pass  # asyncpg already took it back

@@ -28,6 +28,7 @@ from adapters.sqlite.repositories import (
 )
 from adapters.sqlite.session import LoopSession, Session, ThreadSession
 from core.ports.idempotency import record_current_claim
+from core.ports.unit_of_work import count_commit
 
 if TYPE_CHECKING:
     from adapters.sqlite.database import SqliteDatabase, _Reader, _SlowReader
@@ -141,6 +142,7 @@ class SqliteUnitOfWork:
         conn.execute("RELEASE uow")
         self._state = _State.COMMITTED
         await self._db._commit_unit()
+        count_commit()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

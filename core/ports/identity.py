@@ -49,7 +49,7 @@ class AccessTokenIssuer(Protocol):
         """The claims of a valid token; raises TokenInvalid for anything else
         (expired, wrong signature, wrong algorithm, wrong issuer or audience)."""
 
-    def rotate_signing_key(self) -> str:
+    async def rotate_signing_key(self) -> str:
         """Start signing with a new key and return its id; tokens signed with the old key
         keep verifying until they expire."""
 

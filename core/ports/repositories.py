@@ -140,7 +140,9 @@ class ProductRepository(Protocol):
         """The products that exist among these ids, in no particular order."""
 
     async def get_many_by_sku(self, skus: Sequence[str]) -> builtins.list[Product]:
-        """The products that exist among these skus (exact), in no particular order."""
+        """The products that exist among these skus (exact), in no particular order. A lookup:
+        unlike ``get_many``, it does not make the rows the write unit's own (a use case that
+        changes them reads them with ``get_many``)."""
 
 
 class RefreshTokenRepository(Protocol):

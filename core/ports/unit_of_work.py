@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -18,6 +19,17 @@ from core.ports.repositories import (
     RevokedSessions,
     UserRepository,
 )
+
+#: How many units of work have committed in the current context (an entry point's request,
+#: and the use cases it runs): every store's ``commit()`` adds one when it returns. An entry
+#: point that runs a use case again after a TransactionConflict does so only while this has
+#: not moved: nothing of that use case was kept, so running it again is running it once.
+commits_in_context: ContextVar[int] = ContextVar("commits_in_context", default=0)
+
+
+def count_commit() -> None:
+    """What a store's ``commit()`` calls once the unit is committed."""
+    commits_in_context.set(commits_in_context.get() + 1)
 
 
 class UnitOfWork(Protocol):
@@ -64,7 +76,7 @@ class UnitOfWork(Protocol):
     def idempotency(self) -> IdempotencyRepository: ...
 
     async def commit(self) -> None:
-        """Durable when it returns. If an idempotency claim is current (see
+        """Durable when it returns (and counted in ``commits_in_context``). If an idempotency claim is current (see
         core/ports/idempotency.py) and not yet recorded, it is recorded in this same
         transaction; if another request recorded the same key first, raises
         IdempotencyKeyTaken and nothing of this unit of work is kept."""

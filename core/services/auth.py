@@ -460,7 +460,7 @@ class AuthService:
     async def rotate_signing_key(self, actor: Actor) -> str:
         """A new key signs access tokens from now on; the old one verifies until its tokens expire."""
         actor = await as_admin(self._uow, actor)
-        kid = self._access_tokens.rotate_signing_key()
+        kid = await self._access_tokens.rotate_signing_key()
         async with self._uow() as uow:
             await self._auditor.record(uow, actor, "keys.rotated", "signing_key", kid)
             await uow.commit()

@@ -300,8 +300,13 @@ class OrderService:
         """The product of each item, in order; UnknownProduct names every line without one."""
         ids = [item.product_id for item in items if item.product_id is not None]
         skus = [item.sku for item in items if item.sku is not None]
-        by_id = {p.id: p for p in await uow.products.get_many(ids)} if ids else {}
-        by_sku = {p.sku: p for p in await uow.products.get_many_by_sku(skus)} if skus else {}
+        # Skus are looked up first, and then every product is read in one get_many: a store
+        # that locks what a write unit reads locks them in one batch, in one order, so that
+        # two orders naming the same products by id and by sku cannot deadlock.
+        sku_ids = {p.sku: p.id for p in await uow.products.get_many_by_sku(skus)} if skus else {}
+        wanted = list(dict.fromkeys([*ids, *sku_ids.values()]))
+        by_id = {p.id: p for p in await uow.products.get_many(wanted)} if wanted else {}
+        by_sku = {sku: by_id[product_id] for sku, product_id in sku_ids.items() if product_id in by_id}
         found: list[Product] = []
         unknown: list[dict[str, Any]] = []
         for index, item in enumerate(items):
@@ -426,9 +431,12 @@ class OrderService:
         async with self._uow() as uow:
             due = await uow.orders.due_for_expiry(now, limit)
             by_id = {o.id: o for o in await uow.orders.get_many(due)}
-            await expire_orders(uow, self._ledger, [by_id[order_id] for order_id in due], now)
+            # Read again as this unit holds them: another server (one that read them due at
+            # the same time, and held them first) may have expired or had them paid meanwhile.
+            still_due = [by_id[order_id] for order_id in due if by_id[order_id].is_due_for_expiry(now)]
+            await expire_orders(uow, self._ledger, still_due, now)
             await uow.commit()
-        return due
+        return [order.id for order in still_due]
 
 
 def _check_past(index: int, past: PastOrder, now: datetime, expiry: timedelta) -> None:

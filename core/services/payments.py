@@ -9,7 +9,7 @@ transaction, with an idempotency key (our payment's or refund's id) saved before
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -324,11 +324,35 @@ class PaymentService:
         sent = 0
         operator = Actor.operator()
         for order_id in dict.fromkeys(r.order_id for r in unsent):
-            try:
-                sent += len(await self.retry_pending_refunds(operator, order_id))
-            except Unavailable:
-                break
+            claimed = await self._claim_unsent_refunds(order_id, now, settled_after)
+            refunds, errors = await self._ledger.execute_refunds(claimed, operator)
+            if any(isinstance(e, Unavailable) for e in errors):
+                break  # the provider is still away: the next round tries again
+            sent += len(refunds)
         return sent
+
+    async def _claim_unsent_refunds(
+        self, order_id: str, now: datetime, settled_after: timedelta
+    ) -> list[ReservedRefund]:
+        """The order's unsent card refunds that no one has tried within ``settled_after``,
+        touched (updated_at: now) in one write unit: of several servers sweeping at once, one
+        claims each refund and sends it; the others find it touched and leave it."""
+        async with self._uow() as uow:
+            payments = {p.id: p for p in await uow.payments.list_for_order(order_id)}
+            claimed = []
+            for refund in await uow.refunds.list_for_order(order_id):
+                reference = payments[refund.payment_id].provider_reference
+                if (
+                    refund.status is RefundStatus.PENDING
+                    and refund.provider_reference is None
+                    and reference is not None
+                    and refund.updated_at <= now - settled_after
+                ):
+                    refund.updated_at = now  # the claim: tried now
+                    await uow.refunds.update(refund)
+                    claimed.append(ReservedRefund(refund, reference))
+            await uow.commit()
+        return claimed
 
     # The provider's notifications.
     async def handle_provider_event(self, event: ProviderEvent) -> bool:

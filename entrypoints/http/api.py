@@ -7,7 +7,10 @@ that the same declarations describe. Handlers receive already-validated input.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import itertools
+import random
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -17,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from adapters.serialization import to_json
-from core.domain.errors import AuthenticationRequired, DomainError, Unavailable, ValidationFailed
+from core.domain.errors import AuthenticationRequired, DomainError, TransactionConflict, Unavailable, ValidationFailed
 from core.domain.errors import Invalid as DomainInvalid
 from core.domain.users import Actor
 from core.ports.idempotency import (
@@ -27,6 +30,7 @@ from core.ports.idempotency import (
     StoredRequest,
     current_claim,
 )
+from core.ports.unit_of_work import commits_in_context
 from entrypoints.http.keys import ACTOR, CLIENT_ADDRESS, IDEMPOTENCY, REQUEST_ID
 from entrypoints.http.middlewares import HttpError, error_response
 from entrypoints.http.schemas import ID, PATH_IDS, Schema, specialize
@@ -201,15 +205,38 @@ def _wrap(op: Operation, checks: Checks) -> Callable[[web.Request], Awaitable[we
             value = request.headers.get(name)
             if value is not None:
                 check.check(value)
+        for name, value in request.rel_url.query.items():
+            if "\x00" in value:
+                raise ValidationFailed({name: "cannot contain a NUL character"})
         query = checks.query.parse(request.rel_url.query)
         body = await _parse_body(checks, request) if checks.body is not None else None
         key = request.headers.get(IDEMPOTENCY_KEY) if op.idempotent else None
         if key is None:
-            return await op.handler(request, Input(actor=actor, body=body, query=query))
+            return await _run(op, request, Input(actor=actor, body=body, query=query))
         return await _idempotently(op, request, Input(actor=actor, body=body, query=query), key)
 
     handle.__name__ = op.operation_id
     return handle
+
+
+#: How many times a use case given up by the store for a conflict (TransactionConflict: a
+#: deadlock, a serialization failure) runs again before the client hears of it.
+TRANSACTION_RETRIES = 3
+
+
+async def _run(op: Operation, request: web.Request, i: Input) -> web.StreamResponse:
+    """The operation's handler, run again (at most TRANSACTION_RETRIES times) when the store
+    gave its transaction up for a conflict before anything of it was kept."""
+    for attempt in itertools.count():
+        committed = commits_in_context.get()
+        try:
+            return await op.handler(request, i)
+        except TransactionConflict:
+            if attempt == TRANSACTION_RETRIES or commits_in_context.get() != committed:
+                raise
+            # The other transaction usually needs a moment longer: a short, jittered pause.
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not security
+    raise AssertionError("unreachable")
 
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -233,7 +260,7 @@ async def _idempotently(op: Operation, request: web.Request, i: Input, key: str)
     token = current_claim.set(claim)
     try:
         try:
-            response = await op.handler(request, i)
+            response = await _run(op, request, i)
         except IdempotencyKeyTaken:
             # Another request with this key committed first; ours was rolled back whole.
             stored = await service.lookup(scope, key)
@@ -308,7 +335,23 @@ async def _parse_body(checks: Checks, request: web.Request) -> Any:
         raise HttpError(400, "malformed_json", f"The body is not valid JSON: {e.msg}.") from None
     assert checks.body is not None
     checks.body.check(data)
+    if b"\\u0000" in raw:  # JSON can carry a NUL only escaped: look closer only then
+        _refuse_nul(data, "")
     return _integers(data)
+
+
+def _refuse_nul(value: Any, path: str) -> None:
+    """A NUL character in any text of a body is refused, naming its field: no text Tillbox
+    keeps may hold one (PostgreSQL's text cannot, and both stores answer alike)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValidationFailed({path or "body": "cannot contain a NUL character"})
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, path or "body")
+            _refuse_nul(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{path}[{index}]")
 
 
 def _integers(value: Any) -> Any:

@@ -261,6 +261,14 @@ class GuardedRequestHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if not data:
+            # aiohttp's resume_reading(): its parser, paused while the handler had not read
+            # the body yet, parses what it kept back of the last chunk. Nothing new has
+            # arrived, so there is nothing to count; dropped, the rest of the body would
+            # wait for bytes the client has already sent, until the body timeout.
+            if not self._refused:
+                self._receive(data)
+            return
         limit = self._guard.max_header_bytes
         while data and not self._refused:
             if self._body is not None or self._upgraded or self._force_close or self._close:

@@ -417,6 +417,68 @@ class Smoke:
             self.fail("database", f"expected one paid order and its payment, found {orders} and {payments}")
         self.ok("PRAGMA integrity_check: ok", "the product, both accounts, the paid order and its payment are on disk")
 
+    def postgres(self) -> None:
+        """The same binary on PostgreSQL (asyncpg's native modules bundled): migrate, an admin,
+        a server, an order, and the rows in the database; its own database, dropped after.
+        Skipped, saying so, where no server answers, unless TILLBOX_REQUIRE_POSTGRES is set."""
+        server_url = os.environ.get("TILLBOX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+        name = f"tillbox_smoke_{os.getpid()}"
+        base = server_url.rsplit("/", 1)[0]
+        created = subprocess.run(
+            ["psql", "-X", "-q", "-d", server_url, "-c", f'CREATE DATABASE "{name}"'],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if created.returncode != 0:
+            if os.environ.get("TILLBOX_REQUIRE_POSTGRES"):
+                self.fail("postgres", f"cannot create a database at {server_url}: {created.stderr.strip()}")
+            print(f"skip  postgres: no PostgreSQL server at {server_url} ({created.stderr.strip()})", flush=True)
+            return
+        url = f"{base}/{name}"
+        sqlite_env, self.env = self.env, {**self.env, "TILLBOX_DATABASE_URL": url}
+        pg_dir = self.workdir / "postgres"
+        pg_dir.mkdir()
+        try:
+            out = self.run("db migrate (postgres)", "db", "migrate", cwd=pg_dir).strip()
+            if not out.endswith("is at schema version 9") or "PostgreSQL database" not in out:
+                self.fail("db migrate (postgres)", f"unexpected output {out!r}")
+            self.ok("tillbox db migrate on PostgreSQL", out)
+            args = ("users", "create", "--email", ADMIN, "--role", "admin", "--password-stdin")
+            self.run("users create (postgres)", *args, stdin=PASSWORD + "\n", cwd=pg_dir)
+            with (self.workdir / "server.stdout").open("wb") as stdout:
+                try:
+                    self.server = Server(
+                        pg_dir, command=[str(self.binary)], env=self.env, stdout=stdout, ready_timeout=READY_TIMEOUT
+                    )
+                except ServerFailed as e:
+                    self.fail("tillbox serve (postgres)", str(e))
+            self.port = self.server.port
+            self.ok("tillbox serve on PostgreSQL: /readyz 200", f"after {self.server.ready_seconds:.2f} s")
+            credentials = {"email": ADMIN, "password": PASSWORD}
+            admin = self.expect("login (postgres)", "POST", "/api/v1/auth/login", 200, credentials)["access_token"]
+            new = {"sku": "SMOKE-PG", "name": "Smoke test jug", "price": 500, "stock": 3}
+            product = self.expect("create product (postgres)", "POST", "/api/v1/products", 201, new, admin)
+            items = {"items": [{"product_id": product["id"], "quantity": 2}]}
+            order = self.expect("place order (postgres)", "POST", "/api/v1/orders", 201, items, admin)
+            self.stop_server()
+            rows = subprocess.run(
+                ["psql", "-X", "-At", "-d", url, "-c", "SELECT o.id, p.stock FROM orders o, products p"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            if rows != [f"{order['id']}|1"]:
+                self.fail("postgres", f"expected the order and a stock of 1 in the database, found {rows}")
+            self.ok("an order placed on PostgreSQL is in the database", f"{order['id']}, stock 3 -> 1")
+        finally:
+            self.env = sqlite_env
+            subprocess.run(
+                ["psql", "-X", "-q", "-d", server_url, "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+                capture_output=True,
+                check=False,
+            )
+
     def unpacked_cleaned(self) -> None:
         left = [p.name for p in self.unpack_dir.iterdir()]
         if left:
@@ -449,6 +511,7 @@ def main() -> int:
             smoke.workers()
             smoke.stop_server()
             smoke.database()
+            smoke.postgres()
             smoke.unpacked_cleaned()
         finally:
             smoke.kill_server()

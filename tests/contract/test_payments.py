@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from core.domain.errors import ConcurrentUpdate, ProviderReferenceTaken
 from core.domain.money import Money
 from core.domain.orders import Order, OrderStatus
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
-from core.ports.unit_of_work import UnitOfWorkFactory
+from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from tests.contract.builders import Make, store
 from tests.fakes import FixedClock
 
@@ -216,6 +218,69 @@ async def test_refund_update_persists_the_outcome_with_a_version_check(
         provider_reference="re_1",
         version=2,
     )
+
+
+async def test_units_that_reach_an_order_and_its_payments_from_either_side_all_land(
+    uow_factory: UnitOfWorkFactory, make: Make, order: Order
+) -> None:
+    """Paying, refunding and cancelling read an order, then its payments and refunds;
+    settling a card payment, a refund or a webhook reads the payment or the refund first,
+    then its order. Run together, they all land, one after the other: none is lost, and
+    none fails on the store's locks (on PostgreSQL, a deadlock)."""
+    payment = make.payment(order, provider_reference="pi_1")
+    await store(uow_factory, payment)
+    refund = make.refund(payment, 600)
+    await store(uow_factory, refund)
+
+    async def save(uow: UnitOfWork, *changed: Order | Payment | Refund) -> None:
+        for thing in changed:
+            if isinstance(thing, Order):
+                await uow.orders.update(thing)  # a lost update would be a ConcurrentUpdate here
+            elif isinstance(thing, Payment):
+                await uow.payments.update(thing)
+            else:
+                await uow.refunds.update(thing)
+        await uow.commit()
+
+    async def order_first() -> None:
+        async with uow_factory() as uow:
+            got = await uow.orders.get(order.id)
+            await asyncio.sleep(0)  # let the others run, and reach for what this one holds
+            [paid] = await uow.payments.list_for_order(order.id)
+            [refunded] = await uow.refunds.list_for_order(order.id)
+            assert got is not None
+            await save(uow, refunded, paid, got)
+
+    async def payment_first() -> None:
+        async with uow_factory() as uow:
+            paid = await uow.payments.get_by_provider_reference("pi_1")
+            await asyncio.sleep(0)
+            assert paid is not None
+            [refunded] = await uow.refunds.list_for_payment(paid.id)
+            got = await uow.orders.get(paid.order_id)
+            assert got is not None
+            await save(uow, got, paid, refunded)
+
+    async def refund_first() -> None:
+        async with uow_factory() as uow:
+            refunded = await uow.refunds.get(refund.id)
+            await asyncio.sleep(0)
+            assert refunded is not None
+            got = await uow.orders.get(refunded.order_id)
+            paid = await uow.payments.get(refunded.payment_id)
+            assert got is not None and paid is not None
+            await save(uow, got, refunded, paid)
+
+    await asyncio.gather(*(side() for _ in range(10) for side in (order_first, payment_first, refund_first)))
+
+    async with uow_factory(readonly=True) as uow:
+        got, paid, refunded = (
+            await uow.orders.get(order.id),
+            await uow.payments.get(payment.id),
+            await uow.refunds.get(refund.id),
+        )
+    assert got is not None and paid is not None and refunded is not None
+    assert (got.version, paid.version, refunded.version) == (order.version + 30, 31, 31)
 
 
 async def _refund(uow_factory: UnitOfWorkFactory, refund_id: str) -> Refund | None:

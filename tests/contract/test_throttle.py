@@ -1,18 +1,22 @@
-"""The Throttle contract: the in-memory fake and the diskcache adapter behave alike."""
+"""The Throttle contract: the in-memory fake, the diskcache adapter and the PostgreSQL one
+behave alike."""
 
 from __future__ import annotations
 
 import asyncio
 import pathlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from adapters.cache.throttle import DiskcacheThrottle
+from adapters.postgres import PostgresDatabase
+from adapters.postgres.shared import PostgresThrottle
 from core.domain.errors import Throttled
 from core.ports.identity import Throttle, ThrottleBudget, ThrottleTicket
 from tests.fakes import FixedClock, InMemoryThrottle
+from tests.postgres import truncate_all
 
 WINDOW = 900
 ALICE = ThrottleBudget("login:account:alice@example.com", 5, WINDOW)
@@ -26,14 +30,25 @@ def clock() -> FixedClock:
     return FixedClock()
 
 
-@pytest.fixture(params=["in_memory", "diskcache"])
-def throttle(request: pytest.FixtureRequest, clock: FixedClock, tmp_path: pathlib.Path) -> Iterator[Throttle]:
+@pytest.fixture(params=["in_memory", "diskcache", "postgres"])
+async def throttle(
+    request: pytest.FixtureRequest, clock: FixedClock, tmp_path: pathlib.Path
+) -> AsyncIterator[Throttle]:
     if request.param == "in_memory":
         yield InMemoryThrottle(clock)
-    else:
+    elif request.param == "diskcache":
         adapter = DiskcacheThrottle(tmp_path / "cache", clock=clock)
         yield adapter
         adapter.close()
+    else:
+        url = request.getfixturevalue("postgres_url")
+        await truncate_all(url)
+        database = PostgresDatabase(url, clock=clock, pool_min=1, pool_max=10)
+        await database.open()
+        try:
+            yield PostgresThrottle(database, clock=clock)
+        finally:
+            await database.close()
 
 
 async def take(throttle: Throttle, *budgets: ThrottleBudget, times: int = 1) -> list[ThrottleTicket]:

@@ -1,6 +1,7 @@
 """Crash test: kill -9 the server while clients place orders and record manual payments.
 
     .venv/bin/python -m tests.crash.crash --cycles 20
+    .venv/bin/python -m tests.crash.crash --cycles 10 --database-url postgresql://postgres@127.0.0.1/crash
 
 Each cycle starts `tillbox serve` (tests/harness.py), lets clients place orders and record
 manual payments (every request with an Idempotency-Key), kills the server with SIGKILL at a
@@ -11,31 +12,44 @@ same key. At the end:
 - for every product, stock + quantities reserved by live orders = the starting stock;
 - no payment was applied twice: each order's amount_paid is the sum of its succeeded
   payments, never above its total, and every acknowledged payment exists exactly once;
-- PRAGMA integrity_check is ok.
-tests/e2e/test_crash.py runs it with 20 cycles in `make test`.
+- nothing was done twice: every order and payment in the store is one a client was told
+  about, or the effect of a retry answered "in flight" (applied, but killed before the
+  answer was kept for its key: core/ports/idempotency.py), one for one;
+- every order has its lines (none was half-written);
+- on SQLite, PRAGMA integrity_check is ok.
+The store is SQLite in the work directory, or the (empty) PostgreSQL database named by
+``--database-url``. tests/e2e/test_crash.py runs it in `make test` on both.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sqlite3
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from tests.harness import Server, environment, run_tillbox, until_async
 
 PASSWORD = "crash test passphrase 42"
 PRODUCTS = 8
 STOCK = 100_000
-ENV = environment({"TILLBOX_SERVER_ACCESS_LOG": "false"})
+
+
+def server_environment(database_url: str = "") -> dict[str, str]:
+    settings = {"TILLBOX_SERVER_ACCESS_LOG": "false"}
+    if database_url:
+        settings["TILLBOX_DATABASE_URL"] = database_url
+    return environment(settings)
 
 
 @dataclass
@@ -46,18 +60,23 @@ class Ledger:
     payments: dict[str, tuple[str, int]] = field(default_factory=dict)  # payment id -> (order id, amount)
     pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # unanswered: (key, path, body)
     answered: int = 0  # requests that got an answer, whatever it was
+    # Retries answered "in flight": applied, but the server was killed before it kept the
+    # answer for the key (core/ports/idempotency.py). Their orders' lines; their payments'
+    # (order id, amount).
+    stuck_orders: list[list[tuple[str, int]]] = field(default_factory=list)
+    stuck_payments: list[tuple[str, int]] = field(default_factory=list)
 
 
-def tillbox(*args: str, cwd: Path, stdin: str | None = None) -> str:
-    result = run_tillbox(*args, cwd=cwd, stdin=stdin, env=ENV)
+def tillbox(*args: str, cwd: Path, env: Mapping[str, str], stdin: str | None = None) -> str:
+    result = run_tillbox(*args, cwd=cwd, stdin=stdin, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"tillbox {' '.join(args)} failed: {result.stderr}")
     return result.stdout
 
 
-async def start_server(workdir: Path) -> Server:
+async def start_server(workdir: Path, env: Mapping[str, str]) -> Server:
     # In a thread: the clients' event loop keeps running while the server starts.
-    return await asyncio.to_thread(Server, workdir, env=ENV)
+    return await asyncio.to_thread(Server, workdir, env=env)
 
 
 async def _post(
@@ -126,42 +145,97 @@ async def retry_pending(session: aiohttp.ClientSession, base: str, ledger: Ledge
         status, answer = await _post(session, base + path, tagged["_as"], key, body)
         if status >= 500:
             raise RuntimeError(f"retry of {path} answered {status}: {answer}")
+        if status == 409 and answer["error"]["code"] == "idempotency_key_in_flight":
+            if path == "/api/v1/orders":
+                ledger.stuck_orders.append(sorted((i["product_id"], i["quantity"]) for i in body["items"]))
+            else:
+                ledger.stuck_payments.append((path.split("/")[-2], body["amount"]))
         await _record(ledger, path, status, answer)
         ledger.pending.remove((key, path, tagged))
 
 
-def verify(database: Path, ledger: Ledger, products: list[str]) -> list[str]:
+Query = Callable[..., Awaitable[list[tuple[Any, ...]]]]
+
+
+@contextlib.asynccontextmanager
+async def reading(database: Path | str) -> AsyncIterator[Query]:
+    """Queries (SQL with ``?`` placeholders) on the store: a SQLite file, or a PostgreSQL URL."""
+    if isinstance(database, Path):
+        with contextlib.closing(sqlite3.connect(database)) as db:
+
+            async def on_sqlite(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+                return db.execute(sql, params).fetchall()
+
+            yield on_sqlite
+        return
+    conn = await asyncpg.connect(database, timeout=10)
+    try:
+
+        async def on_postgres(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+            parts = sql.split("?")
+            numbered = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1))
+            return [tuple(row) for row in await conn.fetch(numbered, *params)]
+
+        yield on_postgres
+    finally:
+        await conn.close()
+
+
+async def verify(database: Path | str, ledger: Ledger, products: list[str]) -> list[str]:
     problems: list[str] = []
-    with sqlite3.connect(database) as db:
-        if db.execute("PRAGMA integrity_check").fetchone() != ("ok",):
+    async with reading(database) as query:
+        if isinstance(database, Path) and await query("PRAGMA integrity_check") != [("ok",)]:
             problems.append("integrity_check failed")
-        stored = {row[0] for row in db.execute("SELECT id FROM orders")}
+        stored = {row[0] for row in await query("SELECT id FROM orders")}
         lost = set(ledger.orders) - stored
         if lost:
             problems.append(f"{len(lost)} acknowledged orders are missing: {sorted(lost)[:5]}")
+        lineless = await query(
+            "SELECT id FROM orders o WHERE NOT EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id)"
+        )
+        if lineless:
+            problems.append(f"{len(lineless)} orders have no lines: {sorted(lineless)[:5]}")
         for order_id, lines in ledger.orders.items():
-            got = sorted(db.execute("SELECT product_id, quantity FROM order_lines WHERE order_id = ?", (order_id,)))
+            got = sorted(await query("SELECT product_id, quantity FROM order_lines WHERE order_id = ?", order_id))
             if got != sorted(lines):
                 problems.append(f"order {order_id} has lines {got}, the client was told {sorted(lines)}")
         for product_id in products:
-            (stock,) = db.execute("SELECT stock FROM products WHERE id = ?", (product_id,)).fetchone()
-            (reserved,) = db.execute(
+            [(stock,)] = await query("SELECT stock FROM products WHERE id = ?", product_id)
+            [(reserved,)] = await query(
                 "SELECT coalesce(sum(l.quantity), 0) FROM order_lines l JOIN orders o ON o.id = l.order_id"
                 " WHERE l.product_id = ? AND o.status NOT IN ('cancelled', 'expired')",
-                (product_id,),
-            ).fetchone()
+                product_id,
+            )
             if stock + reserved != STOCK:
                 problems.append(f"product {product_id}: stock {stock} + reserved {reserved} != {STOCK}")
-        for order_id, total, paid in db.execute("SELECT id, total, amount_paid FROM orders"):
-            (succeeded,) = db.execute(
-                "SELECT coalesce(sum(amount), 0) FROM payments WHERE order_id = ? AND status = 'succeeded'", (order_id,)
-            ).fetchone()
+        for order_id, total, paid in await query("SELECT id, total, amount_paid FROM orders"):
+            [(succeeded,)] = await query(
+                "SELECT coalesce(sum(amount), 0) FROM payments WHERE order_id = ? AND status = 'succeeded'", order_id
+            )
             if paid != succeeded or paid > total:
                 problems.append(f"order {order_id}: amount_paid {paid}, succeeded payments {succeeded}, total {total}")
-        stored_payments = {row[0] for row in db.execute("SELECT id FROM payments")}
+        stored_payments = {row[0] for row in await query("SELECT id FROM payments")}
         missing = set(ledger.payments) - stored_payments
         if missing:
             problems.append(f"{len(missing)} acknowledged payments are missing")
+        # Every request was answered in the end (those without an answer were retried with
+        # their keys): what the store holds that no client was told about is, each, the effect
+        # of a retry answered "in flight" (the same lines; the same order and amount). Any
+        # other would have been applied twice.
+        stuck_orders = list(ledger.stuck_orders)
+        for order_id in sorted(stored - set(ledger.orders)):
+            lines = sorted(await query("SELECT product_id, quantity FROM order_lines WHERE order_id = ?", order_id))
+            if lines in stuck_orders:
+                stuck_orders.remove(lines)
+            else:
+                problems.append(f"order {order_id} ({lines}) is no client's, nor a retry's answered in flight")
+        stuck_payments = list(ledger.stuck_payments)
+        for payment_id in sorted(stored_payments - set(ledger.payments)):
+            [paid] = await query("SELECT order_id, amount FROM payments WHERE id = ?", payment_id)
+            if paid in stuck_payments:
+                stuck_payments.remove(paid)
+            else:
+                problems.append(f"payment {payment_id} {paid} is no client's, nor a retry's answered in flight")
     return problems
 
 
@@ -172,8 +246,11 @@ def _answered(ledger: Ledger, count: int) -> Callable[[], Awaitable[bool]]:
     return reached
 
 
-async def run(cycles: int, clients: int, seed: int, workdir: Path) -> list[str]:
+async def run(cycles: int, clients: int, seed: int, workdir: Path, database_url: str = "") -> list[str]:
+    """The crash test in ``workdir``, on SQLite there or on the empty PostgreSQL database
+    ``database_url``; the problems found (none: it passed)."""
     rng = random.Random(seed)
+    env = server_environment(database_url)
     tillbox(
         "users",
         "create",
@@ -183,14 +260,15 @@ async def run(cycles: int, clients: int, seed: int, workdir: Path) -> list[str]:
         "staff",
         "--password-stdin",
         cwd=workdir,
+        env=env,
         stdin=PASSWORD,
     )
-    tillbox("users", "create", "--email", "buyer@crash.test", "--password-stdin", cwd=workdir, stdin=PASSWORD)
+    tillbox("users", "create", "--email", "buyer@crash.test", "--password-stdin", cwd=workdir, env=env, stdin=PASSWORD)
     ledger = Ledger()
     products: list[str] = []
     async with aiohttp.ClientSession() as session:
         for cycle in range(cycles):
-            server = await start_server(workdir)
+            server = await start_server(workdir, env)
             staff = await _login(session, server.base, "staff@crash.test")
             buyer = await _login(session, server.base, "buyer@crash.test")
             if not products:
@@ -222,10 +300,10 @@ async def run(cycles: int, clients: int, seed: int, workdir: Path) -> list[str]:
                 f"{len(ledger.pending)} unanswered",
                 flush=True,
             )
-        with await start_server(workdir) as server:
+        with await start_server(workdir, env) as server:
             await retry_pending(session, server.base, ledger)
             server.stop(timeout=15)
-    return verify(workdir / "tillbox-data" / "tillbox.db", ledger, products)
+    return await verify(database_url or workdir / "tillbox-data" / "tillbox.db", ledger, products)
 
 
 def main() -> None:
@@ -233,9 +311,10 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-url", default="", help="an empty PostgreSQL database (default: SQLite)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tillbox-crash-") as tmp:
-        problems = asyncio.run(run(args.cycles, args.clients, args.seed, Path(tmp)))
+        problems = asyncio.run(run(args.cycles, args.clients, args.seed, Path(tmp), args.database_url))
     if problems:
         print("FAILED:\n  " + "\n  ".join(problems))
         raise SystemExit(1)

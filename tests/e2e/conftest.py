@@ -1,22 +1,27 @@
-"""End-to-end fixtures: the real application on a free port, a real SQLite file in a
-temporary directory, real HTTP through aiohttp's client."""
+"""End-to-end fixtures: the real application on a free port, a real store (a SQLite file in
+a temporary directory, or the test session's PostgreSQL database), real HTTP through
+aiohttp's client."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import attrs
 import pytest
 from aiohttp import web
 from dependency_injector import providers
 
+from adapters.postgres import PostgresDatabase
+from adapters.timestamps import format_timestamp, parse_timestamp
 from core.domain.money import Money
 from core.domain.users import Actor, Role
 from core.ports.payments import ProviderPayment
@@ -35,6 +40,7 @@ from tests.localstripe.fixtures import (
     localstripe_url_fixture,  # noqa: F401 - a fixture
     make_gateway,
 )
+from tests.postgres import truncate_all
 
 PASSWORD = "correct battery horse staple"
 
@@ -138,6 +144,49 @@ def _record_webhook_answers(app: web.Application, answers: list[WebhookAnswer]) 
     app.on_response_prepare.append(record)
 
 
+@attrs.frozen
+class Store:
+    """Where a test's servers keep their data: ``sqlite`` (a file in each server's data
+    directory) or ``postgres`` (the database at ``url``, emptied for the test)."""
+
+    kind: str
+    url: str = ""
+
+    def env(self) -> dict[str, str]:
+        """The settings that select it."""
+        return {"TILLBOX_DATABASE_URL": self.url} if self.url else {}
+
+
+SQLITE = Store("sqlite")
+
+#: ``pytestmark = on_every_store`` runs each test of a suite on SQLite and on PostgreSQL.
+on_every_store = pytest.mark.parametrize(
+    "store", [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@pytest.fixture
+async def store(request: pytest.FixtureRequest) -> Store:
+    """The store of the test's servers (``api``, ``stripe_api``, ``clock_api``, and
+    ``serve(..., store=store)``): SQLite, unless the suite says ``pytestmark = on_every_store``;
+    then each test runs on SQLite and on PostgreSQL (marked ``postgres``), there on a fresh,
+    empty store: the session's database of tests/postgres.py, emptied by truncate_all.
+
+    On every store, the suites that exercise it: admin, auth, catalog caching, errors,
+    hardening, hostile bodies, idempotency, orders, pagination, payments, products, races,
+    reads, request conventions, stripe, webhooks; and test_crash (its own servers).
+    test_scale_out is PostgreSQL's alone (two servers on one database).
+    On SQLite only, those of HTTP plumbing, where the store plays no part: connections,
+    cors, docs, docs browser, greeting, logs, malformed http, openapi, proxies; and the
+    operator's commands on a data directory and its SQLite file: cli, operator, database url."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        return SQLITE
+    url = request.getfixturevalue("postgres_url")
+    await truncate_all(url)
+    return Store("postgres", url)
+
+
 def settings_for(data_dir: Path, **env: str) -> Any:
     environment = {"TILLBOX_DATA_DIR": str(data_dir), "TILLBOX_SERVER_ACCESS_LOG": "false", **env}
     return load_settings(None, environment)
@@ -145,12 +194,18 @@ def settings_for(data_dir: Path, **env: str) -> Any:
 
 @contextlib.asynccontextmanager
 async def serve(
-    data_dir: Path, *, clock: Any = None, gateway: Any = None, access_log: AccessLog | None = None, **env: str
+    data_dir: Path,
+    *,
+    store: Store = SQLITE,
+    clock: Any = None,
+    gateway: Any = None,
+    access_log: AccessLog | None = None,
+    **env: str,
 ) -> AsyncIterator[Api]:
-    """A server on a free port over a fresh data directory, with settings ``env`` on top of
-    the defaults and, if given, ``clock`` in place of the system clock, ``gateway`` in
-    place of the payment gateway the settings would make and an ``access_log``."""
-    container = build_container(settings_for(data_dir, **env))
+    """A server on a free port over a fresh data directory and ``store``, with settings
+    ``env`` on top of the defaults and, if given, ``clock`` in place of the system clock,
+    ``gateway`` in place of the payment gateway the settings would make and an ``access_log``."""
+    container = build_container(settings_for(data_dir, **(store.env() | env)))
     if clock is not None:
         container.clock.override(providers.Object(clock))
     if gateway is not None:
@@ -166,8 +221,8 @@ async def serve(
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with serve(tmp_path / "data") as running:
+async def api(tmp_path: Path, store: Store) -> AsyncIterator[Api]:
+    async with serve(tmp_path / "data", store=store) as running:
         yield running
 
 
@@ -181,8 +236,8 @@ def stripe_settings(localstripe_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def stripe_api(tmp_path: Path, localstripe_url: str) -> AsyncIterator[Api]:
-    async with serve(tmp_path / "data", **stripe_settings(localstripe_url)) as running:
+async def stripe_api(tmp_path: Path, localstripe_url: str, store: Store) -> AsyncIterator[Api]:
+    async with serve(tmp_path / "data", store=store, **stripe_settings(localstripe_url)) as running:
         yield running
 
 
@@ -275,9 +330,9 @@ def clock() -> MovableClock:
 
 
 @pytest.fixture
-async def clock_api(tmp_path: Path, clock: MovableClock) -> AsyncIterator[Api]:
+async def clock_api(tmp_path: Path, clock: MovableClock, store: Store) -> AsyncIterator[Api]:
     """A server on ``clock`` that looks for expired orders every second."""
-    async with serve(tmp_path / "data", clock=clock, TILLBOX_ORDERS_EXPIRY_CHECK_SECONDS="1") as running:
+    async with serve(tmp_path / "data", store=store, clock=clock, TILLBOX_ORDERS_EXPIRY_CHECK_SECONDS="1") as running:
         yield running
 
 
@@ -295,16 +350,74 @@ async def place_order(api: Api, token: str, items: list[dict[str, Any]], **kwarg
     return order
 
 
+# The store, read (and, for what no request can do, written) behind the server's back: the
+# tables and columns are the same in both stores; SQL is written with ``?`` placeholders.
+def numbered(sql: str) -> str:
+    """``sql`` with PostgreSQL's placeholders ($1, $2, ...) for ``?``."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1))
+
+
+async def scalar(api: Api, sql: str, *params: Any) -> Any:
+    """The first column of the first row of ``sql`` on the server's store (None if no row).
+    Values come as each store keeps them (a timestamp: text in SQLite, a datetime in
+    PostgreSQL; a sum: an int, or a Decimal, which compares equal to it)."""
+    database = await api.container.database()
+    if isinstance(database, PostgresDatabase):
+        return await database.fetchval(numbered(sql), *params)
+    return database.read_scalar(sql, params)
+
+
+def stored_time(value: str | datetime) -> datetime:
+    """A timestamp read with ``scalar`` or ``rows``, from either store."""
+    return value if isinstance(value, datetime) else parse_timestamp(value)
+
+
+async def rows(api: Api, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Every row of ``sql`` on the server's store, as tuples (values as ``scalar`` says)."""
+    database = await api.container.database()
+    if isinstance(database, PostgresDatabase):
+        async with database.pool().acquire() as conn:
+            return [tuple(row) for row in await conn.fetch(numbered(sql), *params)]
+    return [tuple(row) for row in database.reader_connection().execute(sql, params).fetchall()]
+
+
+async def table_names(api: Api) -> list[str]:
+    """Every table of the store (SQLite's own included: sqlite_sequence, sqlite_stat1)."""
+    database = await api.container.database()
+    if isinstance(database, PostgresDatabase):
+        found = await rows(api, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    else:
+        found = await rows(api, "SELECT name FROM sqlite_schema WHERE type = 'table'")
+    return sorted(name for (name,) in found)
+
+
+#: What a write behind the server's back raises when the schema refuses it, in either store.
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+
+
+async def write_behind(api: Api, sql: str, *params: Any) -> None:
+    """Run ``sql`` on a connection of its own, as another process would; datetimes are
+    written as the store keeps them."""
+    database = await api.container.database()
+    if isinstance(database, PostgresDatabase):
+        conn = await asyncpg.connect(database.url, timeout=10)
+        try:
+            await conn.execute(numbered(sql), *params)
+        finally:
+            await conn.close()
+        return
+    encoded = tuple(format_timestamp(p) if isinstance(p, datetime) else p for p in params)
+    with contextlib.closing(sqlite3.connect(database.path, timeout=10)) as conn, conn:
+        conn.execute(sql, encoded)
+
+
 async def stock_of(api: Api, product_id: str) -> int:
-    database = await api.container.database()
-    stock: int = database.read_scalar("SELECT stock FROM products WHERE id = ?", (product_id,))
-    return stock
+    return int(await scalar(api, "SELECT stock FROM products WHERE id = ?", product_id))
 
 
-async def count_rows(api: Api, table: str, where: str = "1", params: tuple[Any, ...] = ()) -> int:
-    database = await api.container.database()
-    count: int = database.read_scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
-    return count
+async def count_rows(api: Api, table: str, where: str = "TRUE", params: tuple[Any, ...] = ()) -> int:
+    return int(await scalar(api, f"SELECT count(*) FROM {table} WHERE {where}", *params))
 
 
 # Raw HTTP, for what aiohttp's client would not send (or would mend) and for connections held open.

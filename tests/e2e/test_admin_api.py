@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import Api, assert_error
+from tests.e2e.conftest import Api, assert_error, on_every_store
+
+pytestmark = on_every_store
 
 
 async def test_admins_read_the_audit_log_newest_first_with_filters(api: Api) -> None:

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, Api, assert_error, count_rows
+from tests.e2e.conftest import PASSWORD, Api, assert_error, count_rows, on_every_store
+
+pytestmark = on_every_store
 
 
 async def test_register_login_me_refresh_logout(api: Api) -> None:

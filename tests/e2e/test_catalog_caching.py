@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Api, assert_error, create_product, serve
+from tests.e2e.conftest import Api, Store, assert_error, create_product, on_every_store, serve
+
+pytestmark = on_every_store
 
 PUBLIC = "public, max-age=10"
 
@@ -123,8 +125,8 @@ async def test_errors_and_other_reads_are_never_cached(api: Api, shop: dict[str,
 
 
 @pytest.mark.parametrize(("setting", "expected"), [("0", "public, no-cache"), ("60", "public, max-age=60")])
-async def test_the_public_max_age_is_a_setting(tmp_path: Path, setting: str, expected: str) -> None:
-    async with serve(tmp_path / "data", TILLBOX_SERVER_PUBLIC_MAX_AGE=setting) as api:
+async def test_the_public_max_age_is_a_setting(tmp_path: Path, setting: str, expected: str, store: Store) -> None:
+    async with serve(tmp_path / "data", TILLBOX_SERVER_PUBLIC_MAX_AGE=setting, store=store) as api:
         status, _, headers = await _get(api, "/api/v1/products")
         assert status == 200 and headers["Cache-Control"] == expected
         status, _, _ = await _get(api, "/api/v1/products", **{"If-None-Match": headers["ETag"]})

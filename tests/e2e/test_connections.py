@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from core.services.sessions import SessionGuard
 from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, serve
 from tests.fakes import FakePaymentGateway, FixedClock
 from tests.harness import Server, environment, until_async
@@ -131,6 +133,40 @@ async def test_a_body_promised_and_never_sent_gets_408_and_nothing_is_written(tm
             "POST", "/api/v1/auth/register", json={"email": "slow@example.com", "password": "a long passphrase here"}
         )
         assert (status, user["email"]) == (201, "slow@example.com")
+
+
+async def test_a_body_that_arrived_before_the_handler_reads_it_is_read_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler that awaits something before it reads its body (a database round trip: the
+    session check, on PostgreSQL) lets the body pile up, and aiohttp pauses its parser until
+    the handler reads; resuming, it parses what it kept back, and reading goes on. That
+    resumption was once dropped: the request then waited, until its body timeout (408), for
+    bytes the client had sent long before. A compressed body shows it every time: 2 KiB
+    arrive at once and inflate to 586 KiB, far more than aiohttp buffers before it pauses."""
+    body = gzip.compress(orjson.dumps({"items": [{}] * 200_000}))
+    async with serve(tmp_path / "data", TILLBOX_SERVER_BODY_TIMEOUT="10") as api:
+        token = await api.token_for("buyer@example.com")
+        sent = asyncio.Event()
+        check = SessionGuard.check
+
+        async def check_once_the_body_is_sent(guard: SessionGuard, session_id: str) -> None:
+            await sent.wait()
+            await check(guard, session_id)
+
+        monkeypatch.setattr(SessionGuard, "check", check_once_the_body_is_sent)
+        async with _connection(_port(api)) as (reader, writer):
+            writer.write(
+                b"POST /api/v1/orders HTTP/1.1\r\nHost: tillbox\r\nContent-Type: application/json\r\n"
+                b"Content-Encoding: gzip\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (token.encode(), len(body), body)
+            )
+            await asyncio.wait_for(writer.drain(), DEADLINE)
+            sent.set()
+            status, _, answer = await _response(reader)
+        assert_error(status, answer, 422, "validation_failed")  # read whole and checked, not 408
+        assert answer["error"]["details"]["fields"]["items"] == "must have at most 100 items"
+        assert await count_rows(api, "orders") == 0
 
 
 async def test_a_chunked_body_that_never_ends_gets_408_and_nothing_is_written(tmp_path: Path) -> None:

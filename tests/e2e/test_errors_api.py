@@ -11,7 +11,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
-from tests.e2e.conftest import Api, assert_error
+from tests.e2e.conftest import Api, assert_error, count_rows, on_every_store
+
+pytestmark = on_every_store
 
 
 def _b64(data: dict[str, object]) -> str:
@@ -19,8 +21,7 @@ def _b64(data: dict[str, object]) -> str:
 
 
 async def _count_products(api: Api) -> int:
-    database = await api.container.database()
-    return int(database.read_scalar("SELECT count(*) FROM products"))
+    return await count_rows(api, "products")
 
 
 async def test_unknown_path_and_method(api: Api) -> None:

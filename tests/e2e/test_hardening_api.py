@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import hmac
 import itertools
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,24 @@ from core.domain.errors import LastAdmin
 from core.domain.users import Actor, Role, UserStatus
 from core.services.auth import UpdateUser
 from tests.e2e.conftest import (
+    INTEGRITY_ERRORS,
     PASSWORD,
     Api,
+    Store,
     assert_error,
     count_rows,
     create_product,
+    on_every_store,
     place_order,
+    rows,
+    scalar,
     serve,
     stock_of,
+    table_names,
+    write_behind,
 )
+
+pytestmark = on_every_store
 
 NEW_PASSWORD = "another long passphrase"
 
@@ -62,8 +70,7 @@ async def test_sixty_simultaneous_guesses_never_get_past_the_budget(api: Api) ->
 
 async def test_simultaneous_password_change_guesses_are_bounded_too(api: Api) -> None:
     _, token = await api.account("victim@example.com")
-    database = await api.container.database()
-    before = database.read_scalar("SELECT password_hash FROM users WHERE email = 'victim@example.com'")
+    before = await scalar(api, "SELECT password_hash FROM users WHERE email = 'victim@example.com'")
     body = {"current_password": "not the password at all", "new_password": NEW_PASSWORD}
 
     results = await asyncio.gather(
@@ -72,7 +79,7 @@ async def test_simultaneous_password_change_guesses_are_bounded_too(api: Api) ->
 
     statuses = [status for status, _, _ in results]
     assert statuses.count(401) <= 5 and statuses.count(429) >= 25 and set(statuses) <= {401, 429}
-    assert database.read_scalar("SELECT password_hash FROM users WHERE email = 'victim@example.com'") == before
+    assert await scalar(api, "SELECT password_hash FROM users WHERE email = 'victim@example.com'") == before
 
 
 async def test_registrations_from_one_address_are_throttled_and_a_sign_in_still_works(api: Api) -> None:
@@ -138,9 +145,11 @@ async def _product(api: Api, sku: str) -> dict[str, Any]:
     return product
 
 
-async def test_a_session_ended_on_one_server_is_refused_by_another_within_a_second(tmp_path: Path) -> None:
+async def test_a_session_ended_on_one_server_is_refused_by_another_within_a_second(
+    tmp_path: Path, store: Store
+) -> None:
     data = tmp_path / "data"
-    async with serve(data) as first, serve(data) as second:
+    async with serve(data, store=store) as first, serve(data, store=store) as second:
         await first.create_user("roaming@example.com")
         tokens = await first.login("roaming@example.com")
         status, _, _ = await second.call("GET", "/api/v1/users/me", token=tokens["access_token"])
@@ -244,8 +253,7 @@ async def test_a_customer_cannot_cancel_an_order_paid_in_cash(api: Api) -> None:
     status, cancelled, _ = await api.call("POST", f"/api/v1/orders/{order['id']}/cancel", json={}, token=staff)
     assert (status, cancelled["status"], cancelled["amount_refunded"]) == (200, "cancelled", 2000)
     staff_id = (await api.call("GET", "/api/v1/users/me", token=staff))[1]["id"]
-    database = await api.container.database()
-    actor = database.read_scalar("SELECT actor_id FROM audit_log WHERE action = 'refund.created'")
+    actor = await scalar(api, "SELECT actor_id FROM audit_log WHERE action = 'refund.created'")
     assert actor == staff_id
 
 
@@ -269,13 +277,9 @@ async def test_stock_never_passes_its_ceiling_on_any_path(api: Api) -> None:
     )
     assert (status, after["stock"]) == (200, MAX_STOCK - 1)
     # The schema holds the line too, whoever writes.
-    database = await api.container.database()
-    direct = sqlite3.connect(database.path, isolation_level=None)
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="ceiling"):
-            direct.execute("UPDATE products SET stock = ? WHERE id = ?", (MAX_STOCK + 1, product["id"]))
-    finally:
-        direct.close()
+    with pytest.raises(INTEGRITY_ERRORS, match="ceiling"):
+        await write_behind(api, "UPDATE products SET stock = ? WHERE id = ?", MAX_STOCK + 1, product["id"])
+    assert await stock_of(api, product["id"]) == MAX_STOCK - 1
 
 
 # Emails.
@@ -298,6 +302,15 @@ async def test_look_alike_emails_are_refused(api: Api) -> None:
 
 
 # Idempotency keys keep no digest a password can be recovered from.
+def _bytes(value: str | bytes | memoryview | dict[str, Any] | list[Any]) -> bytes:
+    """A stored value as bytes: text encoded, JSON (PostgreSQL's jsonb) serialized."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, dict | list):
+        return orjson.dumps(value)
+    return bytes(value)
+
+
 async def test_no_column_holds_anything_a_password_can_be_recovered_from(api: Api) -> None:
     email, password = "secretive@example.com", "a passphrase nobody knows 42"
     body = {"email": email, "password": password}
@@ -313,12 +326,10 @@ async def test_no_column_holds_anything_a_password_can_be_recovered_from(api: Ap
     )
     assert status == 204
 
-    database = await api.container.database()
-    connection = database.reader_connection()
     values: list[bytes] = []
-    for (table,) in connection.execute("SELECT name FROM sqlite_schema WHERE type = 'table'").fetchall():
-        for row in connection.execute(f'SELECT * FROM "{table}"').fetchall():
-            values += [v.encode() if isinstance(v, str) else v for v in row if isinstance(v, str | bytes)]
+    for table in await table_names(api):
+        for row in await rows(api, f'SELECT * FROM "{table}"'):
+            values += [_bytes(v) for v in row if isinstance(v, str | bytes | memoryview | dict | list)]
     assert any(b"reg-1" in v for v in values)  # the claim itself is there
     secret = password.encode()
     assert not any(secret in v for v in values)
@@ -337,7 +348,7 @@ async def test_no_column_holds_anything_a_password_can_be_recovered_from(api: Ap
             digests |= {digest, digest.hex().encode()}
     assert not any(v in digests for v in values)
     # What is stored is keyed: recomputing it needs the server's key.
-    fingerprint = database.read_scalar("SELECT fingerprint FROM idempotency_keys WHERE key = 'reg-1'")
+    fingerprint = await scalar(api, "SELECT fingerprint FROM idempotency_keys WHERE key = 'reg-1'")
     key = (api.container.data_dir() / "keys" / "request-digest.key").read_bytes()
     expected = hmac.new(key, b"POST /api/v1/auth/register\n" + bodies[0], "sha256").hexdigest()
     assert fingerprint == expected

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Api, assert_error, count_rows, create_product, stock_of
+from tests.e2e.conftest import Api, assert_error, count_rows, create_product, on_every_store, stock_of
+
+pytestmark = on_every_store
 
 JSON = {"Content-Type": "application/json"}
 FLOOD = json.dumps({"items": [{}] * 200_000}, separators=(",", ":"))  # 586 KiB: under the body limit

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,20 +13,25 @@ from typing import Any
 import attrs
 import pytest
 
-from adapters.sqlite.database import SqliteDatabase
-from adapters.timestamps import format_timestamp, parse_timestamp
 from tests.e2e.conftest import (
     Api,
     MovableClock,
+    Store,
     assert_error,
     count_rows,
     create_product,
     held_stripe,
+    on_every_store,
     place_order,
+    scalar,
     serve,
     stock_of,
+    stored_time,
+    write_behind,
 )
 from tests.fakes import FakePaymentGateway, FixedClock
+
+pytestmark = on_every_store
 
 
 @attrs.frozen
@@ -252,35 +256,31 @@ async def test_the_openapi_document_says_which_posts_take_a_key(api: Api) -> Non
 async def test_keys_are_forgotten_after_24_hours(api: Api, shop: Shop) -> None:
     first = await _raw(api, "POST", "/api/v1/orders", token=shop.alice, key="old", json=ONE_MUG)
     assert first.status == 201
-    database: SqliteDatabase = await api.container.database()
-    day_ago = format_timestamp(datetime.now(UTC) - timedelta(hours=24, seconds=5))
-    with sqlite3.connect(database.path, timeout=10) as conn:  # another process's view of the file
-        conn.execute("UPDATE idempotency_keys SET created_at = ?", (day_ago,))
+    day_ago = datetime.now(UTC) - timedelta(hours=24, seconds=5)
+    await write_behind(api, "UPDATE idempotency_keys SET created_at = ?", day_ago)  # another process's view
     # Expired: the same key is a new request, with any body.
     second = await _raw(api, "POST", "/api/v1/orders", token=shop.alice, key="old", json={"items": [{"sku": "MUG-1", "quantity": 2}]})  # fmt: skip
     assert second.status == 201 and "Idempotent-Replayed" not in second.headers
     assert await count_rows(api, "orders") == 2
     assert await stock_of(api, shop.mug["id"]) == 7
-    with sqlite3.connect(database.path, timeout=10) as conn:
-        conn.execute("UPDATE idempotency_keys SET created_at = ?", (day_ago,))
+    await write_behind(api, "UPDATE idempotency_keys SET created_at = ?", day_ago)
     service = await api.container.idempotency_service()
     assert await service.purge_expired() == 1
     assert await count_rows(api, "idempotency_keys") == 0
 
 
-async def test_keys_live_24_hours_by_the_servers_clock(tmp_path: Path, clock: MovableClock) -> None:
+async def test_keys_live_24_hours_by_the_servers_clock(tmp_path: Path, clock: MovableClock, store: Store) -> None:
     # Stamped and expired by the same (injected) clock: a key held by one and expired by
     # another would answer 409 forever, or be forgotten early.
-    async with serve(tmp_path / "data", clock=clock) as api:
+    async with serve(tmp_path / "data", clock=clock, store=store) as api:
         staff = await api.token_for("staff@example.com", "staff")
         alice = await api.token_for("alice@example.com")
         mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
         before = clock.now()
         first = await _raw(api, "POST", "/api/v1/orders", token=alice, key="day", json=ONE_MUG)
         assert first.status == 201
-        database: SqliteDatabase = await api.container.database()
-        stamped = database.read_scalar("SELECT created_at FROM idempotency_keys WHERE key = 'day'")
-        assert before <= parse_timestamp(stamped) <= clock.now()
+        stamped = await scalar(api, "SELECT created_at FROM idempotency_keys WHERE key = 'day'")
+        assert before <= stored_time(stamped) <= clock.now()
 
         clock.advance(hours=23, minutes=59)
         alice = await api.login("alice@example.com")  # the old token expired meanwhile
@@ -293,8 +293,8 @@ async def test_keys_live_24_hours_by_the_servers_clock(tmp_path: Path, clock: Mo
         assert again.status == 201 and "Idempotent-Replayed" not in again.headers
         assert await count_rows(api, "orders") == 2
         assert await stock_of(api, mug["id"]) == 7
-        restamped = database.read_scalar("SELECT created_at FROM idempotency_keys WHERE key = 'day'")
-        assert parse_timestamp(restamped) >= before + timedelta(hours=24, minutes=1)
+        restamped = await scalar(api, "SELECT created_at FROM idempotency_keys WHERE key = 'day'")
+        assert stored_time(restamped) >= before + timedelta(hours=24, minutes=1)
 
         clock.advance(hours=24, seconds=1)
         service = await api.container.idempotency_service()
@@ -302,10 +302,12 @@ async def test_keys_live_24_hours_by_the_servers_clock(tmp_path: Path, clock: Mo
         assert await count_rows(api, "idempotency_keys") == 0
 
 
-async def test_a_copy_that_arrives_while_the_first_is_running_is_409(tmp_path: Path, localstripe_url: str) -> None:
+async def test_a_copy_that_arrives_while_the_first_is_running_is_409(
+    tmp_path: Path, localstripe_url: str, store: Store
+) -> None:
     """A card payment is recorded before Stripe is called; while Stripe's answer is held back,
     the same key is in flight."""
-    async with held_stripe(tmp_path / "data", localstripe_url) as (api, gateway):
+    async with held_stripe(tmp_path / "data", localstripe_url, store=store) as (api, gateway):
         alice = await api.token_for("alice@example.com")
         staff = await api.token_for("staff@example.com", "staff")
         await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
@@ -329,9 +331,9 @@ async def test_a_copy_that_arrives_while_the_first_is_running_is_409(tmp_path: P
         assert (got["status"], got["amount_paid"]) == ("paid", 1250)
 
 
-async def test_a_key_whose_request_broke_after_its_effect_answers_the_500(tmp_path: Path) -> None:
+async def test_a_key_whose_request_broke_after_its_effect_answers_the_500(tmp_path: Path, store: Store) -> None:
     gateway = FakePaymentGateway(FixedClock())
-    async with serve(tmp_path / "data", gateway=gateway) as api:
+    async with serve(tmp_path / "data", gateway=gateway, store=store) as api:
         admin = await api.token_for("admin@example.com", "admin")
         customer = await api.token_for("cust@example.com")
         product = await create_product(api, admin)

@@ -14,13 +14,18 @@ import pytest
 from tests.e2e.conftest import (
     Api,
     MovableClock,
+    Store,
     assert_error,
     count_rows,
     create_product,
+    on_every_store,
     place_order,
+    scalar,
     serve,
     stock_of,
 )
+
+pytestmark = on_every_store
 
 
 @attrs.frozen
@@ -106,9 +111,8 @@ async def test_place_by_product_id_and_by_sku(api: Api, shop: Shop) -> None:
     assert got["items"][0]["unit_price"] == 1250 and got["items"][0]["name"] == "Blue mug"
     assert got["total"] == 3697
 
-    database = await api.container.database()
-    payload = database.read_scalar(
-        "SELECT payload FROM outbox WHERE type = 'order.created' AND aggregate_id = ?", (order["id"],)
+    payload = await scalar(
+        api, "SELECT payload FROM outbox WHERE type = 'order.created' AND aggregate_id = ?", order["id"]
     )
     assert json.loads(payload) == order
 
@@ -372,8 +376,7 @@ async def test_anonymous_callers_cannot_order(api: Api, shop: Shop) -> None:
 
 # Expiry.
 async def _status_in_database(api: Api, order_id: str) -> str:
-    database = await api.container.database()
-    status: str = database.read_scalar("SELECT status FROM orders WHERE id = ?", (order_id,))
+    status: str = await scalar(api, "SELECT status FROM orders WHERE id = ?", order_id)
     return status
 
 
@@ -427,9 +430,9 @@ async def test_unpaid_orders_expire_by_the_servers_own_task(clock_api: Api, cloc
 
 
 async def test_paying_an_order_past_its_deadline_expires_it_even_before_the_sweep(
-    tmp_path: Path, clock: MovableClock
+    tmp_path: Path, clock: MovableClock, store: Store
 ) -> None:
-    async with serve(tmp_path / "data", clock=clock) as api:  # the sweep runs every 30 s: not in this test
+    async with serve(tmp_path / "data", clock=clock, store=store) as api:  # the sweep runs every 30 s: not in this test
         staff = await api.token_for("staff@example.com", "staff")
         mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
         order = await place_order(api, staff, [{"sku": "MUG-1", "quantity": 4}])
@@ -445,8 +448,8 @@ async def test_paying_an_order_past_its_deadline_expires_it_even_before_the_swee
         assert await count_rows(api, "payments") == 0
 
 
-async def test_the_expiry_time_is_a_setting(tmp_path: Path) -> None:
-    async with serve(tmp_path / "data", TILLBOX_ORDERS_EXPIRY_MINUTES="5") as api:
+async def test_the_expiry_time_is_a_setting(tmp_path: Path, store: Store) -> None:
+    async with serve(tmp_path / "data", TILLBOX_ORDERS_EXPIRY_MINUTES="5", store=store) as api:
         staff = await api.token_for("staff@example.com", "staff")
         await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=10)
         order = await place_order(api, staff, [{"sku": "MUG-1", "quantity": 1}])
@@ -454,9 +457,9 @@ async def test_the_expiry_time_is_a_setting(tmp_path: Path) -> None:
 
 
 async def test_the_servers_housekeeping_purges_outbox_events_past_the_configured_retention(
-    tmp_path: Path, clock: MovableClock
+    tmp_path: Path, clock: MovableClock, store: Store
 ) -> None:
-    async with serve(tmp_path / "data", clock=clock, TILLBOX_OUTBOX_RETENTION_DAYS="2") as api:
+    async with serve(tmp_path / "data", clock=clock, TILLBOX_OUTBOX_RETENTION_DAYS="2", store=store) as api:
         staff = await api.token_for("staff@example.com", "staff")
         alice = await api.token_for("alice@example.com")
         await create_product(api, staff, sku="MUG-1", price=1250, stock=10)

@@ -11,7 +11,9 @@ from urllib.parse import quote, urlencode
 import attrs
 import pytest
 
-from tests.e2e.conftest import Api, assert_error, create_product, place_order
+from tests.e2e.conftest import Api, assert_error, create_product, on_every_store, place_order
+
+pytestmark = on_every_store
 
 LISTS = ("/api/v1/products", "/api/v1/users", "/api/v1/orders", "/api/v1/admin/audit")
 

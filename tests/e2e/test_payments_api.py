@@ -13,8 +13,22 @@ import attrs
 import pytest
 
 from entrypoints.container import provide
-from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, serve, stock_of
+from tests.e2e.conftest import (
+    Api,
+    Store,
+    assert_error,
+    count_rows,
+    create_product,
+    on_every_store,
+    place_order,
+    rows,
+    scalar,
+    serve,
+    stock_of,
+)
 from tests.fakes import FakePaymentGateway, FixedClock
+
+pytestmark = on_every_store
 
 
 @attrs.frozen
@@ -115,8 +129,7 @@ async def test_partial_manual_payments_add_up_to_paid(api: Api, shop: Shop) -> N
     assert_error(status, body, 409, "invalid_order_state")
     assert body["error"]["details"] == {"status": "paid", "action": "pay"}
     assert await count_rows(api, "payments") == 3
-    database = await api.container.database()
-    assert database.read_scalar("SELECT amount_paid FROM orders WHERE id = ?", (order["id"],)) == 3697
+    assert await scalar(api, "SELECT amount_paid FROM orders WHERE id = ?", order["id"]) == 3697
 
 
 async def test_a_payment_above_the_balance_is_refused(api: Api, shop: Shop) -> None:
@@ -242,9 +255,8 @@ async def test_refunds_partial_then_the_rest(api: Api, shop: Shop) -> None:
     assert body["error"]["details"] == {"refundable": 0}
     status, listed, _ = await api.call("GET", f"/api/v1/orders/{order['id']}/refunds", token=shop.alice)
     assert [r["amount"] for r in listed["data"]] == [1000, 2697]
-    database = await api.container.database()
-    assert database.read_scalar("SELECT sum(amount) FROM refunds WHERE order_id = ?", (order["id"],)) == 3697
-    assert database.read_scalar("SELECT amount_refunded FROM orders WHERE id = ?", (order["id"],)) == 3697
+    assert await scalar(api, "SELECT sum(amount) FROM refunds WHERE order_id = ?", order["id"]) == 3697
+    assert await scalar(api, "SELECT amount_refunded FROM orders WHERE id = ?", order["id"]) == 3697
 
 
 async def test_a_refund_spans_several_payments_newest_first(api: Api, shop: Shop) -> None:
@@ -345,16 +357,15 @@ async def test_order_payment_and_refund_events_are_in_the_outbox(api: Api, shop:
     order = await _order(api, shop)
     _, payment = await _pay(api, shop.staff, order["id"], reference="cash")
     _, refunds = await _refund(api, shop.staff, order["id"], amount=500, reason="Late delivery")
-    database = await api.container.database()
-    rows = database.reader_connection().execute("SELECT id, type, aggregate_type, aggregate_id, payload, occurred_at, delivered_at FROM outbox ORDER BY id").fetchall()  # fmt: skip
-    assert [(r[1], r[2], r[3]) for r in rows] == [
+    events = await rows(api, "SELECT id, type, aggregate_type, aggregate_id, payload, occurred_at, delivered_at FROM outbox ORDER BY id")  # fmt: skip
+    assert [(r[1], r[2], r[3]) for r in events] == [
         ("order.created", "order", order["id"]),
         ("payment.succeeded", "payment", payment["id"]),
         ("order.paid", "order", order["id"]),
         ("refund.created", "refund", refunds["refunds"][0]["id"]),
     ]
-    assert all(r[6] is None for r in rows)  # not delivered yet: delivery is a later issue
-    created, succeeded, paid, refunded = (json.loads(r[4]) for r in rows)
+    assert all(r[6] is None for r in events)  # not delivered yet: delivery is a later issue
+    created, succeeded, paid, refunded = (json.loads(r[4]) for r in events)
     assert created == order
     assert (paid["id"], paid["status"], paid["amount_paid"], paid["total"]) == (order["id"], "paid", 3697, 3697)
     assert {k: succeeded[k] for k in ("id", "order_id", "method", "provider", "status", "amount", "currency")} == {
@@ -370,9 +381,9 @@ async def test_order_payment_and_refund_events_are_in_the_outbox(api: Api, shop:
     assert refunded == {**refunds["refunds"][0], "provider_reference": None}
 
 
-async def test_a_refund_while_the_provider_is_down_is_accepted_and_sent_later(tmp_path: Path) -> None:
+async def test_a_refund_while_the_provider_is_down_is_accepted_and_sent_later(tmp_path: Path, store: Store) -> None:
     gateway = FakePaymentGateway(FixedClock())
-    async with serve(tmp_path / "data", gateway=gateway) as api:
+    async with serve(tmp_path / "data", gateway=gateway, store=store) as api:
         staff = await api.token_for("staff@example.com", "staff")
         alice = await api.token_for("alice@example.com")
         await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=5)

@@ -8,26 +8,35 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sqlite import repositories as repos
-from tests.e2e.conftest import assert_error, create_product, serve
+from adapters.postgres import repositories as postgres_repositories
+from adapters.sqlite import repositories as sqlite_repositories
+from tests.e2e.conftest import Store, assert_error, create_product, on_every_store, serve
 
-# The product look-up of GET /products/{id} (a read on the event loop), made endless: a
-# recursive count that only an interrupt ends, in front of the real statement.
-ENDLESS_PRODUCT_GET = (
-    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) "
-    + repos.PRODUCT_GET
-    + " AND (SELECT count(*) FROM c) > 0"
-)
+pytestmark = on_every_store
+
+# The product look-up of GET /products/{id} (on SQLite, a read on the event loop), made
+# endless: a recursive count that only an interrupt (SQLite's progress handler, PostgreSQL's
+# statement_timeout) ends, in front of the real statement. Both dialects take it as it is.
+REPOSITORIES = {"sqlite": sqlite_repositories, "postgres": postgres_repositories}
+
+
+def endless(product_get: str) -> str:
+    return (
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) "
+        + product_get
+        + " AND (SELECT count(*) FROM c) > 0"
+    )
 
 
 async def test_a_read_past_its_budget_is_a_503_while_the_server_keeps_answering(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store
 ) -> None:
-    async with serve(tmp_path / "data", TILLBOX_DATABASE_READ_BUDGET_MS="100") as api:
+    async with serve(tmp_path / "data", TILLBOX_DATABASE_READ_BUDGET_MS="100", store=store) as api:
         staff = await api.token_for("staff@example.com", "staff")
         mug = await create_product(api, staff, sku="MUG-1", price=1250, stock=10)
         path = f"/api/v1/products/{mug['id']}"
-        monkeypatch.setattr(repos, "PRODUCT_GET", ENDLESS_PRODUCT_GET)
+        repositories = REPOSITORIES[store.kind]
+        monkeypatch.setattr(repositories, "PRODUCT_GET", endless(repositories.PRODUCT_GET))
 
         (status, body, headers), (health, _, _), (listed, page, _) = await asyncio.gather(
             api.call("GET", path),

@@ -10,7 +10,9 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from tests.e2e.conftest import Api, assert_error, count_rows, create_product, place_order, stock_of
+from tests.e2e.conftest import Api, assert_error, count_rows, create_product, on_every_store, place_order, stock_of
+
+pytestmark = on_every_store
 
 JSON = {"Content-Type": "application/json"}
 

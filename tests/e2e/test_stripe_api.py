@@ -17,16 +17,22 @@ import pytest
 from tests.e2e.conftest import (
     Api,
     MovableClock,
+    Store,
     assert_error,
     count_rows,
     create_product,
     held_stripe,
+    on_every_store,
     place_order,
+    rows,
+    scalar,
     serve,
     stock_of,
     stripe_settings,
 )
 from tests.localstripe.fixtures import SECRET_KEY, THREE_D_SECURE_CARD, create_card_payment_method
+
+pytestmark = on_every_store
 
 
 @attrs.frozen
@@ -95,8 +101,7 @@ async def test_a_card_payment_succeeds_and_pays_the_order(stripe_api: Api, shop:
     intent = await stripe_object(localstripe_url, f"payment_intents/{payment['provider_reference']}")
     assert (intent["status"], intent["amount"], intent["currency"]) == ("succeeded", 3750, "usd")
     assert intent["metadata"] == {"tillbox_payment_id": payment["id"], "tillbox_order_id": order["id"]}
-    database = await api.container.database()
-    assert database.read_scalar("SELECT payment_method FROM payments WHERE id = ?", (payment["id"],)) == "pm_card_visa"
+    assert await scalar(api, "SELECT payment_method FROM payments WHERE id = ?", payment["id"]) == "pm_card_visa"
     assert await count_rows(api, "outbox", "type = 'order.paid'") == 1
 
     status, body, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
@@ -164,8 +169,7 @@ async def test_an_unknown_payment_method_is_refused_and_charges_nothing(stripe_a
     status, body, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_does_not_exist")
     assert_error(status, body, 422, "payment_request_invalid")
     assert body["error"]["details"]["provider_status"] == 404
-    database = await api.container.database()
-    assert database.read_scalar("SELECT status FROM payments WHERE order_id = ?", (order["id"],)) == "failed"
+    assert await scalar(api, "SELECT status FROM payments WHERE order_id = ?", order["id"]) == "failed"
     now = await _get(api, shop.alice, f"/api/v1/orders/{order['id']}")
     assert (now["status"], now["amount_paid"]) == ("pending_payment", 0)
     status, payment, _ = await _pay_by_card(api, shop.alice, order["id"], "pm_card_visa")
@@ -184,8 +188,7 @@ async def test_refunds_through_stripe(stripe_api: Api, shop: Shop, localstripe_u
     assert status == 201, body
     [refund] = body["refunds"]
     assert (refund["payment_id"], refund["amount"], refund["status"]) == (payment["id"], 1200, "succeeded")
-    database = await api.container.database()
-    reference = database.read_scalar("SELECT provider_reference FROM refunds WHERE id = ?", (refund["id"],))
+    reference = await scalar(api, "SELECT provider_reference FROM refunds WHERE id = ?", refund["id"])
     at_stripe = await stripe_object(localstripe_url, f"refunds/{reference}")
     assert (at_stripe["amount"], at_stripe["payment_intent"], at_stripe["status"]) == (
         1200,
@@ -253,8 +256,7 @@ async def test_cancelling_a_card_paid_order_refunds_it_at_stripe(
     assert status == 200, cancelled
     assert (cancelled["status"], cancelled["amount_paid"], cancelled["amount_refunded"]) == ("cancelled", 2500, 2500)
     assert await stock_of(api, shop.mug["id"]) == 20
-    database = await api.container.database()
-    reference = database.read_scalar("SELECT provider_reference FROM refunds WHERE order_id = ?", (order["id"],))
+    reference = await scalar(api, "SELECT provider_reference FROM refunds WHERE order_id = ?", order["id"])
     at_stripe = await stripe_object(localstripe_url, f"refunds/{reference}")
     assert (at_stripe["amount"], at_stripe["payment_intent"]) == (2500, payment["provider_reference"])
 
@@ -289,10 +291,10 @@ async def test_concurrent_card_payments_of_one_order_pay_it_once(stripe_api: Api
 
 
 async def test_a_card_payment_that_succeeds_after_the_order_expired_is_refunded(
-    tmp_path: Path, localstripe_url: str, clock: MovableClock
+    tmp_path: Path, localstripe_url: str, clock: MovableClock, store: Store
 ) -> None:
     async with held_stripe(
-        tmp_path / "data", localstripe_url, clock=clock, TILLBOX_ORDERS_EXPIRY_CHECK_SECONDS="1"
+        tmp_path / "data", localstripe_url, clock=clock, TILLBOX_ORDERS_EXPIRY_CHECK_SECONDS="1", store=store
     ) as (api, gateway):
         staff = await api.token_for("staff@example.com", "staff")
         alice = await api.token_for("alice@example.com")
@@ -301,22 +303,18 @@ async def test_a_card_payment_that_succeeds_after_the_order_expired_is_refunded(
         paying = asyncio.create_task(_pay_by_card(api, alice, order["id"], "pm_card_visa"))
         answer = await asyncio.wait_for(gateway.answers.get(), 10)
         clock.advance(minutes=31)  # Stripe's answer is slower than the order's deadline
-        database = await api.container.database()
         await api.housekeeping_round()  # the sweep after the deadline passed
-        assert database.read_scalar("SELECT status FROM orders WHERE id = ?", (order["id"],)) == "expired"
+        assert await scalar(api, "SELECT status FROM orders WHERE id = ?", order["id"]) == "expired"
         assert await stock_of(api, mug["id"]) == 5
 
         gateway.release.set()
         status, payment, _ = await asyncio.wait_for(paying, 10)
         assert status == 201 and payment["status"] == "succeeded"  # the money was taken: a fact
-        row = database.reader_connection().execute(
-            "SELECT status, amount_paid, amount_refunded FROM orders WHERE id = ?", (order["id"],)
+        row = await rows(api, "SELECT status, amount_paid, amount_refunded FROM orders WHERE id = ?", order["id"])
+        assert row == [("expired", 2500, 2500)]  # and given back at once
+        [(amount, refund_status, reason, reference)] = await rows(
+            api, "SELECT amount, status, reason, provider_reference FROM refunds WHERE order_id = ?", order["id"]
         )
-        assert tuple(row.fetchone()) == ("expired", 2500, 2500)  # and given back at once
-        refund = database.reader_connection().execute(
-            "SELECT amount, status, reason, provider_reference FROM refunds WHERE order_id = ?", (order["id"],)
-        )
-        amount, refund_status, reason, reference = refund.fetchone()
         assert (amount, refund_status) == (2500, "succeeded")
         assert reason == "Paid after the order no longer needed it; returned automatically."
         at_stripe = await stripe_object(localstripe_url, f"refunds/{reference}")
@@ -334,14 +332,16 @@ def refusing_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-async def test_an_unreachable_provider_fails_fast_and_nothing_else_does(tmp_path: Path, refusing_port: int) -> None:
+async def test_an_unreachable_provider_fails_fast_and_nothing_else_does(
+    tmp_path: Path, refusing_port: int, store: Store
+) -> None:
     settings = {
         **stripe_settings(f"http://127.0.0.1:{refusing_port}"),
         "TILLBOX_STRIPE_RETRY_ATTEMPTS": "1",
         "TILLBOX_STRIPE_BREAKER_THRESHOLD": "2",
         "TILLBOX_STRIPE_BREAKER_RESET_SECONDS": "60",
     }
-    async with serve(tmp_path / "data", **settings) as api:
+    async with serve(tmp_path / "data", store=store, **settings) as api:
         staff = await api.token_for("staff@example.com", "staff")
         alice = await api.token_for("alice@example.com")
         mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=5)
@@ -353,8 +353,7 @@ async def test_an_unreachable_provider_fails_fast_and_nothing_else_does(tmp_path
             assert body["error"]["details"]["retry_after"] == int(headers["Retry-After"])
         assert int(headers["Retry-After"]) > 50  # the breaker's own wait, not a network timeout's
         # One attempt, retried each time with its own idempotency key: never a second payment.
-        database = await api.container.database()
-        assert database.read_scalar("SELECT count(*) || ' ' || status FROM payments") == "1 processing"
+        assert await rows(api, "SELECT status FROM payments") == [("processing",)]
         status, got, _ = await api.call("GET", f"/api/v1/orders/{order['id']}", token=alice)
         assert (got["status"], got["amount_paid"]) == ("pending_payment", 0)
         # A 503 under an Idempotency-Key is not the key's answer for 24 hours: a retry with
@@ -369,8 +368,8 @@ async def test_an_unreachable_provider_fails_fast_and_nothing_else_does(tmp_path
             )
             assert_error(status, body, 503, "payment_provider_unavailable")
             assert "Idempotent-Replayed" not in headers
-        assert database.read_scalar("SELECT count(*) FROM idempotency_keys") == 0
-        assert database.read_scalar("SELECT count(*) || ' ' || status FROM payments") == "1 processing"
+        assert await scalar(api, "SELECT count(*) FROM idempotency_keys") == 0
+        assert await rows(api, "SELECT status FROM payments") == [("processing",)]
         # Everything else keeps serving.
         status, products, _ = await api.call("GET", "/api/v1/products")
         assert status == 200 and [p["id"] for p in products["data"]] == [mug["id"]]
@@ -386,9 +385,11 @@ async def test_an_unreachable_provider_fails_fast_and_nothing_else_does(tmp_path
         assert (got["status"], got["amount_paid"]) == ("paid", 1250)
 
 
-async def test_a_store_may_let_customers_cancel_orders_paid_by_card_only(tmp_path: Path, localstripe_url: str) -> None:
+async def test_a_store_may_let_customers_cancel_orders_paid_by_card_only(
+    tmp_path: Path, localstripe_url: str, store: Store
+) -> None:
     settings = {"TILLBOX_ORDERS_CUSTOMERS_CANCEL_PAID_CARD_ORDERS": "true", **stripe_settings(localstripe_url)}
-    async with serve(tmp_path / "data", **settings) as api:
+    async with serve(tmp_path / "data", store=store, **settings) as api:
         staff = await api.token_for("staff@example.com", "staff")
         alice = await api.token_for("alice@example.com")
         mug = await create_product(api, staff, sku="MUG-1", name="Blue mug", price=1250, stock=20)

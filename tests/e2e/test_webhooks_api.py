@@ -18,11 +18,15 @@ import stripe
 
 from tests.e2e.conftest import (
     Api,
+    Store,
     assert_error,
     count_rows,
     create_product,
     held_stripe,
+    on_every_store,
     place_order,
+    rows,
+    scalar,
     webhooks_to,
 )
 from tests.localstripe.fixtures import (
@@ -31,6 +35,8 @@ from tests.localstripe.fixtures import (
     authenticate_payment,
     create_card_payment_method,
 )
+
+pytestmark = on_every_store
 
 WEBHOOK = "/api/v1/webhooks/stripe"
 
@@ -94,12 +100,7 @@ async def _pay(api: Api, token: str, order_id: str, payment_method: str) -> tupl
 
 
 async def _order_row(api: Api, order_id: str) -> tuple[str, int, int]:
-    database = await api.container.database()
-    row = (
-        database.reader_connection()
-        .execute("SELECT status, amount_paid, amount_refunded FROM orders WHERE id = ?", (order_id,))
-        .fetchone()
-    )
+    row = (await rows(api, "SELECT status, amount_paid, amount_refunded FROM orders WHERE id = ?", order_id))[0]
     return row[0], row[1], row[2]
 
 
@@ -150,35 +151,36 @@ async def test_a_delivered_failure_after_the_decline_changes_nothing_more(stripe
     order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 1}])
     status, body = await _pay(api, shop.alice, order["id"], "pm_card_chargeCustomerFail")
     assert_error(status, body, 402, "payment_failed")
-    database = await api.container.database()
-    reference = database.read_scalar(
-        "SELECT provider_reference FROM payments WHERE id = ?", (body["error"]["details"]["payment_id"],)
+    reference = await scalar(
+        api, "SELECT provider_reference FROM payments WHERE id = ?", body["error"]["details"]["payment_id"]
     )
     answer = await api.wait_for_webhook("payment_intent.payment_failed", reference)
     assert answer.status == 200, answer
     assert await _order_row(api, order["id"]) == ("pending_payment", 0, 0)
-    assert database.read_scalar("SELECT status FROM payments WHERE provider_reference = ?", (reference,)) == "failed"
+    assert await scalar(api, "SELECT status FROM payments WHERE provider_reference = ?", reference) == "failed"
     assert await count_rows(api, "outbox", "type = 'payment.failed'") == 1
 
 
 async def test_a_success_delivered_before_the_api_answer_pays_the_order_once(
-    tmp_path: Path, localstripe_url: str
+    tmp_path: Path, localstripe_url: str, store: Store
 ) -> None:
-    async with held_stripe(tmp_path / "data", localstripe_url) as (api, gateway), webhooks_to(api, localstripe_url):
+    async with (
+        held_stripe(tmp_path / "data", localstripe_url, store=store) as (api, gateway),
+        webhooks_to(api, localstripe_url),
+    ):
         shop = await _shop(api)
         order = await place_order(api, shop.alice, [{"sku": "MUG-1", "quantity": 3}])
         paying = asyncio.create_task(_pay(api, shop.alice, order["id"], "pm_card_visa"))
         answer = await asyncio.wait_for(gateway.answers.get(), 10)
-        database = await api.container.database()
         # Stripe has charged; our payment is saved (processing) but knows no reference yet.
-        assert database.read_scalar("SELECT status || ' ' || coalesce(provider_reference, '-') FROM payments") == (
+        assert await scalar(api, "SELECT status || ' ' || coalesce(provider_reference, '-') FROM payments") == (
             "processing -"
         )
 
         delivered = await api.wait_for_webhook("payment_intent.succeeded", answer.reference)
         assert (delivered.status, delivered.body) == (200, {"received": True, "applied": True})
         assert await _order_row(api, order["id"]) == ("paid", 3750, 0)
-        assert database.read_scalar("SELECT provider_reference FROM payments") == answer.reference
+        assert await scalar(api, "SELECT provider_reference FROM payments") == answer.reference
 
         gateway.release.set()
         status, payment = await asyncio.wait_for(paying, 10)

@@ -26,7 +26,7 @@ from adapters.auth.keys import SigningKeys
 from adapters.auth.tokens import JwtAccessTokens
 from core.domain.errors import TokenInvalid
 from core.domain.users import Role
-from entrypoints.container import build_container
+from entrypoints.container import build_container, provide, stop
 from entrypoints.settings import load_settings
 from tests.fakes import FixedClock
 
@@ -626,12 +626,13 @@ def test_servers_starting_together_make_one_first_key(key_dir: pathlib.Path, clo
     assert len(list(key_dir.glob("*.json"))) == 1
 
 
-def test_the_containers_keys_are_made_and_retired_by_the_containers_clock(tmp_path: pathlib.Path) -> None:
+async def test_the_containers_keys_are_made_and_retired_by_the_containers_clock(tmp_path: pathlib.Path) -> None:
     clock = FixedClock(datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC))
     container = build_container(load_settings(None, {"TILLBOX_DATA_DIR": str(tmp_path / "data")}))
     container.clock.override(providers.Object(clock))
     try:
-        keys = container.signing_keys()
+        keys = await provide(container.signing_keys)
+        assert isinstance(keys, SigningKeys)
         keys.load()
         first = json.loads(next((tmp_path / "data" / "keys").glob("*.json")).read_text())
         assert first["created_at"] == "2031-05-06T07:08:09.000000Z"
@@ -645,4 +646,4 @@ def test_the_containers_keys_are_made_and_retired_by_the_containers_clock(tmp_pa
         clock.advance(seconds=TTL + 61)  # retired by the same clock that made it
         assert keys.verification_key(first["kid"]) is None
     finally:
-        container.shutdown_resources()
+        await stop(container)

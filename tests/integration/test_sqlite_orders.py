@@ -21,6 +21,7 @@ from core.domain.money import Money
 from core.domain.orders import Order, OrderStatus
 from core.domain.payments import PaymentMethod, PaymentStatus, RefundStatus
 from core.domain.users import Actor, Role, User, UserStatus
+from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.orders import OrderItem, OrderService, PlaceOrder
 from core.services.payments import PaymentService, PayOrder, RefundPayment
 from tests.fakes import FakePaymentGateway, FixedClock, SequentialIds
@@ -68,7 +69,7 @@ def payments(db: SqliteDatabase, gateway: FakePaymentGateway, clock: FixedClock,
     return PaymentService(db, gateway, clock, ids)
 
 
-async def add_product(db: SqliteDatabase, n: int, *, stock: int, price: int = 1000) -> Product:
+async def add_product(db: UnitOfWorkFactory, n: int, *, stock: int, price: int = 1000) -> Product:
     product = Product(
         id=f"prd_{n:06d}",
         sku=f"SKU-{n}",
@@ -92,6 +93,10 @@ def customer(n: int) -> Actor:
 
 @pytest.fixture(autouse=True)
 async def accounts(db: SqliteDatabase) -> None:
+    await add_accounts(db)
+
+
+async def add_accounts(db: UnitOfWorkFactory) -> None:
     """The accounts of STAFF and of customer(0) to customer(99): use cases check them."""
     async with db() as uow:
         for actor in [STAFF, *(customer(n) for n in range(100))]:
@@ -172,7 +177,7 @@ class HeldUnits:
     (``began``) and, if given ``release``, holds that unit's commit, its transaction open,
     until ``release`` is set (``holding`` says it is held)."""
 
-    def __init__(self, inner: SqliteDatabase, release: asyncio.Event | None = None):
+    def __init__(self, inner: UnitOfWorkFactory, release: asyncio.Event | None = None):
         self.inner = inner
         self.release = release
         self.began = asyncio.Event()

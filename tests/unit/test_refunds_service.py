@@ -4,6 +4,7 @@ requested concurrently), settled once whether the answer or the webhook comes fi
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from unittest.mock import ANY
 
 import pytest
@@ -393,6 +394,8 @@ async def test_refunds_the_provider_never_heard_of_are_sent_again_by_housekeepin
     clock.advance(minutes=2)
     assert await payments.resend_unsent_refunds() == 0  # still down: stays pending, nothing lost
     gateway.down = False
+    assert await payments.resend_unsent_refunds() == 0  # tried a moment ago: tried again a minute later
+    clock.advance(minutes=1)
     assert await payments.resend_unsent_refunds() == 1
 
     (settled,) = all_refunds(db)
@@ -416,3 +419,32 @@ async def test_unsent_refunds_older_than_the_providers_key_window_are_left_for_s
     clock.advance(hours=23, minutes=1)  # resending now might make a second refund at the provider
     assert await payments.resend_unsent_refunds() == 0
     assert [r.status for r in all_refunds(db)] == [RefundStatus.PENDING]
+
+
+async def test_servers_sweeping_at_once_send_each_unsent_refund_once(
+    payments: PaymentService,
+    gateway: FakePaymentGateway,
+    clock: FixedClock,
+    db: InMemoryDatabase,
+    staff: Actor,
+    paid: Order,
+) -> None:
+    gateway.down = True
+    await payments.refund(refund(staff, paid, 400))
+    gateway.down = False
+    clock.advance(minutes=2)
+    calls: list[str] = []
+    real_refund = gateway.refund
+
+    async def counted(**kwargs: Any) -> Any:
+        calls.append(kwargs["idempotency_key"])
+        return await real_refund(**kwargs)
+
+    gateway.refund = counted  # type: ignore[method-assign]
+
+    sent = await asyncio.gather(*(payments.resend_unsent_refunds() for _ in range(4)))
+
+    assert sorted(sent) == [0, 0, 0, 1]
+    assert len(calls) == 1
+    (settled,) = all_refunds(db)
+    assert settled.status is RefundStatus.SUCCEEDED

@@ -25,6 +25,7 @@ from adapters.sqlite.migrations import (
     m0006_sessions_skeletons,
     m0007_outbox_purge,
     m0008_product_sorts,
+    m0009_shared_state,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -48,6 +49,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "ended sessions, email skeletons, keyed fingerprints, stock ceiling", m0006_sessions_skeletons.apply),
     Migration(7, "outbox purge indexes", m0007_outbox_purge.apply),
     Migration(8, "product sort indexes", m0008_product_sorts.apply),
+    Migration(9, "state shared by instances", m0009_shared_state.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version
