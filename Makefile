@@ -38,7 +38,15 @@ test: $(STAMP) $(CHROMIUM)
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz_api
 
-bench: $(STAMP)
+# The load generator of `make bench`: Debian's wrk, installed when missing (bench/loadgen.py,
+# the Python fallback, is client-bound on a small machine and compresses every ratio).
+WRK := /usr/bin/wrk
+
+$(WRK):
+	$(APT_GET) update -qq
+	$(APT_GET) install -y -qq --no-install-recommends wrk
+
+bench: $(STAMP) $(WRK)
 	$(BIN)/python bench/run.py
 
 # The single executable, dist/tillbox, from the locked dependencies in .venv.

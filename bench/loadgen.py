@@ -6,7 +6,8 @@
 N connections, each a task sending its next request as soon as the previous answer is
 read (closed loop, like wrk), for a fixed time. Prints one JSON object: requests, sent,
 seconds, requests_per_second, p50_ms, p99_ms, statuses, errors. A header given as
-"Name: {unique}" gets a value of its own in every request, as with bench/wrk.lua.
+"Name: {unique}" gets a value of its own in every request, as with bench/wrk.lua; a body
+given as "@FILE" is one line of FILE, chosen at random for every request.
 
 It is much slower than wrk: on a small machine the client, not the server, sets the
 pace, and the ratios it gives compress towards 1. bench/run.py says so when it uses it.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import secrets
 import time
 from collections import Counter
@@ -38,6 +40,10 @@ async def generate(
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    bodies = None
+    if body is not None and body.startswith(b"@"):
+        with open(body[1:].decode(), encoding="utf-8") as lines:  # noqa: ASYNC230 - before the load starts
+            bodies = [line.rstrip("\n").encode() for line in lines if line.strip()]
     unique = [name for name, value in headers.items() if value == "{unique}"]
     nonce = secrets.token_hex(6)
     sent = 0
@@ -57,7 +63,8 @@ async def generate(
                 for name in unique:
                     mine[name] = f"{nonce}-{number}-{count}"
                 try:
-                    async with session.request(method, url, data=body, headers=mine) as response:
+                    data = random.choice(bodies) if bodies else body
+                    async with session.request(method, url, data=data, headers=mine) as response:
                         await response.read()
                         statuses[str(response.status)] += 1
                 except (aiohttp.ClientError, TimeoutError) as e:

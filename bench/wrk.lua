@@ -2,7 +2,8 @@
 --
 --   wrk ... -s bench/wrk.lua URL -- METHOD BODY ["Name: value" ...]
 --
--- BODY may be empty. wrk's own "Non-2xx or 3xx" line only counts statuses above 399
+-- BODY may be empty, or "@FILE": one body per line of FILE, each request one of them at
+-- random (orders of products spread over a catalog). wrk's own "Non-2xx or 3xx" line only counts statuses above 399
 -- and does not say which; counting here catches a 3xx too and names the codes, so a
 -- scenario that "runs fast" because it is answered 401 or 429 cannot go unnoticed.
 --
@@ -31,7 +32,14 @@ end
 
 function init(args)
    wrk.method = args[1] or "GET"
-   if args[2] and args[2] ~= "" then
+   bodies = nil
+   if args[2] and args[2]:sub(1, 1) == "@" then
+      bodies = {}
+      for line in io.lines(args[2]:sub(2)) do
+         table.insert(bodies, line)
+      end
+      math.randomseed(tonumber(random_hex(4), 16))
+   elseif args[2] and args[2] ~= "" then
       wrk.body = args[2]
    end
    local unique = {}
@@ -46,7 +54,7 @@ function init(args)
    -- Read back by done() through thread:get; string keys because only plain values cross.
    statuses = {}
    sent = -1  -- -1: requests are not counted (a static request, built once by wrk)
-   if #unique > 0 then
+   if #unique > 0 or bodies then
       sent = 0
       -- Defined only here: wrk builds the request once unless a request() global exists
       -- after init(), and a per-request build is slower for the fixed-request scenarios.
@@ -54,6 +62,9 @@ function init(args)
          sent = sent + 1
          for _, name in ipairs(unique) do
             wrk.headers[name] = unique_prefix .. sent
+         end
+         if bodies then
+            wrk.body = bodies[math.random(#bodies)]
          end
          return wrk.format()
       end

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
 import os
-import random
+import secrets
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from adapters.sqlite.maintenance import BackupError
 from adapters.sqlite.migrations import MigrationError
-from core.domain.errors import DomainError, SkuTaken
+from core.domain.errors import DomainError, UserEmailNotFound
+from core.domain.pagination import MAX_LIMIT, PageRequest
 from core.domain.users import Actor, Role, User, UserStatus
 from core.services.auth import AuthService, CreateUser, ResetPassword, UpdateUser
-from core.services.catalog import CreateProduct
+from core.services.catalog import CatalogService, ImportProducts, ListProducts
+from core.services.orders import ImportOrders
 from entrypoints.container import (
     Container,
     DataDirError,
@@ -38,6 +42,7 @@ from entrypoints.settings import DEFAULTS, ConfigError, Settings, find_config, l
 from entrypoints.version import COMMIT, VERSION
 
 log = logging.getLogger("tillbox")
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -93,121 +98,125 @@ def cmd_db_migrate(args: argparse.Namespace) -> None:
     print(f"{described} is at schema version {version}")
 
 
-_ADJECTIVES = [
-    "Classic",
-    "Compact",
-    "Deluxe",
-    "Eco",
-    "Everyday",
-    "Handmade",
-    "Heavy",
-    "Light",
-    "Mini",
-    "Organic",
-    "Pro",
-    "Rugged",
-    "Smart",
-    "Vintage",
-    "Wireless",
-]
-_MATERIALS = [
-    "Bamboo",
-    "Canvas",
-    "Ceramic",
-    "Cotton",
-    "Copper",
-    "Glass",
-    "Leather",
-    "Linen",
-    "Maple",
-    "Oak",
-    "Steel",
-    "Walnut",
-    "Wool",
-]
-_THINGS = [
-    "Backpack",
-    "Blanket",
-    "Bottle",
-    "Bowl",
-    "Candle",
-    "Chair",
-    "Desk",
-    "Lamp",
-    "Headphones",
-    "Jacket",
-    "Kettle",
-    "Knife",
-    "Mug",
-    "Notebook",
-    "Pan",
-    "Pen",
-    "Pillow",
-    "Plate",
-    "Scarf",
-    "Shelf",
-    "Speaker",
-    "Table",
-    "Teapot",
-    "Towel",
-    "Tray",
-    "Umbrella",
-    "Vase",
-    "Wallet",
-    "Watch",
-]
+#: Products per import and orders per import: one unit of work each, large enough that
+#: a million of either takes minutes (a transaction's fixed cost, and on PostgreSQL a
+#: round trip, per batch rather than per row), small enough that a server sharing the
+#: store waits at most a fraction of a second for one.
+PRODUCT_BATCH = 5000
+ORDER_BATCH = 2000
+#: The demo orders are of the first this many active products of the catalog.
+ORDER_PRODUCTS = 10_000
 
 
-def demo_products(count: int, seed: int = 7) -> list[dict[str, Any]]:
-    """A deterministic demo catalog: the same names, skus and prices on every machine."""
-    rng = random.Random(seed)  # noqa: S311 - demo data, not security
-    products = []
-    for n in range(1, count + 1):
-        adjective, material, thing = rng.choice(_ADJECTIVES), rng.choice(_MATERIALS), rng.choice(_THINGS)
-        products.append(
-            {
-                "sku": f"DEMO-{n:05d}",
-                "name": f"{adjective} {material} {thing}",
-                "description": f"A {adjective.lower()} {thing.lower()} made of {material.lower()}. Demo item {n}.",
-                "price": rng.randrange(1, 500) * 100 - 1,  # 0.99 to 498.99
-                "stock": rng.randrange(0, 500),
-            }
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Any]:
+    """A progress bar on standard error when it is a terminal; nothing otherwise (a log or
+    a pipe gets the one-line summary only)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not sys.stderr.isatty()) as progress:
+        yield progress
+
+
+async def _demo_customers(auth: AuthService) -> list[str]:
+    """The ids of the demo customers, created the first time with a random password that is
+    never shown (``tillbox users reset-password`` gives one a known one)."""
+    from entrypoints.demo import DEMO_CUSTOMERS
+
+    operator = Actor.operator()
+    ids = []
+    for email in DEMO_CUSTOMERS:
+        try:
+            user = await auth.get_user_by_email(operator, email)
+        except UserEmailNotFound:
+            password = secrets.token_urlsafe(24)
+            user = await auth.create_user(CreateUser(actor=operator, email=email, password=password))
+        ids.append(user.id)
+    return ids
+
+
+async def _products_to_order(catalog: CatalogService) -> list[tuple[str, int]]:
+    """The id and price of the first ORDER_PRODUCTS active products of the catalog."""
+    operator = Actor.operator()
+    found: list[tuple[str, int]] = []
+    after = None
+    while len(found) < ORDER_PRODUCTS:
+        page = await catalog.list_products(
+            ListProducts(actor=operator, page=PageRequest(limit=MAX_LIMIT, after=after), active=True)
         )
-    return products
+        found += [(product.id, product.price.amount) for product in page.items]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    return found[:ORDER_PRODUCTS]
 
 
 def cmd_db_seed(args: argparse.Namespace) -> None:
-    from rich.progress import Progress
+    from entrypoints.demo import DEMO_CUSTOMERS, demo_orders, demo_products
 
     settings = _settings(args)
-    if args.count < 1:
-        raise CommandError("--count must be at least 1")
+    if args.count < 0 or args.orders < 0:
+        raise CommandError("--count and --orders must be 0 or more")
+    expiry = timedelta(minutes=settings["orders"]["expiry_minutes"])
 
-    async def seed(container: Container) -> tuple[int, int]:
+    async def seed(container: Container) -> tuple[int, int, int]:
         catalog = await provide(container.catalog_service)
         operator = Actor.operator()
-        created = skipped = 0
-        items = demo_products(args.count)
-        with Progress(transient=not sys.stderr.isatty(), console=None) as progress:
-            task = progress.add_task("Seeding the demo catalog", total=len(items))
+        created = skipped = placed = 0
+        with _progress() as progress:
+            task = progress.add_task("products", total=args.count)
+            for batch in _batches(demo_products(args.count), PRODUCT_BATCH):
+                imported = await catalog.import_products(ImportProducts(actor=operator, products=batch))
+                created += imported.created
+                skipped += len(imported.skipped)
+                progress.advance(task, len(batch))
+            if args.orders:
+                orders = await provide(container.order_service)
+                products = await _products_to_order(catalog)
+                if not products:
+                    raise CommandError("the catalog has no active product to order; seed products first (--count)")
+                customers = await _demo_customers(await provide(container.auth_service))
+                # Ending an expiry ago (and a minute), so that the oldest statuses are all reachable.
+                until = datetime.now(UTC) - expiry - timedelta(minutes=1)
+                task = progress.add_task("orders", total=args.orders)
+                history = demo_orders(args.orders, customers, products, until=until)
+                for past in _batches(history, ORDER_BATCH):
+                    placed += len(await orders.import_orders(ImportOrders(actor=operator, orders=past)))
+                    progress.advance(task, len(past))
+        return created, skipped, placed
 
-            async def one(item: dict[str, Any]) -> bool:
-                try:
-                    await catalog.create_product(CreateProduct(actor=operator, **item))
-                    return True
-                except SkuTaken:
-                    return False
-
-            # Batches of concurrent creations share commits (group commit).
-            for start in range(0, len(items), 200):
-                results = await asyncio.gather(*(one(i) for i in items[start : start + 200]))
-                created += sum(results)
-                skipped += len(results) - sum(results)
-                progress.advance(task, len(results))
-        return created, skipped
-
-    created, skipped = _run_with_container(settings, seed)
-    print(f"seeded {created} products ({skipped} already there)")
+    created, skipped, placed = _run_with_container(settings, seed)
+    line = f"seeded {created} products ({skipped} already there)"
+    if args.orders:
+        line += f" and {placed} orders of {len(DEMO_CUSTOMERS)} demo customers"
+    print(line)
 
 
 def _data_dir(settings: Settings) -> Path:
@@ -297,7 +306,6 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
 
 def cmd_users_list(args: argparse.Namespace) -> None:
-    from core.domain.pagination import PageRequest
     from core.ports.repositories import UserFilter
     from core.services.auth import ListUsers
 
@@ -559,8 +567,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     db_commands = _group(commands, "db", "manage the database")
     _command(db_commands, "migrate", cmd_db_migrate, "apply pending schema migrations", "tillbox db migrate")
-    seed = _command(db_commands, "seed", cmd_db_seed, "add a demo catalog", "tillbox db seed --count 1000")
-    seed.add_argument("--count", type=int, metavar="N", default=1000, help="number of demo products")
+    seed = _command(
+        db_commands,
+        "seed",
+        cmd_db_seed,
+        "add a demo catalog and, with --orders, a history of demo orders (products already there are skipped)",
+        "tillbox db seed --count 1000000 --orders 1000000",
+    )
+    seed.add_argument("--count", type=int, metavar="N", default=1000, help="number of demo products (0: none)")
+    seed.add_argument(
+        "--orders",
+        type=int,
+        metavar="N",
+        default=0,
+        help="number of demo orders of the past year, placed by 5 demo customers, fulfilled, paid, cancelled,"
+        " expired or refunded, of the catalog's first 10,000 active products",
+    )
     reset = _command(
         db_commands,
         "reset",

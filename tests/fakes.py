@@ -193,6 +193,10 @@ class InMemoryProductRepository:
             raise SkuTaken(product.sku)
         self._s.products[product.id] = copy.deepcopy(product)
 
+    async def add_many(self, products: Sequence[Product]) -> None:
+        for product in products:
+            await self.add(product)
+
     async def get(self, product_id: str) -> Product | None:
         return copy.deepcopy(self._s.products.get(product_id))
 
@@ -344,6 +348,10 @@ class InMemoryOrderRepository:
     async def add(self, order: Order) -> None:
         self._s.orders[order.id] = copy.deepcopy(order)
 
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        for order in orders:
+            await self.add(order)
+
     async def get(self, order_id: str) -> Order | None:
         return copy.deepcopy(self._s.orders.get(order_id))
 
@@ -399,6 +407,10 @@ class InMemoryPaymentRepository:
         self._check_reference(payment)
         self._s.payments[payment.id] = copy.deepcopy(payment)
 
+    async def add_many(self, payments: Sequence[Payment]) -> None:
+        for payment in payments:
+            await self.add(payment)
+
     async def get(self, payment_id: str) -> Payment | None:
         return copy.deepcopy(self._s.payments.get(payment_id))
 
@@ -430,6 +442,10 @@ class InMemoryRefundRepository:
 
     async def add(self, refund: Refund) -> None:
         self._s.refunds[refund.id] = copy.deepcopy(refund)
+
+    async def add_many(self, refunds: Sequence[Refund]) -> None:
+        for refund in refunds:
+            await self.add(refund)
 
     async def get(self, refund_id: str) -> Refund | None:
         return copy.deepcopy(self._s.refunds.get(refund_id))

@@ -152,10 +152,15 @@ class PostgresDatabase:
     async def close(self) -> None:
         if self._pool is None:
             return
-        self._closing = True
-        if self._announcing is not None:  # the last commits are announced before the pool closes
+        # The last commits are announced before the pool closes, and so before the pool
+        # refuses connections (pool() does once closing), or the announcement would fail.
+        for _ in range(3):  # a commit made meanwhile starts another; a server closing has few
+            announcing = self._announcing
+            if announcing is None:
+                break
             with contextlib.suppress(Exception):
-                await self._announcing
+                await announcing
+        self._closing = True
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -117,6 +117,11 @@ async def _filtered_list(
     return _page(rows, page, build, lambda row: [row[0]], bound_to)
 
 
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as columns, for a statement that inserts many rows from arrays (unnest)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
 def _constraint(exc: asyncpg.UniqueViolationError) -> str:
     return exc.constraint_name or ""
 
@@ -205,6 +210,15 @@ _P_COLUMNS = ", ".join(f"p.{c}" for c in _PRODUCT_COLUMNS.split(", "))
 PRODUCT_INSERT = (
     f"INSERT INTO products ({_PRODUCT_COLUMNS}, search)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, array_to_tsvector($12::text[])) ON CONFLICT DO NOTHING"
+)
+# Many products in one statement: a column array each (the words joined by spaces, which
+# no word holds), a taken sku skipped; the skus inserted say which (see add_many).
+PRODUCT_INSERT_MANY = (
+    f"INSERT INTO products ({_PRODUCT_COLUMNS}, search)"
+    f" SELECT {_PRODUCT_COLUMNS}, array_to_tsvector(string_to_array(words, ' ')) FROM unnest($1::text[],"
+    " $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], $8::boolean[], $9::timestamptz[],"
+    f" $10::timestamptz[], $11::bigint[], $12::text[]) AS p ({_PRODUCT_COLUMNS}, words)"
+    " ON CONFLICT DO NOTHING RETURNING sku"
 )
 PRODUCT_GET = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = $1"
 PRODUCT_GET_BY_SKU = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku = $1"
@@ -340,6 +354,37 @@ class PostgresProductRepository(_Repository):
         )
         if added != 1:  # ids are unique by making: the sku is taken
             raise SkuTaken(product.sku)
+
+    async def add_many(self, products: Sequence[Product]) -> None:
+        if not products:
+            return
+        columns = _columns(
+            [
+                (
+                    p.id,
+                    p.sku,
+                    p.name,
+                    p.description,
+                    p.price.amount,
+                    p.price.currency,
+                    p.stock,
+                    p.active,
+                    p.created_at,
+                    p.updated_at,
+                    p.version,
+                    " ".join(words(p.name, p.sku, p.description)),
+                )
+                for p in products
+            ],
+            12,
+        )
+        inserted = {row[0] for row in await self._session.fetch(PRODUCT_INSERT_MANY, *columns)}
+        if len(inserted) != len(products):
+            seen: set[str] = set()
+            for product in products:  # the first that was not inserted, or came twice
+                if product.sku not in inserted or product.sku in seen:
+                    raise SkuTaken(product.sku)
+                seen.add(product.sku)
 
     async def get(self, product_id: str) -> Product | None:
         row = await self._session.fetchrow(self._lock(PRODUCT_GET), product_id)
@@ -640,10 +685,20 @@ _ORDER_FIELDS = (
     + ", (SELECT coalesce(json_agg(json_build_array(l.line_no, l.product_id, l.sku, l.name, l.unit_price,"
     " l.quantity) ORDER BY l.line_no), '[]')::text FROM order_lines AS l WHERE l.order_id = o.id)"
 )
-ORDER_INSERT = f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-ORDER_LINE_INSERT = (
+# An order and its lines in one statement, one round trip: the lines come as column arrays.
+ORDER_INSERT = (
+    f"WITH o AS (INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12))"
+    " INSERT INTO order_lines (order_id, line_no, product_id, sku, name, unit_price, quantity)"
+    " SELECT $1, * FROM unnest($13::integer[], $14::text[], $15::text[], $16::text[], $17::bigint[], $18::integer[])"
+)
+ORDER_INSERT_MANY = (
+    f"INSERT INTO orders ({_ORDER_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],"
+    " $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $9::timestamptz[], $10::timestamptz[],"
+    " $11::timestamptz[], $12::bigint[])"
+)
+ORDER_LINE_INSERT_MANY = (
     "INSERT INTO order_lines (order_id, line_no, product_id, sku, name, unit_price, quantity)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    " SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::integer[])"
 )
 ORDER_GET = f"SELECT {_ORDER_FIELDS} FROM orders AS o WHERE o.id = $1"
 ORDER_GET_MANY = f"SELECT {_ORDER_FIELDS} FROM orders AS o WHERE o.id = ANY($1::text[]) ORDER BY o.id"
@@ -687,30 +742,41 @@ def _order(row: Record) -> Order:
     )
 
 
+def _order_row(order: Order) -> tuple[Any, ...]:
+    return (
+        order.id,
+        order.customer_id,
+        order.status.value,
+        order.subtotal.amount,
+        order.total.amount,
+        order.amount_paid,
+        order.amount_refunded,
+        order.currency,
+        order.created_at,
+        order.updated_at,
+        order.expires_at,
+        order.version,
+    )
+
+
+def _line_rows(order: Order) -> builtins.list[tuple[Any, ...]]:
+    return [
+        (order.id, n, line.product_id, line.sku, line.name, line.unit_price.amount, line.quantity)
+        for n, line in enumerate(order.lines)
+    ]
+
+
 class PostgresOrderRepository(_Repository):
     async def add(self, order: Order) -> None:
-        await self._session.execute(
-            ORDER_INSERT,
-            order.id,
-            order.customer_id,
-            order.status.value,
-            order.subtotal.amount,
-            order.total.amount,
-            order.amount_paid,
-            order.amount_refunded,
-            order.currency,
-            order.created_at,
-            order.updated_at,
-            order.expires_at,
-            order.version,
-        )
-        await self._session.executemany(
-            ORDER_LINE_INSERT,
-            [
-                (order.id, n, line.product_id, line.sku, line.name, line.unit_price.amount, line.quantity)
-                for n, line in enumerate(order.lines)
-            ],
-        )
+        lines = [row[1:] for row in _line_rows(order)]  # without the order's id: $1 already
+        await self._session.execute(ORDER_INSERT, *_order_row(order), *_columns(lines, 6))
+
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        if not orders:
+            return
+        await self._session.execute(ORDER_INSERT_MANY, *_columns([_order_row(order) for order in orders], 12))
+        lines = [row for order in orders for row in _line_rows(order)]
+        await self._session.execute(ORDER_LINE_INSERT_MANY, *_columns(lines, 7))
 
     async def get(self, order_id: str) -> Order | None:
         row = await self._session.fetchrow(self._lock(ORDER_GET, "o"), order_id)
@@ -765,6 +831,13 @@ _PAYMENT_SELECT = _PAYMENT_COLUMNS.replace("next_action,", "next_action::text,")
 PAYMENT_INSERT = (
     f"INSERT INTO payments ({_PAYMENT_COLUMNS})"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING"
+)
+PAYMENT_INSERT_MANY = (
+    f"INSERT INTO payments ({_PAYMENT_COLUMNS}) SELECT id, order_id, method, provider, status, amount, currency,"
+    " provider_reference, client_secret, next_action::jsonb, failure_code, reference, payment_method, created_at,"
+    " updated_at, version FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
+    " $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[],"
+    f" $15::timestamptz[], $16::bigint[]) AS p ({_PAYMENT_COLUMNS}) ON CONFLICT DO NOTHING RETURNING id"
 )
 PAYMENT_GET = f"SELECT {_PAYMENT_SELECT} FROM payments WHERE id = $1"
 PAYMENT_GET_BY_PROVIDER_REFERENCE = f"SELECT {_PAYMENT_SELECT} FROM payments WHERE provider_reference = $1"
@@ -831,6 +904,35 @@ class PostgresPaymentRepository(_Repository):
         if added != 1:  # ids are unique by making: the provider reference is taken
             raise ProviderReferenceTaken(payment.provider_reference or "")
 
+    async def add_many(self, payments: Sequence[Payment]) -> None:
+        if not payments:
+            return
+        rows = [
+            (
+                p.id,
+                p.order_id,
+                p.method.value,
+                p.provider,
+                p.status.value,
+                p.amount.amount,
+                p.amount.currency,
+                p.provider_reference,
+                p.client_secret,
+                _optional_json(p.next_action),
+                p.failure_code,
+                p.reference,
+                p.payment_method,
+                p.created_at,
+                p.updated_at,
+                p.version,
+            )
+            for p in payments
+        ]
+        inserted = {row[0] for row in await self._session.fetch(PAYMENT_INSERT_MANY, *_columns(rows, 16))}
+        for payment in payments:  # ids are unique by making: a provider reference is taken
+            if payment.id not in inserted:
+                raise ProviderReferenceTaken(payment.provider_reference or "")
+
     async def get(self, payment_id: str) -> Payment | None:
         await self._lock_order_first(ORDER_LOCK_OF_PAYMENT, payment_id)
         row = await self._session.fetchrow(self._lock(PAYMENT_GET), payment_id)
@@ -877,6 +979,11 @@ _REFUND_COLUMNS = (
     " created_at, updated_at, version"
 )
 REFUND_INSERT = f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+REFUND_INSERT_MANY = (
+    f"INSERT INTO refunds ({_REFUND_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],"
+    " $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],"
+    " $12::bigint[])"
+)
 REFUND_GET = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = $1"
 REFUND_LIST_FOR_ORDER = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY id"
 REFUND_LIST_FOR_PAYMENT = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 ORDER BY id"
@@ -907,23 +1014,30 @@ def _refund(row: Record) -> Refund:
     )
 
 
+def _refund_row(refund: Refund) -> tuple[Any, ...]:
+    return (
+        refund.id,
+        refund.payment_id,
+        refund.order_id,
+        refund.amount.amount,
+        refund.amount.currency,
+        refund.reason,
+        refund.status.value,
+        refund.provider_reference,
+        refund.failure_code,
+        refund.created_at,
+        refund.updated_at,
+        refund.version,
+    )
+
+
 class PostgresRefundRepository(_Repository):
     async def add(self, refund: Refund) -> None:
-        await self._session.execute(
-            REFUND_INSERT,
-            refund.id,
-            refund.payment_id,
-            refund.order_id,
-            refund.amount.amount,
-            refund.amount.currency,
-            refund.reason,
-            refund.status.value,
-            refund.provider_reference,
-            refund.failure_code,
-            refund.created_at,
-            refund.updated_at,
-            refund.version,
-        )
+        await self._session.execute(REFUND_INSERT, *_refund_row(refund))
+
+    async def add_many(self, refunds: Sequence[Refund]) -> None:
+        if refunds:
+            await self._session.execute(REFUND_INSERT_MANY, *_columns([_refund_row(r) for r in refunds], 12))
 
     async def get(self, refund_id: str) -> Refund | None:
         await self._lock_order_first(ORDER_LOCK_OF_REFUND, refund_id)

@@ -400,6 +400,12 @@ class SqliteProductRepository(_Repository):
                 raise SkuTaken(product.sku) from None
             raise
 
+    async def add_many(self, products: Sequence[Product]) -> None:
+        # A statement on the loop takes microseconds: one by one costs little, and says
+        # which sku is taken.
+        for product in products:
+            await self.add(product)
+
     async def get(self, product_id: str) -> Product | None:
         rows = await self._session.fetchall(PRODUCT_GET, (product_id,))
         return self._remember(rows[0]) if rows else None
@@ -712,32 +718,38 @@ def _order(row: tuple[Any, ...]) -> Order:
     )
 
 
+def _order_row(order: Order) -> Row:
+    return (
+        order.id,
+        order.customer_id,
+        order.status.value,
+        order.subtotal.amount,
+        order.total.amount,
+        order.amount_paid,
+        order.amount_refunded,
+        order.currency,
+        format_timestamp(order.created_at),
+        format_timestamp(order.updated_at),
+        _optional_format(order.expires_at),
+        order.version,
+    )
+
+
+def _line_rows(order: Order) -> builtins.list[Row]:
+    return [
+        (order.id, n, line.product_id, line.sku, line.name, line.unit_price.amount, line.quantity)
+        for n, line in enumerate(order.lines)
+    ]
+
+
 class SqliteOrderRepository(_Repository):
     async def add(self, order: Order) -> None:
-        await self._session.execute(
-            ORDER_INSERT,
-            (
-                order.id,
-                order.customer_id,
-                order.status.value,
-                order.subtotal.amount,
-                order.total.amount,
-                order.amount_paid,
-                order.amount_refunded,
-                order.currency,
-                format_timestamp(order.created_at),
-                format_timestamp(order.updated_at),
-                _optional_format(order.expires_at),
-                order.version,
-            ),
-        )
-        await self._session.executemany(
-            ORDER_LINE_INSERT,
-            [
-                (order.id, n, line.product_id, line.sku, line.name, line.unit_price.amount, line.quantity)
-                for n, line in enumerate(order.lines)
-            ],
-        )
+        await self._session.execute(ORDER_INSERT, _order_row(order))
+        await self._session.executemany(ORDER_LINE_INSERT, _line_rows(order))
+
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        await self._session.executemany(ORDER_INSERT, [_order_row(order) for order in orders])
+        await self._session.executemany(ORDER_LINE_INSERT, [row for order in orders for row in _line_rows(order)])
 
     async def get(self, order_id: str) -> Order | None:
         rows = await self._session.fetchall(ORDER_GET, (order_id,))
@@ -845,6 +857,10 @@ class SqlitePaymentRepository(_Repository):
                 raise ProviderReferenceTaken(payment.provider_reference or "") from None
             raise
 
+    async def add_many(self, payments: Sequence[Payment]) -> None:
+        for payment in payments:  # one by one: see SqliteProductRepository.add_many
+            await self.add(payment)
+
     async def get(self, payment_id: str) -> Payment | None:
         rows = await self._session.fetchall(PAYMENT_GET, (payment_id,))
         return _payment(rows[0]) if rows else None
@@ -936,6 +952,10 @@ class SqliteRefundRepository(_Repository):
                 refund.version,
             ),
         )
+
+    async def add_many(self, refunds: Sequence[Refund]) -> None:
+        for refund in refunds:  # one by one: see SqliteProductRepository.add_many
+            await self.add(refund)
 
     async def get(self, refund_id: str) -> Refund | None:
         rows = await self._session.fetchall(REFUND_GET, (refund_id,))

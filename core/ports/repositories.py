@@ -107,6 +107,12 @@ class ProductRepository(Protocol):
     async def add(self, product: Product) -> None:
         """Insert; raises SkuTaken if the sku exists."""
 
+    async def add_many(self, products: Sequence[Product]) -> None:
+        """Insert them all, as ``add`` would one after another, in as few statements as the
+        store can: for imports of thousands, where a statement each would cost a round trip
+        each. SkuTaken if a sku exists or comes twice; the unit of work must then not be
+        committed (which of the others were inserted is not said)."""
+
     async def get(self, product_id: str) -> Product | None: ...
 
     async def get_by_sku(self, sku: str) -> Product | None: ...
@@ -202,6 +208,10 @@ class OrderRepository(Protocol):
     async def add(self, order: Order) -> None:
         """Insert the order and its lines (in their order)."""
 
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        """Insert them all with their lines, as ``add`` would one after another, in as few
+        statements as the store can (see ProductRepository.add_many)."""
+
     async def get(self, order_id: str) -> Order | None: ...
 
     async def get_many(self, order_ids: Sequence[str]) -> builtins.list[Order]:
@@ -227,6 +237,11 @@ class PaymentRepository(Protocol):
     async def add(self, payment: Payment) -> None:
         """Insert; raises ProviderReferenceTaken if another payment has its provider reference."""
 
+    async def add_many(self, payments: Sequence[Payment]) -> None:
+        """Insert them all, as ``add`` would one after another, in as few statements as the
+        store can (see ProductRepository.add_many). ProviderReferenceTaken if a provider
+        reference is taken or comes twice; the unit of work must then not be committed."""
+
     async def get(self, payment_id: str) -> Payment | None: ...
 
     async def get_by_provider_reference(self, reference: str) -> Payment | None: ...
@@ -242,6 +257,10 @@ class PaymentRepository(Protocol):
 
 class RefundRepository(Protocol):
     async def add(self, refund: Refund) -> None: ...
+
+    async def add_many(self, refunds: Sequence[Refund]) -> None:
+        """Insert them all, as ``add`` would one after another, in as few statements as the
+        store can (see ProductRepository.add_many)."""
 
     async def get(self, refund_id: str) -> Refund | None: ...
 

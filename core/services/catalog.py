@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -25,6 +26,9 @@ from core.services.access import as_staff, for_reading
 from core.services.audit import Auditor
 
 MAX_SEARCH_LENGTH = 200
+#: The most products one import adds: one unit of work, so one transaction that holds the
+#: store's writes (SQLite) or the rows it locks (PostgreSQL) for as long as it runs.
+MAX_IMPORT = 10_000
 
 
 @attrs.frozen
@@ -37,6 +41,34 @@ class CreateProduct:
     stock: int = 0
     active: bool = True
     currency: str | None = None  # if given, must be the store's
+
+
+@attrs.frozen
+class NewProduct:
+    """One product of an import: what CreateProduct says of it, in the store's currency."""
+
+    sku: str
+    name: str
+    price: int
+    description: str = ""
+    stock: int = 0
+    active: bool = True
+
+
+def _new_products(products: Sequence[NewProduct]) -> tuple[NewProduct, ...]:
+    return tuple(products)
+
+
+@attrs.frozen
+class ImportProducts:
+    actor: Actor
+    products: tuple[NewProduct, ...] = attrs.field(converter=_new_products)
+
+
+@attrs.frozen
+class ProductsImported:
+    created: int
+    skipped: tuple[str, ...]  # the skus the catalog already had (or that came twice), as given
 
 
 @attrs.frozen
@@ -129,6 +161,54 @@ class CatalogService:
             )
             await uow.commit()
         return product
+
+    async def import_products(self, cmd: ImportProducts) -> ProductsImported:
+        """Add many products in one unit of work: a demo catalog, or a catalog brought from
+        another system. Staff only; at most MAX_IMPORT at a time (callers with more call
+        again). Each product is checked as ``create_product`` checks it, and the first
+        one that fails refuses the whole import (ValidationFailed names it:
+        ``products[3].price``). A product whose sku the catalog has, or that an earlier
+        product of the import has, is skipped and reported: an import run again adds only
+        what is missing. The audit log gets one entry for the import (``product.imported``:
+        how many, the first and last sku), not one per product."""
+        actor = await as_staff(self._uow, cmd.actor)
+        if len(cmd.products) > MAX_IMPORT:
+            raise ValidationFailed({"products": f"at most {MAX_IMPORT} per import"})
+        now = self._clock.now()
+        products = [self._new_product(index, item, now) for index, item in enumerate(cmd.products)]
+        skipped: list[str] = []
+        async with self._uow() as uow:
+            seen = {p.sku for p in await uow.products.get_many_by_sku([p.sku for p in products])}
+            added: list[Product] = []
+            for product in products:
+                if product.sku in seen:
+                    skipped.append(product.sku)
+                    continue
+                seen.add(product.sku)
+                added.append(product)
+            if added:
+                await uow.products.add_many(added)
+                details = {"created": len(added), "first_sku": added[0].sku, "last_sku": added[-1].sku}
+                await self._auditor.record(uow, actor, "product.imported", "product", None, details)
+                await uow.commit()
+        return ProductsImported(created=len(added), skipped=tuple(skipped))
+
+    def _new_product(self, index: int, item: NewProduct, now: datetime) -> Product:
+        try:
+            return Product(
+                id=self._ids.new("prd"),
+                sku=check_sku(item.sku),
+                name=check_name(item.name),
+                description=check_description(item.description),
+                price=check_price(item.price, self._currency, self._currency),
+                stock=check_stock(item.stock),
+                active=item.active,
+                created_at=now,
+                updated_at=now,
+            )
+        except ValidationFailed as exc:
+            fields = exc.details["fields"]
+            raise ValidationFailed({f"products[{index}].{name}": problem for name, problem in fields.items()}) from None
 
     async def reader(self, actor: Actor) -> Actor:
         """The actor as the catalog sees them: one who claims staff powers (and so sees

@@ -3,6 +3,7 @@ was paid), fulfil, and expire the unpaid ones."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,9 +19,10 @@ from core.domain.errors import (
     UnknownProduct,
     ValidationFailed,
 )
+from core.domain.money import Money
 from core.domain.orders import Order, OrderLine, OrderStatus, check_line_count, check_quantity
 from core.domain.pagination import Page, PageRequest
-from core.domain.payments import PROVIDER_MANUAL, Payment, PaymentStatus
+from core.domain.payments import PROVIDER_MANUAL, Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from core.domain.users import Actor
 from core.ports.clock import Clock, IdGenerator
 from core.ports.payments import PaymentGateway
@@ -30,6 +32,13 @@ from core.services.access import as_staff, for_reading, signed_in
 from core.services.ledger import Ledger, ReservedRefund, get_visible_order, release_stock
 
 CANCEL_REFUND_REASON = "Order cancelled."
+#: The most orders one import records: one unit of work (see catalog.MAX_IMPORT).
+MAX_IMPORT = 10_000
+#: What an imported order may have come to. One awaiting payment would hold stock and
+#: expire: such an order is placed, not imported.
+IMPORTABLE = frozenset(OrderStatus) - {OrderStatus.PENDING_PAYMENT}
+IMPORT_REFERENCE = "imported"
+IMPORT_REFUND_REASON = "Refunded before the import."
 _MAY_BE_CAPTURED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING, PaymentStatus.REQUIRES_ACTION})
 
 
@@ -58,6 +67,28 @@ def _items(items: Iterable[OrderItem]) -> tuple[OrderItem, ...]:
 class PlaceOrder:
     actor: Actor
     items: tuple[OrderItem, ...] = attrs.field(converter=_items)
+
+
+@attrs.frozen
+class PastOrder:
+    """An order as it happened: who placed it, when, what, and what it came to.
+    ``refunded``: for a partially refunded order, how much of its total went back."""
+
+    customer_id: str
+    items: tuple[OrderItem, ...] = attrs.field(converter=_items)
+    status: OrderStatus = OrderStatus.FULFILLED
+    placed_at: datetime | None = None  # None: now
+    refunded: int = 0
+
+
+def _past_orders(orders: Iterable[PastOrder]) -> tuple[PastOrder, ...]:
+    return tuple(orders)
+
+
+@attrs.frozen
+class ImportOrders:
+    actor: Actor
+    orders: tuple[PastOrder, ...] = attrs.field(converter=_past_orders)
 
 
 @attrs.frozen
@@ -153,6 +184,117 @@ class OrderService:
                 await self._ledger.emit(uow, events.ORDER_PAID, order, now)
             await uow.commit()
         return order
+
+    async def import_orders(self, cmd: ImportOrders) -> list[Order]:
+        """Record orders of the past in one unit of work: a demo history, or the orders of a
+        shop moving from another system. Staff only; at most MAX_IMPORT at a time.
+
+        Each order is checked as ``place_order`` checks it (its customer must be an account
+        of the store; UnknownProduct names the lines without an active product) and
+        snapshots its products as they are now. It then goes the way its status says, through
+        the same rules as a live order, each step stamped at ``placed_at``: a paid, fulfilled
+        or refunded order has a manual payment of its total (reference ``imported``), a
+        refunded one a refund of all of it, a partially refunded one a refund of ``refunded``
+        (more than 0, less than the total); an expired one expired when its time was up,
+        which must be past. No order may await payment (IMPORTABLE). Stock stays as it is:
+        the catalog's stock is what those orders left. Nothing goes to the outbox (webhooks
+        would announce history as news); the audit log gets one entry for the import
+        (``order.imported``: how many of each status). ValidationFailed names the first bad
+        order (``orders[3].status``) and nothing is recorded."""
+        actor = await as_staff(self._uow, cmd.actor)
+        if len(cmd.orders) > MAX_IMPORT:
+            raise ValidationFailed({"orders": f"at most {MAX_IMPORT} per import"})
+        now = self._clock.now()
+        for index, past in enumerate(cmd.orders):
+            _check_past(index, past, now, self._settings.expiry)
+        async with self._uow(readonly=True) as uow:
+            ids = {item.product_id for past in cmd.orders for item in past.items if item.product_id is not None}
+            skus = {item.sku for past in cmd.orders for item in past.items if item.sku is not None}
+            by_id = {p.id: p for p in await uow.products.get_many(sorted(ids))} if ids else {}
+            by_sku = {p.sku: p for p in await uow.products.get_many_by_sku(sorted(skus))} if skus else {}
+            customers = {past.customer_id for past in cmd.orders}
+            known = {user.id for user in [await uow.users.get(c) for c in sorted(customers)] if user is not None}
+        orders: list[Order] = []
+        payments: list[Payment] = []
+        refunds: list[Refund] = []
+        for index, past in enumerate(cmd.orders):
+            if past.customer_id not in known:
+                raise ValidationFailed({f"orders[{index}].customer_id": "is not an account of this store"})
+            products = _lines_of(index, past.items, by_id, by_sku)
+            at = now if past.placed_at is None else past.placed_at
+            order = Order.place(
+                id=self._ids.new("ord"),
+                customer_id=past.customer_id,
+                lines=[
+                    OrderLine(p.id, p.sku, p.name, p.price, item.quantity)
+                    for p, item in zip(products, past.items, strict=True)
+                ],
+                currency=self._currency,
+                at=at,
+                expires_at=at + self._settings.expiry,
+            )
+            self._replay(index, past, order, at, payments, refunds)
+            orders.append(order)
+        async with self._uow() as uow:
+            await uow.orders.add_many(orders)
+            await uow.payments.add_many(payments)
+            await uow.refunds.add_many(refunds)
+            if orders:
+                by_status = collections.Counter(order.status.value for order in orders)
+                await self._ledger.audit(
+                    uow, actor, "order.imported", orders[0].id, dict(sorted(by_status.items())), now
+                )
+                await uow.commit()
+        return orders
+
+    def _replay(
+        self, index: int, past: PastOrder, order: Order, at: datetime, payments: list[Payment], refunds: list[Refund]
+    ) -> None:
+        """Take a newly placed order the way ``past`` went, recording its payment and refund."""
+        status = past.status
+        if status is OrderStatus.EXPIRED:
+            assert order.expires_at is not None
+            order.expire(at=order.expires_at)
+            return
+        if status is OrderStatus.CANCELLED:
+            order.cancel(at=at)
+            return
+        total = order.total.amount
+        if total > 0:
+            payment = Payment(
+                id=self._ids.new("pay"),
+                order_id=order.id,
+                method=PaymentMethod.MANUAL,
+                provider=PROVIDER_MANUAL,
+                status=PaymentStatus.SUCCEEDED,
+                amount=order.total,
+                created_at=at,
+                updated_at=at,
+                reference=IMPORT_REFERENCE,
+            )
+            payments.append(payment)
+            order.record_payment(total, at=at)
+        if status is OrderStatus.FULFILLED:
+            order.fulfil(at=at)
+        elif status in (OrderStatus.REFUNDED, OrderStatus.PARTIALLY_REFUNDED):
+            amount = total if status is OrderStatus.REFUNDED else past.refunded
+            if total == 0 or (status is OrderStatus.PARTIALLY_REFUNDED and not 0 < amount < total):
+                raise ValidationFailed(
+                    {f"orders[{index}].refunded": f"must be more than 0 and less than the total, {total}"}
+                )
+            refunds.append(
+                Refund(
+                    id=self._ids.new("ref"),
+                    payment_id=payments[-1].id,
+                    order_id=order.id,
+                    amount=Money(amount, order.currency),
+                    reason=IMPORT_REFUND_REASON,
+                    status=RefundStatus.SUCCEEDED,
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+            order.record_refund(amount, at=at)
 
     async def _products_for(self, uow: UnitOfWork, items: Sequence[OrderItem]) -> list[Product]:
         """The product of each item, in order; UnknownProduct names every line without one."""
@@ -295,6 +437,39 @@ class OrderService:
             await expire_orders(uow, self._ledger, still_due, now)
             await uow.commit()
         return [order.id for order in still_due]
+
+
+def _check_past(index: int, past: PastOrder, now: datetime, expiry: timedelta) -> None:
+    try:
+        _check_items(past.items)
+    except ValidationFailed as exc:
+        fields = exc.details["fields"]
+        raise ValidationFailed({f"orders[{index}].{name}": problem for name, problem in fields.items()}) from None
+    if past.status not in IMPORTABLE:
+        allowed = ", ".join(sorted(status.value for status in IMPORTABLE))
+        raise ValidationFailed({f"orders[{index}].status": f"must be one of {allowed}"})
+    if past.placed_at is not None and past.placed_at > now:
+        raise ValidationFailed({f"orders[{index}].placed_at": "must not be in the future"})
+    placed = now if past.placed_at is None else past.placed_at
+    if past.status is OrderStatus.EXPIRED and placed + expiry > now:
+        raise ValidationFailed({f"orders[{index}].placed_at": "is too recent for the order to have expired"})
+
+
+def _lines_of(
+    index: int, items: Sequence[OrderItem], by_id: dict[str, Product], by_sku: dict[str, Product]
+) -> list[Product]:
+    found: list[Product] = []
+    unknown: list[dict[str, Any]] = []
+    for line, item in enumerate(items):
+        product = by_id.get(item.product_id) if item.product_id is not None else by_sku.get(item.sku or "")
+        if product is None or not product.active:
+            ref = {"product_id": item.product_id} if item.product_id is not None else {"sku": item.sku}
+            unknown.append({"order": index, "index": line, **ref})
+        else:
+            found.append(product)
+    if unknown:
+        raise UnknownProduct(unknown)
+    return found
 
 
 def _check_items(items: Sequence[OrderItem]) -> None:

@@ -109,10 +109,11 @@ async def test_readiness_needs_the_schema_this_code_expects(db: SqliteDatabase, 
 
 
 async def test_every_connection_has_wal_full_sync_and_foreign_keys(db: SqliteDatabase) -> None:
-    expected = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 5000, "temp_store": 2}
+    expected = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 5000}
     pragmas = db.pragmas()
-    assert pragmas["writer"] == {**expected, "query_only": 0}
-    assert pragmas["reader"] == {**expected, "query_only": 1}
+    # The writer's savepoint journals spill to a file past 64 KiB (see connection.py); readers sort in memory.
+    assert pragmas["writer"] == {**expected, "query_only": 0, "temp_store": 0}
+    assert pragmas["reader"] == {**expected, "query_only": 1, "temp_store": 2}
     assert db.read_scalar("PRAGMA journal_mode") == "wal"
 
 
