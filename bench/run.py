@@ -492,9 +492,17 @@ def database_name(suffix: str) -> str:
 
 
 def drop_databases(server_url: str, names: list[str]) -> None:
+    """Drop them, again for a few seconds if need be: a backend whose client was killed in the
+    middle of an import may take a moment to go."""
     for name in names:
-        with contextlib.suppress(HarnessError):
-            postgres(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(10):
+            try:
+                postgres(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except HarnessError as e:
+                if attempt == 9:
+                    print(f"bench: could not drop database {name}: {e}", file=sys.stderr)
+                time.sleep(1)
 
 
 # Scenarios, rows and targets.

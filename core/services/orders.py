@@ -207,7 +207,9 @@ class OrderService:
         now = self._clock.now()
         for index, past in enumerate(cmd.orders):
             _check_past(index, past, now, self._settings.expiry)
-        async with self._uow(readonly=True) as uow:
+        # Thousands of products and a few accounts by id: a read that may take long on a
+        # large store (a cold cache), with the budget of slow reads.
+        async with self._uow(readonly=True, slow=True) as uow:
             ids = {item.product_id for past in cmd.orders for item in past.items if item.product_id is not None}
             skus = {item.sku for past in cmd.orders for item in past.items if item.sku is not None}
             by_id = {p.id: p for p in await uow.products.get_many(sorted(ids))} if ids else {}
