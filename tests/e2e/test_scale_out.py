@@ -7,10 +7,10 @@ ended, costs 503s in the envelope and nothing half-written, and service resumes 
 a pool with every connection taken answers 503 with Retry-After instead of hanging; a
 change made through one instance is seen in the other's cached catalog within 100 ms.
 
-The instances share the signing keys and the request-digest key, as an operator deploying
-several hosts would: the first instance's keys directory is copied to the others' before
-they start, so that a token issued by one is accepted by the others, and a request retried
-with its Idempotency-Key through another instance is known there as the same request.
+Each instance has a data directory of its own, as on separate hosts, and shares nothing
+with the other but database.url: the signing keys and the request-digest key are in the
+store, so a token issued by one is accepted by the other, and a request retried with its
+Idempotency-Key through the other instance is known there as the same request.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ CHANGE_LATENCY = 0.1
 
 class Instances:
     """``tillbox serve`` processes on the database at ``url``, each in a directory of its
-    own under ``root`` (instance ``n`` in ``root/<n>``), sharing the first one's keys."""
+    own under ``root`` (instance ``n`` in ``root/<n>``), sharing only the database."""
 
     def __init__(self, root: Path, url: str, **settings: str):
         self.root = root
@@ -75,10 +75,6 @@ class Instances:
     def start(self, n: int) -> Server:
         """Start instance ``n`` (again, after a kill: the same directory)."""
         cwd = self.directory(n)
-        keys = cwd / "tillbox-data" / "keys"
-        if n > 0 and not keys.exists():
-            (cwd / "tillbox-data").mkdir(mode=0o700)
-            shutil.copytree(self.directory(0) / "tillbox-data" / "keys", keys)  # modes kept: 0700, 0600
         server = Server(cwd, command=TILLBOX, env=self.env, ready_timeout=DEADLINE)
         if n < len(self.servers):
             self.servers[n] = server
@@ -116,9 +112,8 @@ def instances(tmp_path: Path, url: str, count: int = 2, **settings: str) -> Iter
         running.tillbox(
             "users", "create", "--email", "staff@scale.test", "--role", "staff", "--password-stdin", stdin=PASSWORD
         )
-        running.tillbox("keys", "rotate")  # the first signing key, made before any instance needs one
         for n in range(count):
-            running.start(n)  # the first makes the request-digest key as it starts; the others get a copy
+            running.start(n)  # the first makes the keys in the store as it starts; the others read them
         yield running
     finally:
         running.kill_all()
