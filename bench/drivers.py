@@ -62,6 +62,7 @@ class Load:
     method: str = "GET"
     body: str = ""
     headers: tuple[str, ...] = ()
+    paths: str | None = None  # a file of paths (with queries), one a line: each request one at random
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Wrk:
             load.method,
             load.body,
             *load.headers,
+            *([f"@paths={load.paths}"] if load.paths else []),
         ]
 
     def parse(self, output: str) -> Measurement:
@@ -162,6 +164,8 @@ class PythonLoad:
         argv += [f"--connections={load.connections}", f"--duration={seconds}"]
         if load.body:
             argv.append(f"--body={load.body}")
+        if load.paths:
+            argv.append(f"--paths={load.paths}")
         return argv + [f"--header={header}" for header in load.headers]
 
     def parse(self, output: str) -> Measurement:

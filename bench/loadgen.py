@@ -35,7 +35,13 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 async def generate(
-    url: str, method: str, body: bytes | None, headers: dict[str, str], connections: int, duration: float
+    url: str,
+    method: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    connections: int,
+    duration: float,
+    paths: list[str] | None = None,
 ) -> dict[str, object]:
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
@@ -46,6 +52,7 @@ async def generate(
             bodies = [line.rstrip("\n").encode() for line in lines if line.strip()]
     unique = [name for name, value in headers.items() if value == "{unique}"]
     nonce = secrets.token_hex(6)
+    origin = "/".join(url.split("/", 3)[:3])  # scheme://host:port, for the paths
     sent = 0
     # One pooled connection per task, kept alive, as wrk does.
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
@@ -64,7 +71,8 @@ async def generate(
                     mine[name] = f"{nonce}-{number}-{count}"
                 try:
                     data = random.choice(bodies) if bodies else body
-                    async with session.request(method, url, data=data, headers=mine) as response:
+                    target = origin + random.choice(paths) if paths else url
+                    async with session.request(method, target, data=data, headers=mine) as response:
                         await response.read()
                         statuses[str(response.status)] += 1
                 except (aiohttp.ClientError, TimeoutError) as e:
@@ -98,6 +106,7 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds")
+    parser.add_argument("--paths", default=None, help="a file of paths, one a line: each request one at random")
     args = parser.parse_args()
 
     headers = dict(h.split(":", 1) for h in args.header)
@@ -109,7 +118,11 @@ def main() -> None:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    result = runner(generate(args.url, args.method, body, headers, args.connections, args.duration))
+    paths = None
+    if args.paths:
+        with open(args.paths, encoding="utf-8") as lines:
+            paths = [line.strip() for line in lines if line.strip()]
+    result = runner(generate(args.url, args.method, body, headers, args.connections, args.duration, paths))
     print(json.dumps(result))
 
 

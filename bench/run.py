@@ -84,6 +84,12 @@ RESULTS = BENCH / "results" / "latest.json"
 WARMUP_SECONDS = 2
 LOGIN_STREAM_CONNECTIONS = 4  # scenario e: a trickle of logins beside the catalog load
 SEED_PRODUCTS = 1000
+#: The small stores' orders: as many as the order reads below draw from on the large ones.
+SEED_ORDERS = 20_000
+#: Reads that miss Tillbox's page cache (it keeps 10,000 pages, each per store version):
+#: searches of two words of the demo catalog, each with a page size of 10 to 100 (some
+#: 74,000 distinct pages), and staff reading this many of the store's orders at random.
+MISS_ORDERS = 20_000
 CUSTOMER_EMAIL = "customer@bench.example"
 STAFF_EMAIL = "staff@bench.example"
 ORDER_STOCK = 1_000_000_000  # the most a product may hold: no run of the orders scenario can exhaust it
@@ -306,6 +312,8 @@ class Deployment:
     staff_password: str
     order_body: str = ""  # the orders scenario's request body: two lines, by product id
     spread_bodies: Path | None = None  # bodies of orders of two of SPREAD_PRODUCTS products, one a line
+    search_paths: Path | None = None  # searches that miss the page cache, one a line
+    order_paths: Path | None = None  # orders of the store, one a line, for staff to read
     order_id: str = ""  # the customer's own order, for GET /orders/{id}
     orders_before: int = 0  # orders in the store before its first orders scenario's warm-up
     orders_after: int = 0  # and after its last, once every request left in flight was answered
@@ -417,15 +425,23 @@ def seed(stores: list[Store]) -> None:
         child = subprocess.Popen(argv, env=store_environment(store), cwd=store.workdir, stdout=out, stderr=out)
         children.append((store, child, out, time.monotonic()))
     try:
-        for store, child, out, started in children:
-            try:
-                code = child.wait(SEED_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                raise HarnessError(f"{store.label}: `tillbox db seed` took more than {SEED_TIMEOUT} s") from None
-            out.close()
-            if code != 0:
-                raise HarnessError(f"{store.label}: `tillbox db seed` failed:\n{tail(store.workdir / 'seed.log')}")
-            store.seed_seconds = time.monotonic() - started
+        # Polled, so that each store's time is its own (they run side by side).
+        deadline = time.monotonic() + SEED_TIMEOUT
+        running = list(children)
+        while running:
+            for entry in list(running):
+                store, child, out, started = entry
+                code = child.poll()
+                if code is None:
+                    continue
+                running.remove(entry)
+                out.close()
+                if code != 0:
+                    raise HarnessError(f"{store.label}: `tillbox db seed` failed:\n{tail(store.workdir / 'seed.log')}")
+                store.seed_seconds = time.monotonic() - started
+            if running and time.monotonic() > deadline:
+                raise HarnessError(f"`tillbox db seed` took more than {SEED_TIMEOUT} s")
+            time.sleep(0.2)
     finally:
         for _, child, out, _ in children:
             if child.poll() is None:
@@ -456,13 +472,43 @@ def start_deployment(store: Store, processes: Processes, instances: int) -> Depl
         logs.append(log)
     deployment = Deployment(store, servers, logs, passwords["customer"], passwords["staff"])
     deployment.prepare_orders()
+    prepare_misses(deployment)
     return deployment
+
+
+def prepare_misses(deployment: Deployment) -> None:
+    from entrypoints.demo import _ADJECTIVES, _MATERIALS, _THINGS
+
+    rng = random.Random(3)
+    pairs = [f"{a} {b}" for a in _MATERIALS + _ADJECTIVES for b in _THINGS]
+    pages = [urllib.parse.urlencode({"q": pair.lower(), "limit": n}) for pair in pairs for n in range(10, 101)]
+    rng.shuffle(pages)
+    deployment.search_paths = deployment.store.workdir / "searches.txt"
+    deployment.search_paths.write_text("".join(f"/api/v1/products?{page}\n" for page in pages))
+    sql = f"SELECT id FROM orders ORDER BY random() LIMIT {MISS_ORDERS}"
+    store = deployment.store
+    if store.url:
+        ids = asyncio.run(_fetch_ids(store.url, sql))
+    else:
+        database = store.workdir / "tillbox-data" / "tillbox.db"
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as db:
+            ids = [row[0] for row in db.execute(sql)]
+    deployment.order_paths = store.workdir / "orders.txt"
+    deployment.order_paths.write_text("".join(f"/api/v1/orders/{order_id}\n" for order_id in ids))
+
+
+async def _fetch_ids(url: str, sql: str) -> list[str]:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return [row[0] for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()
 
 
 def prepare_and_start(tmp: Path, processes: Processes, args: argparse.Namespace) -> Bench:
     stores: list[Store] = []
     for kind in args.stores:
-        sizes = [("", "", SEED_PRODUCTS, 0)]
+        sizes = [("", "", SEED_PRODUCTS, SEED_ORDERS)]
         if args.large:
             sizes.append(("_large", ", large", args.large_products, args.large_orders))
         for suffix, label_suffix, products, orders in sizes:
@@ -623,7 +669,7 @@ TARGETS = [
     ),
 ]
 #: The scenarios measured on the large stores too, and compared with the small ones.
-LARGE_SCENARIOS = ("catalog", "search", "order", "orders")
+LARGE_SCENARIOS = ("catalog", "search", "search_misses", "order", "order_misses", "orders")
 
 
 def run_scenarios(
@@ -734,6 +780,14 @@ def run_scenarios(
             one,
             deployment=deployment,
         )
+        scenario(
+            [(f"{prefix}.search_misses", f"{name}: GET /products?q=..., page cache missed")],
+            lambda t, d=deployment: [
+                Load(f"{d.base}/api/v1/products", conns, headers=auth(t), paths=str(d.search_paths))
+            ],
+            one,
+            deployment=deployment,
+        )
         if store.kind == "sqlite" and not large:
             # One account from one address: each attempt takes its place in the account's
             # budget (5) before its hash, so more connections than that would measure 429s.
@@ -753,6 +807,15 @@ def run_scenarios(
                 deployment=deployment,
             )
         scenario([(f"{prefix}.order", f"{name}: GET /orders/{{id}}")], lambda t: [order(t)], one, deployment=deployment)
+        staff = deployment.log_in(STAFF_EMAIL, deployment.staff_password)
+        scenario(
+            [(f"{prefix}.order_misses", f"{name}: GET /orders/{{id}}, staff, {MISS_ORDERS:,} orders")],
+            lambda _, staff=staff, d=deployment: [
+                Load(f"{d.base}/api/v1/orders/x", conns, headers=auth(staff), paths=str(d.order_paths))
+            ],
+            one,
+            deployment=deployment,
+        )
         deployment.orders_before = store.count_orders()
         same = ", same 2 products" if deployment.spread_bodies else ""
         scenario(
@@ -961,8 +1024,14 @@ def render_large(rows: list[Row], stores: list[Store]) -> str | None:
             a, b = by_key.get(f"{kind}.{scenario}"), by_key.get(f"{kind}_large.{scenario}")
             if a is None or b is None:
                 continue
-            name = {"catalog": "GET /products?limit=20", "search": f"GET /products?q={SEARCH}"}.get(scenario)
-            name = name or {"order": "GET /orders/{id}", "orders": "POST /orders (1 instance)"}[scenario]
+            name = {
+                "catalog": "GET /products?limit=20",
+                "search": f"GET /products?q={SEARCH}",
+                "search_misses": "GET /products?q=..., page cache missed",
+                "order": "GET /orders/{id}",
+                "order_misses": f"GET /orders/{{id}}, {MISS_ORDERS:,} orders",
+                "orders": "POST /orders (1 instance)",
+            }[scenario]
             small_rate = a.created_per_second if a.expect else a.measurement.requests_per_second
             large_rate = b.created_per_second if b.expect else b.measurement.requests_per_second
             lines.append(
@@ -1166,7 +1235,7 @@ def main() -> int:
     created = [database_name(suffix) for suffix in ("", "_large")]
     try:
         generator = choose_load_generator(args.load)
-        sizes = f"{SEED_PRODUCTS:,} products"
+        sizes = f"{SEED_PRODUCTS:,} products and {SEED_ORDERS:,} orders"
         if args.large:
             sizes += f", and {args.large_products:,} products and {args.large_orders:,} orders for the large stores"
         print(f"preparing: {', '.join(args.stores)}; {sizes}; a staff and a customer account each; in {tmp}")

@@ -3,7 +3,9 @@
 --   wrk ... -s bench/wrk.lua URL -- METHOD BODY ["Name: value" ...]
 --
 -- BODY may be empty, or "@FILE": one body per line of FILE, each request one of them at
--- random (orders of products spread over a catalog). wrk's own "Non-2xx or 3xx" line only counts statuses above 399
+-- random (orders of products spread over a catalog). An argument "@paths=FILE" after
+-- BODY is no header: each request goes to one of FILE's paths (one a line, with its query)
+-- at random, so that reads miss what the server caches. wrk's own "Non-2xx or 3xx" line only counts statuses above 399
 -- and does not say which; counting here catches a 3xx too and names the codes, so a
 -- scenario that "runs fast" because it is answered 401 or 429 cannot go unnoticed.
 --
@@ -43,9 +45,17 @@ function init(args)
       wrk.body = args[2]
    end
    local unique = {}
+   paths = nil
    for i = 3, #args do
       local name, value = args[i]:match("^([^:]+):%s*(.*)$")
-      if value == "{unique}" then
+      if args[i]:sub(1, 7) == "@paths=" then
+         -- Not a header: each request one of the paths (with query) of the file, at random.
+         paths = {}
+         for line in io.lines(args[i]:sub(8)) do
+            table.insert(paths, line)
+         end
+         math.randomseed(tonumber(random_hex(4), 16))
+      elseif value == "{unique}" then
          table.insert(unique, name)
       else
          wrk.headers[name] = value
@@ -54,7 +64,7 @@ function init(args)
    -- Read back by done() through thread:get; string keys because only plain values cross.
    statuses = {}
    sent = -1  -- -1: requests are not counted (a static request, built once by wrk)
-   if #unique > 0 or bodies then
+   if #unique > 0 or bodies or paths then
       sent = 0
       -- Defined only here: wrk builds the request once unless a request() global exists
       -- after init(), and a per-request build is slower for the fixed-request scenarios.
@@ -65,6 +75,9 @@ function init(args)
          end
          if bodies then
             wrk.body = bodies[math.random(#bodies)]
+         end
+         if paths then
+            return wrk.format(nil, paths[math.random(#paths)])
          end
          return wrk.format()
       end
