@@ -24,9 +24,10 @@ from asyncpg import Record
 from adapters import cursors
 from adapters.postgres.search import tsquery, words
 from adapters.timestamps import format_timestamp, parse_timestamp
+from adapters.versions import moved
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
-from core.domain.errors import ConcurrentUpdate, EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
+from core.domain.errors import EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
 from core.domain.events import DomainEvent
 from core.domain.money import Money
 from core.domain.orders import Order, OrderLine, OrderStatus
@@ -428,9 +429,7 @@ class PostgresProductRepository(_Repository):
             if _constraint(exc) == "products_sku_key":
                 raise SkuTaken(product.sku) from None
             raise
-        if changed != 1:
-            raise ConcurrentUpdate("The product")
-        product.version += 1
+        moved(changed, product, "The product")
         self._read[product.id] = text
 
     async def delete(self, product_id: str) -> bool:
@@ -805,9 +804,7 @@ class PostgresOrderRepository(_Repository):
             order.id,
             order.version,
         )
-        if changed != 1:
-            raise ConcurrentUpdate("The order")
-        order.version += 1
+        moved(changed, order, "The order")
 
     async def list(self, page: PageRequest, filter: OrderFilter) -> Page[Order]:
         filters = {
@@ -967,9 +964,7 @@ class PostgresPaymentRepository(_Repository):
             if _constraint(exc) == "payments_provider_reference":
                 raise ProviderReferenceTaken(payment.provider_reference or "") from None
             raise
-        if changed != 1:
-            raise ConcurrentUpdate("The payment")
-        payment.version += 1
+        moved(changed, payment, "The payment")
         self._references[payment.id] = payment.provider_reference
 
 
@@ -1067,9 +1062,7 @@ class PostgresRefundRepository(_Repository):
             refund.id,
             refund.version,
         )
-        if changed != 1:
-            raise ConcurrentUpdate("The refund")
-        refund.version += 1
+        moved(changed, refund, "The refund")
 
 
 # The outbox.

@@ -28,9 +28,10 @@ import orjson
 from adapters import cursors
 from adapters.sqlite.session import Row, Session
 from adapters.timestamps import format_timestamp, parse_timestamp
+from adapters.versions import moved
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
-from core.domain.errors import ConcurrentUpdate, EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
+from core.domain.errors import EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
 from core.domain.events import DomainEvent
 from core.domain.money import Money
 from core.domain.orders import Order, OrderLine, OrderStatus
@@ -428,9 +429,7 @@ class SqliteProductRepository(_Repository):
             if _is_unique_violation(exc, "products.sku"):
                 raise SkuTaken(product.sku) from None
             raise
-        if changed != 1:
-            raise ConcurrentUpdate("The product")
-        product.version += 1
+        moved(changed, product, "The product")
         self._read[product.id] = (*row[:10], product.version)
 
     async def delete(self, product_id: str) -> bool:
@@ -773,9 +772,7 @@ class SqliteOrderRepository(_Repository):
                 order.version,
             ),
         )
-        if changed != 1:
-            raise ConcurrentUpdate("The order")
-        order.version += 1
+        moved(changed, order, "The order")
 
     async def list(self, page: PageRequest, filter: OrderFilter) -> Page[Order]:
         filters = {
@@ -891,9 +888,7 @@ class SqlitePaymentRepository(_Repository):
             if _is_unique_violation(exc, "payments.provider_reference"):
                 raise ProviderReferenceTaken(payment.provider_reference or "") from None
             raise
-        if changed != 1:
-            raise ConcurrentUpdate("The payment")
-        payment.version += 1
+        moved(changed, payment, "The payment")
 
 
 # Refunds.
@@ -983,9 +978,7 @@ class SqliteRefundRepository(_Repository):
                 refund.version,
             ),
         )
-        if changed != 1:
-            raise ConcurrentUpdate("The refund")
-        refund.version += 1
+        moved(changed, refund, "The refund")
 
 
 # The outbox.
