@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 from yarl import URL
+
+from adapters.postgres import PostgresDatabase
+from core.ports.clock import Clock
 
 SERVER_URL = os.environ.get("TILLBOX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRED = bool(os.environ.get("TILLBOX_REQUIRE_POSTGRES"))
@@ -87,3 +92,21 @@ async def truncate_all(url: str) -> None:
             )
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def emptied_stores(
+    url: str, clock: Clock, count: int = 1, **settings: Any
+) -> AsyncIterator[list[PostgresDatabase]]:
+    """``count`` instances' connections (PostgresDatabase, small pools unless ``settings``
+    say otherwise) to the database at ``url``, emptied first; closed on the way out."""
+    await truncate_all(url)
+    options = {"pool_min": 1, "pool_max": 4, **settings}
+    stores = [PostgresDatabase(url, clock=clock, **options) for _ in range(count)]
+    try:
+        for store in stores:
+            await store.open()
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()

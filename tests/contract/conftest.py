@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.postgres import PostgresDatabase
 from adapters.sqlite import SqliteDatabase
 from core.ports.clock import Clock
 from core.ports.unit_of_work import UnitOfWorkFactory
 from tests.contract.builders import START, Make
 from tests.fakes import FixedClock, InMemoryDatabase, SequentialIds
-from tests.postgres import truncate_all
+from tests.postgres import emptied_stores
 
 
 @contextlib.asynccontextmanager
@@ -36,13 +35,8 @@ async def _sqlite(tmp_path: pathlib.Path, clock: Clock) -> AsyncIterator[UnitOfW
 
 @contextlib.asynccontextmanager
 async def _postgres(url: str, clock: Clock) -> AsyncIterator[UnitOfWorkFactory]:
-    await truncate_all(url)
-    db = PostgresDatabase(url, clock=clock, pool_min=1, pool_max=10)
-    await db.open()
-    try:
+    async with emptied_stores(url, clock, pool_max=10) as (db,):
         yield db
-    finally:
-        await db.close()
 
 
 ADAPTERS = ("memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres))

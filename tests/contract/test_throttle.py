@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.cache.throttle import DiskcacheThrottle
-from adapters.postgres import PostgresDatabase
 from adapters.postgres.shared import PostgresThrottle
 from core.domain.errors import Throttled
 from core.ports.identity import Throttle, ThrottleBudget, ThrottleTicket
 from tests.fakes import FixedClock, InMemoryThrottle
-from tests.postgres import truncate_all
+from tests.postgres import emptied_stores
 
 WINDOW = 900
 ALICE = ThrottleBudget("login:account:alice@example.com", 5, WINDOW)
@@ -41,14 +40,8 @@ async def throttle(
         yield adapter
         adapter.close()
     else:
-        url = request.getfixturevalue("postgres_url")
-        await truncate_all(url)
-        database = PostgresDatabase(url, clock=clock, pool_min=1, pool_max=10)
-        await database.open()
-        try:
+        async with emptied_stores(request.getfixturevalue("postgres_url"), clock, pool_max=10) as (database,):
             yield PostgresThrottle(database, clock=clock)
-        finally:
-            await database.close()
 
 
 async def take(throttle: Throttle, *budgets: ThrottleBudget, times: int = 1) -> list[ThrottleTicket]:

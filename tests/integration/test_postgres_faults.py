@@ -18,7 +18,7 @@ from core.domain.pagination import PageRequest
 from core.ports.repositories import ProductFilter, ProductSort
 from tests.contract.builders import Make, store
 from tests.fakes import FixedClock, SequentialIds
-from tests.postgres import truncate_all
+from tests.postgres import emptied_stores
 
 pytestmark = pytest.mark.postgres
 
@@ -35,13 +35,8 @@ def make(clock: FixedClock) -> Make:
 
 @pytest.fixture
 async def db(postgres_url: str, clock: FixedClock) -> AsyncIterator[PostgresDatabase]:
-    await truncate_all(postgres_url)
-    database = PostgresDatabase(postgres_url, clock=clock, pool_min=1, pool_max=2, read_budget_ms=5000)
-    await database.open()
-    try:
+    async with emptied_stores(postgres_url, clock, pool_max=2, read_budget_ms=5000) as (database,):
         yield database
-    finally:
-        await database.close()
 
 
 async def test_a_connection_the_server_ends_mid_unit_is_unavailable_and_the_pool_recovers(

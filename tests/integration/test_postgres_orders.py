@@ -15,7 +15,7 @@ from core.domain.errors import InsufficientStock
 from core.services.orders import OrderItem, OrderService, PlaceOrder
 from tests.fakes import FakePaymentGateway, FixedClock
 from tests.integration.test_sqlite_orders import T0, HeldUnits, add_accounts, add_product, customer
-from tests.postgres import truncate_all
+from tests.postgres import emptied_stores
 
 pytestmark = pytest.mark.postgres
 
@@ -27,16 +27,8 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 async def instances(postgres_url: str, clock: FixedClock) -> AsyncIterator[tuple[PostgresDatabase, PostgresDatabase]]:
-    await truncate_all(postgres_url)
-    first = PostgresDatabase(postgres_url, clock=clock, pool_min=1, pool_max=10)
-    second = PostgresDatabase(postgres_url, clock=clock, pool_min=1, pool_max=10)
-    await first.open()
-    await second.open()
-    try:
+    async with emptied_stores(postgres_url, clock, 2, pool_max=10) as (first, second):
         yield first, second
-    finally:
-        await first.close()
-        await second.close()
 
 
 @pytest.fixture(autouse=True)

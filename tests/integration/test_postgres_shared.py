@@ -20,7 +20,7 @@ from core.domain.errors import Throttled, TokenInvalid
 from core.domain.users import Role
 from core.ports.identity import ThrottleBudget
 from tests.fakes import FixedClock
-from tests.postgres import truncate_all
+from tests.postgres import emptied_stores, truncate_all
 
 pytestmark = pytest.mark.postgres
 TTL = 900
@@ -36,16 +36,8 @@ async def two_instances(
     postgres_url: str, clock: FixedClock
 ) -> AsyncIterator[tuple[PostgresDatabase, PostgresDatabase]]:
     """Two instances' connections to one emptied store."""
-    await truncate_all(postgres_url)
-    first = PostgresDatabase(postgres_url, clock=clock, pool_min=1, pool_max=4)
-    second = PostgresDatabase(postgres_url, clock=clock, pool_min=1, pool_max=4)
-    await first.open()
-    await second.open()
-    try:
+    async with emptied_stores(postgres_url, clock, 2) as (first, second):
         yield first, second
-    finally:
-        await first.close()
-        await second.close()
 
 
 def _tokens(keys: PostgresSigningKeys, clock: FixedClock) -> JwtAccessTokens:
