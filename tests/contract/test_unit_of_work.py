@@ -12,7 +12,7 @@ from core.domain.catalog import Product
 from core.domain.errors import SkuTaken
 from core.domain.pagination import PageRequest
 from core.ports.repositories import AuditFilter, ProductFilter
-from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, commits_in_context
 from tests.contract.builders import Make, store
 from tests.fakes import FixedClock
 
@@ -310,3 +310,26 @@ async def test_a_write_unit_sees_a_unit_that_committed_before_it(uow_factory: Un
     await store(uow_factory, lamp)
     async with uow_factory() as reader:  # a write unit, left without commit
         assert await reader.products.get(lamp.id) == lamp
+
+
+async def test_each_commit_is_counted_in_its_context_and_nothing_else_is(
+    uow_factory: UnitOfWorkFactory, make: Make
+) -> None:
+    before = commits_in_context.get()
+    async with uow_factory(readonly=True) as uow:
+        await uow.products.list(PageRequest(), ProductFilter())
+    async with uow_factory() as uow:
+        await uow.products.add(make.product("RB-1"))  # left without commit: rolled back
+    assert commits_in_context.get() == before
+    await store(uow_factory, make.product("C-1"))
+    async with uow_factory() as uow:  # two commits in one unit count twice
+        await uow.products.add(make.product("C-2"))
+        await uow.commit()
+        await uow.products.add(make.product("C-3"))
+        await uow.commit()
+    assert commits_in_context.get() == before + 3
+
+
+async def test_an_open_store_is_ready_and_says_so_cheaply(uow_factory: UnitOfWorkFactory) -> None:
+    assert uow_factory.check_ready()["database"] == "ok"
+    assert uow_factory.change_latency >= 0
