@@ -371,6 +371,10 @@ async def provide(provider: Callable[[], T | Awaitable[T]]) -> T:
 
 
 async def start(container: Container) -> None:
+    # The store first, alone: the resources that depend on it would otherwise start with it,
+    # and when it cannot open, dependency-injector's callbacks of the others fail noisily
+    # (InvalidStateError tracebacks) around the one line that says why.
+    await provide(container.database)
     result = container.init_resources()
     if result is not None:
         await result

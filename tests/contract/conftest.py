@@ -45,7 +45,7 @@ async def _postgres(url: str, clock: Clock) -> AsyncIterator[UnitOfWorkFactory]:
         await db.close()
 
 
-ADAPTERS = ("memory", "sqlite", "postgres")
+ADAPTERS = ("memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
 
 
 @pytest.fixture(params=ADAPTERS)

@@ -304,21 +304,9 @@ async def test_write_units_that_read_and_save_one_product_at_once_lose_no_update
 
 
 async def test_a_write_unit_sees_a_unit_that_committed_before_it(uow_factory: UnitOfWorkFactory, make: Make) -> None:
+    """(A store that commits in groups also shows a write unit the units of the open group,
+    whose commit() has not returned yet: tests/integration/test_sqlite_database.py.)"""
     lamp = make.product("LAMP-1")
-    committed = asyncio.Event()
-
-    async def writer() -> None:
-        async with uow_factory() as uow:
-            await uow.products.add(lamp)
-            commit = asyncio.ensure_future(uow.commit())
-            await asyncio.sleep(0)  # the commit is under way (in a group, it may not have returned)
-            committed.set()
-            await commit
-
-    async def reader() -> Product | None:
-        await committed.wait()
-        async with uow_factory() as uow:  # a write unit, left without commit
-            return await uow.products.get(lamp.id)
-
-    _, seen = await asyncio.gather(writer(), reader())
-    assert seen == lamp
+    await store(uow_factory, lamp)
+    async with uow_factory() as reader:  # a write unit, left without commit
+        assert await reader.products.get(lamp.id) == lamp

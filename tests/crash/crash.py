@@ -79,15 +79,13 @@ async def start_server(workdir: Path, env: Mapping[str, str]) -> Server:
     return await asyncio.to_thread(Server, workdir, env=env)
 
 
-async def _post(
-    session: aiohttp.ClientSession, url: str, token: str, key: str, body: dict[str, Any]
-) -> tuple[int, Any]:
+async def post(session: aiohttp.ClientSession, url: str, token: str, key: str, body: dict[str, Any]) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
     async with session.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as response:
         return response.status, await response.json()
 
 
-async def _login(session: aiohttp.ClientSession, base: str, email: str) -> str:
+async def login(session: aiohttp.ClientSession, base: str, email: str) -> str:
     async with session.post(base + "/api/v1/auth/login", json={"email": email, "password": PASSWORD}) as response:
         body = await response.json()
         if response.status != 200:
@@ -130,7 +128,7 @@ async def client(
         key = uuid.uuid4().hex
         ledger.pending.append((key, path, body | {"_as": who}))
         try:
-            status, answer = await _post(session, base + path, who, key, body)
+            status, answer = await post(session, base + path, who, key, body)
         except (TimeoutError, aiohttp.ClientError):
             return  # the server died: the request stays pending, retried after the restart
         ledger.pending.remove((key, path, body | {"_as": who}))
@@ -142,7 +140,7 @@ async def retry_pending(session: aiohttp.ClientSession, base: str, ledger: Ledge
     """Whatever got no answer is sent again with the same key: it must apply at most once."""
     for key, path, tagged in list(ledger.pending):
         body = {k: v for k, v in tagged.items() if k != "_as"}
-        status, answer = await _post(session, base + path, tagged["_as"], key, body)
+        status, answer = await post(session, base + path, tagged["_as"], key, body)
         if status >= 500:
             raise RuntimeError(f"retry of {path} answered {status}: {answer}")
         if status == 409 and answer["error"]["code"] == "idempotency_key_in_flight":
@@ -239,7 +237,7 @@ async def verify(database: Path | str, ledger: Ledger, products: list[str]) -> l
     return problems
 
 
-def _answered(ledger: Ledger, count: int) -> Callable[[], Awaitable[bool]]:
+def answered(ledger: Ledger, count: int) -> Callable[[], Awaitable[bool]]:
     async def reached() -> bool:
         return ledger.answered >= count
 
@@ -269,11 +267,11 @@ async def run(cycles: int, clients: int, seed: int, workdir: Path, database_url:
     async with aiohttp.ClientSession() as session:
         for cycle in range(cycles):
             server = await start_server(workdir, env)
-            staff = await _login(session, server.base, "staff@crash.test")
-            buyer = await _login(session, server.base, "buyer@crash.test")
+            staff = await login(session, server.base, "staff@crash.test")
+            buyer = await login(session, server.base, "buyer@crash.test")
             if not products:
                 for n in range(PRODUCTS):
-                    status, body = await _post(
+                    status, body = await post(
                         session,
                         server.base + "/api/v1/products",
                         staff,
@@ -291,7 +289,7 @@ async def run(cycles: int, clients: int, seed: int, workdir: Path, database_url:
             # A random moment, counted in answers rather than seconds: however slow the
             # machine, every cycle does work before its kill.
             kill_after = ledger.answered + rng.randint(5, 80)
-            await until_async(_answered(ledger, kill_after), timeout=120, what=f"{kill_after} answers")
+            await until_async(answered(ledger, kill_after), timeout=120, what=f"{kill_after} answers")
             server.kill()  # SIGKILL: no cleanup, no graceful anything
             stop.set()
             await asyncio.gather(*tasks)

@@ -18,6 +18,7 @@ from core.domain.catalog import MAX_STOCK
 from core.domain.errors import LastAdmin
 from core.domain.users import Actor, Role, UserStatus
 from core.services.auth import UpdateUser
+from entrypoints.container import provide
 from tests.e2e.conftest import (
     INTEGRITY_ERRORS,
     PASSWORD,
@@ -349,6 +350,7 @@ async def test_no_column_holds_anything_a_password_can_be_recovered_from(api: Ap
     assert not any(v in digests for v in values)
     # What is stored is keyed: recomputing it needs the server's key.
     fingerprint = await scalar(api, "SELECT fingerprint FROM idempotency_keys WHERE key = 'reg-1'")
-    key = (api.container.data_dir() / "keys" / "request-digest.key").read_bytes()
-    expected = hmac.new(key, b"POST /api/v1/auth/register\n" + bodies[0], "sha256").hexdigest()
+    # The key: the keys directory's file on SQLite, the store's secret on PostgreSQL.
+    digests_key = (await provide(api.container.request_digests)).load()
+    expected = hmac.new(digests_key, b"POST /api/v1/auth/register\n" + bodies[0], "sha256").hexdigest()
     assert fingerprint == expected

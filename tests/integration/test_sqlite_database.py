@@ -528,3 +528,26 @@ async def test_the_audit_log_is_append_only(db: SqliteDatabase, path: pathlib.Pa
     finally:
         raw.close()
     assert db.read_scalar("SELECT action FROM audit_log") == "x"
+
+
+async def test_a_write_unit_sees_the_units_of_the_open_group_before_their_commit_returns(
+    tmp_path: pathlib.Path,
+) -> None:
+    """What IdempotencyService.lookup(latest=True) relies on: a copy of a request whose commit
+    is in the group being made durable is seen by a write unit, not yet by a read-only one."""
+    clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    db = SqliteDatabase(tmp_path / "tillbox.db", clock=clock)
+    await db.open()
+    try:
+        lamp = Product("prd_1", "LAMP-1", "Lamp", "", Money(100, "USD"), 1, True, clock.now(), clock.now())
+        async with db() as writer:
+            await writer.products.add(lamp)
+            commit = asyncio.ensure_future(writer.commit())
+            await asyncio.sleep(0)  # released into the group; the group's COMMIT not yet done
+            assert not commit.done()
+            async with db() as reader:
+                seen = await reader.products.get(lamp.id)
+            await commit
+        assert seen == lamp
+    finally:
+        await db.close()
