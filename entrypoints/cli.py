@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import getpass
 import json
 import logging
@@ -19,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 from adapters.sqlite.maintenance import BackupError
 from adapters.sqlite.migrations import MigrationError
-from core.domain.errors import DomainError, UserEmailNotFound
+from core.domain.errors import DomainError, Unavailable, UserEmailNotFound
 from core.domain.pagination import MAX_LIMIT, PageRequest
 from core.domain.users import Actor, Role, User, UserStatus
 from core.services.auth import AuthService, CreateUser, ResetPassword, UpdateUser
@@ -108,6 +109,30 @@ ORDER_BATCH = 2000
 ORDER_PRODUCTS = 10_000
 
 
+#: How long one import is tried again while the store is away (a database server restarting).
+SEED_RETRY_SECONDS = 120.0
+
+
+async def _again_while_away(call: Callable[[], Awaitable[T]], *, seconds: float = SEED_RETRY_SECONDS) -> T:
+    """``call()``, again while the store answers that it cannot be reached or is busy: a
+    seed of millions takes minutes, and a database server may restart meanwhile. Such a
+    unit of work was rolled back, so it runs again whole. Not after ``commit_failed``: the
+    connection went during the commit, and whether the import was kept is not known."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    delay = 0.25
+    while True:
+        try:
+            return await call()
+        except Unavailable as exc:
+            if exc.code not in ("database_unavailable", "database_busy"):
+                raise
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning("the store is away; the import runs again", extra={"fields": {"code": exc.code}})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     batch: list[T] = []
     for item in items:
@@ -193,7 +218,8 @@ def cmd_db_seed(args: argparse.Namespace) -> None:
         with _progress() as progress:
             task = progress.add_task("products", total=args.count)
             for batch in _batches(demo_products(args.count), PRODUCT_BATCH):
-                imported = await catalog.import_products(ImportProducts(actor=operator, products=batch))
+                command = ImportProducts(actor=operator, products=batch)
+                imported = await _again_while_away(functools.partial(catalog.import_products, command))
                 created += imported.created
                 skipped += len(imported.skipped)
                 progress.advance(task, len(batch))
@@ -208,7 +234,8 @@ def cmd_db_seed(args: argparse.Namespace) -> None:
                 task = progress.add_task("orders", total=args.orders)
                 history = demo_orders(args.orders, customers, products, until=until)
                 for past in _batches(history, ORDER_BATCH):
-                    placed += len(await orders.import_orders(ImportOrders(actor=operator, orders=past)))
+                    done = ImportOrders(actor=operator, orders=past)
+                    placed += len(await _again_while_away(functools.partial(orders.import_orders, done)))
                     progress.advance(task, len(past))
         return created, skipped, placed
 

@@ -15,8 +15,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from core.domain.errors import Unavailable
 from entrypoints import cli
-from entrypoints.cli import main
+from entrypoints.cli import _again_while_away, main
 from entrypoints.demo import DEMO_CUSTOMERS
 from tests.e2e.test_cli import tillbox
 from tests.harness import SOURCE_TREE, environment
@@ -200,3 +201,32 @@ def test_orders_need_a_product_to_order(tmp_path: Path) -> None:
         "tillbox: error: the catalog has no active product to order; seed products first (--count)\n"
     )
     assert sqlite_store(tmp_path)("SELECT count(*) FROM users") == [(0,)]  # no demo customer either
+
+
+# Imports while the store restarts.
+async def test_an_import_runs_again_while_the_store_is_away_but_not_after_a_failed_commit() -> None:
+    calls: list[str] = []
+
+    async def away_twice() -> str:
+        calls.append("try")
+        if len(calls) < 3:
+            raise Unavailable("The database cannot be reached; try again.", code="database_unavailable")
+        return "imported"
+
+    assert await _again_while_away(away_twice, seconds=5) == "imported"
+    assert calls == ["try", "try", "try"]
+
+    async def commit_failed() -> str:
+        calls.append("commit")
+        raise Unavailable("The database could not save the changes.", code="commit_failed")
+
+    with pytest.raises(Unavailable) as caught:
+        await _again_while_away(commit_failed, seconds=5)
+    assert caught.value.code == "commit_failed"
+    assert calls.count("commit") == 1  # whether it was kept is not known: never twice
+
+    async def away() -> str:
+        raise Unavailable("The database cannot be reached; try again.", code="database_unavailable")
+
+    with pytest.raises(Unavailable):
+        await _again_while_away(away, seconds=0.3)  # gives up at its deadline
