@@ -91,6 +91,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(settings)
 
 
+def cmd_admin(args: argparse.Namespace) -> None:
+    from entrypoints.console.run import run_console
+
+    run_console(_settings(args))
+
+
 def cmd_db_migrate(args: argparse.Namespace) -> None:
     from entrypoints.container import migrate_store
 
@@ -590,6 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers", type=int, metavar="N", help=f"server processes sharing the port {_setting('server', 'workers')}"
+    )
+
+    _command(
+        commands,
+        "admin",
+        cmd_admin,
+        "the admin console in the terminal: orders, products, users, audit log (staff and admins sign in)",
+        "tillbox admin --config /etc/tillbox/config.toml",
     )
 
     db_commands = _group(commands, "db", "manage the database")

@@ -99,6 +99,7 @@ class LogIn:
     email: str
     password: str
     source_ip: str | None = None
+    staff_only: bool = False  # the admin console: a customer's right password is refused (staff_only)
 
 
 @attrs.frozen
@@ -295,6 +296,13 @@ class AuthService:
                 await self._audit(uow, you, "auth.login_refused", user.id, {"reason": "disabled"})
                 await uow.commit()
             raise AccountDisabled()
+        if cmd.staff_only and not user.role.is_staff:
+            # The right password, but not an account that may sign in here: not a guess.
+            await self._throttle.give_back(ticket)
+            async with self._uow() as uow:
+                await self._audit(uow, you, "auth.login_refused", user.id, {"reason": "not_staff"})
+                await uow.commit()
+            raise NotAllowed("Only staff and admin accounts can sign in here.", code="staff_only")
         await self._throttle.give_back(ticket, reset=[_login_account_key(email)])
         new_hash = await self._rehash_if_needed(user, password)
         now = self._clock.now()

@@ -1,0 +1,21 @@
+"""The console's areas: each a screen reachable by one key from anywhere."""
+
+from __future__ import annotations
+
+import attrs
+from textual.screen import Screen
+
+from entrypoints.console.screens.dashboard import DashboardScreen
+
+
+@attrs.frozen
+class Area:
+    name: str
+    key: str
+    label: str
+    screen: type[Screen[None]]
+    admins_only: bool = False
+
+
+#: In the footer's order. A new area is one line here.
+AREAS: tuple[Area, ...] = (Area("dashboard", "d", "Dashboard", DashboardScreen),)

@@ -1,0 +1,284 @@
+"""What every screen of the console shares: a paged, filterable list that follows the store,
+a confirmation before anything changes money or access, and a small form.
+
+A list screen shows one page at a time (keyset cursors from the services, as the API pages),
+`n` and `b` go to the next and the previous page, `/` focuses its filter, `r` reads again.
+When the store changes (the app's watch of its change counter) the page on screen is read
+again in a worker, so lists stay live without a key pressed and the interface never waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+
+from core.domain.pagination import Page, PageRequest
+
+if TYPE_CHECKING:
+    from entrypoints.console.app import AdminConsole
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Rows per page: what fits an 80x24 terminal under the title, filter and footer.
+PAGE_SIZE = 15
+
+
+class StoreChanged(Message):
+    """Sent to the current screen when the store changed since the console last looked."""
+
+
+class ConsoleScreen(Screen[R]):
+    """A screen of the console: ``console`` is the app with its services and signed-in actor."""
+
+    @property
+    def console(self) -> AdminConsole:
+        return self.app  # type: ignore[return-value]
+
+    def on_store_changed(self, _: StoreChanged) -> None:
+        """The store changed: screens that show what it holds read it again."""
+
+
+class ListScreen(ConsoleScreen[None], Generic[T]):
+    """One page of a list. Subclasses say what the list is (``title``, ``columns``,
+    ``filter_hint``), how to read a page (``fetch``), how an item shows (``row``, ``key``)
+    and what Enter does (``open_item``)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "next_page", "Next"),
+        Binding("b", "previous_page", "Prev"),
+        Binding("slash", "focus_filter", "Search", key_display="/"),
+        Binding("r", "reload", "Reload", show=False),
+        Binding("escape", "leave_filter", "Leave filter", show=False),
+    ]
+
+    title: str = ""
+    columns: Sequence[str] = ()
+    filter_hint: str = "filter"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[T] = []
+        self.filter_text = ""
+        self._cursors: list[str | None] = [None]  # where each page seen so far began
+        self._next: str | None = None
+        self.loads = 0  # completed reads: tests wait on it
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.title, classes="title")
+        yield Input(placeholder=self.filter_hint, id="filter")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="rows")
+        yield Static("", classes="status", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns(*self.columns)
+        table.focus()
+        self.reload()
+
+    # What subclasses provide.
+    async def fetch(self, page: PageRequest) -> Page[T]:
+        raise NotImplementedError
+
+    def row(self, item: T) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def key(self, item: T) -> str:
+        raise NotImplementedError
+
+    def open_item(self, item: T) -> None:
+        """Enter on a row (nothing by default)."""
+
+    def apply_filter(self, text: str) -> None:
+        """The filter was submitted; raise ValueError (its message shown) if it cannot be read."""
+        self.filter_text = text
+
+    # Reading.
+    def reload(self) -> None:
+        self.run_worker(self._load(), group="load", exclusive=True, exit_on_error=False)
+
+    async def _load(self) -> None:
+        after = self._cursors[-1]
+        page = await self.console.attempt(
+            lambda: self.fetch(PageRequest(limit=PAGE_SIZE, after=after)), doing="Reading"
+        )
+        if page is not None:
+            self.items = list(page.items)
+            self._next = page.next_after
+            self._show()
+        self.loads += 1
+
+    def _show(self) -> None:
+        table = self.query_one(DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for item in self.items:
+            table.add_row(*self.row(item), key=self.key(item))
+        if self.items:
+            table.move_cursor(row=min(keep, len(self.items) - 1))
+        number = len(self._cursors)
+        more = ", more: n" if self._next else ""
+        empty = "nothing here" if not self.items else f"{len(self.items)} shown"
+        self.query_one("#status", Static).update(f"page {number}: {empty}{more}")
+
+    def on_store_changed(self, _: StoreChanged) -> None:
+        self.reload()
+
+    def current(self) -> T | None:
+        table = self.query_one(DataTable)
+        if not self.items or table.cursor_row < 0 or table.cursor_row >= len(self.items):
+            return None
+        return self.items[table.cursor_row]
+
+    # Keys.
+    def action_next_page(self) -> None:
+        if self._next is None:
+            self.app.bell()
+            return
+        self._cursors.append(self._next)
+        self.reload()
+
+    def action_previous_page(self) -> None:
+        if len(self._cursors) == 1:
+            self.app.bell()
+            return
+        self._cursors.pop()
+        self.reload()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.query_one(DataTable).focus()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        try:
+            self.apply_filter(event.value.strip())
+        except ValueError as problem:
+            self.notify(str(problem), title="Filter", severity="error")
+            return
+        self._cursors = [None]
+        self.query_one(DataTable).focus()
+        self.reload()
+
+    @on(DataTable.RowSelected, "#rows")
+    def _row_selected(self, _: DataTable.RowSelected) -> None:
+        item = self.current()
+        if item is not None:
+            self.open_item(item)
+
+
+class Confirm(ModalScreen[bool]):
+    """Yes or no, before a change to money or access: `y` or Enter on Yes, `n` or Escape."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+    DEFAULT_CSS = """
+    Confirm { align: center middle; }
+    Confirm > Vertical {
+        width: 60; max-width: 100%; height: auto; border: thick $warning; padding: 1 2; background: $surface;
+    }
+    Confirm Horizontal { height: auto; }
+    """
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            with Horizontal():
+                yield Button("Yes (y)", variant="warning", id="yes")
+                yield Button("No (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class Form(ModalScreen[dict[str, str] | None]):
+    """A few labelled fields; Enter in the last (or Save) gives their values, Escape None.
+    ``fields``: (name, label, initial value, password?)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    Form { align: center middle; }
+    Form > Vertical {
+        width: 70; max-width: 100%; height: auto; max-height: 100%; border: thick $primary; padding: 0 1;
+        background: $surface;
+    }
+    Form Input { margin: 0 0 0 0; }
+    Form Horizontal { height: auto; }
+    """
+
+    def __init__(self, title: str, fields: Sequence[tuple[str, str, str, bool]]):
+        super().__init__()
+        self.form_title = title
+        self.fields = list(fields)
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.form_title, classes="title")
+            for name, label, value, secret in self.fields:
+                yield Label(label)
+                yield Input(value=value, password=secret, id=f"field-{name}")
+            with Horizontal():
+                yield Button("Save", variant="primary", id="save")
+                yield Button("Cancel", id="cancel")
+
+    def values(self) -> dict[str, str]:
+        return {name: self.query_one(f"#field-{name}", Input).value for name, *_ in self.fields}
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        inputs = list(self.query(Input))
+        index = inputs.index(event.input)
+        if index + 1 < len(inputs):
+            inputs[index + 1].focus()
+        else:
+            self.dismiss(self.values())
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.values() if event.button.id == "save" else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+async def confirmed(screen: Screen[Any], question: str) -> bool:
+    """Ask, from a worker (push_screen_wait needs one)."""
+    return bool(await screen.app.push_screen_wait(cast(Screen[Any], Confirm(question))))
+
+
+async def filled(
+    screen: Screen[Any], title: str, fields: Sequence[tuple[str, str, str, bool]]
+) -> dict[str, str] | None:
+    return cast(dict[str, str] | None, await screen.app.push_screen_wait(cast(Screen[Any], Form(title, fields))))
+
+
+def action(screen: ConsoleScreen[Any], work: Callable[[], Awaitable[Any]]) -> None:
+    """Run an action of the screen (which may ask questions) in a worker of its own."""
+    screen.run_worker(work(), group="action", exclusive=True, exit_on_error=False)

@@ -1,0 +1,103 @@
+"""Sign-in: a staff or admin email and password, through the API's own login (same throttle,
+same audit entries, source `console`); a customer's account is refused. The store opens
+while this screen shows: what went wrong opening it is said here, and `ctrl+r` tries again."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Button, Footer, Input, Label, Static
+
+from core.services.auth import LogIn
+from entrypoints.console.context import CONSOLE_SOURCE
+from entrypoints.console.screens.common import ConsoleScreen, StoreChanged
+
+
+class SignInScreen(ConsoleScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+r", "reopen", "Open the store again")]
+    DEFAULT_CSS = """
+    SignInScreen { align: center middle; }
+    SignInScreen > Vertical { width: 60; max-width: 100%; height: auto; border: round $primary; padding: 0 1; }
+    SignInScreen #message { height: auto; margin: 1 0 0 0; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Tillbox admin: sign in", classes="title")
+            yield Label("Email")
+            yield Input(placeholder="staff@example.com", id="email")
+            yield Label("Password")
+            yield Input(password=True, id="password")
+            yield Button("Sign in", variant="primary", id="sign-in")
+            yield Static("Opening the store...", id="message")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#email", Input).focus()
+        self._show_store()
+
+    def on_store_changed(self, _: StoreChanged) -> None:
+        self._show_store()
+
+    def _show_store(self) -> None:
+        console = self.console
+        message = self.query_one("#message", Static)
+        if console.store_problem is not None:
+            message.update(f"The store cannot be opened: {console.store_problem}\n(ctrl+r: try again, ctrl+c: quit)")
+            message.add_class("problem")
+        elif console.services is None:
+            message.update("Opening the store...")
+            message.remove_class("problem")
+        else:
+            message.update(f"Store: {console.store_label()}")
+            message.remove_class("problem")
+
+    def action_reopen(self) -> None:
+        if self.console.services is None:
+            self.query_one("#message", Static).update("Opening the store...")
+            self.run_worker(self.console.open_store(), group="store", exclusive=True, exit_on_error=False)
+
+    @on(Input.Submitted, "#email")
+    def _email_done(self) -> None:
+        self.query_one("#password", Input).focus()
+
+    @on(Input.Submitted, "#password")
+    @on(Button.Pressed, "#sign-in")
+    def _sign_in(self) -> None:
+        self.run_worker(self._attempt(), group="sign-in", exclusive=True, exit_on_error=False)
+
+    async def _attempt(self) -> None:
+        console = self.console
+        message = self.query_one("#message", Static)
+        email = self.query_one("#email", Input).value.strip()
+        password = self.query_one("#password", Input).value
+        if not email or not password:
+            message.update("Type your email and password.")
+            message.add_class("problem")
+            return
+        if console.services is None:
+            self._show_store()
+            return
+        services = console.services
+        message.update("Signing in...")
+        message.remove_class("problem")
+
+        async def sign_in() -> tuple[object, str]:
+            pair = await services.auth.login(LogIn(email, password, source_ip=CONSOLE_SOURCE, staff_only=True))
+            actor = await services.auth.authenticate(pair.access_token, CONSOLE_SOURCE)
+            return actor, pair.refresh_token
+
+        try:
+            actor, refresh_token = await sign_in()
+        except Exception as error:
+            from entrypoints.console.app import describe
+
+            self.query_one("#password", Input).value = ""
+            message.update(describe(error))
+            message.add_class("problem")
+            return
+        console.signed_in(actor, email, refresh_token)  # type: ignore[arg-type]
