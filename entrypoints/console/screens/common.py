@@ -55,7 +55,9 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "next_page", "Next"),
         Binding("b", "previous_page", "Prev"),
-        Binding("slash", "focus_filter", "Search", key_display="/"),
+        # Priority: read as the key arrives, so that what is typed right after it lands
+        # in the filter (in the filter itself, "/" is typed as text).
+        Binding("slash", "focus_filter", "Search", key_display="/", priority=True),
         Binding("r", "reload", "Reload", show=False),
         Binding("escape", "leave_filter", "Leave filter", show=False),
     ]
@@ -158,7 +160,11 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
         self.reload()
 
     def action_focus_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
+        field = self.query_one("#filter", Input)
+        if self.focused is field:
+            field.insert_text_at_cursor("/")
+        else:
+            self.set_focus(field)  # at once, unlike focus(): the keys after "/" land in it
 
     def action_leave_filter(self) -> None:
         self.query_one(DataTable).focus()
@@ -222,7 +228,13 @@ class Form(ModalScreen[dict[str, str] | None]):
     """A few labelled fields; Enter in the last (or Save) gives their values, Escape None.
     ``fields``: (name, label, initial value, password?)."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    # Enter moves to the next field as the key is read (see SignInScreen), and saves in the last.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("enter", "next_or_save", "Next/Save", show=False, priority=True),
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+    ]
     DEFAULT_CSS = """
     Form { align: center middle; }
     Form > Vertical {
@@ -251,12 +263,17 @@ class Form(ModalScreen[dict[str, str] | None]):
     def values(self) -> dict[str, str]:
         return {name: self.query_one(f"#field-{name}", Input).value for name, *_ in self.fields}
 
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
+    def on_mount(self) -> None:
+        self.query(Input).first().focus()
+
+    def action_next_or_save(self) -> None:
+        focused = self.focused
+        if isinstance(focused, Button):
+            focused.press()
+            return
         inputs = list(self.query(Input))
-        index = inputs.index(event.input)
-        if index + 1 < len(inputs):
-            inputs[index + 1].focus()
+        if isinstance(focused, Input) and inputs.index(focused) + 1 < len(inputs):
+            self.set_focus(inputs[inputs.index(focused) + 1])  # at once: see SignInScreen
         else:
             self.dismiss(self.values())
 

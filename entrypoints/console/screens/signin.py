@@ -18,7 +18,14 @@ from entrypoints.console.screens.common import ConsoleScreen, StoreChanged
 
 
 class SignInScreen(ConsoleScreen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+r", "reopen", "Open the store again")]
+    # Enter and Tab move on as the key is read, not when the Input's message is handled:
+    # keys typed ahead (a paste, a script in tmux) land in the next field, not this one.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+r", "reopen", "Open the store again"),
+        Binding("enter", "next_or_sign_in", "Sign in", show=False, priority=True),
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+    ]
     DEFAULT_CSS = """
     SignInScreen { align: center middle; }
     SignInScreen > Vertical { width: 60; max-width: 100%; height: auto; border: round $primary; padding: 0 1; }
@@ -44,6 +51,7 @@ class SignInScreen(ConsoleScreen[None]):
         self._show_store()
 
     def _show_store(self) -> None:
+        self.refresh_bindings()
         console = self.console
         message = self.query_one("#message", Static)
         if console.store_problem is not None:
@@ -61,11 +69,18 @@ class SignInScreen(ConsoleScreen[None]):
             self.query_one("#message", Static).update("Opening the store...")
             self.run_worker(self.console.open_store(), group="store", exclusive=True, exit_on_error=False)
 
-    @on(Input.Submitted, "#email")
-    def _email_done(self) -> None:
-        self.query_one("#password", Input).focus()
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "reopen":
+            return self.console.services is None  # shown only while the store is not open
+        return True
 
-    @on(Input.Submitted, "#password")
+    def action_next_or_sign_in(self) -> None:
+        if self.focused is self.query_one("#email", Input):
+            # set_focus, not focus(): the latter moves it later, after keys already read.
+            self.set_focus(self.query_one("#password", Input))
+        else:
+            self._sign_in()
+
     @on(Button.Pressed, "#sign-in")
     def _sign_in(self) -> None:
         self.run_worker(self._attempt(), group="sign-in", exclusive=True, exit_on_error=False)
