@@ -98,3 +98,38 @@ async def test_a_store_that_does_not_exist_is_said_on_the_sign_in_screen(tmp_pat
         await sign_in(pilot, "staff@example.com")
         assert app.actor is None and app.current_mode == "signin"
     assert not (tmp_path / "nowhere").exists()  # nothing was created
+
+
+async def test_a_store_at_a_newer_schema_is_said_and_left_as_it_is(tmp_path: Path, console_store: str) -> None:
+    import asyncio
+    import sqlite3
+
+    import asyncpg
+
+    from entrypoints.container import DATABASE_FILE, migrate_store
+    from tests.postgres import create_database, drop_database
+
+    # On PostgreSQL a database of its own: the session's shared one must stay at this version.
+    url = create_database() if console_store else ""
+    try:
+        settings = console_settings(tmp_path / "data", url)
+        (tmp_path / "data").mkdir()
+        await asyncio.to_thread(migrate_store, settings, settings.data_dir)
+        record = "INSERT INTO _migrations (version, name, applied_at) VALUES (999, 'from the future', '2030-01-01')"
+        if url:
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute(record)
+            finally:
+                await conn.close()
+        else:
+            with sqlite3.connect(settings.data_dir / DATABASE_FILE) as db:
+                db.execute(record)
+        app = AdminConsole(lambda: open_services(settings))
+        async with running(app) as pilot:
+            await wait_for(pilot, lambda: app.store_problem is not None, "the store's problem")
+            assert "newer than this Tillbox" in message(app)
+            assert app.services is None
+    finally:
+        if url:
+            drop_database(url)
