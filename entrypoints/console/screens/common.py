@@ -85,6 +85,10 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
         table = self.query_one(DataTable)
         table.add_columns(*self.columns)
         table.focus()
+
+    def on_screen_resume(self) -> None:
+        """Shown (the first time, or again from another area): read the page again, since
+        the store may have changed while another screen was on top."""
         self.reload()
 
     # What subclasses provide.
