@@ -23,7 +23,7 @@ OPERATOR = Actor.operator()
 
 async def add_product(shop: Shop, sku: str, name: str, price: int = 1250, stock: int = 10, **more: str) -> Product:
     return await shop.services.catalog.create_product(
-        CreateProduct(actor=OPERATOR, sku=sku, name=name, price=price, stock=stock, **more)  # type: ignore[arg-type]
+        CreateProduct(actor=OPERATOR, sku=sku, name=name, price=price, stock=stock, **more)
     )
 
 
