@@ -115,14 +115,20 @@ class UsersScreen(ListScreen[User]):
             self.notify(f"Created {user.email} ({user.role.value}).")
             self.reload()
 
-    def _chosen(self) -> User | None:
-        user = self.current()
-        if user is None:
+    async def _chosen(self) -> User | None:
+        """The account under the cursor as the store has it now (the list may be a moment old:
+        what is asked, "disable" or "enable", is about the account as it is)."""
+        item = self.current()
+        if item is None:
             self.app.bell()
-        return user
+            return None
+        actor = self.console.require_actor()
+        return await self.console.attempt(
+            lambda: self.console.require_services().auth.get_user(actor, item.id), doing="Reading"
+        )
 
     async def _change_role(self) -> None:
-        user = self._chosen()
+        user = await self._chosen()
         if user is None:
             return
         values = await filled(self, f"Role of {user.email}", [("role", f"Role ({_ROLES})", user.role.value, False)])
@@ -141,7 +147,7 @@ class UsersScreen(ListScreen[User]):
         await self._update(UpdateUser(actor=self.console.require_actor(), user_id=user.id, role=role), doing="Role")
 
     async def _toggle_status(self) -> None:
-        user = self._chosen()
+        user = await self._chosen()
         if user is None:
             return
         if user.is_active:
@@ -162,7 +168,7 @@ class UsersScreen(ListScreen[User]):
             self.reload()
 
     async def _reset_password(self) -> None:
-        user = self._chosen()
+        user = await self._chosen()
         if user is None:
             return
         values = await filled(
