@@ -6,6 +6,8 @@ import attrs
 from textual.screen import Screen
 
 from entrypoints.console.screens.dashboard import DashboardScreen
+from entrypoints.console.screens.products import ProductsScreen
+from entrypoints.console.screens.users import UsersScreen
 
 
 @attrs.frozen
@@ -18,4 +20,8 @@ class Area:
 
 
 #: In the footer's order. A new area is one line here.
-AREAS: tuple[Area, ...] = (Area("dashboard", "d", "Dashboard", DashboardScreen),)
+AREAS: tuple[Area, ...] = (
+    Area("dashboard", "d", "Dashboard", DashboardScreen),
+    Area("products", "p", "Products", ProductsScreen),
+    Area("users", "u", "Users", UsersScreen, admins_only=True),
+)

@@ -243,7 +243,7 @@ class Form(ModalScreen[dict[str, str] | None]):
     Form { align: center middle; }
     Form > Vertical {
         width: 70; max-width: 100%; height: auto; max-height: 100%; border: thick $primary; padding: 0 1;
-        background: $surface;
+        background: $surface; overflow-y: auto;
     }
     Form Input { margin: 0 0 0 0; }
     Form Horizontal { height: auto; }
