@@ -6,6 +6,7 @@ import attrs
 from textual.screen import Screen
 
 from entrypoints.console.screens.dashboard import DashboardScreen
+from entrypoints.console.screens.orders import OrdersScreen
 
 
 @attrs.frozen
@@ -18,4 +19,7 @@ class Area:
 
 
 #: In the footer's order. A new area is one line here.
-AREAS: tuple[Area, ...] = (Area("dashboard", "d", "Dashboard", DashboardScreen),)
+AREAS: tuple[Area, ...] = (
+    Area("dashboard", "d", "Dashboard", DashboardScreen),
+    Area("orders", "o", "Orders", OrdersScreen),
+)
