@@ -2,9 +2,10 @@
 Enter opens one (its lines, payments, refunds and audit trail), where staff fulfil, cancel,
 record a manual payment or refund it, through the services the API's routes call.
 
-The filter reads words: a status (`paid` or `status:paid`), a customer (`customer:usr_...`,
-or `customer:` and an email, which admins may look up), or an order's id (`ord_...`, which
-opens that order). Amounts are typed in the currency's major unit (12.50).
+The filter reads words: a status (`paid` or `status:paid`; also `pending` and
+`part_refunded`, as the list shows them), a customer (`customer:usr_...`, or `customer:`
+and an email, which admins may look up), or an order's id (`ord_...`, which opens that
+order). Amounts are typed in the currency's major unit (12.50).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ ORDER_PREFIX = "ord_"
 USER_PREFIX = "usr_"
 #: The newest entries of an order's audit trail that its screen shows.
 AUDIT_SHOWN = 20
+#: How the list shows the two long statuses, to fit 80 columns; the filter reads these too.
+SHOWN_STATUS = {OrderStatus.PENDING_PAYMENT: "pending", OrderStatus.PARTIALLY_REFUNDED: "part_refunded"}
+STATUS_WORDS = {status.value: status for status in OrderStatus} | {w: s for s, w in SHOWN_STATUS.items()}
 STATUSES = ", ".join(status.value for status in OrderStatus)
 FILTER_HELP = f"type a status ({STATUSES}), customer:<usr_... or email> or an order id (ord_...)"
 
@@ -71,10 +75,10 @@ def parse_filter(text: str) -> OrderQuery:
     for word in text.split():
         kind, _, value = word.partition(":") if ":" in word else ("", "", word)
         kind = kind.lower()
-        if kind == "status" or (not kind and value.lower() in set(OrderStatus)):
-            if value.lower() not in set(OrderStatus):
+        if kind == "status" or (not kind and value.lower() in STATUS_WORDS):
+            if value.lower() not in STATUS_WORDS:
                 raise ValueError(f"{word!r}: the statuses are {STATUSES}")
-            put("status", OrderStatus(value.lower()), word)
+            put("status", STATUS_WORDS[value.lower()], word)
         elif kind == "customer" or (not kind and (value.startswith(USER_PREFIX) or "@" in value)):
             if value.startswith(USER_PREFIX):
                 put("customer_id", value, word)
@@ -94,10 +98,15 @@ def parse_filter(text: str) -> OrderQuery:
 
 
 def short_id(identifier: str) -> str:
-    """An id as a list shows it, to fit 80 columns: its kind and its last (random) characters;
-    the order's screen shows it whole."""
-    kind, _, rest = identifier.partition("_")
-    return f"{kind}_..{rest[-6:]}" if len(rest) > 8 else identifier
+    """An id as a list shows it, to fit 80 columns: its last characters (the random part of
+    the store's ids, telling orders made in the same millisecond apart); the order's screen
+    shows it whole."""
+    return "…" + identifier[-6:] if len(identifier) > 7 else identifier
+
+
+def amount(value: int, currency: str) -> str:
+    """An amount in major units without its currency, for columns the title names it for."""
+    return money.show(value, currency).removesuffix(f" {currency}")
 
 
 def when(moment: datetime) -> str:
@@ -107,7 +116,7 @@ def when(moment: datetime) -> str:
 class OrdersScreen(ListScreen[Order]):
     # Screen.__init__ sets the title from TITLE (Textual's own attribute): ``title`` alone
     # would be overwritten with None there.
-    TITLE = "Orders (newest first)"
+    TITLE = "Orders, newest first"
     columns = ("id", "status", "customer", "total", "paid", "refunded", "placed at")
     filter_hint = "/ status (paid), customer:<id or email>, ord_..."
 
@@ -117,6 +126,12 @@ class OrdersScreen(ListScreen[Order]):
         self._customer_found: str | None = None  # the account the filter's email named
         self._refused = False  # the filter's order or email was refused, and staff were told
         self._open_when_read: str | None = None
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        # Seven columns fit 80 only with the store's one currency said once, here.
+        currency = self.console.require_services().settings["store"]["currency"]
+        self.query_one(".title", Static).update(f"{self.TITLE} (amounts in {currency})")
 
     def apply_filter(self, text: str) -> None:
         query = parse_filter(text)
@@ -165,11 +180,11 @@ class OrdersScreen(ListScreen[Order]):
         currency = order.currency
         return (
             short_id(order.id),
-            order.status.value,
+            SHOWN_STATUS.get(order.status, order.status.value),
             short_id(order.customer_id),
-            money.show(order.total.amount, currency),
-            money.show(order.amount_paid, currency),
-            money.show(order.amount_refunded, currency),
+            amount(order.total.amount, currency),
+            amount(order.amount_paid, currency),
+            amount(order.amount_refunded, currency),
             when(order.created_at),
         )
 
@@ -280,14 +295,15 @@ class OrderScreen(ConsoleScreen[None]):
             "Payments" if self.payments else "Payments: none",
         ]
         out += [
-            f"  {p.id}  {p.method.value} {p.status.value}  {show(p.amount.amount)}  {when(p.created_at)}"
-            + (f"\n    reference {p.reference}" if p.reference else "")
-            + (f"\n    failed: {p.failure_code}" if p.failure_code else "")
+            f"  {p.id}  {p.method.value} {p.status.value}  {show(p.amount.amount)}\n    {when(p.created_at)}"
+            + (f"  reference {p.reference}" if p.reference else "")
+            + (f"  failed: {p.failure_code}" if p.failure_code else "")
             for p in self.payments
         ]
         out += ["", "Refunds" if self.refunds else "Refunds: none"]
         out += [
-            f"  {r.id}  {r.status.value}  {show(r.amount.amount)}  {when(r.created_at)}\n    reason {r.reason}"
+            f"  {r.id}  {r.status.value}  {show(r.amount.amount)}\n    {when(r.created_at)}  reason {r.reason}"
+            + (f"  failed: {r.failure_code}" if r.failure_code else "")
             for r in self.refunds
         ]
         out.append("")
@@ -296,7 +312,8 @@ class OrderScreen(ConsoleScreen[None]):
         else:
             out.append("Audit trail (newest first)" if self.audit_entries else "Audit trail: nothing yet")
             out += [
-                f"  {when(e.at)}  {e.action}  by {e.actor_id or 'operator'} ({e.source_ip or '?'})"
+                f"  {when(e.at)}  {e.action:<26} {short_id(e.actor_id) if e.actor_id else 'operator':<8}"
+                f" {e.source_ip or '?'}"
                 for e in self.audit_entries
             ]
         return "\n".join(out)
