@@ -88,7 +88,10 @@ def listed(screen: OrdersScreen) -> list[str]:
 
 
 async def open_order(pilot: Pilot[Any], order: Order, email: str = "staff@example.com") -> OrderScreen:
-    screen = await open_orders(pilot, email)
+    return await open_listed(pilot, await open_orders(pilot, email), order)
+
+
+async def open_listed(pilot: Pilot[Any], screen: OrdersScreen, order: Order) -> OrderScreen:
     screen.query_one(DataTable).move_cursor(row=listed(screen).index(order.id))
     await pilot.press("enter")
     app = pilot.app
@@ -255,6 +258,13 @@ async def test_the_order_shows_its_lines_payments_and_refunds(shop: Shop) -> Non
         assert f"{refund.id}  succeeded  2.50 USD" in text and "reason Chipped rim" in text
         assert "Status partially_refunded" in text
 
+        # Live: what changes in the store shows without a key pressed.
+        await shop.services.payments.refund(
+            RefundPayment(actor=Actor.operator(), order_id=order.id, reason="Lost", amount=100)
+        )
+        await wait_for(pilot, lambda: "refunded 3.50 USD" in detail(screen), "the new refund")
+        assert len(screen.refunds) == 2
+
 
 async def test_staff_see_that_the_audit_trail_is_for_admins_and_admins_see_it(shop: Shop) -> None:
     order = await place(shop)
@@ -410,3 +420,27 @@ async def test_fulfilling_an_unpaid_order_is_refused(shop: Shop) -> None:
         assert "Status pending_payment" in detail(screen)
     assert (await stored(shop, order)).status is OrderStatus.PENDING_PAYMENT
     assert await audited(shop, order) == []
+
+
+async def test_nothing_due_or_left_to_refund_is_said_without_a_form(shop: Shop) -> None:
+    unpaid = await place(shop)
+    paid = await place(shop)
+    await pay(shop, paid)
+    async with running(shop.console()) as pilot:
+        app = pilot.app
+        assert isinstance(app, AdminConsole)
+        screen = await open_order(pilot, unpaid)
+        done = screen.actions_done
+        await pilot.press("x")
+        await wait_for(pilot, lambda: screen.actions_done > done, "the refusal")
+        assert "Nothing is left to refund on this order." in told(app)
+        await pilot.press("q")
+        assert isinstance(app.screen, OrdersScreen)
+        screen = await open_listed(pilot, app.screen, paid)
+        done = screen.actions_done
+        await pilot.press("m")
+        await wait_for(pilot, lambda: screen.actions_done > done, "the refusal")
+        assert "Nothing is due on this order." in told(app)
+        assert app.screen is screen
+    assert len(await shop.services.payments.list_payments(Actor.operator(), paid.id)) == 1
+    assert await shop.services.payments.list_refunds(Actor.operator(), unpaid.id) == []

@@ -156,7 +156,7 @@ class OrdersScreen(ListScreen[Order]):
                 from entrypoints.console.app import describe
 
                 self._refused = True
-                self.notify(describe(refused), title="Filter", severity="error", timeout=8)
+                self.notify(describe(refused), title="Filter", severity="error", timeout=8, markup=False)
             return Page([], None)
         services, actor = self.console.require_services(), self.console.require_actor()
         return await services.orders.list_orders(
@@ -371,6 +371,9 @@ class OrderScreen(ConsoleScreen[None]):
 
     async def _pay(self, order: Order) -> None:
         currency = order.currency
+        if order.balance_due == 0:
+            self.notify("Nothing is due on this order.", title="Recording a payment", severity="warning")
+            return
         values = await filled(
             self,
             f"Manual payment of {order.id}",
@@ -410,6 +413,9 @@ class OrderScreen(ConsoleScreen[None]):
 
         left = await self.console.attempt(refundable, doing="Refunding")
         if left is None:
+            return
+        if left == 0:
+            self.notify("Nothing is left to refund on this order.", title="Refunding", severity="warning")
             return
         values = await filled(
             self,
@@ -455,5 +461,5 @@ class OrderScreen(ConsoleScreen[None]):
         try:
             return money.parse(text, currency)
         except ValueError as problem:
-            self.notify(f"Amount: {problem}", title=doing, severity="error")
+            self.notify(f"Amount: {problem}", title=doing, severity="error", markup=False)
             return None
