@@ -104,7 +104,7 @@ def short_id(identifier: str) -> str:
     return "…" + identifier[-6:] if len(identifier) > 7 else identifier
 
 
-def amount(value: int, currency: str) -> str:
+def plain_amount(value: int, currency: str) -> str:
     """An amount in major units without its currency, for columns the title names it for."""
     return money.show(value, currency).removesuffix(f" {currency}")
 
@@ -182,9 +182,9 @@ class OrdersScreen(ListScreen[Order]):
             short_id(order.id),
             SHOWN_STATUS.get(order.status, order.status.value),
             short_id(order.customer_id),
-            amount(order.total.amount, currency),
-            amount(order.amount_paid, currency),
-            amount(order.amount_refunded, currency),
+            plain_amount(order.total.amount, currency),
+            plain_amount(order.amount_paid, currency),
+            plain_amount(order.amount_refunded, currency),
             when(order.created_at),
         )
 
