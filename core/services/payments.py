@@ -416,6 +416,14 @@ class PaymentService:
             order = await get_visible_order(uow, actor, order_id)
             return await uow.refunds.list_for_order(order.id)
 
+    async def refundable(self, actor: Actor, order_id: str) -> int:
+        """What can still be refunded of the order, in minor units (staff): captured, less
+        every refund pending or succeeded; what ``refund`` takes when no amount is given."""
+        actor = await as_staff(self._uow, actor)
+        async with self._uow(readonly=True) as uow:
+            order = await get_visible_order(uow, actor, order_id)
+            return await self._ledger.refundable(uow, order)
+
     async def get_payment(self, actor: Actor, payment_id: str) -> Payment:
         actor = await for_reading(self._uow, actor)
         async with self._uow(readonly=True) as uow:

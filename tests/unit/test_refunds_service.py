@@ -134,6 +134,18 @@ async def test_a_refund_above_what_remains_is_refused_and_says_how_much_remains(
     assert gateway.calls["refund"] == 1
 
 
+async def test_what_remains_refundable_is_captured_less_refunds_and_only_staff_may_ask(
+    payments: PaymentService, staff: Actor, customer: Actor, order: Order, paid: Order
+) -> None:
+    assert await payments.refundable(staff, paid.id) == 1000
+    await payments.refund(refund(staff, paid, 600))
+    assert await payments.refundable(staff, paid.id) == 400
+    with pytest.raises(NotAllowed):
+        await payments.refundable(customer, paid.id)
+    with pytest.raises(OrderNotFound):
+        await payments.refundable(staff, "ord_nothing")
+
+
 async def test_twenty_concurrent_refunds_never_exceed_what_was_captured(
     payments: PaymentService, gateway: FakePaymentGateway, db: InMemoryDatabase, staff: Actor, paid: Order
 ) -> None:

@@ -6,6 +6,7 @@ import attrs
 from textual.screen import Screen
 
 from entrypoints.console.screens.dashboard import DashboardScreen
+from entrypoints.console.screens.orders import OrdersScreen
 from entrypoints.console.screens.products import ProductsScreen
 from entrypoints.console.screens.users import UsersScreen
 
@@ -22,6 +23,7 @@ class Area:
 #: In the footer's order. A new area is one line here.
 AREAS: tuple[Area, ...] = (
     Area("dashboard", "d", "Dashboard", DashboardScreen),
+    Area("orders", "o", "Orders", OrdersScreen),
     Area("products", "p", "Products", ProductsScreen),
     Area("users", "u", "Users", UsersScreen, admins_only=True),
 )
