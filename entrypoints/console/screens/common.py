@@ -48,7 +48,8 @@ class ConsoleScreen(Screen[R]):
 
 
 class ListScreen(ConsoleScreen[None], Generic[T]):
-    """One page of a list. Subclasses say what the list is (``title``, ``columns``,
+    """One page of a list. Subclasses say what the list is (``TITLE``, Textual's own screen
+    title, ``columns``,
     ``filter_hint``), how to read a page (``fetch``), how an item shows (``row``, ``key``)
     and what Enter does (``open_item``)."""
 
@@ -62,7 +63,6 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
         Binding("escape", "leave_filter", "Leave filter", show=False),
     ]
 
-    title: str = ""
     columns: Sequence[str] = ()
     filter_hint: str = "filter"
 
@@ -75,7 +75,7 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
         self.loads = 0  # completed reads: tests wait on it
 
     def compose(self) -> ComposeResult:
-        yield Static(self.title, classes="title")
+        yield Static(self.title or "", classes="title")
         yield Input(placeholder=self.filter_hint, id="filter")
         yield DataTable(cursor_type="row", zebra_stripes=True, id="rows")
         yield Static("", classes="status", id="status")
@@ -110,7 +110,9 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
 
     # Reading.
     def reload(self) -> None:
-        self.run_worker(self._load(), group="load", exclusive=True, exit_on_error=False)
+        # The coroutine function, not a coroutine: a read replaced before it began is never
+        # made (a made one, cancelled unstarted, would warn "never awaited").
+        self.run_worker(cast(Any, self._load), group="load", exclusive=True, exit_on_error=False)
 
     async def _load(self) -> None:
         after = self._cursors[-1]

@@ -114,8 +114,6 @@ def when(moment: datetime) -> str:
 
 
 class OrdersScreen(ListScreen[Order]):
-    # Screen.__init__ sets the title from TITLE (Textual's own attribute): ``title`` alone
-    # would be overwritten with None there.
     TITLE = "Orders, newest first"
     columns = ("id", "status", "customer", "total", "paid", "refunded", "placed at")
     filter_hint = "/ status (paid), customer:<id or email>, ord_..."
