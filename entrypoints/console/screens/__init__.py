@@ -5,7 +5,9 @@ from __future__ import annotations
 import attrs
 from textual.screen import Screen
 
+from entrypoints.console.screens.audit import AuditScreen
 from entrypoints.console.screens.dashboard import DashboardScreen
+from entrypoints.console.screens.keys import KeysScreen
 
 
 @attrs.frozen
@@ -18,4 +20,8 @@ class Area:
 
 
 #: In the footer's order. A new area is one line here.
-AREAS: tuple[Area, ...] = (Area("dashboard", "d", "Dashboard", DashboardScreen),)
+AREAS: tuple[Area, ...] = (
+    Area("dashboard", "d", "Dashboard", DashboardScreen),
+    Area("audit", "a", "Audit", AuditScreen, admins_only=True),
+    Area("keys", "k", "Keys", KeysScreen, admins_only=True),
+)
