@@ -140,3 +140,17 @@ async def test_a_burst_of_changes_reads_the_figures_at_most_once_a_second(shop: 
 async def test_a_customer_cannot_read_the_figures(shop: Shop) -> None:
     with pytest.raises(NotAllowed):
         await shop.services.reports.shop_figures(ReadShopFigures(actor=customer(shop)))
+
+
+async def test_the_figures_are_read_again_when_the_dashboard_is_shown_again(shop: Shop) -> None:
+    await a_day_of_trade(shop)
+    async with running(shop.console()) as pilot:
+        app = await signed_in(pilot, "admin@example.com")
+        await wait_for(pilot, lambda: app.current_mode == "dashboard" and dashboard(app).figures, "the figures")
+        screen = dashboard(app)
+        await pilot.press("a")  # away: the store's changes go to the audit log's screen
+        await wait_for(pilot, lambda: app.current_mode == "audit", "the audit log")
+        await place(shop, "LAMP-1", 1)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: screen.figures is not None and screen.figures.today.orders == 4, "the new order")
+        assert app.screen is screen

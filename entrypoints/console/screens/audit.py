@@ -90,12 +90,13 @@ class AuditScreen(ListScreen[AuditEntry]):
         return entries
 
     def row(self, item: AuditEntry) -> Sequence[Any]:
+        # 68 characters and the cells' padding: 80 columns (Enter shows the entry whole).
         return (
-            f"{item.at:%m-%d %H:%M:%S}",
-            short(who(item, self._emails), 18),
-            short(item.action, 22),
-            short(item.object_id or item.object_type, 14),
-            short(item.source_ip or "", 9),
+            f"{item.at:%m-%d %H:%M}",
+            short(who(item, self._emails), 17),
+            short(item.action, 20),
+            short(item.object_id or item.object_type, 13),
+            short(item.source_ip or "", 7),
         )
 
     def key(self, item: AuditEntry) -> str:
@@ -110,8 +111,8 @@ def describe_entry(entry: AuditEntry, actor: str) -> str:
     fields["at"] = entry.at.isoformat()
     details = fields.pop("details")
     lines = [f"{name:<12}{'' if value is None else value}" for name, value in fields.items()]
-    if entry.actor_id is not None and actor != entry.actor_id:
-        lines.insert(3, f"{'':<12}({actor})")
+    if actor != entry.actor_id:
+        lines.insert(3, f"{'':<12}({actor})")  # who that is: an email, the operator, Tillbox itself
     lines += ["", "details", json.dumps(details, indent=2, sort_keys=True, ensure_ascii=False, default=str)]
     return "\n".join(lines)
 

@@ -58,7 +58,9 @@ class DashboardScreen(ConsoleScreen[None]):
         yield Static("", classes="status", id="status")
         yield Footer()
 
-    def on_mount(self) -> None:
+    def on_screen_resume(self) -> None:
+        # Each time the dashboard is shown (the first time too): another area, or another
+        # instance, may have changed the store while it was not on screen.
         self.refresh_figures()
 
     def on_store_changed(self, _: StoreChanged) -> None:
