@@ -81,18 +81,23 @@ def text(app: AdminConsole, widget: str) -> str:
 
 
 async def test_the_figures_are_what_the_store_holds(shop: Shop) -> None:
-    await a_day_of_trade(shop)
+    orders = await a_day_of_trade(shop)
     async with running(shop.console()) as pilot:
         app = await signed_in(pilot, "staff@example.com")
         await wait_for(pilot, lambda: app.current_mode == "dashboard" and dashboard(app).figures, "the figures")
         figures = dashboard(app).figures
         assert figures is not None
         # Waiting (2 lamps), paid (a mug) and refunded (a lamp) orders stand; the cancelled does not.
-        assert figures.today == figures.last_7_days == OrderSummary(orders=3, total=5000 + 1200 + 2500)
+        assert figures.last_7_days == OrderSummary(orders=3, total=5000 + 1200 + 2500)
+        # Today is the UTC day of the read: the orders just placed, unless midnight came between.
+        midnight = figures.at.replace(hour=0, minute=0, second=0, microsecond=0)
+        standing = [orders[name] for name in ("waiting", "paid", "refunded")]
+        today = [order.total.amount for order in standing if order.created_at >= midnight]
+        assert figures.today == OrderSummary(orders=len(today), total=sum(today))
         assert (figures.awaiting_payment, figures.awaiting_fulfilment, figures.pending_refunds) == (1, 1, 1)
         assert [(p.sku, p.stock) for p in figures.low_stock] == [("MUG-1", 2)]  # lamps: 10 - 3 = 7
         shown = text(app, "#figures")
-        assert "today (UTC)       3 orders           87.00 USD" in shown
+        assert "last 7 days       3 orders           87.00 USD" in shown
         assert "waiting for payment:     1   paid, to fulfil:     1" in shown
         assert "refunds pending at the provider: 1" in shown
         assert "Low stock (at most 5): Blue mug (2)" in shown
@@ -111,12 +116,12 @@ async def test_the_figures_follow_the_store(shop: Shop) -> None:
 
         def updated() -> bool:
             figures = dashboard(app).figures
-            return figures is not None and figures.today.orders == 4
+            return figures is not None and figures.last_7_days.orders == 4
 
         await wait_for(pilot, updated, "the new order in the figures")
         figures = dashboard(app).figures
         assert figures is not None
-        assert figures.today == OrderSummary(orders=4, total=8700 + 2400)
+        assert figures.last_7_days == OrderSummary(orders=4, total=8700 + 2400)
         assert figures.awaiting_payment == 2
         assert [(p.sku, p.stock) for p in figures.low_stock] == [("MUG-1", 0)]
         assert "Blue mug (0)" in text(app, "#figures")
@@ -152,5 +157,7 @@ async def test_the_figures_are_read_again_when_the_dashboard_is_shown_again(shop
         await wait_for(pilot, lambda: app.current_mode == "audit", "the audit log")
         await place(shop, "LAMP-1", 1)
         await pilot.press("d")
-        await wait_for(pilot, lambda: screen.figures is not None and screen.figures.today.orders == 4, "the new order")
+        await wait_for(
+            pilot, lambda: screen.figures is not None and screen.figures.last_7_days.orders == 4, "the new order"
+        )
         assert app.screen is screen
