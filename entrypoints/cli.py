@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import functools
 import getpass
-import json
 import logging
 import os
 import secrets
@@ -293,23 +292,9 @@ def cmd_db_reset(args: argparse.Namespace) -> None:
 
 
 def cmd_backup(args: argparse.Namespace) -> None:
-    from adapters.sqlite.maintenance import backup
-    from entrypoints.container import DATABASE_FILE
+    from entrypoints.backups import back_up
 
-    settings = _settings(args)
-    if uses_postgres(settings):
-        from adapters.postgres import maintenance
-
-        url = settings["database"]["url"]
-        info = maintenance.backup(url, Path(args.path), overwrite=args.force)
-        print(
-            f"backed up the {maintenance.describe(url)} to {info.path} with pg_dump"
-            f" ({info.size_bytes} bytes, schema version {info.schema_version})"
-        )
-        return
-    database = settings.data_dir / DATABASE_FILE
-    info = backup(database, Path(args.path), overwrite=args.force)
-    print(f"backed up {database} to {info.path} ({info.size_bytes} bytes, schema version {info.schema_version})")
+    print(back_up(_settings(args), Path(args.path), overwrite=args.force))
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
@@ -463,16 +448,9 @@ def cmd_openapi(args: argparse.Namespace) -> None:
 
 
 def cmd_config_show(args: argparse.Namespace) -> None:
-    from entrypoints.settings import SECRETS
+    from entrypoints.settings import describe_settings
 
-    settings = _settings(args)
-    print(f"# config file: {settings.config_path or '(none: built-in defaults)'}")
-    for section, values in settings.values.items():
-        print(f"\n[{section}]")
-        for key, value in values.items():
-            shown = "********" if (section, key) in SECRETS and value else value
-            rendered = json.dumps(shown) if not isinstance(shown, bool) else str(shown).lower()
-            print(f"{key} = {rendered}  # {settings.sources[section][key]}")
+    print("\n".join(describe_settings(_settings(args))))
 
 
 def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:

@@ -36,6 +36,7 @@ from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService, OrderSettings
 from core.services.outbox import OutboxService, OutboxSettings
 from core.services.payments import PaymentService
+from core.services.reports import ReportService
 from entrypoints.settings import ConfigError, Settings
 
 DATABASE_FILE = "tillbox.db"
@@ -339,6 +340,7 @@ class Container(containers.DeclarativeContainer):
     )
     payment_service = providers.Singleton(PaymentService, uow=database, gateway=payment_gateway, clock=clock, ids=ids)
     audit_service = providers.Singleton(AuditService, uow=database)
+    report_service = providers.Singleton(ReportService, uow=database, clock=clock, currency=config.store.currency)
     idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock, digests=request_digests)
     outbox_settings = providers.Singleton(
         OutboxSettings, retention=providers.Factory(timedelta, days=config.outbox.retention_days)

@@ -84,6 +84,23 @@ SECRETS: frozenset[tuple[str, str]] = frozenset(
     {("database", "url"), ("stripe", "secret_key"), ("stripe", "webhook_secret")}
 )
 
+#: What a secret that is set shows as.
+MASK = "********"
+
+
+def describe_settings(settings: Settings) -> list[str]:
+    """The effective settings as lines of TOML, each with where it came from, every secret that
+    is set masked: what `tillbox config show` prints and the console's keys and settings show."""
+    lines = [f"# config file: {settings.config_path or '(none: built-in defaults)'}"]
+    for section, values in settings.values.items():
+        lines += ["", f"[{section}]"]
+        for key, value in values.items():
+            shown = MASK if (section, key) in SECRETS and value else value
+            rendered = json.dumps(shown) if not isinstance(shown, bool) else str(shown).lower()
+            lines.append(f"{key} = {rendered}  # {settings.sources[section][key]}")
+    return lines
+
+
 _POSITIVE = {
     ("server", "port"): (0, 65535),  # 0: any free port, named in the "listening" log line
     ("server", "workers"): (1, 64),

@@ -56,6 +56,7 @@ from core.ports.repositories import (
     AuditFilter,
     EndedSession,
     OrderFilter,
+    OrderSummary,
     ProductFilter,
     ProductSort,
     ProductVersion,
@@ -249,6 +250,12 @@ class InMemoryProductRepository:
         wanted = set(skus)
         return [copy.deepcopy(p) for p in self._s.products.values() if p.sku in wanted]
 
+    async def low_stock(self, threshold: int, limit: int) -> list[Product]:
+        low = sorted(
+            (p for p in self._s.products.values() if p.active and p.stock <= threshold), key=lambda p: (p.stock, p.id)
+        )
+        return [copy.deepcopy(p) for p in low[:limit]]
+
 
 class InMemoryRefreshTokenRepository:
     def __init__(self, store: InMemoryStore):
@@ -391,6 +398,19 @@ class InMemoryOrderRepository:
         )
         return [o.id for o in due if o.expires_at is not None and o.expires_at <= now][:limit]
 
+    async def summary_since(self, since: datetime, currency: str) -> OrderSummary:
+        standing = [
+            o
+            for o in self._s.orders.values()
+            if o.created_at >= since
+            and o.currency == currency
+            and o.status not in (OrderStatus.CANCELLED, OrderStatus.EXPIRED)
+        ]
+        return OrderSummary(orders=len(standing), total=sum(o.total.amount for o in standing))
+
+    async def count_with_status(self, status: OrderStatus) -> int:
+        return sum(1 for o in self._s.orders.values() if o.status is status)
+
 
 class InMemoryPaymentRepository:
     def __init__(self, store: InMemoryStore):
@@ -469,6 +489,9 @@ class InMemoryRefundRepository:
             and created_after < r.created_at < created_before
         )
         return [copy.deepcopy(r) for r in sorted(unsent, key=lambda r: r.id)[:limit]]
+
+    async def count_pending(self) -> int:
+        return sum(1 for r in self._s.refunds.values() if r.status is RefundStatus.PENDING)
 
     async def update(self, refund: Refund) -> None:
         stored = self._s.refunds.get(refund.id)

@@ -295,6 +295,13 @@ CREATE INDEX throttle_uses_key_at ON throttle_uses (key, at);
 CREATE INDEX throttle_uses_expires ON throttle_uses (expires);
 """
 
+# The dashboard's figures (see SQLite's migration 10).
+_DASHBOARD_FIGURES = """
+CREATE INDEX orders_created_at ON orders (created_at, currency, status, total);
+CREATE INDEX refunds_status_id ON refunds (status, id);
+CREATE INDEX products_active_stock_id ON products (active, stock, id);
+"""
+
 _SQL = (
     _INITIAL,
     _PRODUCT_LIST_COVERING,
@@ -305,6 +312,7 @@ _SQL = (
     _OUTBOX_PURGE,
     _PRODUCT_SORTS,
     _SHARED_STATE,
+    _DASHBOARD_FIGURES,
 )
 
 MIGRATIONS: tuple[Migration, ...] = tuple(

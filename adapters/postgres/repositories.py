@@ -39,6 +39,7 @@ from core.ports.repositories import (
     AuditFilter,
     EndedSession,
     OrderFilter,
+    OrderSummary,
     ProductFilter,
     ProductSort,
     ProductVersion,
@@ -239,6 +240,8 @@ PRODUCT_DELETE = "DELETE FROM products WHERE id = $1"
 # In id order, so that two units locking some of the same products never deadlock.
 PRODUCT_GET_MANY = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = ANY($1::text[]) ORDER BY id"
 PRODUCT_GET_MANY_BY_SKU = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku = ANY($1::text[]) ORDER BY id"
+#: Active products running out: a range of products_active_stock_id (migration 10), in its order.
+PRODUCT_LOW_STOCK = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE active AND stock <= $1 ORDER BY stock, id LIMIT $2"
 
 #: How each sort is read: the sorted expression before the id (None: the id alone), whether
 #: descending, and the types of its key in a cursor.
@@ -454,6 +457,9 @@ class PostgresProductRepository(_Repository):
             return []
         rows = await self._session.fetch(PRODUCT_GET_MANY_BY_SKU, list(skus))  # a lookup: no lock (the port)
         return [self._remember(row) for row in rows]
+
+    async def low_stock(self, threshold: int, limit: int) -> builtins.list[Product]:
+        return [_product(row) for row in await self._session.fetch(PRODUCT_LOW_STOCK, threshold, limit)]
 
     async def _list(
         self, page: PageRequest, filter: ProductFilter, sort: ProductSort, columns: str, build: Callable[[Record], T]
@@ -719,6 +725,12 @@ ORDER_LOCK_OF_REFUND = "SELECT 1 FROM orders WHERE id = (SELECT order_id FROM re
 ORDER_DUE_FOR_EXPIRY = (
     "SELECT id FROM orders WHERE status = 'pending_payment' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
 )
+# The dashboard's figures: orders_created_at (migration 10) covers the summary, orders_status_id the count.
+ORDER_SUMMARY_SINCE = (
+    "SELECT count(*), coalesce(sum(total), 0) FROM orders"
+    " WHERE created_at >= $1 AND currency = $2 AND status NOT IN ('cancelled', 'expired')"
+)
+ORDER_COUNT_WITH_STATUS = "SELECT count(*) FROM orders WHERE status = $1"
 
 
 def _order(row: Record) -> Order:
@@ -817,6 +829,14 @@ class PostgresOrderRepository(_Repository):
 
     async def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[str]:
         return [row[0] for row in await self._session.fetch(ORDER_DUE_FOR_EXPIRY, now, limit)]
+
+    async def summary_since(self, since: datetime, currency: str) -> OrderSummary:
+        row = await self._session.fetchrow(ORDER_SUMMARY_SINCE, since, currency)
+        assert row is not None  # an aggregate always has its one row
+        return OrderSummary(orders=int(row[0]), total=int(row[1]))
+
+    async def count_with_status(self, status: OrderStatus) -> int:
+        return int(await self._session.fetchval(ORDER_COUNT_WITH_STATUS, status.value))
 
 
 # Payments.
@@ -982,6 +1002,7 @@ REFUND_INSERT_MANY = (
 REFUND_GET = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = $1"
 REFUND_LIST_FOR_ORDER = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY id"
 REFUND_LIST_FOR_PAYMENT = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 ORDER BY id"
+REFUND_COUNT_PENDING = "SELECT count(*) FROM refunds WHERE status = 'pending'"  # refunds_status_id
 REFUND_LIST_UNSENT = (
     f"SELECT {_REFUND_COLUMNS} FROM refunds"
     " WHERE status = 'pending' AND provider_reference IS NULL AND created_at > $1 AND created_at < $2"
@@ -1051,6 +1072,9 @@ class PostgresRefundRepository(_Repository):
         return [
             _refund(row) for row in await self._session.fetch(REFUND_LIST_UNSENT, created_after, created_before, limit)
         ]
+
+    async def count_pending(self) -> int:
+        return int(await self._session.fetchval(REFUND_COUNT_PENDING))
 
     async def update(self, refund: Refund) -> None:
         changed = await self._session.execute(

@@ -43,6 +43,7 @@ from core.ports.repositories import (
     AuditFilter,
     EndedSession,
     OrderFilter,
+    OrderSummary,
     ProductFilter,
     ProductSort,
     ProductVersion,
@@ -334,6 +335,10 @@ PRODUCT_LIST_VERSIONS: dict[tuple[bool, str | None, ProductSort], str] = {
 #: Many products by id in one constant statement (the ids travel as one JSON array).
 PRODUCT_GET_MANY = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id IN (SELECT value FROM json_each(?))"
 PRODUCT_GET_MANY_BY_SKU = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku IN (SELECT value FROM json_each(?))"
+#: Active products running out: a range of products_active_stock_id (migration 10), in its order.
+PRODUCT_LOW_STOCK = (
+    f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE active = 1 AND stock <= ? ORDER BY stock, id LIMIT ?"
+)
 
 
 def fts_query(text: str) -> str | None:
@@ -454,6 +459,9 @@ class SqliteProductRepository(_Repository):
             return []
         rows = await self._session.fetchall(PRODUCT_GET_MANY_BY_SKU, (orjson.dumps(list(skus)),))
         return [self._remember(row) for row in rows]
+
+    async def low_stock(self, threshold: int, limit: int) -> builtins.list[Product]:
+        return [_product(row) for row in await self._session.fetchall(PRODUCT_LOW_STOCK, (threshold, limit))]
 
     async def _list(
         self,
@@ -691,6 +699,14 @@ ORDER_DUE_FOR_EXPIRY = (
 )
 
 
+# The dashboard's figures. orders_created_at (migration 10) covers the summary: a range of
+# the index from ``since``, no row read; orders_status_id covers the count of one status.
+ORDER_SUMMARY_SINCE = (
+    "SELECT count(*), coalesce(sum(total), 0) FROM orders"
+    " WHERE created_at >= ? AND currency = ? AND status NOT IN ('cancelled', 'expired')"
+)
+ORDER_COUNT_WITH_STATUS = "SELECT count(*) FROM orders WHERE status = ?"
+
 #: Keyed by which filters are set: (customer_id, status).
 ORDER_LIST = _list_statements(
     _ORDER_FIELDS, "orders AS o", "o.id < :after", "o.id DESC", ("customer_id", "status"), "o."
@@ -784,6 +800,14 @@ class SqliteOrderRepository(_Repository):
     async def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[str]:
         rows = await self._session.fetchall(ORDER_DUE_FOR_EXPIRY, (format_timestamp(now), limit))
         return [row[0] for row in rows]
+
+    async def summary_since(self, since: datetime, currency: str) -> OrderSummary:
+        ((count, total),) = await self._session.fetchall(ORDER_SUMMARY_SINCE, (format_timestamp(since), currency))
+        return OrderSummary(orders=int(count), total=int(total))
+
+    async def count_with_status(self, status: OrderStatus) -> int:
+        ((count,),) = await self._session.fetchall(ORDER_COUNT_WITH_STATUS, (status.value,))
+        return int(count)
 
 
 # Payments.
@@ -900,12 +924,16 @@ REFUND_INSERT = f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (?, ?, ?, ?, ?,
 REFUND_GET = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = ?"
 REFUND_LIST_FOR_ORDER = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE order_id = ? ORDER BY id"
 REFUND_LIST_FOR_PAYMENT = f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE payment_id = ? ORDER BY id"
-# The partial index refunds_unsent (migration 5) holds exactly these rows.
+# The partial index refunds_unsent (migration 5) holds exactly these rows, in deadline
+# order; without INDEXED BY the planner may prefer refunds_status_id (every pending refund,
+# then sorted).
 REFUND_LIST_UNSENT = (
-    f"SELECT {_REFUND_COLUMNS} FROM refunds"
+    f"SELECT {_REFUND_COLUMNS} FROM refunds INDEXED BY refunds_unsent"
     " WHERE status = 'pending' AND provider_reference IS NULL AND created_at > ? AND created_at < ?"
     " ORDER BY created_at LIMIT ?"
 )
+# refunds_status_id (migration 10) covers it.
+REFUND_COUNT_PENDING = "SELECT count(*) FROM refunds WHERE status = 'pending'"
 REFUND_UPDATE = (
     "UPDATE refunds SET status = ?, provider_reference = ?, failure_code = ?, updated_at = ?,"
     " version = version + 1 WHERE id = ? AND version = ?"
@@ -965,6 +993,10 @@ class SqliteRefundRepository(_Repository):
     async def list_unsent(self, created_after: datetime, created_before: datetime, limit: int) -> builtins.list[Refund]:
         window = (format_timestamp(created_after), format_timestamp(created_before), limit)
         return [_refund(row) for row in await self._session.fetchall(REFUND_LIST_UNSENT, window)]
+
+    async def count_pending(self) -> int:
+        ((count,),) = await self._session.fetchall(REFUND_COUNT_PENDING, ())
+        return int(count)
 
     async def update(self, refund: Refund) -> None:
         changed = await self._session.execute(

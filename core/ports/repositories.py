@@ -73,6 +73,13 @@ class OrderFilter:
     status: OrderStatus | None = None
 
 
+class OrderSummary(NamedTuple):
+    """How many orders, and what they are worth together (minor units of one currency)."""
+
+    orders: int
+    total: int
+
+
 @attrs.frozen
 class AuditFilter:
     actor_id: str | None = None
@@ -143,6 +150,10 @@ class ProductRepository(Protocol):
         """The products that exist among these skus (exact), in no particular order. A lookup:
         unlike ``get_many``, it does not make the rows the write unit's own (a use case that
         changes them reads them with ``get_many``)."""
+
+    async def low_stock(self, threshold: int, limit: int) -> builtins.list[Product]:
+        """At most ``limit`` active products with ``stock`` at or below ``threshold``, the
+        lowest stock first (ties by id), at a cost that depends on ``limit``."""
 
 
 class RefreshTokenRepository(Protocol):
@@ -232,6 +243,14 @@ class OrderRepository(Protocol):
         """Ids of at most ``limit`` orders awaiting payment whose ``expires_at`` is at or
         before ``now``, earliest deadline first. Orders without a deadline never appear."""
 
+    async def summary_since(self, since: datetime, currency: str) -> OrderSummary:
+        """The orders in ``currency`` placed at or after ``since`` that still stand (every
+        status but cancelled and expired): how many, and the sum of their totals. At a cost
+        that depends on how many orders were placed since, not on how many the store holds."""
+
+    async def count_with_status(self, status: OrderStatus) -> int:
+        """How many orders have this status, at a cost that depends on how many do."""
+
 
 class PaymentRepository(Protocol):
     async def add(self, payment: Payment) -> None:
@@ -273,6 +292,10 @@ class RefundRepository(Protocol):
     async def list_unsent(self, created_after: datetime, created_before: datetime, limit: int) -> builtins.list[Refund]:
         """Pending refunds the provider never acknowledged (no provider reference) created in
         the half-open window (created_after, created_before), oldest first."""
+
+    async def count_pending(self) -> int:
+        """How many refunds are pending (asked of the provider, or about to be, and not yet
+        settled), at a cost that depends on how many are."""
 
     async def update(self, refund: Refund) -> None:
         """Persist status, provider_reference, failure_code and updated_at, with the

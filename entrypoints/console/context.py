@@ -7,12 +7,14 @@ from pathlib import Path
 
 import attrs
 
+from core.ports.payments import PaymentGateway
 from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
 from core.services.orders import OrderService
 from core.services.payments import PaymentService
+from core.services.reports import ReportService
 from entrypoints.settings import Settings
 
 #: The source the audit log records for everything done in the console.
@@ -26,6 +28,8 @@ class ConsoleServices:
     orders: OrderService
     payments: PaymentService
     audit: AuditService
+    reports: ReportService
+    gateway: PaymentGateway  # the dashboard shows whether card payments can be taken
     store: UnitOfWorkFactory  # its change counter drives the live lists; check_ready the health
     settings: Settings
     data_dir: Path

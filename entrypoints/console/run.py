@@ -41,6 +41,8 @@ async def open_services(settings: Settings) -> AsyncIterator[ConsoleServices]:
             orders=await provide(container.order_service),
             payments=await provide(container.payment_service),
             audit=await provide(container.audit_service),
+            reports=await provide(container.report_service),
+            gateway=await provide(container.payment_gateway),
             store=await provide(container.database),
             settings=settings,
             data_dir=settings.data_dir,

@@ -26,6 +26,7 @@ from adapters.sqlite.migrations import (
     m0007_outbox_purge,
     m0008_product_sorts,
     m0009_shared_state,
+    m0010_dashboard_figures,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -50,6 +51,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "outbox purge indexes", m0007_outbox_purge.apply),
     Migration(8, "product sort indexes", m0008_product_sorts.apply),
     Migration(9, "state shared by instances", m0009_shared_state.apply),
+    Migration(10, "dashboard figure indexes", m0010_dashboard_figures.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

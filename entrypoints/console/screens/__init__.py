@@ -5,7 +5,9 @@ from __future__ import annotations
 import attrs
 from textual.screen import Screen
 
+from entrypoints.console.screens.audit import AuditScreen
 from entrypoints.console.screens.dashboard import DashboardScreen
+from entrypoints.console.screens.keys import KeysScreen
 from entrypoints.console.screens.orders import OrdersScreen
 from entrypoints.console.screens.products import ProductsScreen
 from entrypoints.console.screens.users import UsersScreen
@@ -26,4 +28,6 @@ AREAS: tuple[Area, ...] = (
     Area("orders", "o", "Orders", OrdersScreen),
     Area("products", "p", "Products", ProductsScreen),
     Area("users", "u", "Users", UsersScreen, admins_only=True),
+    Area("audit", "a", "Audit", AuditScreen, admins_only=True),
+    Area("keys", "k", "Keys", KeysScreen, admins_only=True),
 )
