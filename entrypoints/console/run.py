@@ -8,11 +8,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from entrypoints.console.context import ConsoleServices
 from entrypoints.container import DATABASE_FILE, build_container, provide, start, stop, uses_postgres
 from entrypoints.datadir import serving
 from entrypoints.settings import Settings
+
+if TYPE_CHECKING:
+    from entrypoints.console.app import AdminConsole
 
 LOG_FILE = "console.log"
 
@@ -65,12 +69,19 @@ def _log_to(data_dir: Path | None, level: str) -> None:
     root.setLevel(level.upper())
 
 
-def run_console(settings: Settings) -> None:
-    from entrypoints.console.app import AdminConsole
+async def _run(app: AdminConsole) -> None:
+    try:
+        await app.run_async()
+    finally:
+        await app.close_store()  # in this loop, before it ends: the session, then the store
 
+
+def run_console(settings: Settings) -> None:
     data_dir = settings.data_dir
     if uses_postgres(settings):
         data_dir.mkdir(parents=True, exist_ok=True)  # as `serve` makes it: the host's caches live there
+    from entrypoints.console.app import AdminConsole
+
     app = AdminConsole(lambda: open_services(settings))
     with contextlib.ExitStack() as held:
         if data_dir.is_dir():
@@ -79,6 +90,6 @@ def run_console(settings: Settings) -> None:
             _log_to(data_dir, settings["log"]["level"])
         else:
             _log_to(None, settings["log"]["level"])
-        asyncio.run(app.run_async())
+        asyncio.run(_run(app))
     if app.return_code:
         raise SystemExit(app.return_code)

@@ -133,3 +133,33 @@ async def test_a_store_at_a_newer_schema_is_said_and_left_as_it_is(tmp_path: Pat
     finally:
         if url:
             drop_database(url)
+
+
+async def test_a_sign_in_sent_before_the_store_is_open_goes_through_once_it_is(shop: Shop) -> None:
+    import asyncio
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    from textual.widgets import Input
+
+    from entrypoints.console.context import ConsoleServices
+
+    opened = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def slow_store() -> AsyncIterator[ConsoleServices]:
+        await opened.wait()
+        async with open_services(shop.settings) as services:
+            yield services
+
+    app = AdminConsole(slow_store)
+    async with running(app) as pilot:
+        app.screen.query_one("#email", Input).value = "staff@example.com"
+        app.screen.query_one("#password", Input).value = "correct battery horse staple"
+        app.screen.set_focus(app.screen.query_one("#password", Input))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "as soon as it is open" in message(app), "the promise")
+        assert app.actor is None
+        opened.set()
+        await wait_for(pilot, lambda: app.actor is not None, "the sign-in once the store is open")
+        assert app.current_mode == "dashboard"

@@ -47,8 +47,13 @@ class SignInScreen(ConsoleScreen[None]):
         self.query_one("#email", Input).focus()
         self._show_store()
 
+    _waiting_to_sign_in = False
+
     def on_store_changed(self, _: StoreChanged) -> None:
         self._show_store()
+        if self._waiting_to_sign_in and self.console.services is not None:
+            self._waiting_to_sign_in = False
+            self._sign_in()
 
     def _show_store(self) -> None:
         self.refresh_bindings()
@@ -95,7 +100,11 @@ class SignInScreen(ConsoleScreen[None]):
             message.add_class("problem")
             return
         if console.services is None:
+            # Still opening (or failed): signed in as soon as it is open, not dropped unsaid.
+            self._waiting_to_sign_in = console.store_problem is None
             self._show_store()
+            if self._waiting_to_sign_in:
+                message.update("Opening the store... you are signed in as soon as it is open.")
             return
         services = console.services
         message.update("Signing in...")
