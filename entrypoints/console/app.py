@@ -57,8 +57,8 @@ class AdminConsole(App[None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         *(Binding(area.key, f"open('{area.name}')", area.label) for area in AREAS),
-        Binding("q", "back", "Back/Quit"),
-        Binding("question_mark", "toggle_help", "Keys", key_display="?"),
+        Binding("q", "back", "Back"),
+        Binding("question_mark", "toggle_help", "Help", key_display="?"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {

@@ -131,4 +131,4 @@ class AuditEntryScreen(ConsoleScreen[None]):
         yield Static(f"Audit entry {self.entry.id}", classes="title")
         with VerticalScroll():
             yield Static(describe_entry(self.entry, self.actor), id="entry", markup=False)
-        yield Footer()
+        yield Footer(compact=True)

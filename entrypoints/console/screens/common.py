@@ -54,8 +54,10 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
     and what Enter does (``open_item``)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("n", "next_page", "Next"),
-        Binding("b", "previous_page", "Prev"),
+        # Named in the status line under the list, not in the footer: 80 columns are the
+        # area keys' first.
+        Binding("n", "next_page", "Next page", show=False),
+        Binding("b", "previous_page", "Previous page", show=False),
         # Priority: read as the key arrives, so that what is typed right after it lands
         # in the filter (in the filter itself, "/" is typed as text).
         Binding("slash", "focus_filter", "Search", key_display="/", priority=True),
@@ -79,7 +81,7 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
         yield Input(placeholder=self.filter_hint, id="filter")
         yield DataTable(cursor_type="row", zebra_stripes=True, id="rows")
         yield Static("", classes="status", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -134,9 +136,10 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
         if self.items:
             table.move_cursor(row=min(keep, len(self.items) - 1))
         number = len(self._cursors)
-        more = ", more: n" if self._next else ""
+        more = ", n: next page" if self._next else ""
+        back = ", b: previous" if number > 1 else ""
         empty = "nothing here" if not self.items else f"{len(self.items)} shown"
-        self.query_one("#status", Static).update(f"page {number}: {empty}{more}")
+        self.query_one("#status", Static).update(f"page {number}: {empty}{more}{back}")
 
     def on_store_changed(self, _: StoreChanged) -> None:
         self.reload()

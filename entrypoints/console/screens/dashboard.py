@@ -56,7 +56,7 @@ class DashboardScreen(ConsoleScreen[None]):
         yield Static("Reading the figures...", id="figures")
         yield Static("", id="health")
         yield Static("", classes="status", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_screen_resume(self) -> None:
         # Each time the dashboard is shown (the first time too): another area, or another

@@ -37,7 +37,7 @@ class KeysScreen(ConsoleScreen[None]):
         yield Static("r: new signing key (old tokens keep working until they expire)  b: back up", id="result")
         with VerticalScroll(id="settings-scroll"):
             yield Static("", id="settings", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         services = self.console.services

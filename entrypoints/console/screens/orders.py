@@ -222,7 +222,7 @@ class OrderScreen(ConsoleScreen[None]):
         yield Static(f"Order {self.order_id}", classes="title", markup=False)
         with VerticalScroll(id="body"):
             yield Static("Reading...", id="detail", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.reload()

@@ -41,7 +41,7 @@ class SignInScreen(ConsoleScreen[None]):
             yield Input(password=True, id="password")
             yield Button("Sign in", variant="primary", id="sign-in")
             yield Static("Opening the store...", id="message")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#email", Input).focus()
