@@ -92,6 +92,11 @@ class AdminConsole(App[None]):
             self.store_problem = describe(error) if isinstance(error, DomainError) else _one_line(error)
         self.screen.post_message(StoreChanged())
 
+    async def on_unmount(self) -> None:
+        # The last thing the app does on its loop, however it ends (q, ctrl+c, a test's end):
+        # left to asyncio.run's clean-up, the store would be closed outside its loop.
+        await self.close_store()
+
     async def close_store(self) -> None:
         """End the session and close the store: when the console ends, however it ends."""
         if self.services is not None and self._refresh_token is not None:

@@ -8,15 +8,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from entrypoints.console.context import ConsoleServices
 from entrypoints.container import DATABASE_FILE, build_container, provide, start, stop, uses_postgres
 from entrypoints.datadir import serving
 from entrypoints.settings import Settings
-
-if TYPE_CHECKING:
-    from entrypoints.console.app import AdminConsole
 
 LOG_FILE = "console.log"
 
@@ -67,16 +63,6 @@ def _log_to(data_dir: Path | None, level: str) -> None:
     root.setLevel(level.upper())
 
 
-async def _run_until_closed(app: AdminConsole) -> None:
-    """The console, then its session ended and its store closed on the same loop: left to
-    asyncio.run's clean-up, the store's context would be closed by the garbage collector,
-    where stopping it fails (and the session would stay open)."""
-    try:
-        await app.run_async()
-    finally:
-        await app.close_store()
-
-
 def run_console(settings: Settings) -> None:
     from entrypoints.console.app import AdminConsole
 
@@ -91,6 +77,6 @@ def run_console(settings: Settings) -> None:
             _log_to(data_dir, settings["log"]["level"])
         else:
             _log_to(None, settings["log"]["level"])
-        asyncio.run(_run_until_closed(app))
+        asyncio.run(app.run_async())
     if app.return_code:
         raise SystemExit(app.return_code)
