@@ -79,8 +79,14 @@ class AdminConsole(App[None]):
 
     # The store.
     async def on_mount(self) -> None:
-        self.run_worker(self.open_store(), group="store", exclusive=True, exit_on_error=False)
+        # Once the sign-in screen is drawn: opening the store first imports the store's
+        # modules, a good part of the start-up, and the worker would run that before the
+        # first frame.
+        self.call_after_refresh(self._start_opening_store)
         self.set_interval(WATCH_SECONDS, self._watch_store)
+
+    def _start_opening_store(self) -> None:
+        self.run_worker(self.open_store(), group="store", exclusive=True, exit_on_error=False)
 
     async def open_store(self) -> None:
         """Open the store (again, after a failure): the sign-in screen says how it went."""

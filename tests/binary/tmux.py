@@ -2,12 +2,18 @@
 
 Standard library only, like tests/binary/smoke.py (which runs on the system ``python3``)::
 
-    with Terminal(workdir, [binary, "admin"], env=env) as term:
+    with Terminal(workdir, [binary, "admin", "--config", config], env=env) as term:
         term.wait_for_text("sign in")
         term.type("admin@example.com")
         term.press("Enter")
+        term.wait_for_cursor(lambda column, row: row > email_row, "the cursor in the password field")
+        ...
+        term.press("o")                      # an area by its key
+        term.wait_for_text("Orders")
+        term.press("Enter", "R")             # keys by tmux's names
         print(term.screen())
-    print(term.exit_status)
+        term.press("q")
+        assert term.wait_for_exit() == 0
 
 Each terminal is a tmux server of its own (a socket in ``workdir``, no user configuration),
 one session of one window at a fixed size: nothing is shared with another tmux on the
@@ -116,9 +122,10 @@ class Terminal:
         return int(column), int(row)
 
     def wait_for_cursor(self, condition: Callable[[int, int], bool], what: str, timeout: float = 20.0) -> None:
-        """Poll until ``condition(column, row)`` holds for the cursor: keys typed after a
-        key that moves the focus go to the field the cursor is in once it has moved (a person
-        looks before typing; each key sent at once goes to the field that is focused when it is handled)."""
+        """Poll until ``condition(column, row)`` holds for the cursor. Wait so after a key that
+        moves the focus (Enter in a form's field) before typing on, as a person looks first:
+        Textual gives each key to the widget focused when the key is handled, and the focus
+        moves only after the Enter has been, so keys sent at once would land in the old field."""
         self.wait_for(lambda _: condition(*self.cursor()), what, timeout)
 
     def wait_for(self, condition: Callable[[str], bool], what: str, timeout: float = 20.0) -> str:
@@ -144,6 +151,10 @@ class Terminal:
         return self.wait_for(shown, f"{text!r} on the screen", timeout)
 
     # The program.
+    def pid(self) -> int:
+        """The program's process id (for a one-file binary: its bootloader's)."""
+        return int(self._run("display-message", "-p", "#{pane_pid}").strip())
+
     def exited(self) -> bool:
         """Whether the program has ended; its exit status is then in ``exit_status`` (the
         negated signal number when a signal ended it, as subprocess does)."""

@@ -7,8 +7,8 @@ names (snapshot_report.html), and if the change is meant, run this file again wi
 ``--snapshot-update`` and commit the new .svg files.
 
 The pictures must not change from run to run, so what differs between runs is fixed: the
-data directory (a new temporary one each time) is shown as /srv/tillbox/data, and the
-disk's free space as 4096 MiB. snap_compare runs the app on a loop of its own (App.run),
+data directory (a new temporary one each time) is shown as /srv/tillbox/data, the
+disk's free space as 4096 MiB, and NO_COLOR is unset. snap_compare runs the app on a loop of its own (App.run),
 so these tests are not coroutines and their store is made without the async ``shop``
 fixture; SQLite only (a PostgreSQL store's label names its server).
 """
@@ -60,6 +60,9 @@ def fixed_shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
     asyncio.run(create_staff())
     monkeypatch.setattr(AdminConsole, "store_label", lambda self: FIXED_DATA_DIR)
+    # The pictures are in colour; a terminal's NO_COLOR (which Textual reads when the app is
+    # made) would draw them in grey.
+    monkeypatch.delenv("NO_COLOR", raising=False)
     fixed_disk = SimpleNamespace(total=8192 * MIB, used=4096 * MIB, free=4096 * MIB)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: fixed_disk)
     return settings
