@@ -261,9 +261,8 @@ class Smoke:
                 terminal.wait_for_cursor(lambda _, row: row > email_row, "the cursor in the password field")
                 terminal.type(PASSWORD)
                 terminal.press("Enter")
-                dashboard = terminal.wait_for_text("Dashboard", CONSOLE_TIMEOUT)
-                if "store: ok" not in dashboard:
-                    self.fail(name, f"the dashboard does not say the store is ok:\n{dashboard}")
+                terminal.wait_for_text("Dashboard", CONSOLE_TIMEOUT)
+                terminal.wait_for_text("store: ok", CONSOLE_TIMEOUT)  # its health figures
                 terminal.press("q")
                 status = terminal.wait_for_exit(CONSOLE_TIMEOUT)
                 after = terminal.screen()
