@@ -238,8 +238,9 @@ class Smoke:
 
     def console(self, name: str, term: str = "tmux-256color", **env: str) -> None:
         """``tillbox admin`` in tmux at 80x24, driven by keys as staff would: sign in as an
-        admin created with ``users create``, see the dashboard, ``q`` to quit (exit 0), and the
-        console login in the audit log (source console). Its own shop, named by --config."""
+        admin created with ``users create``, see the dashboard, ``q`` to quit (exit 0), the
+        console login in the audit log (source console) and its session ended. Its own shop,
+        named by --config."""
         directory = self.workdir / name.replace(" ", "-").replace("=", "-")
         directory.mkdir()
         config = directory / "config.toml"
@@ -275,12 +276,18 @@ class Smoke:
             self.fail(name, f"a traceback on the terminal or in console.log:\n{after}\n{log[-3000:]}")
         with sqlite3.connect(directory / "shop" / "tillbox.db") as db:
             audited = db.execute("SELECT action, source_ip FROM audit_log WHERE object_id = ?", (user_id,)).fetchall()
+            sessions = db.execute(
+                "SELECT count(*), count(revoked_at) FROM refresh_tokens WHERE user_id = ?", (user_id,)
+            ).fetchone()
         db.close()
         if ("auth.login_succeeded", "console") not in audited:
             self.fail(name, f"no console login of {user_id} in the audit log: {audited}")
+        if sessions[0] != 1 or sessions[1] != 1:
+            self.fail(name, f"expected the console's one session, ended at q; sessions, ended: {sessions}")
         self.ok(
             f"tillbox admin in tmux, {name}",
-            f"sign-in screen after {shown:.2f} s, signed in, dashboard, q: exit 0, login audited (source console)",
+            f"sign-in screen after {shown:.2f} s, signed in, dashboard, q: exit 0, login audited (source console),"
+            " session ended",
         )
 
     def start_localstripe(self) -> None:
