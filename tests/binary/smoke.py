@@ -236,12 +236,13 @@ class Smoke:
             self.fail("users/me", f"unexpected account {me}")
         self.ok("the customer logs in; GET /api/v1/users/me is theirs")
 
-    def console(self, name: str, term: str = "tmux-256color", **env: str) -> None:
+    def console(self, name: str, term: str = "tmux-256color", *, typed_ahead: bool = False, **env: str) -> None:
         """``tillbox admin`` in tmux at 80x24, driven by keys as staff would: sign in as an
         admin created with ``users create``, see the dashboard, ``q`` to quit (exit 0), the
         console login in the audit log (source console) and its session ended. Its own shop,
-        named by --config."""
-        directory = self.workdir / name.replace(" ", "-").replace("=", "-")
+        named by --config. ``typed_ahead``: the email, Tab, the password and Enter sent at
+        once, as a password manager types them; else each field once the cursor is in it."""
+        directory = self.workdir / "".join(c if c.isalnum() else "-" for c in name)
         directory.mkdir()
         config = directory / "config.toml"
         config.write_text(f'[data]\ndir = "{directory / "shop"}"\n', encoding="utf-8")
@@ -255,13 +256,19 @@ class Smoke:
                 terminal.wait_for_text("sign in", CONSOLE_TIMEOUT)
                 shown = time.perf_counter() - terminal.started
                 terminal.wait_for_text("Store:", CONSOLE_TIMEOUT)  # open (else it says why not)
-                terminal.type(ADMIN)
-                typed = terminal.wait_for_text(ADMIN, CONSOLE_TIMEOUT)
-                email_row = next(n for n, line in enumerate(typed.splitlines()) if ADMIN in line)
-                terminal.press("Enter")
-                terminal.wait_for_cursor(lambda _, row: row > email_row, "the cursor in the password field")
-                terminal.type(PASSWORD)
-                terminal.press("Enter")
+                if typed_ahead:
+                    terminal.type(ADMIN)
+                    terminal.press("Tab")
+                    terminal.type(PASSWORD)
+                    terminal.press("Enter")
+                else:
+                    terminal.type(ADMIN)
+                    typed = terminal.wait_for_text(ADMIN, CONSOLE_TIMEOUT)
+                    email_row = next(n for n, line in enumerate(typed.splitlines()) if ADMIN in line)
+                    terminal.press("Enter")
+                    terminal.wait_for_cursor(lambda _, row: row > email_row, "the cursor in the password field")
+                    terminal.type(PASSWORD)
+                    terminal.press("Enter")
                 terminal.wait_for_text("Dashboard", CONSOLE_TIMEOUT)
                 terminal.wait_for_text("store: ok", CONSOLE_TIMEOUT)  # its health figures
                 terminal.press("q")
@@ -556,7 +563,7 @@ def main() -> int:
             smoke.command_line()
             smoke.create_admin()
             smoke.seed()
-            smoke.console("TERM=tmux-256color")
+            smoke.console("TERM=tmux-256color, typed ahead", typed_ahead=True)
             smoke.console("TERM=vt100 NO_COLOR=1", term="vt100", NO_COLOR="1")
             smoke.start_localstripe()
             smoke.start_server()

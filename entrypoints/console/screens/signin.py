@@ -18,7 +18,17 @@ from entrypoints.console.screens.common import ConsoleScreen, StoreChanged
 
 
 class SignInScreen(ConsoleScreen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+r", "reopen", "Open the store again")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+r", "reopen", "Open the store again"),
+        # Keys typed ahead, as a password manager types "email Tab password Enter" at once:
+        # Textual gives each key to the field focused when the key is handled, and a field's
+        # own Enter or Tab moves the focus only after the following keys have gone to it,
+        # so the password would land in the email field, in clear. Priority bindings run
+        # before the next key is handed on.
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
+        Binding("enter", "next_or_sign_in", show=False, priority=True),
+    ]
     DEFAULT_CSS = """
     SignInScreen { align: center middle; }
     SignInScreen > Vertical { width: 60; max-width: 100%; height: auto; border: round $primary; padding: 0 1; }
@@ -61,11 +71,13 @@ class SignInScreen(ConsoleScreen[None]):
             self.query_one("#message", Static).update("Opening the store...")
             self.run_worker(self.console.open_store(), group="store", exclusive=True, exit_on_error=False)
 
-    @on(Input.Submitted, "#email")
-    def _email_done(self) -> None:
-        self.query_one("#password", Input).focus()
+    def action_next_or_sign_in(self) -> None:
+        """Enter: from the email to the password (at once, see BINDINGS), else sign in."""
+        if self.focused is self.query_one("#email", Input):
+            self.focus_next()
+        else:
+            self._sign_in()
 
-    @on(Input.Submitted, "#password")
     @on(Button.Pressed, "#sign-in")
     def _sign_in(self) -> None:
         self.run_worker(self._attempt(), group="sign-in", exclusive=True, exit_on_error=False)
