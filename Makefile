@@ -63,7 +63,15 @@ binary: $(STAMP)
 dist/tillbox: $(STAMP) $(BINARY_SOURCES)
 	$(BIN)/python packaging/build.py
 
-smoke: dist/tillbox
+# The terminal the smoke test drives `tillbox admin` in (tests/binary/tmux.py): Debian's
+# tmux, installed when missing.
+TMUX := /usr/bin/tmux
+
+$(TMUX):
+	$(APT_GET) update -qq
+	$(APT_GET) install -y -qq --no-install-recommends tmux
+
+smoke: dist/tillbox $(TMUX)
 	SMOKE_LOCALSTRIPE_PYTHON=$(abspath $(BIN))/python $(SMOKE_PYTHON) tests/binary/smoke.py dist/tillbox
 
 # pip-compile is a tool for this target only, not a dependency of Tillbox: installed on first use.

@@ -15,31 +15,32 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from adapters.sqlite.maintenance import BackupError
-from adapters.sqlite.migrations import MigrationError
 from core.domain.errors import DomainError, Unavailable, UserEmailNotFound
 from core.domain.pagination import MAX_LIMIT, PageRequest
 from core.domain.users import Actor, Role, User, UserStatus
 from core.services.auth import AuthService, CreateUser, ResetPassword, UpdateUser
 from core.services.catalog import CatalogService, ImportProducts, ListProducts
 from core.services.orders import ImportOrders
-from entrypoints.container import (
-    Container,
-    DataDirError,
-    build_container,
-    provide,
-    require_supported_store,
-    start,
-    stop,
-    uses_postgres,
-)
 from entrypoints.datadir import DataDirInUse
 from entrypoints.logs import configure_logging
-from entrypoints.server import ServerError
-from entrypoints.settings import DEFAULTS, ConfigError, Settings, find_config, load_settings
+from entrypoints.settings import (
+    DEFAULTS,
+    ConfigError,
+    Settings,
+    find_config,
+    load_settings,
+    require_supported_store,
+    uses_postgres,
+)
 from entrypoints.version import COMMIT, VERSION
+
+# The store's and the server's modules (entrypoints.container, entrypoints.server, the
+# adapters) are imported by the commands that use them, not here: they are about half of
+# the start-up, and `tillbox admin` shows its sign-in screen before it opens the store.
+if TYPE_CHECKING:
+    from entrypoints.container import Container
 
 log = logging.getLogger("tillbox")
 T = TypeVar("T")
@@ -65,6 +66,7 @@ def _settings(args: argparse.Namespace, flags: dict[tuple[str, str], Any] | None
 def _run_with_container(settings: Settings, work: Callable[[Container], Awaitable[Any]]) -> Any:
     """Run a command's work with the services, holding the data directory like a server
     does, so that ``restore`` and ``db reset`` never pull the database from under it."""
+    from entrypoints.container import build_container, start, stop
     from entrypoints.datadir import serving
 
     async def main() -> Any:
@@ -209,6 +211,7 @@ async def _products_to_order(catalog: CatalogService) -> list[tuple[str, int]]:
 
 
 def cmd_db_seed(args: argparse.Namespace) -> None:
+    from entrypoints.container import provide
     from entrypoints.demo import DEMO_CUSTOMERS, demo_orders, demo_products
 
     settings = _settings(args)
@@ -326,6 +329,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
 def cmd_users_list(args: argparse.Namespace) -> None:
     from core.ports.repositories import UserFilter
     from core.services.auth import ListUsers
+    from entrypoints.container import provide
 
     settings = _settings(args)
 
@@ -360,6 +364,8 @@ def cmd_users_list(args: argparse.Namespace) -> None:
 
 def _change_user(args: argparse.Namespace, change: Callable[[AuthService, User], Awaitable[User]]) -> tuple[User, User]:
     """Find the account named by ``--email`` and change it: the account before and after."""
+    from entrypoints.container import provide
+
     settings = _settings(args)
 
     async def work(container: Container) -> tuple[User, User]:
@@ -405,6 +411,8 @@ def cmd_users_set_role(args: argparse.Namespace) -> None:
 
 
 def cmd_users_reset_password(args: argparse.Namespace) -> None:
+    from entrypoints.container import provide
+
     settings = _settings(args)
 
     async def find(container: Container) -> User:
@@ -426,6 +434,8 @@ def cmd_users_reset_password(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    from entrypoints.container import provide
+
     settings = _settings(args)
 
     async def rotate(container: Container) -> str:
@@ -468,6 +478,8 @@ def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:
 
 
 def cmd_users_create(args: argparse.Namespace) -> None:
+    from entrypoints.container import provide
+
     settings = _settings(args)
     password = _read_password(args)
 
@@ -724,12 +736,27 @@ def _main(argv: Sequence[str] | None) -> None:
         raise SystemExit(2)
     try:
         handler(args)
-    except (ConfigError, DataDirError, CommandError, ServerError, DataDirInUse, BackupError, MigrationError) as e:
+    except (ConfigError, CommandError, DataDirInUse) as e:
         _fail(str(e))
     except DomainError as e:
         _fail(f"{e.message} ({e.code})")
     except KeyboardInterrupt:
         _fail("interrupted")
+    except Exception as e:
+        if isinstance(e, _store_and_server_errors()):
+            _fail(str(e))
+        raise
+
+
+def _store_and_server_errors() -> tuple[type[Exception], ...]:
+    """The store's and the server's failures that say everything in their message; imported
+    once one has happened (see the imports at the top)."""
+    from adapters.sqlite.maintenance import BackupError
+    from adapters.sqlite.migrations import MigrationError
+    from entrypoints.container import DataDirError
+    from entrypoints.server import ServerError
+
+    return (DataDirError, ServerError, BackupError, MigrationError)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

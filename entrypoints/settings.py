@@ -283,3 +283,28 @@ def load_settings(
             f"({sources['database']['pool_max']}): {values['database']['pool_min']} > {values['database']['pool_max']}"
         )
     return Settings(values=values, sources=sources, config_path=config_path)
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def require_supported_store(settings: Settings) -> None:
+    """Refuse a ``database.url`` that names no store this build has, before anything is
+    created or opened: quietly using SQLite instead of the database the operator named would
+    put the shop's data somewhere they do not expect. (The URL itself is never shown: it
+    holds a password.)"""
+    url = settings["database"]["url"]
+    if not url:
+        return
+    scheme, found, _ = url.partition("://")
+    if found and scheme.lower() in POSTGRES_SCHEMES:
+        return
+    named = f"names a {scheme} database" if found and scheme.replace("+", "").isalnum() else "is set"
+    raise ConfigError(
+        f"database.url ({settings.sources['database']['url']}) {named}, but Tillbox stores its data in "
+        f"PostgreSQL (a postgresql:// URL) or, with database.url empty, in SQLite in {settings.data_dir}"
+    )
+
+
+def uses_postgres(settings: Settings) -> bool:
+    return bool(settings["database"]["url"])

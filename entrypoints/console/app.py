@@ -79,8 +79,14 @@ class AdminConsole(App[None]):
 
     # The store.
     async def on_mount(self) -> None:
-        self.run_worker(self.open_store(), group="store", exclusive=True, exit_on_error=False)
+        # Once the sign-in screen is drawn: opening the store first imports the store's
+        # modules, a good part of the start-up, and the worker would run that before the
+        # first frame.
+        self.call_after_refresh(self._start_opening_store)
         self.set_interval(WATCH_SECONDS, self._watch_store)
+
+    def _start_opening_store(self) -> None:
+        self.run_worker(self.open_store(), group="store", exclusive=True, exit_on_error=False)
 
     async def open_store(self) -> None:
         """Open the store (again, after a failure): the sign-in screen says how it went."""
@@ -91,6 +97,11 @@ class AdminConsole(App[None]):
             log.warning("console could not open the store", exc_info=True)
             self.store_problem = describe(error) if isinstance(error, DomainError) else _one_line(error)
         self.screen.post_message(StoreChanged())
+
+    async def on_unmount(self) -> None:
+        # The last thing the app does on its loop, however it ends (q, ctrl+c, a test's end):
+        # left to asyncio.run's clean-up, the store would be closed outside its loop.
+        await self.close_store()
 
     async def close_store(self) -> None:
         """End the session and close the store: when the console ends, however it ends."""

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from entrypoints.console.context import ConsoleServices
-from entrypoints.container import DATABASE_FILE, build_container, provide, start, stop, uses_postgres
 from entrypoints.datadir import serving
-from entrypoints.settings import Settings
+from entrypoints.settings import Settings, uses_postgres
 
 if TYPE_CHECKING:
     from entrypoints.console.app import AdminConsole
@@ -28,7 +27,12 @@ class StoreMissing(Exception):
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[ConsoleServices]:
     """The services on the store the settings name (raises what the store raises: a newer
-    schema, an unreachable server, each with a one-line message)."""
+    schema, an unreachable server, each with a one-line message).
+
+    Runs in a worker once the sign-in screen is up, so the store's modules (the container
+    and the adapters, a good part of the start-up) are imported here, not before."""
+    from entrypoints.container import DATABASE_FILE, build_container, provide, start, stop
+
     if not uses_postgres(settings) and not (settings.data_dir / DATABASE_FILE).exists():
         # The console never creates a store: an empty one opened by mistake (a wrong
         # --config, a typo in data.dir) would look like a shop with nothing in it.

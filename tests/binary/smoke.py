@@ -7,7 +7,8 @@ virtual environment. Everything runs in an empty temporary directory with
 ``PATH=/usr/bin:/bin`` and no inherited ``TILLBOX_`` variable: the command line, an
 admin account, a demo catalog, then ``serve`` with the catalog and account checks over
 HTTP, an order paid by card, SIGTERM, and ``serve --workers 2`` on the same data; the
-database must pass ``PRAGMA integrity_check``. Each check prints one line; the first
+database must pass ``PRAGMA integrity_check``. ``tillbox admin`` is driven in tmux
+(tests/binary/tmux.py) as staff would drive it, once with TERM=vt100 and NO_COLOR=1. Each check prints one line; the first
 failure prints what went wrong and the server's output, and exits 1.
 (The name does not match ``test_*.py``: pytest's default run does not collect it.)
 
@@ -42,6 +43,7 @@ from typing import Any, NoReturn
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.harness, standard library only like this script
 
+from tests.binary.tmux import Terminal, TerminalError  # noqa: E402
 from tests.harness import Server, ServerFailed  # noqa: E402
 
 ADMIN = "admin@example.com"
@@ -51,6 +53,7 @@ READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 LOCALSTRIPE_SERVE = ROOT / "tests" / "localstripe" / "serve.py"
 STRIPE_SECRET_KEY = "sk_test_smoke"
+CONSOLE_TIMEOUT = 20.0  # for each thing the console's screen is waited for
 ORDER_QUANTITY = 2  # of the product created by the catalog check (stock 5, price 1299)
 
 # Native modules the server must have loaded from the bundle. Several of them have a
@@ -232,6 +235,67 @@ class Smoke:
         if (me.get("id"), me.get("email"), me.get("role")) != (user["id"], CUSTOMER, "customer"):
             self.fail("users/me", f"unexpected account {me}")
         self.ok("the customer logs in; GET /api/v1/users/me is theirs")
+
+    def console(self, name: str, term: str = "tmux-256color", *, typed_ahead: bool = False, **env: str) -> None:
+        """``tillbox admin`` in tmux at 80x24, driven by keys as staff would: sign in as an
+        admin created with ``users create``, see the dashboard, ``q`` to quit (exit 0), the
+        console login in the audit log (source console) and its session ended. Its own shop,
+        named by --config. ``typed_ahead``: the email, Tab, the password and Enter sent at
+        once, as a password manager types them; else each field once the cursor is in it."""
+        directory = self.workdir / "".join(c if c.isalnum() else "-" for c in name)
+        directory.mkdir()
+        config = directory / "config.toml"
+        config.write_text(f'[data]\ndir = "{directory / "shop"}"\n', encoding="utf-8")
+        args = ("users", "create", "--config", str(config), "--email", ADMIN, "--role", "admin", "--password-stdin")
+        created = self.run(f"{name}: users create", *args, stdin=PASSWORD + "\n", cwd=directory)
+        user_id = created.strip().rsplit("(", 1)[-1].rstrip(")")
+
+        command = [str(self.binary), "admin", "--config", str(config)]
+        try:
+            with Terminal(directory, command, env={**self.env, **env}, term=term, name="console") as terminal:
+                terminal.wait_for_text("sign in", CONSOLE_TIMEOUT)
+                shown = time.perf_counter() - terminal.started
+                terminal.wait_for_text("Store:", CONSOLE_TIMEOUT)  # open (else it says why not)
+                if typed_ahead:
+                    terminal.type(ADMIN)
+                    terminal.press("Tab")
+                    terminal.type(PASSWORD)
+                    terminal.press("Enter")
+                else:
+                    terminal.type(ADMIN)
+                    typed = terminal.wait_for_text(ADMIN, CONSOLE_TIMEOUT)
+                    email_row = next(n for n, line in enumerate(typed.splitlines()) if ADMIN in line)
+                    terminal.press("Enter")
+                    terminal.wait_for_cursor(lambda _, row: row > email_row, "the cursor in the password field")
+                    terminal.type(PASSWORD)
+                    terminal.press("Enter")
+                terminal.wait_for_text("Dashboard", CONSOLE_TIMEOUT)
+                terminal.wait_for_text("store: ok", CONSOLE_TIMEOUT)  # its health figures
+                terminal.press("q")
+                status = terminal.wait_for_exit(CONSOLE_TIMEOUT)
+                after = terminal.screen()
+        except TerminalError as e:
+            self.fail(name, str(e))
+        if status != 0:
+            self.fail(name, f"`tillbox admin` exited {status} after q:\n{after}")
+        log = (directory / "shop" / "console.log").read_text(errors="replace")
+        if "Traceback" in after or "Traceback" in log:
+            self.fail(name, f"a traceback on the terminal or in console.log:\n{after}\n{log[-3000:]}")
+        with sqlite3.connect(directory / "shop" / "tillbox.db") as db:
+            audited = db.execute("SELECT action, source_ip FROM audit_log WHERE object_id = ?", (user_id,)).fetchall()
+            sessions = db.execute(
+                "SELECT count(*), count(revoked_at) FROM refresh_tokens WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        db.close()
+        if ("auth.login_succeeded", "console") not in audited:
+            self.fail(name, f"no console login of {user_id} in the audit log: {audited}")
+        if sessions[0] != 1 or sessions[1] != 1:
+            self.fail(name, f"expected the console's one session, ended at q; sessions, ended: {sessions}")
+        self.ok(
+            f"tillbox admin in tmux, {name}",
+            f"sign-in screen after {shown:.2f} s, signed in, dashboard, q: exit 0, login audited (source console),"
+            " session ended",
+        )
 
     def start_localstripe(self) -> None:
         """The Stripe emulator, from the project's virtual environment, on a free port; the
@@ -499,6 +563,8 @@ def main() -> int:
             smoke.command_line()
             smoke.create_admin()
             smoke.seed()
+            smoke.console("TERM=tmux-256color, typed ahead", typed_ahead=True)
+            smoke.console("TERM=vt100 NO_COLOR=1", term="vt100", NO_COLOR="1")
             smoke.start_localstripe()
             smoke.start_server()
             smoke.docs()

@@ -85,10 +85,10 @@ async def shop(tmp_path: Path, console_store: str) -> AsyncIterator[Shop]:
 
 
 @contextlib.asynccontextmanager
-async def running(app: AdminConsole) -> AsyncIterator[Pilot[None]]:
-    """The console at 80x24, closed (session ended, store closed) after the test."""
+async def running(app: AdminConsole, size: tuple[int, int] = SIZE) -> AsyncIterator[Pilot[None]]:
+    """The console at 80x24 (or ``size``), closed (session ended, store closed) after the test."""
     try:
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=size) as pilot:
             yield pilot
     finally:
         await app.close_store()
