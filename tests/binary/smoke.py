@@ -53,6 +53,7 @@ READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 LOCALSTRIPE_SERVE = ROOT / "tests" / "localstripe" / "serve.py"
 STRIPE_SECRET_KEY = "sk_test_smoke"
+REFUND_REASON = "Refunded from the console in the smoke test"
 CONSOLE_TIMEOUT = 20.0  # for each thing the console's screen is waited for
 ORDER_QUANTITY = 2  # of the product created by the catalog check (stock 5, price 1299)
 
@@ -236,12 +237,18 @@ class Smoke:
             self.fail("users/me", f"unexpected account {me}")
         self.ok("the customer logs in; GET /api/v1/users/me is theirs")
 
-    def console(self, name: str, term: str = "tmux-256color", *, typed_ahead: bool = False, **env: str) -> None:
+    def console(
+        self, name: str, term: str = "tmux-256color", *, typed_ahead: bool = False, refund: bool = False, **env: str
+    ) -> None:
         """``tillbox admin`` in tmux at 80x24, driven by keys as staff would: sign in as an
         admin created with ``users create``, see the dashboard, ``q`` to quit (exit 0), the
         console login in the audit log (source console) and its session ended. Its own shop,
         named by --config. ``typed_ahead``: the email, Tab, the password and Enter sent at
-        once, as a password manager types them; else each field once the cursor is in it."""
+        once, as a password manager types them; else each field once the cursor is in it.
+        ``refund``: the shop has demo orders (``db seed``), and before quitting the admin
+        opens the orders (``o``), filters the fulfilled ones (``/``), opens the first (Enter),
+        refunds what is left of it (``x``, the amount as offered, a reason, ``y``), and the
+        refund is then in the store, audited from the console."""
         directory = self.workdir / "".join(c if c.isalnum() else "-" for c in name)
         directory.mkdir()
         config = directory / "config.toml"
@@ -249,6 +256,9 @@ class Smoke:
         args = ("users", "create", "--config", str(config), "--email", ADMIN, "--role", "admin", "--password-stdin")
         created = self.run(f"{name}: users create", *args, stdin=PASSWORD + "\n", cwd=directory)
         user_id = created.strip().rsplit("(", 1)[-1].rstrip(")")
+        if refund:
+            seed = ("db", "seed", "--config", str(config), "--count", "5", "--orders", "12")
+            self.run(f"{name}: db seed", *seed, cwd=directory)
 
         command = [str(self.binary), "admin", "--config", str(config)]
         try:
@@ -271,6 +281,29 @@ class Smoke:
                     terminal.press("Enter")
                 terminal.wait_for_text("Dashboard", CONSOLE_TIMEOUT)
                 terminal.wait_for_text("store: ok", CONSOLE_TIMEOUT)  # its health figures
+                if refund:
+                    terminal.press("o")
+                    terminal.wait_for_text("Orders, newest first", CONSOLE_TIMEOUT)
+                    terminal.press("/")
+                    terminal.type("fulfilled")
+                    terminal.press("Enter")
+                    terminal.wait_for(
+                        lambda screen: "fulfilled" in screen and "pending" not in screen and "expired" not in screen,
+                        "only fulfilled orders listed",
+                        CONSOLE_TIMEOUT,
+                    )
+                    terminal.press("Enter")
+                    terminal.wait_for_text("Refund", CONSOLE_TIMEOUT)  # the order's screen, its keys
+                    terminal.press("x")
+                    terminal.wait_for_text("at most", CONSOLE_TIMEOUT)  # the form, the amount offered
+                    terminal.press("Enter")  # the amount as offered: to the reason
+                    terminal.type(REFUND_REASON)
+                    terminal.press("Enter")
+                    terminal.wait_for_text("Yes (y)", CONSOLE_TIMEOUT)
+                    terminal.press("y")
+                    terminal.wait_for_text("The refund is made", CONSOLE_TIMEOUT)
+                    terminal.press("q")  # back to the list: q there quits
+                    terminal.wait_for_text("Orders, newest first", CONSOLE_TIMEOUT)
                 terminal.press("q")
                 status = terminal.wait_for_exit(CONSOLE_TIMEOUT)
                 after = terminal.screen()
@@ -291,6 +324,20 @@ class Smoke:
             self.fail(name, f"no console login of {user_id} in the audit log: {audited}")
         if sessions[0] != 1 or sessions[1] != 1:
             self.fail(name, f"expected the console's one session, ended at q; sessions, ended: {sessions}")
+        if refund:
+            with sqlite3.connect(directory / "shop" / "tillbox.db") as db:
+                refunds = db.execute(
+                    "SELECT order_id, status FROM refunds WHERE reason = ?", (REFUND_REASON,)
+                ).fetchall()
+                audited = db.execute(
+                    "SELECT actor_id, source_ip FROM audit_log WHERE action = 'refund.created' AND object_id = ?",
+                    (refunds[0][0] if refunds else "",),
+                ).fetchall()
+            db.close()
+            if len(refunds) != 1 or refunds[0][1] != "succeeded":
+                self.fail(name, f"expected one succeeded refund with the console's reason: {refunds}")
+            if (user_id, "console") not in audited:
+                self.fail(name, f"the refund is not audited as {user_id} from the console: {audited}")
         self.ok(
             f"tillbox admin in tmux, {name}",
             f"sign-in screen after {shown:.2f} s, signed in, dashboard, q: exit 0, login audited (source console),"
@@ -563,7 +610,7 @@ def main() -> int:
             smoke.command_line()
             smoke.create_admin()
             smoke.seed()
-            smoke.console("TERM=tmux-256color, typed ahead", typed_ahead=True)
+            smoke.console("TERM=tmux-256color, typed ahead, a refund", typed_ahead=True, refund=True)
             smoke.console("TERM=vt100 NO_COLOR=1", term="vt100", NO_COLOR="1")
             smoke.start_localstripe()
             smoke.start_server()
