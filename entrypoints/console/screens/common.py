@@ -78,7 +78,7 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
 
     def compose(self) -> ComposeResult:
         yield Static(self.title or "", classes="title")
-        yield Input(placeholder=self.filter_hint, id="filter")
+        yield Input(placeholder=self.filter_hint, id="filter", select_on_focus=False)
         yield DataTable(cursor_type="row", zebra_stripes=True, id="rows")
         yield Static("", classes="status", id="status")
         yield Footer(compact=True)
@@ -222,8 +222,10 @@ class Confirm(ModalScreen[bool]):
                 yield Button("Yes (y)", variant="warning", id="yes")
                 yield Button("No (n)", id="no")
 
+    AUTO_FOCUS = None  # see Form
+
     def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
+        self.set_focus(self.query_one("#no", Button))
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
@@ -264,7 +266,9 @@ class Form(ModalScreen[dict[str, str] | None]):
             yield Label(self.form_title, classes="title")
             for name, label, value, secret in self.fields:
                 yield Label(label)
-                yield Input(value=value, password=secret, id=f"field-{name}")
+                # No select-on-focus: the focus event arrives after keys typed ahead, and
+                # selecting then would let the rest of them replace what they had typed.
+                yield Input(value=value, password=secret, id=f"field-{name}", select_on_focus=False)
             with Horizontal():
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
@@ -272,8 +276,12 @@ class Form(ModalScreen[dict[str, str] | None]):
     def values(self) -> dict[str, str]:
         return {name: self.query_one(f"#field-{name}", Input).value for name, *_ in self.fields}
 
+    # Focus set once, at mount, at once: Textual's auto-focus comes with the screen's resume
+    # event, after keys typed ahead, and would take the focus back to the first field.
+    AUTO_FOCUS = None
+
     def on_mount(self) -> None:
-        self.query(Input).first().focus()
+        self.set_focus(self.query(Input).first())
 
     def action_next_or_save(self) -> None:
         focused = self.focused

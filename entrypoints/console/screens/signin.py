@@ -36,9 +36,9 @@ class SignInScreen(ConsoleScreen[None]):
         with Vertical():
             yield Label("Tillbox admin: sign in", classes="title")
             yield Label("Email")
-            yield Input(placeholder="staff@example.com", id="email")
+            yield Input(placeholder="staff@example.com", id="email", select_on_focus=False)  # see Form
             yield Label("Password")
-            yield Input(password=True, id="password")
+            yield Input(password=True, id="password", select_on_focus=False)
             yield Button("Sign in", variant="primary", id="sign-in")
             yield Static("Opening the store...", id="message")
         yield Footer(compact=True)
