@@ -7,8 +7,8 @@ The store is the one the configuration names (for a large one: `tillbox db seed 
 100000 --orders 1000000`, then `tillbox users create --role admin`). The real console
 (the source tree's, in this process, at 80x24, driven by Textual's Pilot) signs in as the
 given admin, then presses each area's key in turn, N rounds, and times from the key to the
-moment the screen shows what it read (a list's first page on screen; the dashboard's
-figures). Printed per screen: median and worst, in milliseconds, and the store's size.
+moment the screen shows what it read (a list's first page on screen); the dashboard once,
+from the sign-in's Enter to its figures. Printed per screen: median and worst, in milliseconds, and the store's size.
 "No visible wait" is well under 100 ms for a key press; a list read on a slow read unit
 runs in a worker, so the interface never freezes meanwhile, whatever the figure.
 """
@@ -31,9 +31,16 @@ sys.path.insert(0, str(ROOT))
 from entrypoints.console.app import AdminConsole  # noqa: E402 - after the path is set
 from entrypoints.console.run import open_services  # noqa: E402
 from entrypoints.console.screens import AREAS  # noqa: E402
+from entrypoints.console.screens.common import ListScreen  # noqa: E402
 from entrypoints.settings import find_config, load_settings  # noqa: E402
 
-TIMEOUT = 60.0
+TIMEOUT = 20.0
+
+
+def _status(app: AdminConsole) -> str:
+    if app.current_mode != "dashboard":
+        return ""
+    return str(app.screen.query_one("#status").render())
 
 
 def _loads(screen: Any) -> int:
@@ -62,13 +69,17 @@ async def measure(config: str, email: str, password: str, runs: int) -> dict[str
             app.screen.query_one("#password").value = password  # type: ignore[attr-defined]
             app.screen.action_next_or_sign_in()  # type: ignore[attr-defined]
             app.screen.action_next_or_sign_in()  # type: ignore[attr-defined]
+            signing_in = time.perf_counter()
             await _until(pilot, lambda: app.actor is not None, "sign-in")
+            await _until(pilot, lambda: "as of" in _status(app), "the dashboard's figures")
+            figures["dashboard"].append((time.perf_counter() - signing_in) * 1000)
+            lists = [area for area in AREAS if issubclass(area.screen, ListScreen)]
             for _ in range(runs):
-                for area in AREAS:
+                for area in lists:
                     app.set_focus(None)
                     started = time.perf_counter()
                     await pilot.press(area.key)
-                    await _until(pilot, lambda area=area: app.current_mode == area.name, f"{area.name} to open")
+                    await _until(pilot, lambda area=area: isinstance(app.screen, area.screen), f"{area.name} to open")
                     screen = app.screen
                     before = _loads(screen) if figures[area.name] else 0
                     await _until(pilot, lambda s=screen, b=before: _loads(s) > b, f"{area.name}'s first rows")
@@ -89,7 +100,7 @@ def main() -> None:
     figures = asyncio.run(measure(args.config, args.email, password, args.runs))
     print(f"console: time from a screen's key to its first rows, {args.runs} rounds, 80x24 ({args.config})")
     for name, times in figures.items():
-        if times:
+        if times:  # the dashboard: one figure, from the sign-in
             print(f"  {name:<10} median {statistics.median(times):8.1f} ms   worst {max(times):8.1f} ms")
 
 

@@ -174,6 +174,7 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
             field.insert_text_at_cursor("/")
         else:
             self.set_focus(field)  # at once, unlike focus(): the keys after "/" land in it
+            field.select_all()  # and replace the filter there was (at once, unlike select-on-focus)
 
     def action_leave_filter(self) -> None:
         self.query_one(DataTable).focus()
