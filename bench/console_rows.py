@@ -53,7 +53,7 @@ async def _until(pilot: Any, condition: Any, what: str) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise SystemExit(f"console_rows: {what} did not happen within {TIMEOUT:g} s")
-        await pilot.pause(0.001)
+        await pilot.pause(0.01)
 
 
 async def measure(config: str, email: str, password: str, runs: int) -> dict[str, list[float]]:
