@@ -292,7 +292,15 @@ class Form(ModalScreen[dict[str, str] | None]):
         inputs = list(self.query(Input))
         if isinstance(focused, Input) and inputs.index(focused) + 1 < len(inputs):
             self.set_focus(inputs[inputs.index(focused) + 1])  # at once: see SignInScreen
+        elif isinstance(focused, Input):
+            # A priority binding runs as the key arrives, ahead of the keys before it that
+            # wait in the field's own queue: save from that queue, once they are in.
+            focused.call_later(self._save)
         else:
+            self._save()
+
+    def _save(self) -> None:
+        if self.is_current:
             self.dismiss(self.values())
 
     @on(Button.Pressed)

@@ -83,6 +83,9 @@ class SignInScreen(ConsoleScreen[None]):
         if self.focused is self.query_one("#email", Input):
             # set_focus, not focus(): the latter moves it later, after keys already read.
             self.set_focus(self.query_one("#password", Input))
+        elif isinstance(self.focused, Input):
+            # After the keys typed before Enter, which wait in the field's queue (see Form).
+            self.focused.call_later(self._sign_in)
         else:
             self._sign_in()
 
