@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from adapters.postgres.migrations import LATEST_VERSION
 from tests.e2e.test_cli import PASSWORD, tillbox
 from tests.postgres import truncate_all
 
@@ -56,8 +57,10 @@ def test_instances_migrating_at_once_apply_each_migration_once(
         results = list(pool.map(lambda _: tillbox("db", "migrate", cwd=tmp_path, env=store), range(4)))
 
     assert [r.returncode for r in results] == [0] * 4, [r.stderr for r in results]
-    assert {r.stdout.strip().rsplit(" ", 1)[-1] for r in results} == {"9"}
-    assert _query(postgres_url, "SELECT version FROM _migrations ORDER BY version") == [(v,) for v in range(1, 10)]
+    assert {r.stdout.strip().rsplit(" ", 1)[-1] for r in results} == {str(LATEST_VERSION)}
+    assert _query(postgres_url, "SELECT version FROM _migrations ORDER BY version") == [
+        (v,) for v in range(1, LATEST_VERSION + 1)
+    ]
 
 
 def test_reset_empties_the_store_and_users_and_keys_work(
@@ -74,7 +77,7 @@ def test_reset_empties_the_store_and_users_and_keys_work(
 
     reset = tillbox("db", "reset", "--yes", cwd=tmp_path, env=store)
     assert reset.returncode == 0, reset.stderr
-    assert reset.stdout.strip().endswith("is empty, at schema version 9")
+    assert reset.stdout.strip().endswith(f"is empty, at schema version {LATEST_VERSION}")
     assert "@" not in reset.stdout  # no credentials, no URL
     assert _query(postgres_url, "SELECT count(*) FROM users") == [(0,)]
 
