@@ -32,6 +32,14 @@ R = TypeVar("R")
 PAGE_SIZE = 15
 
 
+#: Tab and Shift+Tab for a screen of fields: priority bindings, so that the focus moves as the
+#: key is read and keys typed ahead (a paste, a password manager) land in the next field.
+FIELD_FOCUS_KEYS: list[BindingType] = [
+    Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+    Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+]
+
+
 class StoreChanged(Message):
     """Sent to the current screen when the store changed since the console last looked."""
 
@@ -244,8 +252,7 @@ class Form(ModalScreen[dict[str, str] | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("enter", "next_or_save", "Next/Save", show=False, priority=True),
-        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
-        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+        *FIELD_FOCUS_KEYS,
     ]
     DEFAULT_CSS = """
     Form { align: center middle; }

@@ -14,7 +14,7 @@ from textual.widgets import Button, Footer, Input, Label, Static
 
 from core.services.auth import LogIn
 from entrypoints.console.context import CONSOLE_SOURCE
-from entrypoints.console.screens.common import ConsoleScreen, StoreChanged
+from entrypoints.console.screens.common import FIELD_FOCUS_KEYS, ConsoleScreen, StoreChanged
 
 
 class SignInScreen(ConsoleScreen[None]):
@@ -23,8 +23,7 @@ class SignInScreen(ConsoleScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "reopen", "Open the store again"),
         Binding("enter", "next_or_sign_in", "Sign in", show=False, priority=True),
-        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
-        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+        *FIELD_FOCUS_KEYS,
     ]
     DEFAULT_CSS = """
     SignInScreen { align: center middle; }
