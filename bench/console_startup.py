@@ -99,7 +99,7 @@ def one_run(executable: Path, workdir: Path, config: Path) -> tuple[float, float
         terminal.type(PASSWORD)
         submitted = time.perf_counter()
         terminal.press("Enter")
-        terminal.wait_for_text("store: ok")
+        terminal.wait_for_text("(schema version")
         dashboard = time.perf_counter() - submitted
         terminal.press("q")
         status = terminal.wait_for_exit()
