@@ -220,6 +220,16 @@ class AuthenticationRequired(Unauthenticated):
         super().__init__("Sign in first: send Authorization: Bearer <access token>.")
 
 
+class InsufficientScope(NotAllowed):
+    """A delegated credential used for what it was not granted (RFC 6750 §3.1)."""
+
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str):
+        super().__init__(f"This credential was not granted the {scope} scope.", details={"scope": scope})
+        self.scope = scope
+
+
 class PermissionDenied(NotAllowed):
     code = "forbidden"
 

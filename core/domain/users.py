@@ -10,7 +10,7 @@ from datetime import datetime
 import attrs
 
 from core.domain.common_passwords import COMMON_PASSWORDS
-from core.domain.errors import NotAllowed, ValidationFailed
+from core.domain.errors import InsufficientScope, NotAllowed, ValidationFailed
 
 
 class Role(enum.StrEnum):
@@ -146,6 +146,9 @@ class Actor:
     source_ip: str | None = None
     session_id: str | None = None  # the sign-in session the caller's access token belongs to
     is_operator: bool = False
+    # What a delegated credential (OAuth token, API key) was granted; None for a first-party
+    # session, which carries its role's full set. The role still decides in each use case.
+    scopes: frozenset[str] | None = None
 
     @classmethod
     def operator(cls) -> Actor:
@@ -163,6 +166,11 @@ class Actor:
     def require_admin(self) -> None:
         if self.role is not Role.ADMIN:
             raise NotAllowed("Only admins can do this.", code="forbidden")
+
+    def require_scope(self, scope: str) -> None:
+        """Refuses a delegated credential that was not granted ``scope``."""
+        if self.scopes is not None and scope not in self.scopes:
+            raise InsufficientScope(scope)
 
 
 @attrs.define

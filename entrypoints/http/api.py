@@ -22,6 +22,7 @@ from aiohttp import web
 from adapters.serialization import to_json
 from core.domain.errors import AuthenticationRequired, DomainError, TransactionConflict, Unavailable, ValidationFailed
 from core.domain.errors import Invalid as DomainInvalid
+from core.domain.scopes import SCOPES
 from core.domain.users import Actor
 from core.ports.idempotency import (
     IdempotencyClaim,
@@ -78,6 +79,7 @@ class Operation:
     description: str
     tag: str
     auth: str
+    scope: str | None  # what a delegated credential must have been granted; None for auth "none"
     body: Schema | None
     query: tuple[Param, ...]
     replies: tuple[Reply, ...]
@@ -100,6 +102,7 @@ class Api:
         tag: str,
         auth: str,
         replies: Iterable[Reply],
+        scope: str | None = None,
         body: Schema | None = None,
         query: Iterable[Param] = (),
         headers: Iterable[Param] = (),
@@ -109,6 +112,10 @@ class Api:
         rerun_when_unavailable: bool = False,
     ) -> Callable[[Handler], Handler]:
         assert auth in AUTH_LEVELS, auth
+        # Every operation a token can be sent to names its scope; one open to all without a
+        # token (login, health, the payment provider's webhook) names none.
+        assert (scope is None) == (auth == "none"), (path, auth, scope)
+        assert scope is None or scope in SCOPES, scope
 
         def register(handler: Handler) -> Handler:
             if body is not None:
@@ -126,6 +133,7 @@ class Api:
                     description=description or inspect.cleandoc(handler.__doc__ or ""),
                     tag=tag,
                     auth=auth,
+                    scope=scope,
                     body=body,
                     query=tuple(query),
                     replies=tuple(replies),
@@ -196,6 +204,8 @@ def _wrap(op: Operation, checks: Checks) -> Callable[[web.Request], Awaitable[we
         # as it is now, is each use case's business (core/services/access.py).
         if op.auth in ("user", "staff", "admin") and actor.user_id is None:
             raise AuthenticationRequired()
+        if op.scope is not None:
+            actor.require_scope(op.scope)  # the one place scopes are enforced
         for name, check in checks.path:
             if not check.accepts(request.match_info[name]):
                 # Longer than any id (or otherwise not one): nothing is there, and nothing of

@@ -341,6 +341,8 @@ def _render_operation(method: str, path: str, op: dict[str, Any], schemas: _Sche
         f"<p class=summary>{_e(op.get('summary', ''))}</p>",
         f'<p>Authentication: <span class="badge a-{_e(auth)}">{_e(_AUTH.get(auth, auth))}</span></p>',
     ]
+    if op.get("x-tillbox-scope"):
+        out.append(f"<p>Scope: <code>{_e(op['x-tillbox-scope'])}</code></p>")
     if op.get("description"):
         out.append(markdown(op["description"]))
     params = op.get("parameters", [])

@@ -125,6 +125,10 @@ def error_response(request: web.Request, rid: str, error: Exception) -> web.Resp
         response = envelope(rid, status, error.code, error.message, error.details)
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="tillbox"'
+        elif isinstance(error, errors.InsufficientScope):  # RFC 6750 §3
+            response.headers["WWW-Authenticate"] = (
+                f'Bearer realm="tillbox", error="insufficient_scope", scope="{error.scope}"'
+            )
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             response.headers["Retry-After"] = str(retry_after)

@@ -67,6 +67,12 @@ new ones. Each operation says what it needs:
 
 A token that is sent but is invalid or expired is refused (401), even where none is needed.
 
+Each operation also names one *scope* (`catalog:read`, `orders:write`, …; its security
+requirement in this document). A credential delegated to other software carries only the
+scopes it was granted, and one used beyond them is refused (403 `insufficient_scope`, with
+`WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`). A first-party session carries
+its role's full set. Scopes only narrow: the role is always checked as well.
+
 ### Lists and cursors
 
 Lists answer `{"data": [...], "meta": {"has_more", "next_cursor"}}`; `limit` is 1-100 (default 20).
@@ -100,7 +106,7 @@ Every error has the one shape of the `Error` schema, with the HTTP status that f
 | 400 | the body is not JSON, or a cursor is not this list's | `malformed_json`, `invalid_cursor` |
 | 401 | no valid token | `authentication_required`, `invalid_token`, `session_ended`, `invalid_credentials` |
 | 402 | the card was declined | `payment_failed` |
-| 403 | your role may not do this | `forbidden`, `account_disabled`, `cancel_needs_staff` |
+| 403 | your role or your token's scopes do not allow it | `forbidden`, `insufficient_scope`, `account_disabled`, … |
 | 404 | no such object, or not yours | `order_not_found`, `product_not_found` |
 | 409 | conflicts with the state | `insufficient_stock`, `email_taken`, `invalid_order_state`, `last_admin` |
 | 412 | `If-Match` names an older version | `version_mismatch` |
@@ -192,14 +198,26 @@ def _operation(op: Operation) -> dict[str, Any]:
     )
     doc["responses"] = responses
     doc["x-tillbox-auth"] = op.auth  # none, optional, user, staff or admin: what /docs shows
+    # The scope a delegated credential needs, as the security requirement's list (OpenAPI 3.1
+    # allows it for any scheme); first-party tokens carry their role's full set.
+    scopes = [op.scope] if op.scope is not None else []
     if op.auth in ("user", "staff", "admin"):
-        doc["security"] = [{"bearer": []}]
+        doc["security"] = [{"bearer": scopes}]
         if op.auth != "user":
             doc["description"] = (doc.get("description", "") + f"\n\nRequires the `{op.auth}` role.").strip()
     elif op.auth == "optional":
-        doc["security"] = [{"bearer": []}, {}]
+        doc["security"] = [{"bearer": scopes}, {}]
     else:
         doc["security"] = []
+    if op.scope is not None:
+        doc["x-tillbox-scope"] = op.scope
+        responses.setdefault(
+            "403",
+            {
+                "description": f"Not granted `{op.scope}` (`insufficient_scope`), or the role may not.",
+                "content": {"application/json": {"schema": ERROR}},
+            },
+        )
     return doc
 
 

@@ -25,6 +25,7 @@ _TEXT = {"type": "string", "minLength": 1, "maxLength": 100}
     summary="Read the audit log",
     tag="admin",
     auth="admin",
+    scope="audit:read",
     query=(
         *PAGE,
         Param("actor_id", _TEXT, "Only what this user did."),

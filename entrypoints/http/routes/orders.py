@@ -40,6 +40,7 @@ def _order_response(order: Order, status: int = 200) -> web.Response:
     summary="Place an order",
     tag="orders",
     auth="user",
+    scope="orders:write",
     body=PLACE_ORDER,
     replies=(
         Reply(201, "The order, with stock reserved for every line.", ref("Order"), ("Location",)),
@@ -61,6 +62,7 @@ async def place_order(request: web.Request, i: Input) -> web.Response:
     summary="List orders",
     tag="orders",
     auth="user",
+    scope="orders:read",
     query=(
         *PAGE,
         Param("status", {"type": "string", "enum": STATUSES}, "Only orders in this status."),
@@ -88,6 +90,7 @@ async def list_orders(request: web.Request, i: Input) -> web.Response:
     summary="One order",
     tag="orders",
     auth="user",
+    scope="orders:read",
     replies=(Reply(200, "The order.", ref("Order")), UNAUTHENTICATED, NOT_FOUND),
 )
 async def get_order(request: web.Request, i: Input) -> web.Response:
@@ -110,6 +113,7 @@ async def get_order(request: web.Request, i: Input) -> web.Response:
     summary="Cancel an order",
     tag="orders",
     auth="user",
+    scope="orders:write",
     body=CANCEL_ORDER,
     replies=(
         Reply(200, "The cancelled order.", ref("Order")),
@@ -134,6 +138,7 @@ async def cancel_order(request: web.Request, i: Input) -> web.Response:
     summary="Mark a paid order fulfilled",
     tag="orders",
     auth="staff",
+    scope="orders:write",
     body=FULFIL_ORDER,
     replies=(
         Reply(200, "The fulfilled order.", ref("Order")),
@@ -155,6 +160,7 @@ async def fulfil_order(request: web.Request, i: Input) -> web.Response:
     summary="Pay an order (card) or record a payment (manual)",
     tag="payments",
     auth="user",
+    scope="payments:write",
     body=PAY,
     rerun_when_unavailable=True,  # a retry reuses the saved payment and its Stripe key: never two charges
     replies=(
@@ -188,6 +194,7 @@ async def pay_order(request: web.Request, i: Input) -> web.Response:
     summary="An order's payments",
     tag="payments",
     auth="user",
+    scope="orders:read",
     replies=(Reply(200, "Every payment of the order, oldest first.", list_of("Payment")), UNAUTHENTICATED, NOT_FOUND),
 )
 async def list_payments(request: web.Request, i: Input) -> web.Response:
@@ -201,6 +208,7 @@ async def list_payments(request: web.Request, i: Input) -> web.Response:
     summary="Refund an order",
     tag="payments",
     auth="staff",
+    scope="refunds:write",
     body=REFUND,
     replies=(
         Reply(201, "The refund, and every refund the request made in `refunds`.", ref("RefundCreated")),
@@ -238,6 +246,7 @@ async def refund_order(request: web.Request, i: Input) -> web.Response:
     summary="An order's refunds",
     tag="payments",
     auth="user",
+    scope="orders:read",
     replies=(Reply(200, "Every refund of the order, oldest first.", list_of("Refund")), UNAUTHENTICATED, NOT_FOUND),
 )
 async def list_refunds(request: web.Request, i: Input) -> web.Response:

@@ -70,6 +70,7 @@ IF_NONE_MATCH = Param(
     summary="List and search products",
     tag="catalog",
     auth="optional",
+    scope="catalog:read",
     query=(
         *PAGE,
         Param(
@@ -158,6 +159,7 @@ async def _render_page(catalog: CatalogService, rendered: RenderedProducts, i: I
     summary="Create a product",
     tag="catalog",
     auth="staff",
+    scope="catalog:write",
     body=CREATE_PRODUCT,
     replies=(
         Reply(201, "The new product.", ref("Product"), ETAG_HEADER),
@@ -179,6 +181,7 @@ async def create_product(request: web.Request, i: Input) -> web.Response:
     summary="One product",
     tag="catalog",
     auth="optional",
+    scope="catalog:read",
     headers=(IF_NONE_MATCH,),
     replies=(
         Reply(200, "The product.", ref("Product"), CACHE_HEADERS),
@@ -202,6 +205,7 @@ async def get_product(request: web.Request, i: Input) -> web.Response:
     summary="Change a product",
     tag="catalog",
     auth="staff",
+    scope="catalog:write",
     body=UPDATE_PRODUCT,
     headers=(IF_MATCH,),
     replies=(
@@ -234,6 +238,7 @@ async def update_product(request: web.Request, i: Input) -> web.Response:
     summary="Delete a product",
     tag="catalog",
     auth="staff",
+    scope="catalog:write",
     headers=(IF_MATCH,),
     replies=(Reply(204, "Deleted."), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, PRECONDITION, INVALID),
 )
@@ -253,6 +258,7 @@ async def delete_product(request: web.Request, i: Input) -> web.Response:
     summary="Add or remove stock",
     tag="catalog",
     auth="staff",
+    scope="catalog:write",
     body=ADJUST_STOCK,
     headers=(IF_MATCH,),
     replies=(

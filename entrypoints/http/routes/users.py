@@ -31,6 +31,7 @@ api = Api()
     summary="The caller's account",
     tag="users",
     auth="user",
+    scope="users:read",
     replies=(Reply(200, "The account.", ref("User")), UNAUTHENTICATED),
 )
 async def get_me(request: web.Request, i: Input) -> web.Response:
@@ -52,6 +53,7 @@ async def get_me(request: web.Request, i: Input) -> web.Response:
     summary="Change the caller's password",
     tag="users",
     auth="user",
+    scope="users:write",
     body=CHANGE_PASSWORD,
     replies=(
         Reply(204, "Changed; every session of the account has ended."),
@@ -72,6 +74,7 @@ async def change_password(request: web.Request, i: Input) -> web.Response:
     summary="List accounts",
     tag="users",
     auth="admin",
+    scope="users:read",
     query=(
         *PAGE,
         Param("role", ROLE, "Only accounts with this role."),
@@ -104,6 +107,7 @@ async def list_users(request: web.Request, i: Input) -> web.Response:
     summary="One account",
     tag="users",
     auth="admin",
+    scope="users:read",
     replies=(Reply(200, "The account.", ref("User")), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND),
 )
 async def get_user(request: web.Request, i: Input) -> web.Response:
@@ -116,6 +120,7 @@ async def get_user(request: web.Request, i: Input) -> web.Response:
     summary="Change an account's role or status",
     tag="users",
     auth="admin",
+    scope="users:write",
     body=UPDATE_USER,
     replies=(Reply(200, "The account.", ref("User")), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, CONFLICT, *BODY_ERRORS),
 )

@@ -1,0 +1,56 @@
+"""Scopes: what a delegated credential (an OAuth client's token, a personal API key) may be
+used for, by area and action.
+
+Every operation of the API names the one scope it needs. A scope only ever narrows: what
+the caller's role allows is still checked by each use case against the account as it is
+now (core/services/access.py), so a credential never does more than both its scopes and
+its user's role allow. A first-party session (the API's own login, the console, the command
+line) carries its role's full set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from core.domain.errors import Invalid
+from core.domain.users import Role
+
+#: Every scope, with the plain words a user reads on the authorization page.
+SCOPES: dict[str, str] = {
+    "catalog:read": "See the products, prices and stock",
+    "catalog:write": "Create, change and delete products and adjust their stock",
+    "orders:read": "See orders, with their payments and refunds",
+    "orders:write": "Place, cancel and fulfil orders",
+    "payments:write": "Pay for orders",
+    "refunds:write": "Refund payments",
+    "users:read": "See accounts",
+    "users:write": "Change accounts",
+    "audit:read": "Read the audit log",
+    "webhooks:write": "Manage webhook endpoints",
+}
+
+_CUSTOMER = frozenset({"catalog:read", "orders:read", "orders:write", "payments:write", "users:read", "users:write"})
+_STAFF = _CUSTOMER | {"catalog:write", "refunds:write"}
+
+#: The scopes a role's work can need: a first-party session's set, and the most a delegated
+#: credential of a user with that role can be given.
+ROLE_SCOPES: dict[Role, frozenset[str]] = {
+    Role.CUSTOMER: _CUSTOMER,
+    Role.STAFF: frozenset(_STAFF),
+    Role.ADMIN: frozenset(SCOPES),
+}
+
+
+def parse_scopes(text: str | Iterable[str]) -> frozenset[str]:
+    """Scopes from a space-separated string (RFC 6749 §3.3) or a list; unknown ones refused."""
+    names = text.split() if isinstance(text, str) else list(text)
+    unknown = sorted({name for name in names if name not in SCOPES})
+    if unknown:
+        raise Invalid(f"Unknown scope: {', '.join(unknown)}.", code="invalid_scope", details={"unknown": unknown})
+    return frozenset(names)
+
+
+def format_scopes(scopes: Iterable[str]) -> str:
+    """The space-separated form, in the order of SCOPES (stable for tokens and display)."""
+    chosen = set(scopes)
+    return " ".join(name for name in SCOPES if name in chosen)
