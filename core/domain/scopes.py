@@ -27,6 +27,8 @@ SCOPES: dict[str, str] = {
     "users:write": "Change accounts",
     "audit:read": "Read the audit log",
     "webhooks:write": "Manage webhook endpoints",
+    "clients:read": "See the apps and services connected to the shop",
+    "clients:write": "Connect, change and disconnect apps and services",
 }
 
 _CUSTOMER = frozenset({"catalog:read", "orders:read", "orders:write", "payments:write", "users:read", "users:write"})
