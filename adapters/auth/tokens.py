@@ -15,6 +15,7 @@ from joserfc.util import json_b64decode
 
 from adapters.auth.keys import ALGORITHM
 from core.domain.errors import TokenInvalid
+from core.domain.scopes import FIRST_PARTY_CLIENT_ID, ROLE_SCOPES, format_scopes
 from core.domain.users import Role
 from core.ports.clock import Clock
 from core.ports.identity import AccessClaims, AccessToken
@@ -105,6 +106,10 @@ class JwtAccessTokens:
             "sub": user_id,
             "role": role.value,
             "sid": session_id,  # the sign-in session: ending it ends this token too
+            # RFC 9068: the client the token was issued to (the API's own login here) and its
+            # scopes, a first-party session's being its role's full set.
+            "client_id": FIRST_PARTY_CLIENT_ID,
+            "scope": format_scopes(ROLE_SCOPES[role]),
             "iat": now,
             "exp": now + self._ttl,
             "jti": secrets.token_urlsafe(16),

@@ -15,6 +15,9 @@ from collections.abc import Iterable
 from core.domain.errors import Invalid
 from core.domain.users import Role
 
+#: The ``client_id`` of the tokens of Tillbox's own sign-in (API login, console).
+FIRST_PARTY_CLIENT_ID = "tillbox"
+
 #: Every scope, with the plain words a user reads on the authorization page.
 SCOPES: dict[str, str] = {
     "catalog:read": "See the products, prices and stock",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adapters.auth.tokens import KeyRing
 from entrypoints.container import Container, disk_check, provide, start, stop
 from entrypoints.http.connections import CONNECTION_LIMITS, MAX_HEADERS, ConnectionLimits
 from entrypoints.http.docs import ApiReference
@@ -29,6 +30,7 @@ from entrypoints.http.keys import (
     READY_CHECKS,
     RENDERED_PAGES,
     RENDERED_PRODUCTS,
+    SIGNING_KEYS,
     STORE,
     TOKENS,
 )
@@ -98,6 +100,8 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[PAYMENTS] = await provide(container.payment_service)
             app[GATEWAY] = await provide(container.payment_gateway)
             app[TOKENS] = await provide(container.access_tokens)
+            signing_keys: KeyRing = await provide(container.signing_keys)
+            app[SIGNING_KEYS] = signing_keys
             app[HOUSEKEEPING] = await provide(container.housekeeping)
             database = await provide(container.database)
             app[STORE] = database

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from adapters.auth.tokens import KeyRing
 from core.domain.users import Actor
 from core.ports.identity import AccessTokenIssuer
 from core.ports.payments import PaymentGateway
@@ -38,6 +39,8 @@ READY_CHECKS = web.AppKey("ready_checks", list)  # callables returning (name, de
 OPENAPI = web.AppKey("openapi", dict)
 DOCS = web.AppKey("docs", ApiReference)  # /docs, rendered once per application
 TOKENS = web.AppKey("access_tokens", AccessTokenIssuer)
+# For the JWKS: the public keys that verify tokens now.
+SIGNING_KEYS: web.AppKey[KeyRing] = web.AppKey("signing_keys")
 RENDERED_PRODUCTS = web.AppKey("rendered_products", RenderedProducts)
 RENDERED_PAGES = web.AppKey("rendered_pages", RenderedPages)
 PUBLIC_MAX_AGE = web.AppKey("public_max_age", int)  # seconds: server.public_max_age

@@ -25,6 +25,7 @@ import adapters.auth.tokens as tokens_module
 from adapters.auth.keys import SigningKeys
 from adapters.auth.tokens import JwtAccessTokens
 from core.domain.errors import TokenInvalid
+from core.domain.scopes import ROLE_SCOPES, format_scopes
 from core.domain.users import Role
 from entrypoints.container import build_container, provide, stop
 from entrypoints.settings import load_settings
@@ -130,13 +131,15 @@ def test_round_trip(tokens: JwtAccessTokens, keys: SigningKeys, now: int, role: 
     assert issued.expires_in == TTL
     header, payload = segments(issued.token)
     assert header == {"alg": "EdDSA", "kid": keys.signing_key()[0], "typ": "at+jwt"}
-    assert set(payload) == {"iss", "aud", "sub", "role", "sid", "iat", "exp", "jti"}
+    assert set(payload) == {"iss", "aud", "sub", "role", "sid", "client_id", "scope", "iat", "exp", "jti"}
     assert payload | {"jti": None} == {
         "iss": ISSUER,
         "aud": AUDIENCE,
         "sub": "usr_42",
         "role": role.value,
         "sid": "fam_1",
+        "client_id": "tillbox",
+        "scope": format_scopes(ROLE_SCOPES[role]),
         "iat": now,
         "exp": now + TTL,
         "jti": None,

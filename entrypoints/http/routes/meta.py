@@ -9,7 +9,7 @@ from aiohttp import web
 from entrypoints.http.api import Api, Input, Param, Reply, json_response
 from entrypoints.http.docs import MAX_QUERY_LENGTH
 from entrypoints.http.envelope import DOCS_CSP
-from entrypoints.http.keys import DOCS, OPENAPI, READY_CHECKS
+from entrypoints.http.keys import DOCS, OPENAPI, READY_CHECKS, SIGNING_KEYS
 from entrypoints.http.routes.common import INVALID
 from entrypoints.http.schemas import ref
 
@@ -100,4 +100,39 @@ async def docs(request: web.Request, i: Input) -> web.Response:
     response = web.Response(text=page, content_type="text/html")
     response.headers["Content-Security-Policy"] = DOCS_CSP
     response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+#: How long a resource server or cache may keep the key set. A rotation signs with the new key
+#: at once; a verifier that meets an unknown ``kid`` fetches the set again (RFC 7517 usage),
+#: and the previous key stays in the set until every token it signed has expired.
+JWKS_MAX_AGE = 60
+
+
+@api.operation(
+    "GET",
+    "/.well-known/jwks.json",
+    summary="The public keys that verify Tillbox's access tokens (JWKS)",
+    tag="operations",
+    auth="none",
+    replies=(
+        Reply(
+            200,
+            "The JSON Web Key Set (RFC 7517): the current signing key and, after a rotation, the previous "
+            "one until the tokens it signed have expired. Verify `EdDSA` (Ed25519) only, choose the key by "
+            "the token's `kid`, and check `typ: at+jwt`, `iss`, `aud` and `exp` (RFC 9068).",
+            {
+                "type": "object",
+                "examples": [
+                    {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "…", "kid": "…", "use": "sig", "alg": "EdDSA"}]}
+                ],
+            },
+            media_type="application/jwk-set+json",
+        ),
+    ),
+)
+async def jwks(request: web.Request, i: Input) -> web.Response:
+    response = json_response(request.app[SIGNING_KEYS].public_jwks())
+    response.content_type = "application/jwk-set+json"
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE}"
     return response
