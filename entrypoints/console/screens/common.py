@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
+from textual.widget import Widget
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
 from core.domain.pagination import Page, PageRequest
@@ -35,9 +36,31 @@ PAGE_SIZE = 15
 #: Tab and Shift+Tab for a screen of fields: priority bindings, so that the focus moves as the
 #: key is read and keys typed ahead (a paste, a password manager) land in the next field.
 FIELD_FOCUS_KEYS: list[BindingType] = [
-    Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
-    Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+    Binding("tab", "focus_field(1)", "Next field", show=False, priority=True),
+    Binding("shift+tab", "focus_field(-1)", "Previous field", show=False, priority=True),
 ]
+
+
+def enter_field(screen: Screen[Any], widget: Widget | None) -> None:
+    """Focus ``widget`` at once and, an Input, select its text, as a browser does when Tab
+    enters a field: what is typed next replaces a value shown there (an amount, a price),
+    and Enter keeps it. Both at once, as the key that moved here is read: select-on-focus
+    would come with the focus event, after keys typed ahead, and select (then replace) them."""
+    screen.set_focus(widget)
+    if isinstance(widget, Input):
+        widget.select_all()
+
+
+class FieldFocus:
+    """``focus_field``: the action of FIELD_FOCUS_KEYS, for a screen of fields."""
+
+    def action_focus_field(self, step: int) -> None:
+        screen = cast(Screen[Any], self)
+        if step > 0:
+            screen.focus_next()
+        else:
+            screen.focus_previous()
+        enter_field(screen, screen.focused)
 
 
 class StoreChanged(Message):
@@ -244,7 +267,7 @@ class Confirm(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
-class Form(ModalScreen[dict[str, str] | None]):
+class Form(FieldFocus, ModalScreen[dict[str, str] | None]):
     """A few labelled fields; Enter in the last (or Save) gives their values, Escape None.
     ``fields``: (name, label, initial value, password?)."""
 
@@ -289,7 +312,7 @@ class Form(ModalScreen[dict[str, str] | None]):
     AUTO_FOCUS = None
 
     def on_mount(self) -> None:
-        self.set_focus(self.query(Input).first())
+        enter_field(self, self.query(Input).first())
 
     def action_next_or_save(self) -> None:
         focused = self.focused
@@ -298,7 +321,7 @@ class Form(ModalScreen[dict[str, str] | None]):
             return
         inputs = list(self.query(Input))
         if isinstance(focused, Input) and inputs.index(focused) + 1 < len(inputs):
-            self.set_focus(inputs[inputs.index(focused) + 1])  # at once: see SignInScreen
+            enter_field(self, inputs[inputs.index(focused) + 1])  # at once: see SignInScreen
         elif isinstance(focused, Input):
             # A priority binding runs as the key arrives, ahead of the keys before it that
             # wait in the field's own queue: save from that queue, once they are in.

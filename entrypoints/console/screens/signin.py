@@ -14,10 +14,10 @@ from textual.widgets import Button, Footer, Input, Label, Static
 
 from core.services.auth import LogIn
 from entrypoints.console.context import CONSOLE_SOURCE
-from entrypoints.console.screens.common import FIELD_FOCUS_KEYS, ConsoleScreen, StoreChanged
+from entrypoints.console.screens.common import FIELD_FOCUS_KEYS, ConsoleScreen, FieldFocus, StoreChanged
 
 
-class SignInScreen(ConsoleScreen[None]):
+class SignInScreen(FieldFocus, ConsoleScreen[None]):
     # Enter and Tab move on as the key is read, not when the Input's message is handled:
     # keys typed ahead (a paste, a script in tmux) land in the next field, not this one.
     BINDINGS: ClassVar[list[BindingType]] = [
