@@ -28,7 +28,7 @@ MAX_REDIRECT_URIS = 10
 MAX_REDIRECT_URI_LENGTH = 2000
 #: What the plain secret a confidential client is given starts with (the rest: 256 random
 #: bits, URL-safe): secret scanners and people can tell it from other credentials.
-CLIENT_SECRET_PREFIX = "tbcs_"
+CLIENT_SECRET_PREFIX = "tbcs_"  # noqa: S105 - a prefix, not a secret
 #: The hosts a redirect URI may name over plain http (RFC 8252 §7.3 and §8.3): the
 #: machine itself, where a native app listens on a loopback port. Nowhere else: a code sent
 #: over the network in clear can be read on the way.
