@@ -94,7 +94,7 @@ def redirect_uri_problem(uri: str) -> str | None:
         return "must not have a fragment (#...)"
     if "*" in uri:
         return "must not have wildcards (*): it is compared exactly"
-    if not _URI_CHARACTERS.match(uri):
+    if not _URI_CHARACTERS.fullmatch(uri):
         return "has characters a URI cannot hold (spaces, controls, non-ASCII): percent-encode them"
     scheme, colon, rest = uri.partition(":")
     if not colon or not scheme or not rest.startswith("//"):
@@ -130,11 +130,11 @@ def _split_authority(authority: str) -> tuple[str | None, str | None]:
         host, port = f"[{literal}]", after[1:] if after else ""
     else:
         host, _, port = authority.partition(":")
-        if not _HOST_NAME.match(host.lower()):
+        if not _HOST_NAME.fullmatch(host.lower()):
             return None, None
     if ":" in authority.rsplit("]", 1)[-1] and not port:
         return None, None  # "host:" with nothing after
-    if port and (not _PORT.match(port) or not 0 < int(port) <= 65535):
+    if port and (not _PORT.fullmatch(port) or not 0 < int(port) <= 65535):
         return None, None
     return host, port
 
