@@ -31,6 +31,7 @@ from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
+from core.services.clients import ClientService
 from core.services.housekeeping import Housekeeping, HousekeepingSettings
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService, OrderSettings
@@ -315,6 +316,12 @@ class Container(containers.DeclarativeContainer):
     )
     payment_service = providers.Singleton(PaymentService, uow=database, gateway=payment_gateway, clock=clock, ids=ids)
     audit_service = providers.Singleton(AuditService, uow=database)
+    # Client secrets are digested under the same server key as request fingerprints (each
+    # with its own context: see core/services/clients.py), so on PostgreSQL every instance
+    # checks them alike.
+    client_service = providers.Singleton(
+        ClientService, uow=database, opaque=opaque_tokens, digests=request_digests, clock=clock, ids=ids
+    )
     report_service = providers.Singleton(ReportService, uow=database, clock=clock, currency=config.store.currency)
     idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock, digests=request_digests)
     outbox_settings = providers.Singleton(

@@ -38,6 +38,7 @@ from core.domain.errors import (
 )
 from core.domain.events import DomainEvent
 from core.domain.money import Money
+from core.domain.oauth import OAuthClient
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund, RefundStatus
@@ -55,6 +56,7 @@ from core.ports.payments import (
 from core.ports.repositories import (
     AuditFilter,
     EndedSession,
+    OAuthClientFilter,
     OrderFilter,
     OrderSummary,
     ProductFilter,
@@ -137,6 +139,7 @@ class InMemoryStore:
     idempotency: dict[tuple[str, str], StoredRequest] = attrs.Factory(dict)
     revoked_sessions: list[tuple[int, str, datetime]] = attrs.Factory(list)  # (seq, session id, until)
     revoked_seq: int = 0
+    oauth_clients: dict[str, OAuthClient] = attrs.Factory(dict)
 
 
 class InMemoryUserRepository:
@@ -578,6 +581,32 @@ class InMemoryIdempotencyRepository:
         return len(old)
 
 
+class InMemoryOAuthClientRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, client: OAuthClient) -> None:
+        self._s.oauth_clients[client.id] = copy.deepcopy(client)
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        return copy.deepcopy(self._s.oauth_clients.get(client_id))
+
+    async def update(self, client: OAuthClient) -> None:
+        stored = self._s.oauth_clients[client.id]
+        # What the port persists; the fields that never change stay as they were stored.
+        self._s.oauth_clients[client.id] = attrs.evolve(
+            copy.deepcopy(client),
+            type=stored.type,
+            created_at=stored.created_at,
+            created_by=stored.created_by,
+        )
+
+    async def list(self, page: PageRequest, filter: OAuthClientFilter) -> Page[OAuthClient]:
+        clients = (c for c in self._s.oauth_clients.values() if filter.status in (None, c.status))
+        status = None if filter.status is None else filter.status.value
+        return _page(clients, page, ["oauth_clients", status], lambda c: (c.id,))
+
+
 class InMemoryUnitOfWork:
     """Works on a private copy of the store; commit swaps it in. Writers are serialized,
     like the SQLite adapter's, so a use case sees no one else's half-done work."""
@@ -605,6 +634,7 @@ class InMemoryUnitOfWork:
         self.outbox = InMemoryOutbox(self._work)
         self.provider_events = InMemoryProviderEvents(self._work)
         self.idempotency = InMemoryIdempotencyRepository(self._work)
+        self.oauth_clients = InMemoryOAuthClientRepository(self._work)
         return self
 
     async def commit(self) -> None:

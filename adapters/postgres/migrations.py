@@ -302,6 +302,26 @@ CREATE INDEX refunds_status_id ON refunds (status, id);
 CREATE INDEX products_active_stock_id ON products (active, stock, id);
 """
 
+# The registry of OAuth clients (see SQLite's migration 11); lists as arrays of text.
+_OAUTH_CLIENTS = """
+CREATE TABLE oauth_clients (
+    id text COLLATE "C" PRIMARY KEY,
+    name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 100),
+    type text NOT NULL CHECK (type IN ('confidential', 'public')),
+    redirect_uris text[] NOT NULL,
+    grant_types text[] NOT NULL,
+    scopes text[] NOT NULL,
+    status text NOT NULL CHECK (status IN ('active', 'disabled')),
+    secret_digest text,
+    secret_rotated_at timestamptz,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    created_by text COLLATE "C",
+    CHECK ((type = 'confidential') = (secret_digest IS NOT NULL))
+);
+CREATE INDEX oauth_clients_status_id ON oauth_clients (status, id);
+"""
+
 _SQL = (
     _INITIAL,
     _PRODUCT_LIST_COVERING,
@@ -313,6 +333,7 @@ _SQL = (
     _PRODUCT_SORTS,
     _SHARED_STATE,
     _DASHBOARD_FIGURES,
+    _OAUTH_CLIENTS,
 )
 
 MIGRATIONS: tuple[Migration, ...] = tuple(

@@ -30,6 +30,7 @@ from core.domain.catalog import Product
 from core.domain.errors import EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
 from core.domain.events import DomainEvent
 from core.domain.money import Money
+from core.domain.oauth import ClientStatus, ClientType, GrantType, OAuthClient
 from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
@@ -38,6 +39,7 @@ from core.ports.idempotency import IdempotencyClaim, StoredRequest
 from core.ports.repositories import (
     AuditFilter,
     EndedSession,
+    OAuthClientFilter,
     OrderFilter,
     OrderSummary,
     ProductFilter,
@@ -1203,3 +1205,85 @@ class PostgresIdempotencyRepository(_Repository):
 
     async def purge(self, before: datetime, limit: int) -> int:
         return await self._session.execute(IDEMPOTENCY_PURGE, before, limit)
+
+
+# OAuth clients. Their lists are arrays of text, in the domain's order.
+_OAUTH_CLIENT_COLUMNS = (
+    "id, name, type, redirect_uris, grant_types, scopes, status, secret_digest, secret_rotated_at,"
+    " created_at, updated_at, created_by"
+)
+OAUTH_CLIENT_INSERT = (
+    f"INSERT INTO oauth_clients ({_OAUTH_CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+OAUTH_CLIENT_GET = f"SELECT {_OAUTH_CLIENT_COLUMNS} FROM oauth_clients WHERE id = $1"
+OAUTH_CLIENT_UPDATE = (
+    "UPDATE oauth_clients SET name = $1, redirect_uris = $2, grant_types = $3, scopes = $4, status = $5,"
+    " secret_digest = $6, secret_rotated_at = $7, updated_at = $8 WHERE id = $9"
+)
+
+
+def _oauth_client(row: Record) -> OAuthClient:
+    return OAuthClient(
+        id=row[0],
+        name=row[1],
+        type=ClientType(row[2]),
+        redirect_uris=tuple(row[3]),
+        grant_types=tuple(GrantType(g) for g in row[4]),
+        scopes=tuple(row[5]),
+        status=ClientStatus(row[6]),
+        secret_digest=row[7],
+        secret_rotated_at=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+        created_by=row[11],
+    )
+
+
+class PostgresOAuthClientRepository(_Repository):
+    async def add(self, client: OAuthClient) -> None:
+        await self._session.execute(
+            OAUTH_CLIENT_INSERT,
+            client.id,
+            client.name,
+            client.type.value,
+            list(client.redirect_uris),
+            [g.value for g in client.grant_types],
+            list(client.scopes),
+            client.status.value,
+            client.secret_digest,
+            client.secret_rotated_at,
+            client.created_at,
+            client.updated_at,
+            client.created_by,
+        )
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        row = await self._session.fetchrow(self._lock(OAUTH_CLIENT_GET), client_id)
+        return None if row is None else _oauth_client(row)
+
+    async def update(self, client: OAuthClient) -> None:
+        await self._session.execute(
+            OAUTH_CLIENT_UPDATE,
+            client.name,
+            list(client.redirect_uris),
+            [g.value for g in client.grant_types],
+            list(client.scopes),
+            client.status.value,
+            client.secret_digest,
+            client.secret_rotated_at,
+            client.updated_at,
+            client.id,
+        )
+
+    async def list(self, page: PageRequest, filter: OAuthClientFilter) -> Page[OAuthClient]:
+        filters = {"status": None if filter.status is None else filter.status.value}
+        return await _filtered_list(
+            self._session,
+            _OAUTH_CLIENT_COLUMNS,
+            "oauth_clients",
+            "oauth_clients",
+            filters,
+            page,
+            _oauth_client,
+            descending=False,
+        )

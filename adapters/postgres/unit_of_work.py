@@ -37,6 +37,7 @@ import asyncpg
 from adapters.postgres.repositories import (
     PostgresAuditLog,
     PostgresIdempotencyRepository,
+    PostgresOAuthClientRepository,
     PostgresOrderRepository,
     PostgresOutbox,
     PostgresPaymentRepository,
@@ -156,6 +157,7 @@ class PostgresUnitOfWork:
     outbox: PostgresOutbox
     provider_events: PostgresProviderEvents
     idempotency: PostgresIdempotencyRepository
+    oauth_clients: PostgresOAuthClientRepository
 
     def __init__(self, db: PostgresDatabase, *, readonly: bool, slow: bool = False):
         if slow and not readonly:
@@ -266,6 +268,7 @@ class PostgresUnitOfWork:
         self.outbox = PostgresOutbox(session)
         self.provider_events = PostgresProviderEvents(session)
         self.idempotency = PostgresIdempotencyRepository(session)
+        self.oauth_clients = PostgresOAuthClientRepository(session)
         return self
 
     async def commit(self) -> None:

@@ -34,6 +34,7 @@ from core.domain.catalog import Product
 from core.domain.errors import EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
 from core.domain.events import DomainEvent
 from core.domain.money import Money
+from core.domain.oauth import ClientStatus, ClientType, GrantType, OAuthClient
 from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
@@ -42,6 +43,7 @@ from core.ports.idempotency import IdempotencyClaim, StoredRequest
 from core.ports.repositories import (
     AuditFilter,
     EndedSession,
+    OAuthClientFilter,
     OrderFilter,
     OrderSummary,
     ProductFilter,
@@ -1131,3 +1133,88 @@ class SqliteIdempotencyRepository(_Repository):
 
     async def purge(self, before: datetime, limit: int) -> int:
         return await self._session.execute(IDEMPOTENCY_PURGE, (format_timestamp(before), limit))
+
+
+# OAuth clients. Their lists are JSON arrays of text, in the domain's order.
+_OAUTH_CLIENT_COLUMNS = (
+    "id, name, type, redirect_uris, grant_types, scopes, status, secret_digest, secret_rotated_at,"
+    " created_at, updated_at, created_by"
+)
+OAUTH_CLIENT_INSERT = f"INSERT INTO oauth_clients ({_OAUTH_CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+OAUTH_CLIENT_GET = f"SELECT {_OAUTH_CLIENT_COLUMNS} FROM oauth_clients WHERE id = ?"
+OAUTH_CLIENT_UPDATE = (
+    "UPDATE oauth_clients SET name = ?, redirect_uris = ?, grant_types = ?, scopes = ?, status = ?,"
+    " secret_digest = ?, secret_rotated_at = ?, updated_at = ? WHERE id = ?"
+)
+#: Keyed by which filters are set: (status,).
+OAUTH_CLIENT_LIST = _list_statements(_OAUTH_CLIENT_COLUMNS, "oauth_clients", "id > :after", "id", ("status",))
+
+
+def _oauth_client(row: tuple[Any, ...]) -> OAuthClient:
+    return OAuthClient(
+        id=row[0],
+        name=row[1],
+        type=ClientType(row[2]),
+        redirect_uris=tuple(orjson.loads(row[3])),
+        grant_types=tuple(GrantType(g) for g in orjson.loads(row[4])),
+        scopes=tuple(orjson.loads(row[5])),
+        status=ClientStatus(row[6]),
+        secret_digest=row[7],
+        secret_rotated_at=_optional_timestamp(row[8]),
+        created_at=parse_timestamp(row[9]),
+        updated_at=parse_timestamp(row[10]),
+        created_by=row[11],
+    )
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return orjson.dumps([str(value) for value in values]).decode()
+
+
+class SqliteOAuthClientRepository(_Repository):
+    async def add(self, client: OAuthClient) -> None:
+        await self._session.execute(
+            OAUTH_CLIENT_INSERT,
+            (
+                client.id,
+                client.name,
+                client.type.value,
+                _json_list(client.redirect_uris),
+                _json_list(client.grant_types),
+                _json_list(client.scopes),
+                client.status.value,
+                client.secret_digest,
+                _optional_format(client.secret_rotated_at),
+                format_timestamp(client.created_at),
+                format_timestamp(client.updated_at),
+                client.created_by,
+            ),
+        )
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        # Writes are serialized (one writer, BEGIN IMMEDIATE): what a write unit reads is
+        # its own until it ends, as the port asks.
+        rows = await self._session.fetchall(OAUTH_CLIENT_GET, (client_id,))
+        return _oauth_client(rows[0]) if rows else None
+
+    async def update(self, client: OAuthClient) -> None:
+        await self._session.execute(
+            OAUTH_CLIENT_UPDATE,
+            (
+                client.name,
+                _json_list(client.redirect_uris),
+                _json_list(client.grant_types),
+                _json_list(client.scopes),
+                client.status.value,
+                client.secret_digest,
+                _optional_format(client.secret_rotated_at),
+                format_timestamp(client.updated_at),
+                client.id,
+            ),
+        )
+
+    async def list(self, page: PageRequest, filter: OAuthClientFilter) -> Page[OAuthClient]:
+        filters = {"status": None if filter.status is None else filter.status.value}
+        return await _filtered_list(
+            self._session, OAUTH_CLIENT_LIST, "oauth_clients", filters, page, _oauth_client, descending=False
+        )

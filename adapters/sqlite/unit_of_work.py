@@ -16,6 +16,7 @@ import aiosqlite
 from adapters.sqlite.repositories import (
     SqliteAuditLog,
     SqliteIdempotencyRepository,
+    SqliteOAuthClientRepository,
     SqliteOrderRepository,
     SqliteOutbox,
     SqlitePaymentRepository,
@@ -53,6 +54,7 @@ class SqliteUnitOfWork:
     outbox: SqliteOutbox
     provider_events: SqliteProviderEvents
     idempotency: SqliteIdempotencyRepository
+    oauth_clients: SqliteOAuthClientRepository
     session: Session  # what the repositories run their statements through
 
     def __init__(self, db: SqliteDatabase, *, readonly: bool, slow: bool = False):
@@ -127,6 +129,7 @@ class SqliteUnitOfWork:
         self.outbox = SqliteOutbox(session)
         self.provider_events = SqliteProviderEvents(session)
         self.idempotency = SqliteIdempotencyRepository(session)
+        self.oauth_clients = SqliteOAuthClientRepository(session)
         return self
 
     async def commit(self) -> None:

@@ -23,6 +23,7 @@ import attrs
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import DomainEvent
+from core.domain.oauth import ClientStatus, OAuthClient
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund
@@ -86,6 +87,11 @@ class AuditFilter:
     action: str | None = None
     object_type: str | None = None
     object_id: str | None = None
+
+
+@attrs.frozen
+class OAuthClientFilter:
+    status: ClientStatus | None = None
 
 
 class UserRepository(Protocol):
@@ -331,3 +337,22 @@ class ProviderEvents(Protocol):
         """True if this event of this provider is new (and is now recorded), False if it
         was recorded before. Recorded in the caller's transaction: if that rolls back,
         the event counts as never seen."""
+
+
+class OAuthClientRepository(Protocol):
+    """The registered OAuth clients (core/domain/oauth.py). Ids are unique by making."""
+
+    async def add(self, client: OAuthClient) -> None:
+        """Insert a new client."""
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        """The client, or None. In a write unit of work its row is the unit's own until the
+        unit ends (see UnitOfWorkFactory): a use case that reads, changes and saves a client
+        never loses a concurrent change of it, so no separate "for update" read is needed."""
+
+    async def update(self, client: OAuthClient) -> None:
+        """Persist name, redirect_uris, grant_types, scopes, status, secret_digest,
+        secret_rotated_at and updated_at (id, type, created_at and created_by never change)."""
+
+    async def list(self, page: PageRequest, filter: OAuthClientFilter) -> Page[OAuthClient]:
+        """Ordered by id ascending (creation order)."""

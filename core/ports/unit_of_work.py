@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from core.ports.idempotency import IdempotencyRepository
 from core.ports.repositories import (
     AuditLog,
+    OAuthClientRepository,
     OrderRepository,
     Outbox,
     PaymentRepository,
@@ -74,6 +75,9 @@ class UnitOfWork(Protocol):
 
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def oauth_clients(self) -> OAuthClientRepository: ...
 
     async def commit(self) -> None:
         """Durable when it returns (and counted in ``commits_in_context``). If an idempotency claim is current (see

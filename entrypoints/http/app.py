@@ -18,6 +18,7 @@ from entrypoints.http.keys import (
     AUDIT,
     AUTH,
     CATALOG,
+    CLIENTS,
     DOCS,
     GATEWAY,
     HOUSEKEEPING,
@@ -94,6 +95,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             await app[AUTH].prepare()
             app[CATALOG] = await provide(container.catalog_service)
             app[AUDIT] = await provide(container.audit_service)
+            app[CLIENTS] = await provide(container.client_service)
             app[IDEMPOTENCY] = await provide(container.idempotency_service)
             app[ORDERS] = await provide(container.order_service)
             app[OUTBOX] = await provide(container.outbox_service)

@@ -12,6 +12,7 @@ from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
+from core.services.clients import ClientService
 from core.services.housekeeping import Housekeeping
 from core.services.idempotency import IdempotencyService
 from core.services.orders import OrderService
@@ -29,6 +30,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 AUTH = web.AppKey("auth", AuthService)
 CATALOG = web.AppKey("catalog", CatalogService)
 AUDIT = web.AppKey("audit", AuditService)
+CLIENTS = web.AppKey("clients", ClientService)
 ORDERS = web.AppKey("orders", OrderService)
 PAYMENTS = web.AppKey("payments", PaymentService)
 GATEWAY = web.AppKey("gateway", PaymentGateway)

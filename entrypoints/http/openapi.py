@@ -27,6 +27,7 @@ TAGS = [
     {"name": "payments", "description": "Card payments through Stripe, manual payments, refunds."},
     {"name": "webhooks", "description": "Signed notifications from payment providers."},
     {"name": "admin", "description": "The audit log."},
+    {"name": "clients", "description": "The OAuth clients (apps and services) registered to ask for tokens."},
     {"name": "operations", "description": "Health, readiness and this description."},
 ]
 

@@ -79,8 +79,9 @@ STATEMENTS = dict(repository_statements())
 
 def test_the_statements_are_all_found() -> None:
     lists = [n for n in STATEMENTS if "_LIST[" in n]
-    # users (3 filters), products (active x 3 text plans x 7 sorts), audit (4 filters), orders (2 filters)
-    assert len(lists) == 8 + 2 * 3 * len(ProductSort) + 16 + 4
+    # users (3 filters), products (active x 3 text plans x 7 sorts), audit (4 filters), orders (2 filters),
+    # oauth clients (1 filter)
+    assert len(lists) == 8 + 2 * 3 * len(ProductSort) + 16 + 4 + 2
     assert len(ProductSort) == 7
     for name in (
         "USER_GET",
@@ -97,6 +98,8 @@ def test_the_statements_are_all_found() -> None:
         "REFUND_LIST_FOR_PAYMENT",
         "OUTBOX_LIST_PENDING",
         "PROVIDER_EVENT_INSERT",
+        "OAUTH_CLIENT_GET",
+        "OAUTH_CLIENT_UPDATE",
     ):
         assert name in STATEMENTS
     assert repos.FEW_TEXT_MATCHES <= 10_000  # what bounds the one sort allowed
