@@ -185,6 +185,10 @@ class RefreshToken:
     expires_at: datetime  # absolute: inherited from the first token of the family
     used_at: datetime | None = None
     revoked_at: datetime | None = None
+    # A session an OAuth client was given (core/domain/grants.py): the client and the scopes
+    # granted. None for a first-party session (the API's own login, the console).
+    client_id: str | None = None
+    scope: str | None = None
 
     def is_usable(self, now: datetime) -> bool:
         return self.used_at is None and self.revoked_at is None and now < self.expires_at

@@ -23,6 +23,7 @@ import attrs
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import DomainEvent
+from core.domain.grants import AuthorizationCode, Consent
 from core.domain.oauth import ClientStatus, OAuthClient
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
@@ -178,6 +179,43 @@ class RefreshTokenRepository(Protocol):
 
     async def families_since(self, user_id: str, since: datetime) -> builtins.list[str]:
         """The families (sessions) of the user with a token made at or after ``since``."""
+
+    async def client_families_since(
+        self, client_id: str, user_id: str | None, since: datetime
+    ) -> builtins.list[str]:
+        """The families of the OAuth client (of one user, or of all with ``user_id`` None)
+        with a token made at or after ``since``."""
+
+    async def revoke_client(self, client_id: str, user_id: str | None, at: datetime) -> int:
+        """Revoke every token of the OAuth client not yet revoked (of one user, or of all with
+        ``user_id`` None); returns how many."""
+
+
+class AuthorizationCodeRepository(Protocol):
+    """The codes of the authorization code grant (core/domain/grants.py)."""
+
+    async def add(self, code: AuthorizationCode) -> None: ...
+
+    async def get_by_digest(self, digest: str) -> AuthorizationCode | None: ...
+
+    async def mark_used(self, code_id: str, at: datetime, family_id: str) -> bool:
+        """Mark an unused code used, and the session its exchange began; False if it was used
+        already (a replay, or a concurrent exchange that got there first)."""
+
+
+class ConsentRepository(Protocol):
+    """Remembered consents, one per user and client."""
+
+    async def get(self, user_id: str, client_id: str) -> Consent | None: ...
+
+    async def put(self, consent: Consent) -> None:
+        """Insert, or replace the user's consent for that client."""
+
+    async def delete(self, user_id: str, client_id: str) -> bool:
+        """False if there was none."""
+
+    async def list_for_user(self, user_id: str) -> builtins.list[Consent]:
+        """Ordered by client id (a user connects a handful of apps)."""
 
 
 class EndedSession(NamedTuple):

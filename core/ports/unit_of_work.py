@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from core.ports.idempotency import IdempotencyRepository
 from core.ports.repositories import (
     AuditLog,
+    AuthorizationCodeRepository,
+    ConsentRepository,
     OAuthClientRepository,
     OrderRepository,
     Outbox,
@@ -78,6 +80,12 @@ class UnitOfWork(Protocol):
 
     @property
     def oauth_clients(self) -> OAuthClientRepository: ...
+
+    @property
+    def authorization_codes(self) -> AuthorizationCodeRepository: ...
+
+    @property
+    def consents(self) -> ConsentRepository: ...
 
     async def commit(self) -> None:
         """Durable when it returns (and counted in ``commits_in_context``). If an idempotency claim is current (see
