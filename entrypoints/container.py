@@ -320,7 +320,13 @@ class Container(containers.DeclarativeContainer):
     # with its own context: see core/services/clients.py), so on PostgreSQL every instance
     # checks them alike.
     client_service = providers.Singleton(
-        ClientService, uow=database, opaque=opaque_tokens, digests=request_digests, clock=clock, ids=ids
+        ClientService,
+        uow=database,
+        opaque=opaque_tokens,
+        digests=request_digests,
+        clock=clock,
+        ids=ids,
+        sessions=auth_service,
     )
     report_service = providers.Singleton(ReportService, uow=database, clock=clock, currency=config.store.currency)
     idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock, digests=request_digests)

@@ -180,9 +180,7 @@ class RefreshTokenRepository(Protocol):
     async def families_since(self, user_id: str, since: datetime) -> builtins.list[str]:
         """The families (sessions) of the user with a token made at or after ``since``."""
 
-    async def client_families_since(
-        self, client_id: str, user_id: str | None, since: datetime
-    ) -> builtins.list[str]:
+    async def client_families_since(self, client_id: str, user_id: str | None, since: datetime) -> builtins.list[str]:
         """The families of the OAuth client (of one user, or of all with ``user_id`` None)
         with a token made at or after ``since``."""
 

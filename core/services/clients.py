@@ -16,6 +16,7 @@ Every change is audited (object type ``oauth_client``): ``oauth_client.registere
 from __future__ import annotations
 
 import hmac
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -30,6 +31,7 @@ from core.ports.repositories import OAuthClientFilter
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from core.services.access import as_admin, current_actor_in
 from core.services.audit import Auditor
+from core.services.auth import AuthService
 
 #: What a client secret's digest is keyed over, besides the secret: the server's one key
 #: also digests idempotency fingerprints, and the two must never be comparable.
@@ -80,9 +82,16 @@ class ClientWithSecret:
 
 class ClientService:
     def __init__(
-        self, uow: UnitOfWorkFactory, opaque: OpaqueTokens, digests: KeyedDigest, clock: Clock, ids: IdGenerator
+        self,
+        uow: UnitOfWorkFactory,
+        opaque: OpaqueTokens,
+        digests: KeyedDigest,
+        clock: Clock,
+        ids: IdGenerator,
+        sessions: AuthService,
     ):
         self._uow = uow
+        self._sessions = sessions  # whose sessions a client's tokens belong to
         self._opaque = opaque
         self._digests = digests
         self._clock = clock
@@ -158,9 +167,17 @@ class ClientService:
             if status_changed:
                 action = "oauth_client.disabled" if cmd.status is ClientStatus.DISABLED else "oauth_client.enabled"
                 await self._audit(uow, actor, action, client.id, {})
+            # Disabled, or given fewer scopes: every session it has ends (its tokens are refused
+            # from the commit on, on every instance within a second), in this transaction.
+            narrowed = "scopes" in changes and not set(changes["scopes"]["before"]) <= set(client.scopes)
+            ended: tuple[list[str], datetime] | None = None
+            if (status_changed and not client.is_active) or narrowed:
+                ended = await self._sessions.end_client_sessions_in(uow, client.id, None, now)
             if changes or status_changed:
                 await uow.oauth_clients.update(client)
                 await uow.commit()
+        if ended is not None:
+            self._sessions.sessions_ended(*ended)
         return client
 
     async def disable(self, actor: Actor, client_id: str) -> OAuthClient:

@@ -18,6 +18,7 @@ from core.domain.oauth import ClientStatus, ClientType, GrantType, OAuthClient
 from core.domain.pagination import PageRequest
 from core.domain.users import Actor, Role, UserStatus
 from core.ports.repositories import OAuthClientFilter
+from core.services.auth import AuthService
 from core.services.clients import ClientService, ListClients, RegisterClient, UpdateClient
 from tests.fakes import FakeKeyedDigest, FakeOpaqueTokens, FixedClock, InMemoryDatabase, SequentialIds
 from tests.unit.helpers import START, audit
@@ -29,8 +30,8 @@ OPERATOR = Actor.operator()
 
 
 @pytest.fixture
-def clients(db: InMemoryDatabase, clock: FixedClock, ids: SequentialIds) -> ClientService:
-    return ClientService(db, FakeOpaqueTokens(), FakeKeyedDigest(), clock, ids)
+def clients(db: InMemoryDatabase, clock: FixedClock, ids: SequentialIds, auth: AuthService) -> ClientService:
+    return ClientService(db, FakeOpaqueTokens(), FakeKeyedDigest(), clock, ids, auth)
 
 
 def _register(actor: Actor, **overrides: object) -> RegisterClient:
