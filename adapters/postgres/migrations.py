@@ -322,6 +322,46 @@ CREATE TABLE oauth_clients (
 CREATE INDEX oauth_clients_status_id ON oauth_clients (status, id);
 """
 
+# What users grant OAuth clients (see SQLite's migration 12): codes, consents, and the
+# client and scopes of a client's session (NULL both for a first-party one).
+_OAUTH_GRANTS = """
+CREATE TABLE authorization_codes (
+    id text COLLATE "C" PRIMARY KEY,
+    code_digest text NOT NULL UNIQUE,
+    client_id text COLLATE "C" NOT NULL REFERENCES oauth_clients (id) ON DELETE CASCADE,
+    user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    redirect_uri text NOT NULL CHECK (char_length(redirect_uri) > 0),
+    scope text NOT NULL,
+    code_challenge text NOT NULL CHECK (char_length(code_challenge) = 43),
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz,
+    family_id text COLLATE "C",
+    CHECK (expires_at > created_at),
+    CHECK ((used_at IS NULL) = (family_id IS NULL))
+);
+CREATE INDEX authorization_codes_user ON authorization_codes (user_id);
+CREATE INDEX authorization_codes_client ON authorization_codes (client_id);
+
+CREATE TABLE oauth_consents (
+    user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    client_id text COLLATE "C" NOT NULL REFERENCES oauth_clients (id) ON DELETE CASCADE,
+    scope text NOT NULL,
+    granted_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL CHECK (updated_at >= granted_at),
+    PRIMARY KEY (user_id, client_id)
+);
+CREATE INDEX oauth_consents_client ON oauth_consents (client_id);
+
+ALTER TABLE refresh_tokens
+    ADD COLUMN client_id text COLLATE "C" REFERENCES oauth_clients (id) ON DELETE CASCADE,
+    ADD COLUMN scope text,
+    ADD CHECK ((scope IS NULL) = (client_id IS NULL));
+CREATE INDEX refresh_tokens_client_user ON refresh_tokens (client_id, user_id, created_at)
+    WHERE client_id IS NOT NULL;
+CREATE INDEX refresh_tokens_client_created ON refresh_tokens (client_id, created_at) WHERE client_id IS NOT NULL;
+"""
+
 _SQL = (
     _INITIAL,
     _PRODUCT_LIST_COVERING,
@@ -334,6 +374,7 @@ _SQL = (
     _SHARED_STATE,
     _DASHBOARD_FIGURES,
     _OAUTH_CLIENTS,
+    _OAUTH_GRANTS,
 )
 
 MIGRATIONS: tuple[Migration, ...] = tuple(

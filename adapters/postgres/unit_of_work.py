@@ -36,6 +36,8 @@ import asyncpg
 
 from adapters.postgres.repositories import (
     PostgresAuditLog,
+    PostgresAuthorizationCodeRepository,
+    PostgresConsentRepository,
     PostgresIdempotencyRepository,
     PostgresOAuthClientRepository,
     PostgresOrderRepository,
@@ -158,6 +160,8 @@ class PostgresUnitOfWork:
     provider_events: PostgresProviderEvents
     idempotency: PostgresIdempotencyRepository
     oauth_clients: PostgresOAuthClientRepository
+    authorization_codes: PostgresAuthorizationCodeRepository
+    consents: PostgresConsentRepository
 
     def __init__(self, db: PostgresDatabase, *, readonly: bool, slow: bool = False):
         if slow and not readonly:
@@ -269,6 +273,8 @@ class PostgresUnitOfWork:
         self.provider_events = PostgresProviderEvents(session)
         self.idempotency = PostgresIdempotencyRepository(session)
         self.oauth_clients = PostgresOAuthClientRepository(session)
+        self.authorization_codes = PostgresAuthorizationCodeRepository(session)
+        self.consents = PostgresConsentRepository(session)
         return self
 
     async def commit(self) -> None:

@@ -15,6 +15,8 @@ import aiosqlite
 
 from adapters.sqlite.repositories import (
     SqliteAuditLog,
+    SqliteAuthorizationCodeRepository,
+    SqliteConsentRepository,
     SqliteIdempotencyRepository,
     SqliteOAuthClientRepository,
     SqliteOrderRepository,
@@ -55,6 +57,8 @@ class SqliteUnitOfWork:
     provider_events: SqliteProviderEvents
     idempotency: SqliteIdempotencyRepository
     oauth_clients: SqliteOAuthClientRepository
+    authorization_codes: SqliteAuthorizationCodeRepository
+    consents: SqliteConsentRepository
     session: Session  # what the repositories run their statements through
 
     def __init__(self, db: SqliteDatabase, *, readonly: bool, slow: bool = False):
@@ -130,6 +134,8 @@ class SqliteUnitOfWork:
         self.provider_events = SqliteProviderEvents(session)
         self.idempotency = SqliteIdempotencyRepository(session)
         self.oauth_clients = SqliteOAuthClientRepository(session)
+        self.authorization_codes = SqliteAuthorizationCodeRepository(session)
+        self.consents = SqliteConsentRepository(session)
         return self
 
     async def commit(self) -> None:
