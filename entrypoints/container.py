@@ -34,6 +34,7 @@ from core.services.catalog import CatalogService
 from core.services.clients import ClientService
 from core.services.housekeeping import Housekeeping, HousekeepingSettings
 from core.services.idempotency import IdempotencyService
+from core.services.oauth import OAuthService
 from core.services.orders import OrderService, OrderSettings
 from core.services.outbox import OutboxService, OutboxSettings
 from core.services.payments import PaymentService
@@ -327,6 +328,9 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         ids=ids,
         sessions=auth_service,
+    )
+    oauth_service = providers.Singleton(
+        OAuthService, uow=database, auth=auth_service, opaque_tokens=opaque_tokens, clock=clock, ids=ids
     )
     report_service = providers.Singleton(ReportService, uow=database, clock=clock, currency=config.store.currency)
     idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock, digests=request_digests)

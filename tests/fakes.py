@@ -778,10 +778,26 @@ class FakeAccessTokens:
         self._issued: dict[str, AccessClaims] = {}
         self.rotations = 0
 
-    def issue(self, user_id: str, role: Role, session_id: str) -> AccessToken:
+    def issue(
+        self,
+        user_id: str,
+        role: Role,
+        session_id: str,
+        *,
+        client_id: str | None = None,
+        scopes: frozenset[str] | None = None,
+    ) -> AccessToken:
         token = secrets.token_urlsafe(16)
-        expires_at = int(self._clock.now().timestamp()) + self._ttl
-        self._issued[token] = AccessClaims(user_id=user_id, role=role, session_id=session_id, expires_at=expires_at)
+        now = int(self._clock.now().timestamp())
+        self._issued[token] = AccessClaims(
+            user_id=user_id,
+            role=role,
+            session_id=session_id,
+            expires_at=now + self._ttl,
+            client_id=client_id,
+            scopes=scopes if client_id is not None else None,
+            issued_at=now,
+        )
         return AccessToken(token=token, expires_in=self._ttl)
 
     async def rotate_signing_key(self) -> str:

@@ -237,6 +237,14 @@ class ClientService:
             raise InvalidClient()
         return client
 
+    def secret_matches(self, client: OAuthClient, secret: str) -> bool:
+        """Whether ``secret`` is the confidential client's, compared in constant time: for a
+        protocol layer that authenticates a client it has already found (see ``authenticate``)."""
+        presented = self._digest(secret)
+        expected = client.secret_digest
+        matches = hmac.compare_digest(presented, _NO_DIGEST if expected is None else expected)
+        return client.is_confidential and expected is not None and matches
+
     # Helpers.
     def _new_secret(self) -> str:
         return CLIENT_SECRET_PREFIX + self._opaque.generate()

@@ -101,6 +101,12 @@ class OAuthService:
         the user's role allows."""
         return frozenset(asked) & frozenset(client.scopes) & ROLE_SCOPES[user.role]
 
+    async def active_user(self, user_id: str) -> User | None:
+        """The account that signed in on the authorization page, if it may still sign in."""
+        async with self._uow(readonly=True) as uow:
+            user = await uow.users.get(user_id)
+        return user if user is not None and user.is_active else None
+
     async def needs_consent(self, user: User, client: OAuthClient, scopes: frozenset[str]) -> bool:
         """False if the user approved these scopes (or more) for this client before."""
         async with self._uow(readonly=True) as uow:

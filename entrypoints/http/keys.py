@@ -6,7 +6,7 @@ from aiohttp import web
 
 from adapters.auth.tokens import KeyRing
 from core.domain.users import Actor
-from core.ports.identity import AccessTokenIssuer
+from core.ports.identity import AccessTokenIssuer, KeyedDigest
 from core.ports.payments import PaymentGateway
 from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
@@ -19,6 +19,7 @@ from core.services.orders import OrderService
 from core.services.outbox import OutboxService
 from core.services.payments import PaymentService
 from entrypoints.http.docs import ApiReference
+from entrypoints.http.oauth import OAuthServer
 from entrypoints.http.representations import RenderedPages, RenderedProducts
 
 ACTOR = web.RequestKey("actor", Actor)  # the caller; set by the authentication middleware
@@ -31,6 +32,8 @@ AUTH = web.AppKey("auth", AuthService)
 CATALOG = web.AppKey("catalog", CatalogService)
 AUDIT = web.AppKey("audit", AuditService)
 CLIENTS = web.AppKey("clients", ClientService)
+OAUTH = web.AppKey("oauth", OAuthServer)  # the authorization server (entrypoints/http/oauth.py)
+DIGESTS: web.AppKey[KeyedDigest] = web.AppKey("digests")  # the server key's HMAC: the consent ticket
 ORDERS = web.AppKey("orders", OrderService)
 PAYMENTS = web.AppKey("payments", PaymentService)
 GATEWAY = web.AppKey("gateway", PaymentGateway)

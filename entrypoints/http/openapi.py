@@ -27,6 +27,11 @@ TAGS = [
     {"name": "payments", "description": "Card payments through Stripe, manual payments, refunds."},
     {"name": "webhooks", "description": "Signed notifications from payment providers."},
     {"name": "admin", "description": "The audit log."},
+    {
+        "name": "oauth",
+        "description": "The OAuth 2 authorization server for other software: authorization code with PKCE "
+        "(S256), refresh tokens rotated on every use, revocation, introspection, metadata.",
+    },
     {"name": "clients", "description": "The OAuth clients (apps and services) registered to ask for tokens."},
     {"name": "operations", "description": "Health, readiness and this description."},
 ]
