@@ -332,7 +332,7 @@ CREATE TABLE authorization_codes (
     user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     redirect_uri text NOT NULL CHECK (char_length(redirect_uri) > 0),
     scope text NOT NULL,
-    code_challenge text NOT NULL CHECK (char_length(code_challenge) = 43),
+    code_challenge text NOT NULL CHECK (char_length(code_challenge) BETWEEN 43 AND 128),
     created_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
     used_at timestamptz,

@@ -17,8 +17,9 @@ if TYPE_CHECKING:  # imported when a migration runs, not at every start
     import sqlite_utils
 
 STATEMENTS = (
-    # A code's challenge is BASE64URL(SHA256(verifier)) without padding: 43 characters (RFC
-    # 7636 S256, the only method). A code is used once, and its use names the session it began.
+    # A code's challenge is what RFC 7636 §4.2 lets a client send (43 to 128 characters; an
+    # S256 one is 43, and the protocol layer checks no more than the grammar). A code is used
+    # once, and its use names the session it began.
     """
     CREATE TABLE authorization_codes (
         id TEXT PRIMARY KEY,
@@ -27,7 +28,7 @@ STATEMENTS = (
         user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
         redirect_uri TEXT NOT NULL CHECK (length(redirect_uri) > 0),
         scope TEXT NOT NULL,
-        code_challenge TEXT NOT NULL CHECK (length(code_challenge) = 43),
+        code_challenge TEXT NOT NULL CHECK (length(code_challenge) BETWEEN 43 AND 128),
         created_at TEXT NOT NULL,
         expires_at TEXT NOT NULL,
         used_at TEXT,
