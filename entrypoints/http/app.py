@@ -26,6 +26,7 @@ from entrypoints.http.keys import (
     HOUSEKEEPING,
     IDEMPOTENCY,
     OAUTH,
+    OAUTH_SERVICE,
     OPENAPI,
     ORDERS,
     OUTBOX,
@@ -100,7 +101,8 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[CATALOG] = await provide(container.catalog_service)
             app[AUDIT] = await provide(container.audit_service)
             app[CLIENTS] = await provide(container.client_service)
-            app[OAUTH] = OAuthServer(await provide(container.oauth_service), app[AUTH], app[CLIENTS])
+            app[OAUTH_SERVICE] = await provide(container.oauth_service)
+            app[OAUTH] = OAuthServer(app[OAUTH_SERVICE], app[AUTH], app[CLIENTS])
             digests: KeyedDigest = await provide(container.request_digests)
             app[DIGESTS] = digests
             app[IDEMPOTENCY] = await provide(container.idempotency_service)

@@ -15,6 +15,7 @@ from core.services.catalog import CatalogService
 from core.services.clients import ClientService
 from core.services.housekeeping import Housekeeping
 from core.services.idempotency import IdempotencyService
+from core.services.oauth import OAuthService
 from core.services.orders import OrderService
 from core.services.outbox import OutboxService
 from core.services.payments import PaymentService
@@ -32,6 +33,7 @@ AUTH = web.AppKey("auth", AuthService)
 CATALOG = web.AppKey("catalog", CatalogService)
 AUDIT = web.AppKey("audit", AuditService)
 CLIENTS = web.AppKey("clients", ClientService)
+OAUTH_SERVICE = web.AppKey("oauth_service", OAuthService)
 OAUTH = web.AppKey("oauth", OAuthServer)  # the authorization server (entrypoints/http/oauth.py)
 DIGESTS: web.AppKey[KeyedDigest] = web.AppKey("digests")  # the server key's HMAC: the consent ticket
 ORDERS = web.AppKey("orders", OrderService)

@@ -444,6 +444,21 @@ COMPONENTS: dict[str, Schema] = {
         description="The refund (the first, if the amount spans several payments) and all it made in `refunds`.",
     ),
     "OAuthClient": obj(CLIENT_FIELDS, CLIENT_REQUIRED),
+    "Authorization": obj(
+        {
+            "client_id": CLIENT_ID,
+            "client_name": {
+                "type": ["string", "null"],
+                "description": "The app's name; null if it was removed since.",
+                "examples": [CLIENT_NAME_EXAMPLE],
+            },
+            "scopes": {"type": "array", "items": {"type": "string"}, "examples": [["orders:read"]]},
+            "granted_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+        ["client_id", "client_name", "scopes", "granted_at", "updated_at"],
+        description="An app the user approved, with the scopes approved; taking it back ends the app's sessions.",
+    ),
     "OAuthClientWithSecret": obj(
         {
             **CLIENT_FIELDS,

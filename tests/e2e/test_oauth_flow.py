@@ -190,3 +190,33 @@ def test_a_public_client_bound_by_pkce_and_a_code_used_twice(server: Server, sho
     )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert session.get(server.base + "/api/v1/orders").status_code == 401
+
+
+def test_the_user_lists_the_apps_approved_and_takes_one_back(server: Server, shop: Path) -> None:
+    client = register(shop, "--type", "public", "--grant", "authorization_code", "--scope", "orders:read")
+    session = session_for(client, "orders:read")
+    verifier = secrets.token_urlsafe(48)
+    location = authorize(server, session, verifier, "customer@example.com", "orders:read")
+    session.fetch_token(server.base + "/oauth/token", authorization_response=location, code_verifier=verifier)
+    assert session.get(server.base + "/api/v1/orders").status_code == 200
+
+    first_party = requests.post(
+        server.base + "/api/v1/auth/login",
+        json={"email": "customer@example.com", "password": PASSWORD},
+        timeout=10,
+    ).json()["access_token"]
+    me = {"Authorization": f"Bearer {first_party}"}
+    listed = requests.get(server.base + "/api/v1/users/me/authorizations", headers=me, timeout=10).json()
+    assert [(a["client_id"], a["client_name"], a["scopes"]) for a in listed["data"]] == [
+        (client["id"], "Reports", ["orders:read"])
+    ]
+    # The app itself may not see or take back approvals: it was not granted users:read.
+    assert session.get(server.base + "/api/v1/users/me/authorizations").status_code == 403
+
+    gone = requests.delete(server.base + f"/api/v1/users/me/authorizations/{client['id']}", headers=me, timeout=10)
+    assert gone.status_code == 204
+    assert session.get(server.base + "/api/v1/orders").status_code == 401  # at once
+    listed = requests.get(server.base + "/api/v1/users/me/authorizations", headers=me, timeout=10).json()
+    assert listed["data"] == []
+    again = requests.delete(server.base + f"/api/v1/users/me/authorizations/{client['id']}", headers=me, timeout=10)
+    assert again.status_code == 404 and again.json()["error"]["code"] == "authorization_not_found"
