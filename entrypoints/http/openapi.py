@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
+from core.domain.scopes import SCOPES
 from entrypoints.http.api import Operation, accepts_empty_body, path_parameters, path_schema
 from entrypoints.http.examples import Examples
 from entrypoints.http.schemas import COMPONENTS, ORDER_ID, ref, specialize
@@ -208,11 +209,11 @@ def _operation(op: Operation) -> dict[str, Any]:
     # allows it for any scheme); first-party tokens carry their role's full set.
     scopes = [op.scope] if op.scope is not None else []
     if op.auth in ("user", "staff", "admin"):
-        doc["security"] = [{"bearer": scopes}]
+        doc["security"] = [{"bearer": scopes}, {"oauth2": scopes}]
         if op.auth != "user":
             doc["description"] = (doc.get("description", "") + f"\n\nRequires the `{op.auth}` role.").strip()
     elif op.auth == "optional":
-        doc["security"] = [{"bearer": scopes}, {}]
+        doc["security"] = [{"bearer": scopes}, {"oauth2": scopes}, {}]
     else:
         doc["security"] = []
     if op.scope is not None:
@@ -253,7 +254,20 @@ def build_openapi(
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "An access token from POST /api/v1/auth/login (15 minutes).",
-                }
+                },
+                "oauth2": {
+                    "type": "oauth2",
+                    "description": "An app's access token, from Tillbox's authorization server: only the scopes "
+                    "the user approved, never more than the user's role allows.",
+                    "flows": {
+                        "authorizationCode": {
+                            "authorizationUrl": "/oauth/authorize",
+                            "tokenUrl": "/oauth/token",
+                            "refreshUrl": "/oauth/token",
+                            "scopes": dict(SCOPES),
+                        }
+                    },
+                },
             },
         },
     }
