@@ -348,6 +348,7 @@ class Container(containers.DeclarativeContainer):
         idempotency=idempotency_service,
         auth=auth_service,
         outbox=outbox_service,
+        oauth=oauth_service,
         clock=clock,
         settings=providers.Singleton(
             HousekeepingSettings, interval=providers.Factory(timedelta, seconds=config.orders.expiry_check_seconds)

@@ -639,6 +639,14 @@ class InMemoryAuthorizationCodeRepository:
         code.used_at, code.family_id = at, family_id
         return True
 
+    async def purge(self, before: datetime, limit: int) -> int:
+        expired = sorted(
+            (c for c in self._s.authorization_codes.values() if c.expires_at < before), key=lambda c: c.expires_at
+        )
+        for code in expired[:limit]:
+            del self._s.authorization_codes[code.id]
+        return len(expired[:limit])
+
 
 class InMemoryConsentRepository:
     def __init__(self, store: InMemoryStore):

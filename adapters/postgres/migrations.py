@@ -342,6 +342,7 @@ CREATE TABLE authorization_codes (
 );
 CREATE INDEX authorization_codes_user ON authorization_codes (user_id);
 CREATE INDEX authorization_codes_client ON authorization_codes (client_id);
+CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at);
 
 CREATE TABLE oauth_consents (
     user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,

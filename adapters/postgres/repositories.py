@@ -600,6 +600,10 @@ _CODE_COLUMNS = (
 CODE_INSERT = f"INSERT INTO authorization_codes ({_CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 CODE_GET_BY_DIGEST = f"SELECT {_CODE_COLUMNS} FROM authorization_codes WHERE code_digest = $1"
 CODE_MARK_USED = "UPDATE authorization_codes SET used_at = $1, family_id = $2 WHERE id = $3 AND used_at IS NULL"
+CODE_PURGE = (
+    "DELETE FROM authorization_codes"
+    " WHERE id IN (SELECT id FROM authorization_codes WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
+)
 
 
 def _authorization_code(row: Record) -> AuthorizationCode:
@@ -641,6 +645,9 @@ class PostgresAuthorizationCodeRepository(_Repository):
 
     async def mark_used(self, code_id: str, at: datetime, family_id: str) -> bool:
         return (await self._session.execute(CODE_MARK_USED, at, family_id, code_id)) == 1
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        return int(await self._session.execute(CODE_PURGE, before, limit))
 
 
 # Consents: one row a user and client; a user's list is their primary key's range, in the

@@ -608,6 +608,10 @@ _CODE_COLUMNS = (
 CODE_INSERT = f"INSERT INTO authorization_codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 CODE_GET_BY_DIGEST = f"SELECT {_CODE_COLUMNS} FROM authorization_codes WHERE code_digest = ?"
 CODE_MARK_USED = "UPDATE authorization_codes SET used_at = ?, family_id = ? WHERE id = ? AND used_at IS NULL"
+CODE_PURGE = (
+    "DELETE FROM authorization_codes"
+    " WHERE id IN (SELECT id FROM authorization_codes WHERE expires_at < ? ORDER BY expires_at LIMIT ?)"
+)
 
 
 def _authorization_code(row: tuple[Any, ...]) -> AuthorizationCode:
@@ -651,6 +655,9 @@ class SqliteAuthorizationCodeRepository(_Repository):
 
     async def mark_used(self, code_id: str, at: datetime, family_id: str) -> bool:
         return (await self._session.execute(CODE_MARK_USED, (format_timestamp(at), family_id, code_id))) == 1
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        return await self._session.execute(CODE_PURGE, (format_timestamp(before), limit))
 
 
 # Consents: one row a user and client; a user's list is their primary key's range.

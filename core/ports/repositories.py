@@ -200,6 +200,9 @@ class AuthorizationCodeRepository(Protocol):
         """Mark an unused code used, and the session its exchange began; False if it was used
         already (a replay, or a concurrent exchange that got there first)."""
 
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` codes that expired before ``before``; returns how many."""
+
 
 class ConsentRepository(Protocol):
     """Remembered consents, one per user and client."""

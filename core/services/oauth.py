@@ -11,7 +11,7 @@ first-party ones (AuthService), marked with the client and the scopes granted.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -27,6 +27,10 @@ from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from core.services.access import as_admin, signed_in
 from core.services.audit import Auditor
 from core.services.auth import AuthService, TokenPair
+
+#: How long a code is kept after it expires (see ``purge_expired_codes``).
+CODE_KEPT_AFTER_EXPIRY = timedelta(days=1)
+_PURGE_BATCH = 500
 
 
 class OAuthGrantInvalid(TokenInvalid):
@@ -207,6 +211,19 @@ class OAuthService:
             await uow.commit()
         if family is not None and until is not None:
             self._auth.sessions_ended([family], until)
+
+    async def purge_expired_codes(self) -> int:
+        """Housekeeping: codes expired a day ago and more. A day, not at once: a code that
+        comes back in that time is still known, and still ends the session it began."""
+        before = self._clock.now() - CODE_KEPT_AFTER_EXPIRY
+        purged = 0
+        while True:
+            async with self._uow() as uow:
+                count = await uow.authorization_codes.purge(before, _PURGE_BATCH)
+                await uow.commit()
+            purged += count
+            if count < _PURGE_BATCH:
+                return purged
 
     # Revocation (RFC 7009) and introspection (RFC 7662).
     async def revoke(self, client: OAuthClient, token: str) -> None:

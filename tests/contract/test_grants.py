@@ -147,6 +147,21 @@ async def test_a_code_is_marked_used_once_with_the_session_it_began(
     assert await _code_by_digest(uow_factory, "d1") == stored
 
 
+async def test_codes_expired_before_a_time_are_purged_oldest_first_in_batches(
+    uow_factory: UnitOfWorkFactory, make: Make, ada: User, app: OAuthClient
+) -> None:
+    codes = [attrs.evolve(_code(make, app, ada, f"p{n}"), expires_at=START + timedelta(minutes=n)) for n in range(1, 6)]
+    await _add_codes(uow_factory, *codes)
+    async with uow_factory() as uow:
+        assert await uow.authorization_codes.purge(START + timedelta(minutes=4), 2) == 2  # p1, p2
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.authorization_codes.purge(START + timedelta(minutes=4), 2) == 1  # p3; p4 is not before
+        await uow.commit()
+    kept = [n for n in range(1, 6) if await _code_by_digest(uow_factory, f"p{n}") is not None]
+    assert kept == [4, 5]
+
+
 async def test_a_use_rolled_back_leaves_the_code_unused(
     uow_factory: UnitOfWorkFactory, make: Make, clock: FixedClock, ada: User, app: OAuthClient
 ) -> None:

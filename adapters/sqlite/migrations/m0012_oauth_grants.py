@@ -40,6 +40,8 @@ STATEMENTS = (
     # What ON DELETE CASCADE searches, from a user and from a client.
     "CREATE INDEX authorization_codes_user ON authorization_codes (user_id)",
     "CREATE INDEX authorization_codes_client ON authorization_codes (client_id)",
+    # The purge of expired codes, oldest first.
+    "CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at)",
     # The primary key serves a user's list, in client order, and a user's cascade.
     """
     CREATE TABLE oauth_consents (
