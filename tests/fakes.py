@@ -808,6 +808,9 @@ class FakeAccessTokens:
         )
         return AccessToken(token=token, expires_in=self._ttl)
 
+    def issue_for_client(self, client_id: str, role: Role, scopes: frozenset[str], session_id: str) -> AccessToken:
+        return self.issue(client_id, role, session_id, client_id=client_id, scopes=scopes)
+
     async def rotate_signing_key(self) -> str:
         self.rotations += 1
         return f"kid-{self.rotations}"

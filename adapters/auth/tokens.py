@@ -125,6 +125,9 @@ class JwtAccessTokens:
         token = jwt.encode(header, claims, key, registry=self._registry, default_type=None)
         return AccessToken(token=token, expires_in=self._ttl)
 
+    def issue_for_client(self, client_id: str, role: Role, scopes: frozenset[str], session_id: str) -> AccessToken:
+        return self.issue(client_id, role, session_id, client_id=client_id, scopes=scopes)
+
     async def rotate_signing_key(self) -> str:
         return await self._keys.rotate_now(self._ttl)
 

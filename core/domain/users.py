@@ -149,6 +149,9 @@ class Actor:
     # What a delegated credential (OAuth token, API key) was granted; None for a first-party
     # session, which carries its role's full set. The role still decides in each use case.
     scopes: frozenset[str] | None = None
+    # An OAuth client acting as itself (the client credentials grant): no user; its role the
+    # least whose scopes cover what the client was granted (core/domain/scopes.py role_for).
+    client_id: str | None = None
 
     @classmethod
     def operator(cls) -> Actor:

@@ -60,6 +60,10 @@ class AccessTokenIssuer(Protocol):
         """A token for the user's session; with ``client_id``, one delegated to that OAuth
         client, carrying ``scopes`` (already bounded by the client and the role)."""
 
+    def issue_for_client(self, client_id: str, role: Role, scopes: frozenset[str], session_id: str) -> AccessToken:
+        """A token of an OAuth client acting as itself (RFC 9068 §2.2: ``sub`` is the client
+        id); ``session_id`` is the token's own, so that revoking it ends it alone."""
+
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; raises TokenInvalid for anything else
         (expired, wrong signature, wrong algorithm, wrong issuer or audience)."""

@@ -41,6 +41,7 @@ from core.domain.users import (
 from core.ports.clock import Clock, IdGenerator
 from core.ports.identity import (
     AccessClaims,
+    AccessToken,
     AccessTokenIssuer,
     OpaqueTokens,
     PasswordHasher,
@@ -188,6 +189,21 @@ class AuthService:
         role is the token's; use cases that grant more than a customer's reads check it."""
         claims = self._access_tokens.verify(access_token)
         await self._sessions.check(claims.session_id)
+        if claims.client_id is not None and claims.user_id == claims.client_id:
+            # An OAuth client acting as itself: it has no account to check later, so its
+            # registration is checked now (a disabled client's tokens are refused at once).
+            async with self._uow(readonly=True) as uow:
+                client = await uow.oauth_clients.get(claims.client_id)
+            if client is None or not client.is_active:
+                raise TokenInvalid("The app of this token is disabled or no longer registered.")
+            return Actor(
+                user_id=None,
+                role=claims.role,
+                source_ip=source_ip,
+                session_id=claims.session_id,
+                scopes=claims.scopes,
+                client_id=claims.client_id,
+            )
         return Actor(
             user_id=claims.user_id,
             role=claims.role,
@@ -434,6 +450,9 @@ class AuthService:
             refresh_token=refresh or "",
             scope=format_scopes(scopes),
         )
+
+    def issue_client_token(self, client_id: str, role: Role, scopes: frozenset[str], session_id: str) -> AccessToken:
+        return self._access_tokens.issue_for_client(client_id, role, scopes, session_id)
 
     def delegated_tokens(self, user: User, record: RefreshToken, refresh: str | None) -> TokenPair:
         return self._delegated_pair(user, record, refresh)

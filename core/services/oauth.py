@@ -19,7 +19,7 @@ import attrs
 from core.domain.errors import NotFound, TokenInvalid
 from core.domain.grants import CODE_TTL, AuthorizationCode, Consent
 from core.domain.oauth import GrantType, OAuthClient
-from core.domain.scopes import ROLE_SCOPES, format_scopes
+from core.domain.scopes import ROLE_SCOPES, format_scopes, role_for
 from core.domain.users import Actor, Role, User
 from core.ports.clock import Clock, IdGenerator
 from core.ports.identity import OpaqueTokens
@@ -182,19 +182,36 @@ class OAuthService:
                 raise OAuthGrantInvalid()
             scopes = frozenset(record.scope.split())
             refresh, session = self._auth.begin_delegated_session(user, client.id, scopes, now)
-            if not await uow.authorization_codes.mark_used(record.id, now, session.family_id):
-                raise OAuthGrantInvalid()
-            await uow.refresh_tokens.add(session)
-            await self._audit(
-                uow,
-                Actor(user_id=user.id, role=user.role),
-                "oauth.code_exchanged",
-                client.id,
-                {"scope": record.scope, "session_id": session.family_id},
-            )
-            await uow.commit()
+            spent = await uow.authorization_codes.mark_used(record.id, now, session.family_id)
+            if spent:
+                await uow.refresh_tokens.add(session)
+                await self._audit(
+                    uow,
+                    Actor(user_id=user.id, role=user.role),
+                    "oauth.code_exchanged",
+                    client.id,
+                    {"scope": record.scope, "session_id": session.family_id},
+                )
+                await uow.commit()
+        if not spent:
+            # Another exchange of the code got there first (it has committed: the write lock
+            # was its until then): as for any code that comes back, its session ends.
+            await self._code_replayed(record, now)
+            raise OAuthGrantInvalid()
         gives_refresh = client.allows_grant(GrantType.REFRESH_TOKEN)
         return self._auth.delegated_tokens(user, session, refresh if gives_refresh else None)
+
+    async def client_credentials(self, client: OAuthClient, scopes: frozenset[str] | None) -> TokenPair:
+        """A token for the client acting as itself (no user, no refresh token): the scopes
+        asked (None: all the client was registered for), its role the least covering them.
+        The client was authenticated and found active by the protocol layer."""
+        granted = frozenset(client.scopes) if scopes is None else scopes
+        if not client.allows_grant(GrantType.CLIENT_CREDENTIALS) or not granted <= frozenset(client.scopes):
+            raise OAuthGrantInvalid()
+        access = self._auth.issue_client_token(client.id, role_for(granted), granted, self._ids.new("cct"))
+        return TokenPair(
+            access_token=access.token, expires_in=access.expires_in, refresh_token="", scope=format_scopes(granted)
+        )
 
     async def _code_replayed(self, record: AuthorizationCode, now: datetime) -> None:
         async with self._uow() as uow:

@@ -207,7 +207,7 @@ def _wrap(op: Operation, checks: Checks) -> Callable[[web.Request], Awaitable[we
         actor = request[ACTOR]
         # Only whether someone signed in: what they may do, checked against their account
         # as it is now, is each use case's business (core/services/access.py).
-        if op.auth in ("user", "staff", "admin") and actor.user_id is None:
+        if op.auth in ("user", "staff", "admin") and actor.user_id is None and actor.client_id is None:
             raise AuthenticationRequired()
         if op.scope is not None:
             actor.require_scope(op.scope)  # the one place scopes are enforced

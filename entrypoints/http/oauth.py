@@ -29,7 +29,12 @@ from authlib.oauth2.rfc6749 import (
     OAuth2Request,
     TokenMixin,
 )
-from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, BaseGrant, RefreshTokenGrant
+from authlib.oauth2.rfc6749.grants import (
+    AuthorizationCodeGrant,
+    BaseGrant,
+    ClientCredentialsGrant,
+    RefreshTokenGrant,
+)
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -245,6 +250,21 @@ class RefreshGrant(RefreshTokenGrant):
         return 200, _token_body(pair), _TOKEN_HEADERS
 
 
+class CredentialsGrant(ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post"]
+    server: TillboxAuthorizationServer
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        client: Client = self.request.client
+        asked = self.request.payload.scope
+        scopes = frozenset(asked.split()) if asked else None
+        if scopes is not None and not scopes <= set(client.client.scopes):
+            raise InvalidScopeError()
+        grants = self.server.grants
+        pair = grants.bridge(_grant_refused(grants.oauth.client_credentials(client.client, scopes)))
+        return 200, _token_body(pair), _TOKEN_HEADERS
+
+
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post", "none"]
     server: TillboxAuthorizationServer
@@ -377,6 +397,7 @@ class TillboxAuthorizationServer(AuthorizationServer):
         self.current_client: OAuthClient | None = None
         self.register_grant(CodeGrant, [S256Only(required=True)])
         self.register_grant(RefreshGrant)
+        self.register_grant(CredentialsGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
 

@@ -220,3 +220,44 @@ def test_the_user_lists_the_apps_approved_and_takes_one_back(server: Server, sho
     assert listed["data"] == []
     again = requests.delete(server.base + f"/api/v1/users/me/authorizations/{client['id']}", headers=me, timeout=10)
     assert again.status_code == 404 and again.json()["error"]["code"] == "authorization_not_found"
+
+
+def test_a_service_acting_as_itself_with_client_credentials(server: Server, shop: Path) -> None:
+    client = register(shop, "--type", "confidential", "--grant", "client_credentials", "--scope", "catalog:write")
+    service = OAuth2Session(client["id"], client["client_secret"], token_endpoint_auth_method="client_secret_basic")
+    token = service.fetch_token(server.base + "/oauth/token", grant_type="client_credentials")
+    assert token["scope"] == "catalog:write" and "refresh_token" not in token
+    key = jwt.PyJWKClient(server.base + "/.well-known/jwks.json").get_signing_key_from_jwt(token["access_token"])
+    claims = jwt.decode(token["access_token"], key, algorithms=["EdDSA"], audience="tillbox-api", issuer="tillbox")
+    assert claims["sub"] == claims["client_id"] == client["id"]  # RFC 9068 §2.2
+
+    made = service.post(
+        server.base + "/api/v1/products", json={"sku": "SVC-1", "name": "Made by a service", "price": 500}
+    )
+    assert made.status_code == 201, made.text
+    assert service.get(server.base + "/api/v1/orders").status_code == 403  # orders:read not granted
+    # Its changes are audited under its client id.
+    admin = requests.post(
+        server.base + "/api/v1/auth/login", json={"email": "admin@example.com", "password": PASSWORD}, timeout=10
+    ).json()["access_token"]
+    audit = requests.get(
+        server.base + "/api/v1/admin/audit",
+        params={"action": "product.created"},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
+    ).json()["data"]
+    assert [entry["actor_id"] for entry in audit] == [client["id"]]
+
+    # A scope it was not registered for is refused; a public client may not use this grant.
+    wider = requests.post(
+        server.base + "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "catalog:write audit:read"},
+        auth=(client["id"], client["client_secret"]),
+        timeout=10,
+    )
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+
+    # Disabled: its token is refused at once.
+    disabled = tillbox("clients", "disable", client["id"], cwd=shop)
+    assert disabled.returncode == 0, disabled.stderr
+    assert service.get(server.base + "/api/v1/products").status_code == 401

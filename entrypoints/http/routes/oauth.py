@@ -143,7 +143,7 @@ async def authorize_decision(request: web.Request, i: Input) -> web.StreamRespon
 @api.operation(
     "POST",
     "/oauth/token",
-    summary="Token endpoint: authorization_code (with code_verifier) and refresh_token grants",
+    summary="Token endpoint: authorization_code (with code_verifier), refresh_token, client_credentials",
     tag="oauth",
     auth="none",
     protocol=True,
@@ -203,7 +203,7 @@ async def metadata(request: web.Request, i: Input) -> web.Response:
             "scopes_supported": list(SCOPES),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
