@@ -35,6 +35,7 @@ _TABLES = (
     "provider_events",
     "idempotency_keys",
     "products",
+    "oauth_clients",
     "users",
     "signing_keys",
     "store_secrets",
