@@ -35,6 +35,8 @@ _TABLES = (
     "provider_events",
     "idempotency_keys",
     "products",
+    "authorization_codes",
+    "oauth_consents",
     "oauth_clients",
     "users",
     "signing_keys",

@@ -43,6 +43,10 @@ Every operation below follows these conventions.
 
 ### Requests and responses
 
+The conventions below hold for every operation but the OAuth 2 authorization server's
+(`/oauth/…`, tag `oauth`), which speak OAuth 2 as RFC 6749 says: form-encoded parameters,
+unknown parameters ignored, errors as `{"error", "error_description"}`.
+
 * JSON bodies (`Content-Type: application/json`) with `snake_case` fields. Ids are opaque
   strings (`prd_…`, `ord_…`): store them, never parse them.
 * Request bodies are closed: a field the operation does not define is refused (422), so a
@@ -205,6 +209,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     )
     doc["responses"] = responses
     doc["x-tillbox-auth"] = op.auth  # none, optional, user, staff or admin: what /docs shows
+    if op.protocol:
+        # Its parameters and errors are OAuth 2's (RFC 6749), not this document's conventions.
+        doc["x-tillbox-protocol"] = "oauth2"
     # The scope a delegated credential needs, as the security requirement's list (OpenAPI 3.1
     # allows it for any scheme); first-party tokens carry their role's full set.
     scopes = [op.scope] if op.scope is not None else []

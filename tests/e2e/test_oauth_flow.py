@@ -261,3 +261,15 @@ def test_a_service_acting_as_itself_with_client_credentials(server: Server, shop
     disabled = tillbox("clients", "disable", client["id"], cwd=shop)
     assert disabled.returncode == 0, disabled.stderr
     assert service.get(server.base + "/api/v1/products").status_code == 401
+
+
+def test_the_authorization_page_ignores_parameters_it_does_not_know(server: Server, shop: Path) -> None:
+    # RFC 6749 §3.1: unknown request parameters are ignored (OpenID Connect's, for one).
+    client = register(shop, "--type", "public", "--grant", "authorization_code", "--scope", "orders:read")
+    session = session_for(client, "orders:read")
+    url, _ = session.create_authorization_url(
+        server.base + "/oauth/authorize", code_verifier=secrets.token_urlsafe(48), nonce="n-1", prompt="login"
+    )
+    page = requests.get(url, allow_redirects=False, timeout=10)
+    assert page.status_code == 200 and "Reports wants to use your account" in page.text
+    assert 'name="nonce" value="n-1"' in page.text  # carried through the form, as sent
