@@ -545,6 +545,40 @@ def test_fifty_parallel_uses_of_one_refresh_token_give_exactly_one_success(serve
     assert me(server, issued["access_token"]) == 401
 
 
+def test_twenty_parallel_exchanges_of_one_code_give_one_session_and_end_it(server: Server, shop: Path) -> None:
+    client = confidential(shop)
+    code, verifier = code_for(server, client)
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier}
+    start = threading.Barrier(20)
+    answers: list[requests.Response] = []
+    lock = threading.Lock()
+
+    def use() -> None:
+        with requests.Session() as http:
+            start.wait()
+            answer = http.post(
+                server.base + "/oauth/token", data=data, auth=(client["id"], client["client_secret"]), timeout=60
+            )
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=use) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert sorted(answer.status_code for answer in answers) == [200] + [400] * 19
+    for answer in answers:
+        if answer.status_code != 200:
+            refused(answer, 400, "invalid_grant")
+    (winner,) = [answer.json() for answer in answers if answer.status_code == 200]
+    assert sessions_of(shop, client["id"]) == 1
+    # The replays end the session the winner began.
+    assert within(1.0, lambda: me(server, winner["access_token"]) == 401)
+    again = {"grant_type": "refresh_token", "refresh_token": winner["refresh_token"]}
+    refused(token_request(server, client, again), 400, "invalid_grant")
+
+
 # 5. Token kinds are not interchangeable, nor are clients.
 def test_a_refresh_token_is_not_an_access_token(server: Server, shop: Path) -> None:
     client = confidential(shop)
