@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -193,7 +194,9 @@ class CodeGrant(AuthorizationCodeGrant):
                     user=request.user,
                     client=request.client.client,
                     redirect_uri=request.payload.redirect_uri,
-                    scopes=frozenset(request.scope.split()),
+                    # What the user approved (set by OAuthServer.authorize): authlib validates the
+                    # request again on its way here and resets request.scope to what was asked.
+                    scopes=request.granted_scopes,
                     code_challenge=request.payload.data["code_challenge"],
                     code=code,
                     source_ip=getattr(request, "source_ip", None),
@@ -374,9 +377,16 @@ class Incoming(OAuth2Request):
         # authlib refuses a URI that is not https: TLS ends at the proxy in front (README,
         # "Running it"), which this process cannot see; the URI itself is not used.
         super().__init__(method, "https://tillbox.invalid/oauth", headers=dict(headers))
+        # A response or grant type that is not one is unsupported whatever its characters;
+        # authlib quotes it in its error, which RFC 6749 allows only in printable ASCII.
+        values = {
+            key: [item if key not in _NAMED_TYPES or _PRINTABLE.match(item) else "unsupported" for item in items]
+            for key, items in values.items()
+        }
         self.payload = _Payload(values)
         self._values = {key: items[0] for key, items in values.items() if items}
         self.source_ip = source_ip
+        self.granted_scopes: frozenset[str] = frozenset()
 
     @property
     def form(self) -> dict[str, str]:
@@ -388,6 +398,28 @@ class Incoming(OAuth2Request):
 
 
 Answer = tuple[int, Any, list[tuple[str, str]]]
+
+_NAMED_TYPES = frozenset({"response_type", "grant_type", "token_type_hint"})
+_PRINTABLE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")  # RFC 6749's error_description characters
+
+#: What authlib raises when it would quote a value RFC 6749 forbids in an error_description
+#: (a `\`, a `"`, a control or non-ASCII character in a redirect URI or a response type).
+_UNQUOTABLE = "Error description contains forbidden characters"
+
+
+def _quotable(handle: Callable[[TillboxAuthorizationServer], T], server: TillboxAuthorizationServer) -> T:
+    """``handle``, with a refusal authlib could not word made invalid_request (never redirected)."""
+    try:
+        return handle(server)
+    except ValueError as error:
+        if not str(error).startswith(_UNQUOTABLE):
+            raise
+        raise InvalidRequestError("A parameter holds characters that OAuth 2 does not allow there.") from None
+
+
+def _answer(error: OAuth2Error) -> Answer:
+    status, body, headers = error()
+    return status, body, list(headers)
 
 
 class TillboxAuthorizationServer(AuthorizationServer):
@@ -436,16 +468,24 @@ class OAuthServer:
         """``handle`` with a server of its own (authlib keeps per-request state on it)."""
         loop = asyncio.get_running_loop()
         server = TillboxAuthorizationServer(_Grants(_Bridge(loop), self.oauth, self.auth, self.clients))
-        return await loop.run_in_executor(self._pool, handle, server)
+        return await loop.run_in_executor(self._pool, _quotable, handle, server)
 
     async def token(self, request: Incoming) -> Answer:
-        return await self.run(lambda server: server.create_token_response(request))
+        if not request.form.get("grant_type"):  # RFC 6749 §5.2: a required parameter is missing
+            return _answer(InvalidRequestError("Missing 'grant_type' in request."))
+        return await self._answered(lambda server: server.create_token_response(request))
 
     async def revoke(self, request: Incoming) -> Answer:
-        return await self.run(lambda server: server.create_endpoint_response("revocation", request))
+        return await self._answered(lambda server: server.create_endpoint_response("revocation", request))
 
     async def introspect(self, request: Incoming) -> Answer:
-        return await self.run(lambda server: server.create_endpoint_response("introspection", request))
+        return await self._answered(lambda server: server.create_endpoint_response("introspection", request))
+
+    async def _answered(self, handle: Callable[[TillboxAuthorizationServer], Answer]) -> Answer:
+        try:
+            return await self.run(handle)
+        except OAuth2Error as error:
+            return _answer(error)
 
     async def check_authorization(self, request: Incoming) -> tuple[OAuthClient, str, frozenset[str]]:
         """The client, redirect URI and scopes of a valid authorization request; OAuth2Error
@@ -464,13 +504,15 @@ class OAuthServer:
         def respond(server: TillboxAuthorizationServer) -> Answer:
             try:
                 grant = server.get_consent_grant(request=request, end_user=user)
-                if user is not None:
-                    grant.request.scope = format_scopes(scopes)
+                request.granted_scopes = scopes
                 return server.create_authorization_response(request=request, grant_user=user, grant=grant)
             except OAuth2Error as error:
                 return server.handle_error_response(request, error)
 
-        return await self.run(respond)
+        try:
+            return await self.run(respond)
+        except OAuth2Error as error:  # one that could not be worded: never sent to the client
+            return _answer(error)
 
 
 __all__ = ["AccessDeniedError", "Incoming", "OAuth2Error", "OAuthServer"]
