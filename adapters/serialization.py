@@ -27,6 +27,7 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import order_payload, payment_payload, refund_payload
+from core.domain.oauth import OAuthClient
 from core.domain.orders import Order
 from core.domain.payments import Payment, Refund
 from core.domain.users import Actor, User
@@ -86,6 +87,26 @@ converter.register_unstructure_hook(
     User,
     make_dict_unstructure_fn(User, converter, password_hash=override(omit=True), email_skeleton=override(omit=True)),
 )
+
+
+def _oauth_client(client: OAuthClient) -> dict[str, Any]:
+    # Never the secret's digest: what a client shows of itself is its registration.
+    return {
+        "id": client.id,
+        "name": client.name,
+        "type": client.type.value,
+        "redirect_uris": list(client.redirect_uris),
+        "grant_types": [grant.value for grant in client.grant_types],
+        "scopes": list(client.scopes),
+        "status": client.status.value,
+        "secret_rotated_at": client.secret_rotated_at,
+        "created_at": client.created_at,
+        "updated_at": client.updated_at,
+        "created_by": client.created_by,
+    }
+
+
+converter.register_unstructure_hook(OAuthClient, _oauth_client)
 converter.register_unstructure_hook(Order, order_payload)
 converter.register_unstructure_hook(Payment, _payment)
 converter.register_unstructure_hook(Refund, refund_payload)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from core.domain.errors import DomainError, Unavailable, UserEmailNotFound
+from core.domain.errors import DomainError, Unavailable, UserEmailNotFound, ValidationFailed
 from core.domain.pagination import MAX_LIMIT, PageRequest
 from core.domain.users import Actor, Role, User, UserStatus
 from core.services.auth import AuthService, CreateUser, ResetPassword, UpdateUser
@@ -493,6 +493,181 @@ def cmd_users_create(args: argparse.Namespace) -> None:
     print(f"created {user.role.value} {user.email} ({user.id})")
 
 
+# OAuth clients.
+def _client_service(container: Container) -> Awaitable[Any]:
+    from entrypoints.container import provide
+
+    return provide(container.client_service)
+
+
+def _print_json(data: Any) -> None:
+    from adapters.serialization import to_json
+
+    sys.stdout.write(to_json(data).decode() + "\n")
+
+
+def _client_wire(client: Any, secret: str | None = None) -> dict[str, Any]:
+    """A client as the API shows it (never its secret's digest), with its new secret if given."""
+    from adapters.serialization import to_wire
+
+    wire: dict[str, Any] = to_wire(client)
+    if secret is not None:
+        wire["client_secret"] = secret
+    return wire
+
+
+def _print_secret(client_id: str, secret: str, *, as_json: bool) -> None:
+    if not as_json:
+        print(f"client secret: {secret}")
+    # On standard error with --json, so that the JSON stays the whole of standard output.
+    print(
+        "This secret will not be shown again: store it now (Tillbox keeps only a digest of it;"
+        f" `tillbox clients rotate-secret {client_id}` makes a new one).",
+        file=sys.stderr if as_json else sys.stdout,
+    )
+
+
+def _print_client(client: Any) -> None:
+    rotated = client.secret_rotated_at.strftime("%Y-%m-%d %H:%M") if client.secret_rotated_at else "-"
+    rows = [
+        ("id", client.id),
+        ("name", client.name),
+        ("type", client.type.value),
+        ("status", client.status.value),
+        ("redirect uris", " ".join(client.redirect_uris)),
+        ("grant types", " ".join(g.value for g in client.grant_types)),
+        ("scopes", " ".join(client.scopes)),
+        ("secret made", rotated),
+        ("created", client.created_at.strftime("%Y-%m-%d %H:%M")),
+        ("created by", client.created_by or "the operator"),
+    ]
+    for label, value in rows:
+        print(f"{label + ':':<15}{value}")
+
+
+def cmd_clients_create(args: argparse.Namespace) -> None:
+    from core.domain.oauth import ClientType, GrantType
+    from core.services.clients import RegisterClient
+
+    settings = _settings(args)
+    # --scope repeats, and each may hold several, space-separated (RFC 6749's form).
+    scopes = tuple(name for value in args.scope for name in value.split())
+
+    async def register(container: Container) -> Any:
+        service = await _client_service(container)
+        return await service.register(
+            RegisterClient(
+                actor=Actor.operator(),
+                name=args.name,
+                type=ClientType(args.type),
+                redirect_uris=tuple(args.redirect_uri),
+                grant_types=tuple(GrantType(g) for g in args.grant),
+                scopes=scopes,
+            )
+        )
+
+    made = _run_with_container(settings, register)
+    client = made.client
+    if args.json:
+        _print_json(_client_wire(client, made.secret))
+    else:
+        print(f"registered {client.type.value} client {client.name} ({client.id})")
+    if made.secret is not None:
+        _print_secret(client.id, made.secret, as_json=args.json)
+
+
+def cmd_clients_list(args: argparse.Namespace) -> None:
+    from core.domain.oauth import ClientStatus
+    from core.ports.repositories import OAuthClientFilter
+    from core.services.clients import ListClients
+
+    settings = _settings(args)
+
+    async def list_all(container: Container) -> list[Any]:
+        service = await _client_service(container)
+        clients: list[Any] = []
+        after = None
+        while True:
+            page = await service.list_clients(
+                ListClients(
+                    actor=Actor.operator(),
+                    page=PageRequest(limit=MAX_LIMIT, after=after),
+                    filter=OAuthClientFilter(status=ClientStatus(args.status) if args.status else None),
+                )
+            )
+            clients += page.items
+            if page.next_after is None:
+                return clients
+            after = page.next_after
+
+    clients = _run_with_container(settings, list_all)
+    if args.json:
+        _print_json([_client_wire(client) for client in clients])
+        return
+    print(f"{'id':<30}  {'name':<32}  {'type':<12}  {'status':<8}  created")
+    for client in clients:
+        created = client.created_at.strftime("%Y-%m-%d %H:%M")
+        print(f"{client.id:<30}  {client.name:<32}  {client.type.value:<12}  {client.status.value:<8}  {created}")
+
+
+def cmd_clients_show(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+
+    async def show(container: Container) -> Any:
+        return await (await _client_service(container)).get_client(Actor.operator(), args.id)
+
+    client = _run_with_container(settings, show)
+    if args.json:
+        _print_json(_client_wire(client))
+    else:
+        _print_client(client)
+
+
+def _set_client_status(args: argparse.Namespace, disable: bool) -> tuple[Any, Any]:
+    """The client before and after."""
+    settings = _settings(args)
+
+    async def work(container: Container) -> tuple[Any, Any]:
+        service = await _client_service(container)
+        before = await service.get_client(Actor.operator(), args.id)
+        change = service.disable if disable else service.enable
+        return before, await change(Actor.operator(), args.id)
+
+    result: tuple[Any, Any] = _run_with_container(settings, work)
+    return result
+
+
+def cmd_clients_disable(args: argparse.Namespace) -> None:
+    before, client = _set_client_status(args, disable=True)
+    if not before.is_active:
+        print(f"{client.name} ({client.id}) was already disabled")
+    else:
+        print(f"disabled {client.name} ({client.id}); its secret no longer authenticates it")
+
+
+def cmd_clients_enable(args: argparse.Namespace) -> None:
+    before, client = _set_client_status(args, disable=False)
+    if before.is_active:
+        print(f"{client.name} ({client.id}) was already active")
+    else:
+        print(f"enabled {client.name} ({client.id})")
+
+
+def cmd_clients_rotate_secret(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+
+    async def rotate(container: Container) -> Any:
+        return await (await _client_service(container)).rotate_secret(Actor.operator(), args.id)
+
+    made = _run_with_container(settings, rotate)
+    client = made.client
+    if args.json:
+        _print_json(_client_wire(client, made.secret))
+    else:
+        print(f"new secret for {client.name} ({client.id}); the old one no longer works")
+    _print_secret(client.id, made.secret, as_json=args.json)
+
+
 def _version_text() -> str:
     return f"tillbox {VERSION}" + (f" (commit {COMMIT})" if COMMIT else "")
 
@@ -674,6 +849,94 @@ def build_parser() -> argparse.ArgumentParser:
     _email_option(reset_password)
     _password_stdin_option(reset_password)
 
+    client_commands = _group(commands, "clients", "manage the OAuth clients (apps and services that ask for tokens)")
+    create_client = _command(
+        client_commands,
+        "create",
+        cmd_clients_create,
+        "register an OAuth client; a confidential one's secret is printed once",
+        "tillbox clients create --name Reports --type confidential --redirect-uri https://reports.example.com/cb"
+        " --grant authorization_code --grant refresh_token --scope 'orders:read catalog:read'",
+    )
+    create_client.add_argument("--name", required=True, help="what the client is called (1-100 characters)")
+    create_client.add_argument(
+        "--type",
+        required=True,
+        choices=["confidential", "public"],
+        help="confidential: a server that keeps a secret; public: a browser or native app (no secret)",
+    )
+    create_client.add_argument(
+        "--redirect-uri",
+        action="append",
+        required=True,
+        metavar="URI",
+        help="where the client may be sent back, compared exactly: https (http only on 127.0.0.1, [::1],"
+        " localhost), no fragment, no user name, no wildcard; repeat for several (at most 10)",
+    )
+    create_client.add_argument(
+        "--grant",
+        action="append",
+        required=True,
+        choices=["authorization_code", "refresh_token", "client_credentials"],
+        help="a grant the client may use; repeat for several (refresh_token needs authorization_code;"
+        " client_credentials is for confidential clients)",
+    )
+    create_client.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        metavar="SCOPE",
+        help="a scope the client may be given, or several separated by spaces; repeatable",
+    )
+    create_client.add_argument(
+        "--json", action="store_true", help="print the client as the API returns it, with its secret, as JSON"
+    )
+    client_listing = _command(
+        client_commands, "list", cmd_clients_list, "list OAuth clients", "tillbox clients list --status active"
+    )
+    client_listing.add_argument(
+        "--status", choices=["active", "disabled"], help="only clients with this status (default: every status)"
+    )
+    client_listing.add_argument(
+        "--json", action="store_true", help="print a JSON array of clients, each as the API returns it, for scripts"
+    )
+    show_client = _command(
+        client_commands,
+        "show",
+        cmd_clients_show,
+        "show one OAuth client",
+        "tillbox clients show cli_01JV3QC3D9S8V1R6F3G0H5J4M7",
+    )
+    show_client.add_argument("id", help="the client's id (cli_...)")
+    show_client.add_argument("--json", action="store_true", help="print the client as the API returns it, as JSON")
+    disable_client = _command(
+        client_commands,
+        "disable",
+        cmd_clients_disable,
+        "disable an OAuth client: its secret no longer authenticates it",
+        "tillbox clients disable cli_01JV3QC3D9S8V1R6F3G0H5J4M7",
+    )
+    disable_client.add_argument("id", help="the client's id (cli_...)")
+    enable_client = _command(
+        client_commands,
+        "enable",
+        cmd_clients_enable,
+        "enable a disabled OAuth client again",
+        "tillbox clients enable cli_01JV3QC3D9S8V1R6F3G0H5J4M7",
+    )
+    enable_client.add_argument("id", help="the client's id (cli_...)")
+    rotate_client = _command(
+        client_commands,
+        "rotate-secret",
+        cmd_clients_rotate_secret,
+        "give a confidential OAuth client a new secret, printed once; the old one stops working at once",
+        "tillbox clients rotate-secret cli_01JV3QC3D9S8V1R6F3G0H5J4M7",
+    )
+    rotate_client.add_argument("id", help="the client's id (cli_...)")
+    rotate_client.add_argument(
+        "--json", action="store_true", help="print the client as the API returns it, with its new secret, as JSON"
+    )
+
     key_commands = _group(commands, "keys", "manage the token signing keys")
     _command(
         key_commands,
@@ -738,6 +1001,8 @@ def _main(argv: Sequence[str] | None) -> None:
         handler(args)
     except (ConfigError, CommandError, DataDirInUse) as e:
         _fail(str(e))
+    except ValidationFailed as e:
+        _fail(f"{_problems(e)} ({e.code})")
     except DomainError as e:
         _fail(f"{e.message} ({e.code})")
     except KeyboardInterrupt:
@@ -746,6 +1011,14 @@ def _main(argv: Sequence[str] | None) -> None:
         if isinstance(e, _store_and_server_errors()):
             _fail(str(e))
         raise
+
+
+def _problems(error: ValidationFailed) -> str:
+    """Every field's problem, on the one line: the message alone names only the fields."""
+    fields: dict[str, str] = error.details.get("fields", {})
+    if len(fields) <= 1 or error.details.get("truncated"):
+        return error.message
+    return "; ".join(f"{name} {problem}" for name, problem in fields.items()) + "."
 
 
 def _store_and_server_errors() -> tuple[type[Exception], ...]:

@@ -31,8 +31,10 @@ from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
+from core.services.clients import ClientService
 from core.services.housekeeping import Housekeeping, HousekeepingSettings
 from core.services.idempotency import IdempotencyService
+from core.services.oauth import OAuthService
 from core.services.orders import OrderService, OrderSettings
 from core.services.outbox import OutboxService, OutboxSettings
 from core.services.payments import PaymentService
@@ -315,6 +317,21 @@ class Container(containers.DeclarativeContainer):
     )
     payment_service = providers.Singleton(PaymentService, uow=database, gateway=payment_gateway, clock=clock, ids=ids)
     audit_service = providers.Singleton(AuditService, uow=database)
+    # Client secrets are digested under the same server key as request fingerprints (each
+    # with its own context: see core/services/clients.py), so on PostgreSQL every instance
+    # checks them alike.
+    client_service = providers.Singleton(
+        ClientService,
+        uow=database,
+        opaque=opaque_tokens,
+        digests=request_digests,
+        clock=clock,
+        ids=ids,
+        sessions=auth_service,
+    )
+    oauth_service = providers.Singleton(
+        OAuthService, uow=database, auth=auth_service, opaque_tokens=opaque_tokens, clock=clock, ids=ids
+    )
     report_service = providers.Singleton(ReportService, uow=database, clock=clock, currency=config.store.currency)
     idempotency_service = providers.Singleton(IdempotencyService, uow=database, clock=clock, digests=request_digests)
     outbox_settings = providers.Singleton(
@@ -331,6 +348,7 @@ class Container(containers.DeclarativeContainer):
         idempotency=idempotency_service,
         auth=auth_service,
         outbox=outbox_service,
+        oauth=oauth_service,
         clock=clock,
         settings=providers.Singleton(
             HousekeepingSettings, interval=providers.Factory(timedelta, seconds=config.orders.expiry_check_seconds)

@@ -37,7 +37,9 @@ from core.domain.errors import (
     TokenInvalid,
 )
 from core.domain.events import DomainEvent
+from core.domain.grants import AuthorizationCode, Consent
 from core.domain.money import Money
+from core.domain.oauth import OAuthClient
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund, RefundStatus
@@ -55,6 +57,7 @@ from core.ports.payments import (
 from core.ports.repositories import (
     AuditFilter,
     EndedSession,
+    OAuthClientFilter,
     OrderFilter,
     OrderSummary,
     ProductFilter,
@@ -137,6 +140,9 @@ class InMemoryStore:
     idempotency: dict[tuple[str, str], StoredRequest] = attrs.Factory(dict)
     revoked_sessions: list[tuple[int, str, datetime]] = attrs.Factory(list)  # (seq, session id, until)
     revoked_seq: int = 0
+    oauth_clients: dict[str, OAuthClient] = attrs.Factory(dict)
+    authorization_codes: dict[str, AuthorizationCode] = attrs.Factory(dict)
+    consents: dict[tuple[str, str], Consent] = attrs.Factory(dict)  # (user id, client id) -> consent
 
 
 class InMemoryUserRepository:
@@ -284,6 +290,18 @@ class InMemoryRefreshTokenRepository:
         return sorted(
             {t.family_id for t in self._s.refresh_tokens.values() if t.user_id == user_id and t.created_at >= since}
         )
+
+    async def client_families_since(self, client_id: str, user_id: str | None, since: datetime) -> list[str]:
+        return sorted(
+            {
+                t.family_id
+                for t in self._s.refresh_tokens.values()
+                if t.client_id == client_id and user_id in (None, t.user_id) and t.created_at >= since
+            }
+        )
+
+    async def revoke_client(self, client_id: str, user_id: str | None, at: datetime) -> int:
+        return self._revoke(lambda t: t.client_id == client_id and user_id in (None, t.user_id), at)
 
     def _revoke(self, which: Any, at: datetime) -> int:
         n = 0
@@ -578,6 +596,76 @@ class InMemoryIdempotencyRepository:
         return len(old)
 
 
+class InMemoryOAuthClientRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, client: OAuthClient) -> None:
+        self._s.oauth_clients[client.id] = copy.deepcopy(client)
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        return copy.deepcopy(self._s.oauth_clients.get(client_id))
+
+    async def update(self, client: OAuthClient) -> None:
+        stored = self._s.oauth_clients[client.id]
+        # What the port persists; the fields that never change stay as they were stored.
+        self._s.oauth_clients[client.id] = attrs.evolve(
+            copy.deepcopy(client),
+            type=stored.type,
+            created_at=stored.created_at,
+            created_by=stored.created_by,
+        )
+
+    async def list(self, page: PageRequest, filter: OAuthClientFilter) -> Page[OAuthClient]:
+        clients = (c for c in self._s.oauth_clients.values() if filter.status in (None, c.status))
+        status = None if filter.status is None else filter.status.value
+        return _page(clients, page, ["oauth_clients", status], lambda c: (c.id,))
+
+
+class InMemoryAuthorizationCodeRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, code: AuthorizationCode) -> None:
+        self._s.authorization_codes[code.id] = copy.deepcopy(code)
+
+    async def get_by_digest(self, digest: str) -> AuthorizationCode | None:
+        return copy.deepcopy(next((c for c in self._s.authorization_codes.values() if c.code_digest == digest), None))
+
+    async def mark_used(self, code_id: str, at: datetime, family_id: str) -> bool:
+        code = self._s.authorization_codes.get(code_id)
+        if code is None or code.used_at is not None:
+            return False
+        code.used_at, code.family_id = at, family_id
+        return True
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        expired = sorted(
+            (c for c in self._s.authorization_codes.values() if c.expires_at < before), key=lambda c: c.expires_at
+        )
+        for code in expired[:limit]:
+            del self._s.authorization_codes[code.id]
+        return len(expired[:limit])
+
+
+class InMemoryConsentRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def get(self, user_id: str, client_id: str) -> Consent | None:
+        return copy.deepcopy(self._s.consents.get((user_id, client_id)))
+
+    async def put(self, consent: Consent) -> None:
+        self._s.consents[(consent.user_id, consent.client_id)] = copy.deepcopy(consent)
+
+    async def delete(self, user_id: str, client_id: str) -> bool:
+        return self._s.consents.pop((user_id, client_id), None) is not None
+
+    async def list_for_user(self, user_id: str) -> list[Consent]:
+        mine = (c for (owner, _), c in self._s.consents.items() if owner == user_id)
+        return [copy.deepcopy(c) for c in sorted(mine, key=lambda c: c.client_id)]
+
+
 class InMemoryUnitOfWork:
     """Works on a private copy of the store; commit swaps it in. Writers are serialized,
     like the SQLite adapter's, so a use case sees no one else's half-done work."""
@@ -605,6 +693,9 @@ class InMemoryUnitOfWork:
         self.outbox = InMemoryOutbox(self._work)
         self.provider_events = InMemoryProviderEvents(self._work)
         self.idempotency = InMemoryIdempotencyRepository(self._work)
+        self.oauth_clients = InMemoryOAuthClientRepository(self._work)
+        self.authorization_codes = InMemoryAuthorizationCodeRepository(self._work)
+        self.consents = InMemoryConsentRepository(self._work)
         return self
 
     async def commit(self) -> None:
@@ -695,11 +786,30 @@ class FakeAccessTokens:
         self._issued: dict[str, AccessClaims] = {}
         self.rotations = 0
 
-    def issue(self, user_id: str, role: Role, session_id: str) -> AccessToken:
+    def issue(
+        self,
+        user_id: str,
+        role: Role,
+        session_id: str,
+        *,
+        client_id: str | None = None,
+        scopes: frozenset[str] | None = None,
+    ) -> AccessToken:
         token = secrets.token_urlsafe(16)
-        expires_at = int(self._clock.now().timestamp()) + self._ttl
-        self._issued[token] = AccessClaims(user_id=user_id, role=role, session_id=session_id, expires_at=expires_at)
+        now = int(self._clock.now().timestamp())
+        self._issued[token] = AccessClaims(
+            user_id=user_id,
+            role=role,
+            session_id=session_id,
+            expires_at=now + self._ttl,
+            client_id=client_id,
+            scopes=scopes if client_id is not None else None,
+            issued_at=now,
+        )
         return AccessToken(token=token, expires_in=self._ttl)
+
+    def issue_for_client(self, client_id: str, role: Role, scopes: frozenset[str], session_id: str) -> AccessToken:
+        return self.issue(client_id, role, session_id, client_id=client_id, scopes=scopes)
 
     async def rotate_signing_key(self) -> str:
         self.rotations += 1

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 #: ``tillbox`` from this checkout, on the Python running the caller.
 SOURCE_TREE: tuple[str, ...] = (sys.executable, "-m", "entrypoints.cli")
 
@@ -53,6 +54,9 @@ def environment(settings: Mapping[str, str] | None = None, base: Mapping[str, st
     so that nothing of the caller's shell leaks into a test, plus ``settings``."""
     source = os.environ if base is None else base
     clean = {name: value for name, value in source.items() if not name.startswith("TILLBOX_")}
+    # This checkout's packages first: the virtualenv's editable install may point at another
+    # checkout of the project (a git worktree shares its parent's .venv).
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, (str(CHECKOUT), source.get("PYTHONPATH"))))
     return clean | dict(settings or {})
 
 

@@ -15,7 +15,7 @@ from joserfc.util import json_b64decode
 
 from adapters.auth.keys import ALGORITHM
 from core.domain.errors import TokenInvalid
-from core.domain.scopes import FIRST_PARTY_CLIENT_ID, ROLE_SCOPES, format_scopes
+from core.domain.scopes import FIRST_PARTY_CLIENT_ID, ROLE_SCOPES, SCOPES, format_scopes
 from core.domain.users import Role
 from core.ports.clock import Clock
 from core.ports.identity import AccessClaims, AccessToken
@@ -96,7 +96,15 @@ class JwtAccessTokens:
             sid={"essential": True},
         )
 
-    def issue(self, user_id: str, role: Role, session_id: str) -> AccessToken:
+    def issue(
+        self,
+        user_id: str,
+        role: Role,
+        session_id: str,
+        *,
+        client_id: str | None = None,
+        scopes: frozenset[str] | None = None,
+    ) -> AccessToken:
         kid, key = self._keys.signing_key()
         now = self._now()
         header = {"alg": ALGORITHM, "kid": kid, "typ": TOKEN_TYPE}
@@ -108,14 +116,17 @@ class JwtAccessTokens:
             "sid": session_id,  # the sign-in session: ending it ends this token too
             # RFC 9068: the client the token was issued to (the API's own login here) and its
             # scopes, a first-party session's being its role's full set.
-            "client_id": FIRST_PARTY_CLIENT_ID,
-            "scope": format_scopes(ROLE_SCOPES[role]),
+            "client_id": client_id or FIRST_PARTY_CLIENT_ID,
+            "scope": format_scopes(ROLE_SCOPES[role] if client_id is None or scopes is None else scopes),
             "iat": now,
             "exp": now + self._ttl,
             "jti": secrets.token_urlsafe(16),
         }
         token = jwt.encode(header, claims, key, registry=self._registry, default_type=None)
         return AccessToken(token=token, expires_in=self._ttl)
+
+    def issue_for_client(self, client_id: str, role: Role, scopes: frozenset[str], session_id: str) -> AccessToken:
+        return self.issue(client_id, role, session_id, client_id=client_id, scopes=scopes)
 
     async def rotate_signing_key(self) -> str:
         return await self._keys.rotate_now(self._ttl)
@@ -174,7 +185,22 @@ class JwtAccessTokens:
         if not isinstance(session_id, str) or not session_id:
             raise TokenInvalid()
         exp = claims["exp"]  # a NumericDate, checked by the claims registry
-        return AccessClaims(user_id=claims["sub"], role=role, session_id=session_id, expires_at=int(exp)), kid
+        client_id = claims.get("client_id", FIRST_PARTY_CLIENT_ID)
+        scope = claims.get("scope")
+        if not isinstance(client_id, str) or not client_id or (scope is not None and not isinstance(scope, str)):
+            raise TokenInvalid()
+        delegated = client_id != FIRST_PARTY_CLIENT_ID
+        if delegated and (scope is None or not set(scope.split()) <= SCOPES.keys()):
+            raise TokenInvalid()
+        return AccessClaims(
+            user_id=claims["sub"],
+            role=role,
+            session_id=session_id,
+            expires_at=int(exp),
+            client_id=client_id if delegated else None,
+            scopes=frozenset(scope.split()) if delegated and scope is not None else None,
+            issued_at=int(claims["iat"]),
+        ), kid
 
     def _now(self) -> int:
         return int(self._clock.now().timestamp())

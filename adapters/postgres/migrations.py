@@ -302,6 +302,67 @@ CREATE INDEX refunds_status_id ON refunds (status, id);
 CREATE INDEX products_active_stock_id ON products (active, stock, id);
 """
 
+# The registry of OAuth clients (see SQLite's migration 11); lists as arrays of text.
+_OAUTH_CLIENTS = """
+CREATE TABLE oauth_clients (
+    id text COLLATE "C" PRIMARY KEY,
+    name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 100),
+    type text NOT NULL CHECK (type IN ('confidential', 'public')),
+    redirect_uris text[] NOT NULL,
+    grant_types text[] NOT NULL,
+    scopes text[] NOT NULL,
+    status text NOT NULL CHECK (status IN ('active', 'disabled')),
+    secret_digest text,
+    secret_rotated_at timestamptz,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    created_by text COLLATE "C",
+    CHECK ((type = 'confidential') = (secret_digest IS NOT NULL))
+);
+CREATE INDEX oauth_clients_status_id ON oauth_clients (status, id);
+"""
+
+# What users grant OAuth clients (see SQLite's migration 12): codes, consents, and the
+# client and scopes of a client's session (NULL both for a first-party one).
+_OAUTH_GRANTS = """
+CREATE TABLE authorization_codes (
+    id text COLLATE "C" PRIMARY KEY,
+    code_digest text NOT NULL UNIQUE,
+    client_id text COLLATE "C" NOT NULL REFERENCES oauth_clients (id) ON DELETE CASCADE,
+    user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    redirect_uri text NOT NULL CHECK (char_length(redirect_uri) > 0),
+    scope text NOT NULL,
+    code_challenge text NOT NULL CHECK (char_length(code_challenge) BETWEEN 43 AND 128),
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz,
+    family_id text COLLATE "C",
+    CHECK (expires_at > created_at),
+    CHECK ((used_at IS NULL) = (family_id IS NULL))
+);
+CREATE INDEX authorization_codes_user ON authorization_codes (user_id);
+CREATE INDEX authorization_codes_client ON authorization_codes (client_id);
+CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at);
+
+CREATE TABLE oauth_consents (
+    user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    client_id text COLLATE "C" NOT NULL REFERENCES oauth_clients (id) ON DELETE CASCADE,
+    scope text NOT NULL,
+    granted_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL CHECK (updated_at >= granted_at),
+    PRIMARY KEY (user_id, client_id)
+);
+CREATE INDEX oauth_consents_client ON oauth_consents (client_id);
+
+ALTER TABLE refresh_tokens
+    ADD COLUMN client_id text COLLATE "C" REFERENCES oauth_clients (id) ON DELETE CASCADE,
+    ADD COLUMN scope text,
+    ADD CHECK ((scope IS NULL) = (client_id IS NULL));
+CREATE INDEX refresh_tokens_client_user ON refresh_tokens (client_id, user_id, created_at)
+    WHERE client_id IS NOT NULL;
+CREATE INDEX refresh_tokens_client_created ON refresh_tokens (client_id, created_at) WHERE client_id IS NOT NULL;
+"""
+
 _SQL = (
     _INITIAL,
     _PRODUCT_LIST_COVERING,
@@ -313,6 +374,8 @@ _SQL = (
     _PRODUCT_SORTS,
     _SHARED_STATE,
     _DASHBOARD_FIGURES,
+    _OAUTH_CLIENTS,
+    _OAUTH_GRANTS,
 )
 
 MIGRATIONS: tuple[Migration, ...] = tuple(

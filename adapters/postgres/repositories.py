@@ -29,7 +29,9 @@ from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.errors import EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
 from core.domain.events import DomainEvent
+from core.domain.grants import AuthorizationCode, Consent
 from core.domain.money import Money
+from core.domain.oauth import ClientStatus, ClientType, GrantType, OAuthClient
 from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
@@ -38,6 +40,7 @@ from core.ports.idempotency import IdempotencyClaim, StoredRequest
 from core.ports.repositories import (
     AuditFilter,
     EndedSession,
+    OAuthClientFilter,
     OrderFilter,
     OrderSummary,
     ProductFilter,
@@ -502,14 +505,26 @@ class PostgresProductRepository(_Repository):
 
 
 # Refresh tokens.
-_REFRESH_COLUMNS = "id, user_id, family_id, token_digest, created_at, expires_at, used_at, revoked_at"
-REFRESH_INSERT = f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+_REFRESH_COLUMNS = "id, user_id, family_id, token_digest, created_at, expires_at, used_at, revoked_at, client_id, scope"
+REFRESH_INSERT = f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 REFRESH_GET_BY_DIGEST = f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens WHERE token_digest = $1"
 REFRESH_MARK_USED = "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL"
 REFRESH_REVOKE_FAMILY = "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL"
 REFRESH_REVOKE_USER = "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL"
 REFRESH_FAMILIES_SINCE = (
     "SELECT DISTINCT family_id FROM refresh_tokens WHERE user_id = $1 AND created_at >= $2 ORDER BY family_id"
+)
+# A client's sessions (migration 12's partial indexes): of one user, or of all of them.
+REFRESH_CLIENT_FAMILIES_SINCE = (
+    "SELECT DISTINCT family_id FROM refresh_tokens WHERE client_id = $1 AND created_at >= $2 ORDER BY family_id"
+)
+REFRESH_CLIENT_USER_FAMILIES_SINCE = (
+    "SELECT DISTINCT family_id FROM refresh_tokens"
+    " WHERE client_id = $1 AND user_id = $2 AND created_at >= $3 ORDER BY family_id"
+)
+REFRESH_REVOKE_CLIENT = "UPDATE refresh_tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL"
+REFRESH_REVOKE_CLIENT_USER = (
+    "UPDATE refresh_tokens SET revoked_at = $1 WHERE client_id = $2 AND user_id = $3 AND revoked_at IS NULL"
 )
 
 
@@ -523,6 +538,8 @@ def _token(row: Record) -> RefreshToken:
         expires_at=row[5],
         used_at=row[6],
         revoked_at=row[7],
+        client_id=row[8],
+        scope=row[9],
     )
 
 
@@ -538,6 +555,8 @@ class PostgresRefreshTokenRepository(_Repository):
             token.expires_at,
             token.used_at,
             token.revoked_at,
+            token.client_id,
+            token.scope,
         )
 
     async def get_by_digest(self, digest: str) -> RefreshToken | None:
@@ -557,6 +576,117 @@ class PostgresRefreshTokenRepository(_Repository):
 
     async def families_since(self, user_id: str, since: datetime) -> builtins.list[str]:
         return [row[0] for row in await self._session.fetch(REFRESH_FAMILIES_SINCE, user_id, since)]
+
+    async def client_families_since(self, client_id: str, user_id: str | None, since: datetime) -> builtins.list[str]:
+        if user_id is None:
+            rows = await self._session.fetch(REFRESH_CLIENT_FAMILIES_SINCE, client_id, since)
+        else:
+            rows = await self._session.fetch(REFRESH_CLIENT_USER_FAMILIES_SINCE, client_id, user_id, since)
+        return [row[0] for row in rows]
+
+    async def revoke_client(self, client_id: str, user_id: str | None, at: datetime) -> int:
+        if user_id is None:
+            return await self._session.execute(REFRESH_REVOKE_CLIENT, at, client_id)
+        return await self._session.execute(REFRESH_REVOKE_CLIENT_USER, at, client_id, user_id)
+
+
+# Authorization codes. Marking one used is one conditional UPDATE: of two exchanges of one
+# code at once, the second waits for the first's row lock, then (READ COMMITTED re-reads the
+# row) finds it used and changes nothing.
+_CODE_COLUMNS = (
+    "id, code_digest, client_id, user_id, redirect_uri, scope, code_challenge, created_at, expires_at,"
+    " used_at, family_id"
+)
+CODE_INSERT = f"INSERT INTO authorization_codes ({_CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+CODE_GET_BY_DIGEST = f"SELECT {_CODE_COLUMNS} FROM authorization_codes WHERE code_digest = $1"
+CODE_MARK_USED = "UPDATE authorization_codes SET used_at = $1, family_id = $2 WHERE id = $3 AND used_at IS NULL"
+CODE_PURGE = (
+    "DELETE FROM authorization_codes"
+    " WHERE id IN (SELECT id FROM authorization_codes WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
+)
+
+
+def _authorization_code(row: Record) -> AuthorizationCode:
+    return AuthorizationCode(
+        id=row[0],
+        code_digest=row[1],
+        client_id=row[2],
+        user_id=row[3],
+        redirect_uri=row[4],
+        scope=row[5],
+        code_challenge=row[6],
+        created_at=row[7],
+        expires_at=row[8],
+        used_at=row[9],
+        family_id=row[10],
+    )
+
+
+class PostgresAuthorizationCodeRepository(_Repository):
+    async def add(self, code: AuthorizationCode) -> None:
+        await self._session.execute(
+            CODE_INSERT,
+            code.id,
+            code.code_digest,
+            code.client_id,
+            code.user_id,
+            code.redirect_uri,
+            code.scope,
+            code.code_challenge,
+            code.created_at,
+            code.expires_at,
+            code.used_at,
+            code.family_id,
+        )
+
+    async def get_by_digest(self, digest: str) -> AuthorizationCode | None:
+        row = await self._session.fetchrow(CODE_GET_BY_DIGEST, digest)
+        return None if row is None else _authorization_code(row)
+
+    async def mark_used(self, code_id: str, at: datetime, family_id: str) -> bool:
+        return (await self._session.execute(CODE_MARK_USED, at, family_id, code_id)) == 1
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        return int(await self._session.execute(CODE_PURGE, before, limit))
+
+
+# Consents: one row a user and client; a user's list is their primary key's range, in the
+# byte order of client ids (COLLATE "C"), as SQLite's.
+_CONSENT_COLUMNS = "user_id, client_id, scope, granted_at, updated_at"
+CONSENT_PUT = (
+    f"INSERT INTO oauth_consents ({_CONSENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT (user_id, client_id) DO UPDATE"
+    " SET scope = excluded.scope, granted_at = excluded.granted_at, updated_at = excluded.updated_at"
+)
+CONSENT_GET = f"SELECT {_CONSENT_COLUMNS} FROM oauth_consents WHERE user_id = $1 AND client_id = $2"
+CONSENT_DELETE = "DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2"
+CONSENT_LIST_FOR_USER = f"SELECT {_CONSENT_COLUMNS} FROM oauth_consents WHERE user_id = $1 ORDER BY client_id"
+
+
+def _consent(row: Record) -> Consent:
+    return Consent(user_id=row[0], client_id=row[1], scope=row[2], granted_at=row[3], updated_at=row[4])
+
+
+class PostgresConsentRepository(_Repository):
+    async def get(self, user_id: str, client_id: str) -> Consent | None:
+        row = await self._session.fetchrow(CONSENT_GET, user_id, client_id)
+        return None if row is None else _consent(row)
+
+    async def put(self, consent: Consent) -> None:
+        await self._session.execute(
+            CONSENT_PUT,
+            consent.user_id,
+            consent.client_id,
+            consent.scope,
+            consent.granted_at,
+            consent.updated_at,
+        )
+
+    async def delete(self, user_id: str, client_id: str) -> bool:
+        return (await self._session.execute(CONSENT_DELETE, user_id, client_id)) == 1
+
+    async def list_for_user(self, user_id: str) -> builtins.list[Consent]:
+        return [_consent(row) for row in await self._session.fetch(CONSENT_LIST_FOR_USER, user_id)]
 
 
 # Ended sessions. Sequence numbers are handed out when rows are inserted, not when they are
@@ -1203,3 +1333,85 @@ class PostgresIdempotencyRepository(_Repository):
 
     async def purge(self, before: datetime, limit: int) -> int:
         return await self._session.execute(IDEMPOTENCY_PURGE, before, limit)
+
+
+# OAuth clients. Their lists are arrays of text, in the domain's order.
+_OAUTH_CLIENT_COLUMNS = (
+    "id, name, type, redirect_uris, grant_types, scopes, status, secret_digest, secret_rotated_at,"
+    " created_at, updated_at, created_by"
+)
+OAUTH_CLIENT_INSERT = (
+    f"INSERT INTO oauth_clients ({_OAUTH_CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+OAUTH_CLIENT_GET = f"SELECT {_OAUTH_CLIENT_COLUMNS} FROM oauth_clients WHERE id = $1"
+OAUTH_CLIENT_UPDATE = (
+    "UPDATE oauth_clients SET name = $1, redirect_uris = $2, grant_types = $3, scopes = $4, status = $5,"
+    " secret_digest = $6, secret_rotated_at = $7, updated_at = $8 WHERE id = $9"
+)
+
+
+def _oauth_client(row: Record) -> OAuthClient:
+    return OAuthClient(
+        id=row[0],
+        name=row[1],
+        type=ClientType(row[2]),
+        redirect_uris=tuple(row[3]),
+        grant_types=tuple(GrantType(g) for g in row[4]),
+        scopes=tuple(row[5]),
+        status=ClientStatus(row[6]),
+        secret_digest=row[7],
+        secret_rotated_at=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+        created_by=row[11],
+    )
+
+
+class PostgresOAuthClientRepository(_Repository):
+    async def add(self, client: OAuthClient) -> None:
+        await self._session.execute(
+            OAUTH_CLIENT_INSERT,
+            client.id,
+            client.name,
+            client.type.value,
+            list(client.redirect_uris),
+            [g.value for g in client.grant_types],
+            list(client.scopes),
+            client.status.value,
+            client.secret_digest,
+            client.secret_rotated_at,
+            client.created_at,
+            client.updated_at,
+            client.created_by,
+        )
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        row = await self._session.fetchrow(self._lock(OAUTH_CLIENT_GET), client_id)
+        return None if row is None else _oauth_client(row)
+
+    async def update(self, client: OAuthClient) -> None:
+        await self._session.execute(
+            OAUTH_CLIENT_UPDATE,
+            client.name,
+            list(client.redirect_uris),
+            [g.value for g in client.grant_types],
+            list(client.scopes),
+            client.status.value,
+            client.secret_digest,
+            client.secret_rotated_at,
+            client.updated_at,
+            client.id,
+        )
+
+    async def list(self, page: PageRequest, filter: OAuthClientFilter) -> Page[OAuthClient]:
+        filters = {"status": None if filter.status is None else filter.status.value}
+        return await _filtered_list(
+            self._session,
+            _OAUTH_CLIENT_COLUMNS,
+            "oauth_clients",
+            "oauth_clients",
+            filters,
+            page,
+            _oauth_client,
+            descending=False,
+        )

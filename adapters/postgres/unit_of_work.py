@@ -36,7 +36,10 @@ import asyncpg
 
 from adapters.postgres.repositories import (
     PostgresAuditLog,
+    PostgresAuthorizationCodeRepository,
+    PostgresConsentRepository,
     PostgresIdempotencyRepository,
+    PostgresOAuthClientRepository,
     PostgresOrderRepository,
     PostgresOutbox,
     PostgresPaymentRepository,
@@ -156,6 +159,9 @@ class PostgresUnitOfWork:
     outbox: PostgresOutbox
     provider_events: PostgresProviderEvents
     idempotency: PostgresIdempotencyRepository
+    oauth_clients: PostgresOAuthClientRepository
+    authorization_codes: PostgresAuthorizationCodeRepository
+    consents: PostgresConsentRepository
 
     def __init__(self, db: PostgresDatabase, *, readonly: bool, slow: bool = False):
         if slow and not readonly:
@@ -266,6 +272,9 @@ class PostgresUnitOfWork:
         self.outbox = PostgresOutbox(session)
         self.provider_events = PostgresProviderEvents(session)
         self.idempotency = PostgresIdempotencyRepository(session)
+        self.oauth_clients = PostgresOAuthClientRepository(session)
+        self.authorization_codes = PostgresAuthorizationCodeRepository(session)
+        self.consents = PostgresConsentRepository(session)
         return self
 
     async def commit(self) -> None:

@@ -33,7 +33,9 @@ from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.errors import EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
 from core.domain.events import DomainEvent
+from core.domain.grants import AuthorizationCode, Consent
 from core.domain.money import Money
+from core.domain.oauth import ClientStatus, ClientType, GrantType, OAuthClient
 from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
@@ -42,6 +44,7 @@ from core.ports.idempotency import IdempotencyClaim, StoredRequest
 from core.ports.repositories import (
     AuditFilter,
     EndedSession,
+    OAuthClientFilter,
     OrderFilter,
     OrderSummary,
     ProductFilter,
@@ -512,14 +515,23 @@ class SqliteProductRepository(_Repository):
 
 
 # Refresh tokens.
-_REFRESH_COLUMNS = "id, user_id, family_id, token_digest, created_at, expires_at, used_at, revoked_at"
-REFRESH_INSERT = f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_REFRESH_COLUMNS = "id, user_id, family_id, token_digest, created_at, expires_at, used_at, revoked_at, client_id, scope"
+REFRESH_INSERT = f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 REFRESH_GET_BY_DIGEST = f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens WHERE token_digest = ?"
 REFRESH_MARK_USED = "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL"
 REFRESH_REVOKE_FAMILY = "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL"
 REFRESH_REVOKE_USER = "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
 # A few tokens per family at most: duplicates are dropped in Python, not sorted for in SQL.
 REFRESH_FAMILIES_SINCE = "SELECT family_id FROM refresh_tokens WHERE user_id = ? AND created_at >= ?"
+# A client's sessions (migration 12's partial indexes): of one user, or of all of them.
+REFRESH_CLIENT_FAMILIES_SINCE = "SELECT family_id FROM refresh_tokens WHERE client_id = ? AND created_at >= ?"
+REFRESH_CLIENT_USER_FAMILIES_SINCE = (
+    "SELECT family_id FROM refresh_tokens WHERE client_id = ? AND user_id = ? AND created_at >= ?"
+)
+REFRESH_REVOKE_CLIENT = "UPDATE refresh_tokens SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL"
+REFRESH_REVOKE_CLIENT_USER = (
+    "UPDATE refresh_tokens SET revoked_at = ? WHERE client_id = ? AND user_id = ? AND revoked_at IS NULL"
+)
 
 
 def _token(row: tuple[Any, ...]) -> RefreshToken:
@@ -532,6 +544,8 @@ def _token(row: tuple[Any, ...]) -> RefreshToken:
         expires_at=parse_timestamp(row[5]),
         used_at=_optional_timestamp(row[6]),
         revoked_at=_optional_timestamp(row[7]),
+        client_id=row[8],
+        scope=row[9],
     )
 
 
@@ -548,6 +562,8 @@ class SqliteRefreshTokenRepository(_Repository):
                 format_timestamp(token.expires_at),
                 _optional_format(token.used_at),
                 _optional_format(token.revoked_at),
+                token.client_id,
+                token.scope,
             ),
         )
 
@@ -567,6 +583,127 @@ class SqliteRefreshTokenRepository(_Repository):
     async def families_since(self, user_id: str, since: datetime) -> builtins.list[str]:
         rows = await self._session.fetchall(REFRESH_FAMILIES_SINCE, (user_id, format_timestamp(since)))
         return sorted({row[0] for row in rows})
+
+    async def client_families_since(self, client_id: str, user_id: str | None, since: datetime) -> builtins.list[str]:
+        if user_id is None:
+            rows = await self._session.fetchall(REFRESH_CLIENT_FAMILIES_SINCE, (client_id, format_timestamp(since)))
+        else:
+            rows = await self._session.fetchall(
+                REFRESH_CLIENT_USER_FAMILIES_SINCE, (client_id, user_id, format_timestamp(since))
+            )
+        return sorted({row[0] for row in rows})
+
+    async def revoke_client(self, client_id: str, user_id: str | None, at: datetime) -> int:
+        if user_id is None:
+            return await self._session.execute(REFRESH_REVOKE_CLIENT, (format_timestamp(at), client_id))
+        return await self._session.execute(REFRESH_REVOKE_CLIENT_USER, (format_timestamp(at), client_id, user_id))
+
+
+# Authorization codes. Marking one used is one conditional UPDATE: of two exchanges of one
+# code at once (writers are serialized), the second finds it used and changes nothing.
+_CODE_COLUMNS = (
+    "id, code_digest, client_id, user_id, redirect_uri, scope, code_challenge, created_at, expires_at,"
+    " used_at, family_id"
+)
+CODE_INSERT = f"INSERT INTO authorization_codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+CODE_GET_BY_DIGEST = f"SELECT {_CODE_COLUMNS} FROM authorization_codes WHERE code_digest = ?"
+CODE_MARK_USED = "UPDATE authorization_codes SET used_at = ?, family_id = ? WHERE id = ? AND used_at IS NULL"
+CODE_PURGE = (
+    "DELETE FROM authorization_codes"
+    " WHERE id IN (SELECT id FROM authorization_codes WHERE expires_at < ? ORDER BY expires_at LIMIT ?)"
+)
+
+
+def _authorization_code(row: tuple[Any, ...]) -> AuthorizationCode:
+    return AuthorizationCode(
+        id=row[0],
+        code_digest=row[1],
+        client_id=row[2],
+        user_id=row[3],
+        redirect_uri=row[4],
+        scope=row[5],
+        code_challenge=row[6],
+        created_at=parse_timestamp(row[7]),
+        expires_at=parse_timestamp(row[8]),
+        used_at=_optional_timestamp(row[9]),
+        family_id=row[10],
+    )
+
+
+class SqliteAuthorizationCodeRepository(_Repository):
+    async def add(self, code: AuthorizationCode) -> None:
+        await self._session.execute(
+            CODE_INSERT,
+            (
+                code.id,
+                code.code_digest,
+                code.client_id,
+                code.user_id,
+                code.redirect_uri,
+                code.scope,
+                code.code_challenge,
+                format_timestamp(code.created_at),
+                format_timestamp(code.expires_at),
+                _optional_format(code.used_at),
+                code.family_id,
+            ),
+        )
+
+    async def get_by_digest(self, digest: str) -> AuthorizationCode | None:
+        rows = await self._session.fetchall(CODE_GET_BY_DIGEST, (digest,))
+        return _authorization_code(rows[0]) if rows else None
+
+    async def mark_used(self, code_id: str, at: datetime, family_id: str) -> bool:
+        return (await self._session.execute(CODE_MARK_USED, (format_timestamp(at), family_id, code_id))) == 1
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        return await self._session.execute(CODE_PURGE, (format_timestamp(before), limit))
+
+
+# Consents: one row a user and client; a user's list is their primary key's range.
+_CONSENT_COLUMNS = "user_id, client_id, scope, granted_at, updated_at"
+CONSENT_PUT = (
+    f"INSERT INTO oauth_consents ({_CONSENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (user_id, client_id) DO UPDATE"
+    " SET scope = excluded.scope, granted_at = excluded.granted_at, updated_at = excluded.updated_at"
+)
+CONSENT_GET = f"SELECT {_CONSENT_COLUMNS} FROM oauth_consents WHERE user_id = ? AND client_id = ?"
+CONSENT_DELETE = "DELETE FROM oauth_consents WHERE user_id = ? AND client_id = ?"
+CONSENT_LIST_FOR_USER = f"SELECT {_CONSENT_COLUMNS} FROM oauth_consents WHERE user_id = ? ORDER BY client_id"
+
+
+def _consent(row: tuple[Any, ...]) -> Consent:
+    return Consent(
+        user_id=row[0],
+        client_id=row[1],
+        scope=row[2],
+        granted_at=parse_timestamp(row[3]),
+        updated_at=parse_timestamp(row[4]),
+    )
+
+
+class SqliteConsentRepository(_Repository):
+    async def get(self, user_id: str, client_id: str) -> Consent | None:
+        rows = await self._session.fetchall(CONSENT_GET, (user_id, client_id))
+        return _consent(rows[0]) if rows else None
+
+    async def put(self, consent: Consent) -> None:
+        await self._session.execute(
+            CONSENT_PUT,
+            (
+                consent.user_id,
+                consent.client_id,
+                consent.scope,
+                format_timestamp(consent.granted_at),
+                format_timestamp(consent.updated_at),
+            ),
+        )
+
+    async def delete(self, user_id: str, client_id: str) -> bool:
+        return (await self._session.execute(CONSENT_DELETE, (user_id, client_id))) == 1
+
+    async def list_for_user(self, user_id: str) -> builtins.list[Consent]:
+        return [_consent(row) for row in await self._session.fetchall(CONSENT_LIST_FOR_USER, (user_id,))]
 
 
 # Ended sessions. ``seq`` orders records as they were committed (writers are serialized),
@@ -1131,3 +1268,88 @@ class SqliteIdempotencyRepository(_Repository):
 
     async def purge(self, before: datetime, limit: int) -> int:
         return await self._session.execute(IDEMPOTENCY_PURGE, (format_timestamp(before), limit))
+
+
+# OAuth clients. Their lists are JSON arrays of text, in the domain's order.
+_OAUTH_CLIENT_COLUMNS = (
+    "id, name, type, redirect_uris, grant_types, scopes, status, secret_digest, secret_rotated_at,"
+    " created_at, updated_at, created_by"
+)
+OAUTH_CLIENT_INSERT = f"INSERT INTO oauth_clients ({_OAUTH_CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+OAUTH_CLIENT_GET = f"SELECT {_OAUTH_CLIENT_COLUMNS} FROM oauth_clients WHERE id = ?"
+OAUTH_CLIENT_UPDATE = (
+    "UPDATE oauth_clients SET name = ?, redirect_uris = ?, grant_types = ?, scopes = ?, status = ?,"
+    " secret_digest = ?, secret_rotated_at = ?, updated_at = ? WHERE id = ?"
+)
+#: Keyed by which filters are set: (status,).
+OAUTH_CLIENT_LIST = _list_statements(_OAUTH_CLIENT_COLUMNS, "oauth_clients", "id > :after", "id", ("status",))
+
+
+def _oauth_client(row: tuple[Any, ...]) -> OAuthClient:
+    return OAuthClient(
+        id=row[0],
+        name=row[1],
+        type=ClientType(row[2]),
+        redirect_uris=tuple(orjson.loads(row[3])),
+        grant_types=tuple(GrantType(g) for g in orjson.loads(row[4])),
+        scopes=tuple(orjson.loads(row[5])),
+        status=ClientStatus(row[6]),
+        secret_digest=row[7],
+        secret_rotated_at=_optional_timestamp(row[8]),
+        created_at=parse_timestamp(row[9]),
+        updated_at=parse_timestamp(row[10]),
+        created_by=row[11],
+    )
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return orjson.dumps([str(value) for value in values]).decode()
+
+
+class SqliteOAuthClientRepository(_Repository):
+    async def add(self, client: OAuthClient) -> None:
+        await self._session.execute(
+            OAUTH_CLIENT_INSERT,
+            (
+                client.id,
+                client.name,
+                client.type.value,
+                _json_list(client.redirect_uris),
+                _json_list(client.grant_types),
+                _json_list(client.scopes),
+                client.status.value,
+                client.secret_digest,
+                _optional_format(client.secret_rotated_at),
+                format_timestamp(client.created_at),
+                format_timestamp(client.updated_at),
+                client.created_by,
+            ),
+        )
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        # Writes are serialized (one writer, BEGIN IMMEDIATE): what a write unit reads is
+        # its own until it ends, as the port asks.
+        rows = await self._session.fetchall(OAUTH_CLIENT_GET, (client_id,))
+        return _oauth_client(rows[0]) if rows else None
+
+    async def update(self, client: OAuthClient) -> None:
+        await self._session.execute(
+            OAUTH_CLIENT_UPDATE,
+            (
+                client.name,
+                _json_list(client.redirect_uris),
+                _json_list(client.grant_types),
+                _json_list(client.scopes),
+                client.status.value,
+                client.secret_digest,
+                _optional_format(client.secret_rotated_at),
+                format_timestamp(client.updated_at),
+                client.id,
+            ),
+        )
+
+    async def list(self, page: PageRequest, filter: OAuthClientFilter) -> Page[OAuthClient]:
+        filters = {"status": None if filter.status is None else filter.status.value}
+        return await _filtered_list(
+            self._session, OAUTH_CLIENT_LIST, "oauth_clients", filters, page, _oauth_client, descending=False
+        )

@@ -15,7 +15,10 @@ import aiosqlite
 
 from adapters.sqlite.repositories import (
     SqliteAuditLog,
+    SqliteAuthorizationCodeRepository,
+    SqliteConsentRepository,
     SqliteIdempotencyRepository,
+    SqliteOAuthClientRepository,
     SqliteOrderRepository,
     SqliteOutbox,
     SqlitePaymentRepository,
@@ -53,6 +56,9 @@ class SqliteUnitOfWork:
     outbox: SqliteOutbox
     provider_events: SqliteProviderEvents
     idempotency: SqliteIdempotencyRepository
+    oauth_clients: SqliteOAuthClientRepository
+    authorization_codes: SqliteAuthorizationCodeRepository
+    consents: SqliteConsentRepository
     session: Session  # what the repositories run their statements through
 
     def __init__(self, db: SqliteDatabase, *, readonly: bool, slow: bool = False):
@@ -127,6 +133,9 @@ class SqliteUnitOfWork:
         self.outbox = SqliteOutbox(session)
         self.provider_events = SqliteProviderEvents(session)
         self.idempotency = SqliteIdempotencyRepository(session)
+        self.oauth_clients = SqliteOAuthClientRepository(session)
+        self.authorization_codes = SqliteAuthorizationCodeRepository(session)
+        self.consents = SqliteConsentRepository(session)
         return self
 
     async def commit(self) -> None:

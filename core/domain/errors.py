@@ -411,3 +411,29 @@ class QueryTimedOut(Unavailable):
             " narrow it (more words, a price range, a filter) or try again later.",
             details={"budget_ms": budget_ms},
         )
+
+
+# OAuth clients.
+class OAuthClientNotFound(NotFound):
+    code = "oauth_client_not_found"
+
+    def __init__(self, client_id: str):
+        super().__init__(f"No OAuth client with id {client_id!r}.", details={"client_id": client_id})
+
+
+class ClientIsPublic(Conflict):
+    code = "client_is_public"
+
+    def __init__(self) -> None:
+        super().__init__("A public client has no secret: it cannot keep one.")
+
+
+class InvalidClient(Unauthenticated):
+    """Client authentication failed (RFC 6749 §5.2): one answer whatever the reason (an
+    unknown client, a wrong or missing secret, a disabled client, a secret sent by a public
+    client), so that it tells a guesser nothing."""
+
+    code = "invalid_client"
+
+    def __init__(self) -> None:
+        super().__init__("Client authentication failed.")

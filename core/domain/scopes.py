@@ -46,6 +46,13 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
 }
 
 
+def role_for(scopes: Iterable[str]) -> Role:
+    """The least role whose work covers these scopes: the role an OAuth client acting as
+    itself is checked as (its scopes, granted by an admin, still bound it)."""
+    wanted = frozenset(scopes)
+    return next(role for role in (Role.CUSTOMER, Role.STAFF, Role.ADMIN) if wanted <= ROLE_SCOPES[role])
+
+
 def parse_scopes(text: str | Iterable[str]) -> frozenset[str]:
     """Scopes from a space-separated string (RFC 6749 §3.3) or a list; unknown ones refused."""
     names = text.split() if isinstance(text, str) else list(text)

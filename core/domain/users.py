@@ -149,6 +149,9 @@ class Actor:
     # What a delegated credential (OAuth token, API key) was granted; None for a first-party
     # session, which carries its role's full set. The role still decides in each use case.
     scopes: frozenset[str] | None = None
+    # An OAuth client acting as itself (the client credentials grant): no user; its role the
+    # least whose scopes cover what the client was granted (core/domain/scopes.py role_for).
+    client_id: str | None = None
 
     @classmethod
     def operator(cls) -> Actor:
@@ -185,6 +188,10 @@ class RefreshToken:
     expires_at: datetime  # absolute: inherited from the first token of the family
     used_at: datetime | None = None
     revoked_at: datetime | None = None
+    # A session an OAuth client was given (core/domain/grants.py): the client and the scopes
+    # granted. None for a first-party session (the API's own login, the console).
+    client_id: str | None = None
+    scope: str | None = None
 
     def is_usable(self, now: datetime) -> bool:
         return self.used_at is None and self.revoked_at is None and now < self.expires_at

@@ -40,10 +40,29 @@ class AccessClaims:
     role: Role
     session_id: str  # the sign-in session (refresh-token family) the token was issued to
     expires_at: int  # unix seconds
+    # The OAuth client the token was issued to and its granted scopes; None for a first-party
+    # session (client_id "tillbox", the role's full set).
+    client_id: str | None = None
+    scopes: frozenset[str] | None = None
+    issued_at: int | None = None  # unix seconds (for introspection)
 
 
 class AccessTokenIssuer(Protocol):
-    def issue(self, user_id: str, role: Role, session_id: str) -> AccessToken: ...
+    def issue(
+        self,
+        user_id: str,
+        role: Role,
+        session_id: str,
+        *,
+        client_id: str | None = None,
+        scopes: frozenset[str] | None = None,
+    ) -> AccessToken:
+        """A token for the user's session; with ``client_id``, one delegated to that OAuth
+        client, carrying ``scopes`` (already bounded by the client and the role)."""
+
+    def issue_for_client(self, client_id: str, role: Role, scopes: frozenset[str], session_id: str) -> AccessToken:
+        """A token of an OAuth client acting as itself (RFC 9068 §2.2: ``sub`` is the client
+        id); ``session_id`` is the token's own, so that revoking it ends it alone."""
 
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; raises TokenInvalid for anything else

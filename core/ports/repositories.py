@@ -23,6 +23,8 @@ import attrs
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import DomainEvent
+from core.domain.grants import AuthorizationCode, Consent
+from core.domain.oauth import ClientStatus, OAuthClient
 from core.domain.orders import Order, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, Refund
@@ -86,6 +88,11 @@ class AuditFilter:
     action: str | None = None
     object_type: str | None = None
     object_id: str | None = None
+
+
+@attrs.frozen
+class OAuthClientFilter:
+    status: ClientStatus | None = None
 
 
 class UserRepository(Protocol):
@@ -172,6 +179,44 @@ class RefreshTokenRepository(Protocol):
 
     async def families_since(self, user_id: str, since: datetime) -> builtins.list[str]:
         """The families (sessions) of the user with a token made at or after ``since``."""
+
+    async def client_families_since(self, client_id: str, user_id: str | None, since: datetime) -> builtins.list[str]:
+        """The families of the OAuth client (of one user, or of all with ``user_id`` None)
+        with a token made at or after ``since``."""
+
+    async def revoke_client(self, client_id: str, user_id: str | None, at: datetime) -> int:
+        """Revoke every token of the OAuth client not yet revoked (of one user, or of all with
+        ``user_id`` None); returns how many."""
+
+
+class AuthorizationCodeRepository(Protocol):
+    """The codes of the authorization code grant (core/domain/grants.py)."""
+
+    async def add(self, code: AuthorizationCode) -> None: ...
+
+    async def get_by_digest(self, digest: str) -> AuthorizationCode | None: ...
+
+    async def mark_used(self, code_id: str, at: datetime, family_id: str) -> bool:
+        """Mark an unused code used, and the session its exchange began; False if it was used
+        already (a replay, or a concurrent exchange that got there first)."""
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` codes that expired before ``before``; returns how many."""
+
+
+class ConsentRepository(Protocol):
+    """Remembered consents, one per user and client."""
+
+    async def get(self, user_id: str, client_id: str) -> Consent | None: ...
+
+    async def put(self, consent: Consent) -> None:
+        """Insert, or replace the user's consent for that client."""
+
+    async def delete(self, user_id: str, client_id: str) -> bool:
+        """False if there was none."""
+
+    async def list_for_user(self, user_id: str) -> builtins.list[Consent]:
+        """Ordered by client id (a user connects a handful of apps)."""
 
 
 class EndedSession(NamedTuple):
@@ -331,3 +376,22 @@ class ProviderEvents(Protocol):
         """True if this event of this provider is new (and is now recorded), False if it
         was recorded before. Recorded in the caller's transaction: if that rolls back,
         the event counts as never seen."""
+
+
+class OAuthClientRepository(Protocol):
+    """The registered OAuth clients (core/domain/oauth.py). Ids are unique by making."""
+
+    async def add(self, client: OAuthClient) -> None:
+        """Insert a new client."""
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        """The client, or None. In a write unit of work its row is the unit's own until the
+        unit ends (see UnitOfWorkFactory): a use case that reads, changes and saves a client
+        never loses a concurrent change of it, so no separate "for update" read is needed."""
+
+    async def update(self, client: OAuthClient) -> None:
+        """Persist name, redirect_uris, grant_types, scopes, status, secret_digest,
+        secret_rotated_at and updated_at (id, type, created_at and created_by never change)."""
+
+    async def list(self, page: PageRequest, filter: OAuthClientFilter) -> Page[OAuthClient]:
+        """Ordered by id ascending (creation order)."""

@@ -9,6 +9,9 @@ from typing import Any, Protocol
 from core.ports.idempotency import IdempotencyRepository
 from core.ports.repositories import (
     AuditLog,
+    AuthorizationCodeRepository,
+    ConsentRepository,
+    OAuthClientRepository,
     OrderRepository,
     Outbox,
     PaymentRepository,
@@ -74,6 +77,15 @@ class UnitOfWork(Protocol):
 
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def oauth_clients(self) -> OAuthClientRepository: ...
+
+    @property
+    def authorization_codes(self) -> AuthorizationCodeRepository: ...
+
+    @property
+    def consents(self) -> ConsentRepository: ...
 
     async def commit(self) -> None:
         """Durable when it returns (and counted in ``commits_in_context``). If an idempotency claim is current (see

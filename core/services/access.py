@@ -49,8 +49,9 @@ async def for_reading(uow: UnitOfWorkFactory, actor: Actor) -> Actor:
 
 
 async def signed_in(uow: UnitOfWorkFactory, actor: Actor) -> Actor:
-    """A signed-in user (or the operator), as they are now: for changes a customer may make."""
-    if actor.user_id is None and not actor.is_operator:
+    """A signed-in user (or the operator, or an OAuth client acting as itself, whose status
+    was checked when its token was), as they are now: for changes a customer may make."""
+    if actor.user_id is None and not actor.is_operator and actor.client_id is None:
         raise AuthenticationRequired()
     return await current_actor(uow, actor)
 

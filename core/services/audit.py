@@ -35,13 +35,14 @@ class Auditor:
         *,
         at: datetime | None = None,
     ) -> None:
-        """``actor`` None: Tillbox itself (a webhook, the expiry sweep); an actor without a
-        user id: the operator at the command line, or an anonymous caller (its address kept)."""
+        """``actor`` None: Tillbox itself (a webhook, the expiry sweep); an OAuth client acting
+        as itself is recorded by its client id; an actor without either: the operator at the
+        command line, or an anonymous caller (its address kept)."""
         await uow.audit.append(
             AuditEntry(
                 id=self._ids.new("aud"),
                 at=self._clock.now() if at is None else at,
-                actor_id=None if actor is None else actor.user_id,
+                actor_id=None if actor is None else actor.user_id or actor.client_id,
                 action=action,
                 object_type=object_type,
                 object_id=object_id,

@@ -27,6 +27,7 @@ from core.domain.errors import (
     UserNotFound,
 )
 from core.domain.pagination import Page, PageRequest
+from core.domain.scopes import ROLE_SCOPES, format_scopes
 from core.domain.users import (
     Actor,
     RefreshToken,
@@ -39,6 +40,8 @@ from core.domain.users import (
 )
 from core.ports.clock import Clock, IdGenerator
 from core.ports.identity import (
+    AccessClaims,
+    AccessToken,
     AccessTokenIssuer,
     OpaqueTokens,
     PasswordHasher,
@@ -52,6 +55,11 @@ from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from core.services.access import as_admin, current_actor, current_actor_in
 from core.services.audit import Auditor
 from core.services.sessions import SessionGuard
+
+
+def _granted(record: RefreshToken) -> frozenset[str] | None:
+    return frozenset(record.scope.split()) if record.scope is not None else None
+
 
 #: How long after its access tokens' lifetime an ended session is still remembered: covers
 #: the verifiers' leeway for clock skew.
@@ -106,6 +114,10 @@ class LogIn:
 class RefreshSession:
     refresh_token: str
     source_ip: str | None = None
+    # The OAuth client presenting it (authenticated by the token endpoint); None: the API's own
+    # refresh. A token refreshes only for the client it was issued to.
+    client_id: str | None = None
+    scopes: frozenset[str] | None = None  # an OAuth client may ask for fewer (RFC 6749 §6)
 
 
 @attrs.frozen
@@ -140,6 +152,7 @@ class TokenPair:
     access_token: str
     expires_in: int
     refresh_token: str
+    scope: str | None = None  # a delegated session's granted scopes; None for first-party
 
 
 class AuthService:
@@ -176,7 +189,28 @@ class AuthService:
         role is the token's; use cases that grant more than a customer's reads check it."""
         claims = self._access_tokens.verify(access_token)
         await self._sessions.check(claims.session_id)
-        return Actor(user_id=claims.user_id, role=claims.role, source_ip=source_ip, session_id=claims.session_id)
+        if claims.client_id is not None and claims.user_id == claims.client_id:
+            # An OAuth client acting as itself: it has no account to check later, so its
+            # registration is checked now (a disabled client's tokens are refused at once).
+            async with self._uow(readonly=True) as uow:
+                client = await uow.oauth_clients.get(claims.client_id)
+            if client is None or not client.is_active:
+                raise TokenInvalid("The app of this token is disabled or no longer registered.")
+            return Actor(
+                user_id=None,
+                role=claims.role,
+                source_ip=source_ip,
+                session_id=claims.session_id,
+                scopes=claims.scopes,
+                client_id=claims.client_id,
+            )
+        return Actor(
+            user_id=claims.user_id,
+            role=claims.role,
+            source_ip=source_ip,
+            session_id=claims.session_id,
+            scopes=claims.scopes,
+        )
 
     async def current_user(self, actor: Actor) -> User:
         if actor.user_id is None:
@@ -264,6 +298,31 @@ class AuthService:
         attempt takes its place in the per-account and per-address budgets before the
         password is checked (LoginThrottled, 429, when either is spent) and gives it back
         only if it succeeds."""
+        user, you, new_hash = await self._check_password(cmd)
+        now = self._clock.now()
+        refresh, record = self._new_refresh_token(user.id, self._ids.new("fam"), now + self._settings.refresh_token_ttl)
+        async with self._uow() as uow:
+            fresh = await self._signed_in_user(uow, user, new_hash, now)
+            await uow.refresh_tokens.add(record)
+            await self._audit(uow, you, "auth.login_succeeded", user.id, {})
+            await uow.commit()
+        return self._pair(fresh, record.family_id, refresh)
+
+    async def sign_in_to_authorize(self, cmd: LogIn) -> User:
+        """The authorization page's sign-in (an OAuth client asks for the user's consent):
+        the password checked, throttled and audited as ``login``'s, and no session started;
+        the client's session begins when it exchanges the code."""
+        user, you, new_hash = await self._check_password(cmd)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            fresh = await self._signed_in_user(uow, user, new_hash, now)
+            await self._audit(uow, you, "auth.login_succeeded", user.id, {"for": "oauth_authorization"})
+            await uow.commit()
+        return fresh
+
+    async def _check_password(self, cmd: LogIn) -> tuple[User, Actor, str | None]:
+        """The account whose password this is, as the caller then is, and its new hash if it
+        needs one; throttled, failures and refusals audited."""
         try:
             email = normalize_email(cmd.email)
             password = normalize_password(cmd.password)
@@ -305,22 +364,19 @@ class AuthService:
             raise NotAllowed("Only staff and admin accounts can sign in here.", code="staff_only")
         await self._throttle.give_back(ticket, reset=[_login_account_key(email)])
         new_hash = await self._rehash_if_needed(user, password)
-        now = self._clock.now()
-        refresh, record = self._new_refresh_token(user.id, self._ids.new("fam"), now + self._settings.refresh_token_ttl)
-        async with self._uow() as uow:
-            # The password was checked outside this transaction: if it was changed (or the
-            # account disabled) meanwhile, that change revoked every session, and this one
-            # must not be born after it.
-            fresh = await uow.users.get(user.id)
-            if fresh is None or fresh.password_hash != user.password_hash or not fresh.is_active:
-                raise InvalidCredentials()
-            if new_hash is not None:
-                fresh.change_password_hash(new_hash, at=now)
-                await uow.users.update(fresh)
-            await uow.refresh_tokens.add(record)
-            await self._audit(uow, you, "auth.login_succeeded", user.id, {})
-            await uow.commit()
-        return self._pair(fresh, record.family_id, refresh)
+        return user, you, new_hash
+
+    async def _signed_in_user(self, uow: UnitOfWork, user: User, new_hash: str | None, now: datetime) -> User:
+        """The account read again in the unit that records the sign-in. The password was
+        checked outside it: if it was changed (or the account disabled) meanwhile, that
+        change revoked every session, and this one must not be born after it."""
+        fresh = await uow.users.get(user.id)
+        if fresh is None or fresh.password_hash != user.password_hash or not fresh.is_active:
+            raise InvalidCredentials()
+        if new_hash is not None:
+            fresh.change_password_hash(new_hash, at=now)
+            await uow.users.update(fresh)
+        return fresh
 
     async def refresh(self, cmd: RefreshSession) -> TokenPair:
         """Rotate: the presented token is spent and a new one of the same family returned.
@@ -332,6 +388,11 @@ class AuthService:
             record = await uow.refresh_tokens.get_by_digest(digest)
             if record is None or record.revoked_at is not None or now >= record.expires_at:
                 raise TokenInvalid("The refresh token is invalid, expired or revoked.")
+            if record.client_id != cmd.client_id:
+                raise TokenInvalid("The refresh token is invalid, expired or revoked.")
+            scopes = _granted(record)
+            if cmd.scopes is not None and scopes is not None and not cmd.scopes <= scopes:
+                raise Invalid("A refresh can ask for the scopes granted or fewer.", code="invalid_scope")
             if record.used_at is not None or not await uow.refresh_tokens.mark_used(record.id, now):
                 await uow.refresh_tokens.revoke_family(record.family_id, now)
                 until = await self._end_sessions(uow, [record.family_id], now)
@@ -348,10 +409,84 @@ class AuthService:
             user = await uow.users.get(record.user_id)
             if user is None or not user.is_active:
                 raise TokenInvalid("The account of this token no longer exists or is disabled.")
-            refresh, new_record = self._new_refresh_token(user.id, record.family_id, record.expires_at)
+            refresh, new_record = self._new_refresh_token(
+                user.id, record.family_id, record.expires_at, client_id=record.client_id, scope=record.scope
+            )
             await uow.refresh_tokens.add(new_record)
             await uow.commit()
-        return self._pair(user, record.family_id, refresh)
+        if record.client_id is None:
+            return self._pair(user, record.family_id, refresh)
+        return self._delegated_pair(user, new_record, refresh, cmd.scopes)
+
+    # Sessions delegated to OAuth clients (core/services/oauth.py starts them).
+    def begin_delegated_session(
+        self, user: User, client_id: str, scopes: frozenset[str], now: datetime
+    ) -> tuple[str, RefreshToken]:
+        """A new session of ``user`` for the client, with the scopes granted: the refresh
+        token to give and its record, for the caller to add in its unit of work."""
+        return self._new_refresh_token(
+            user.id,
+            self._ids.new("fam"),
+            now + self._settings.refresh_token_ttl,
+            client_id=client_id,
+            scope=format_scopes(scopes),
+        )
+
+    def _delegated_pair(
+        self, user: User, record: RefreshToken, refresh: str | None, asked: frozenset[str] | None = None
+    ) -> TokenPair:
+        """Tokens of a delegated session: its scopes, and never more than the user's role
+        allows now (a demoted admin's apps lose the admin scopes at the next refresh)."""
+        scopes = (_granted(record) or frozenset()) & ROLE_SCOPES[user.role]
+        if asked is not None:
+            scopes &= asked
+        assert record.client_id is not None
+        access = self._access_tokens.issue(
+            user.id, user.role, record.family_id, client_id=record.client_id, scopes=scopes
+        )
+        return TokenPair(
+            access_token=access.token,
+            expires_in=access.expires_in,
+            refresh_token=refresh or "",
+            scope=format_scopes(scopes),
+        )
+
+    def issue_client_token(self, client_id: str, role: Role, scopes: frozenset[str], session_id: str) -> AccessToken:
+        return self._access_tokens.issue_for_client(client_id, role, scopes, session_id)
+
+    def delegated_tokens(self, user: User, record: RefreshToken, refresh: str | None) -> TokenPair:
+        return self._delegated_pair(user, record, refresh)
+
+    async def end_client_sessions_in(
+        self, uow: UnitOfWork, client_id: str, user_id: str | None, now: datetime
+    ) -> tuple[list[str], datetime]:
+        """In the caller's unit: every session of the client (of one user, or of all) ends,
+        access tokens included. After the commit, pass the result to ``sessions_ended``."""
+        families = await uow.refresh_tokens.client_families_since(
+            client_id, user_id, now - self._settings.access_token_ttl - _SESSION_RECORD_MARGIN
+        )
+        await uow.refresh_tokens.revoke_client(client_id, user_id, now)
+        return families, await self._end_sessions(uow, families, now)
+
+    async def end_sessions_in(self, uow: UnitOfWork, session_ids: Sequence[str], now: datetime) -> datetime:
+        """In the caller's unit: these sessions end (their tokens revoked and refused)."""
+        for session_id in session_ids:
+            await uow.refresh_tokens.revoke_family(session_id, now)
+        return await self._end_sessions(uow, session_ids, now)
+
+    def sessions_ended(self, session_ids: Sequence[str], until: datetime) -> None:
+        """This process committed the end of these sessions: refuse their tokens at once."""
+        self._sessions.ended(session_ids, until)
+
+    async def access_claims(self, access_token: str) -> AccessClaims:
+        """The claims of a valid access token of a session that has not ended."""
+        claims = self._access_tokens.verify(access_token)
+        await self._sessions.check(claims.session_id)
+        return claims
+
+    async def refresh_record(self, refresh_token: str) -> RefreshToken | None:
+        async with self._uow(readonly=True) as uow:
+            return await uow.refresh_tokens.get_by_digest(self._opaque.digest(refresh_token))
 
     async def logout(self, cmd: LogOut) -> None:
         """End the session the refresh token belongs to, its access tokens included. Unknown
@@ -537,7 +672,15 @@ class AuthService:
         except PasswordHashingBusy:
             return None  # next time: the sign-in itself must not fail for it
 
-    def _new_refresh_token(self, user_id: str, family_id: str, expires_at: datetime) -> tuple[str, RefreshToken]:
+    def _new_refresh_token(
+        self,
+        user_id: str,
+        family_id: str,
+        expires_at: datetime,
+        *,
+        client_id: str | None = None,
+        scope: str | None = None,
+    ) -> tuple[str, RefreshToken]:
         secret = self._opaque.generate()
         now = self._clock.now()
         record = RefreshToken(
@@ -547,6 +690,8 @@ class AuthService:
             token_digest=self._opaque.digest(secret),
             created_at=now,
             expires_at=expires_at,
+            client_id=client_id,
+            scope=scope,
         )
         return secret, record
 

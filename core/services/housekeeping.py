@@ -2,8 +2,8 @@
 
 Each round: unpaid orders past their deadline expire (and give their stock back), card
 refunds the provider never heard of (it was unreachable) are sent again. Every so often:
-forgotten idempotency keys, records of long-ended sessions and outbox events past their
-retention are purged. Every job is
+forgotten idempotency keys, records of long-ended sessions, outbox events past their
+retention and long-expired authorization codes are purged. Every job is
 idempotent and safe to run in several processes at once; one that fails does not keep the
 others from running, and is tried again the next round.
 """
@@ -18,6 +18,7 @@ import attrs
 from core.ports.clock import Clock
 from core.services.auth import AuthService
 from core.services.idempotency import IdempotencyService
+from core.services.oauth import OAuthService
 from core.services.orders import OrderService
 from core.services.outbox import OutboxService
 from core.services.payments import PaymentService
@@ -43,6 +44,7 @@ class Housekeeping:
         idempotency: IdempotencyService,
         auth: AuthService,
         outbox: OutboxService,
+        oauth: OAuthService,
         clock: Clock,
         settings: HousekeepingSettings | None = None,
     ):
@@ -51,6 +53,7 @@ class Housekeeping:
         self._idempotency = idempotency
         self._auth = auth
         self._outbox = outbox
+        self._oauth = oauth
         self._clock = clock
         self._settings = settings or HousekeepingSettings()
         self._next_purge: datetime | None = None
@@ -80,6 +83,7 @@ class Housekeeping:
                 ("purge_idempotency_keys", self._idempotency.purge_expired),
                 ("purge_ended_sessions", self._auth.purge_ended_sessions),
                 ("purge_outbox", self._outbox.purge_old_events),
+                ("purge_authorization_codes", self._oauth.purge_expired_codes),
             ]
         failed = []
         for name, job in jobs:

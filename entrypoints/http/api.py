@@ -87,6 +87,9 @@ class Operation:
     public: bool = True  # listed in the OpenAPI document
     idempotent: bool = False  # honours Idempotency-Key (every POST, but for responses that carry secrets)
     rerun_when_unavailable: bool = False  # a 503 frees the key: running again is safe (card payments)
+    # A protocol endpoint (OAuth 2): its parameters and errors are the protocol's, which says
+    # unknown parameters are ignored (RFC 6749 §3.1); the handler reads its own form.
+    protocol: bool = False
 
 
 class Api:
@@ -110,6 +113,7 @@ class Api:
         public: bool = True,
         idempotent: bool | None = None,
         rerun_when_unavailable: bool = False,
+        protocol: bool = False,
     ) -> Callable[[Handler], Handler]:
         assert auth in AUTH_LEVELS, auth
         # Every operation a token can be sent to names its scope; one open to all without a
@@ -141,6 +145,7 @@ class Api:
                     public=public,
                     idempotent=method == "POST" if idempotent is None else idempotent,
                     rerun_when_unavailable=rerun_when_unavailable,
+                    protocol=protocol,
                 )
             )
             return handler
@@ -202,7 +207,7 @@ def _wrap(op: Operation, checks: Checks) -> Callable[[web.Request], Awaitable[we
         actor = request[ACTOR]
         # Only whether someone signed in: what they may do, checked against their account
         # as it is now, is each use case's business (core/services/access.py).
-        if op.auth in ("user", "staff", "admin") and actor.user_id is None:
+        if op.auth in ("user", "staff", "admin") and actor.user_id is None and actor.client_id is None:
             raise AuthenticationRequired()
         if op.scope is not None:
             actor.require_scope(op.scope)  # the one place scopes are enforced
@@ -215,6 +220,8 @@ def _wrap(op: Operation, checks: Checks) -> Callable[[web.Request], Awaitable[we
             value = request.headers.get(name)
             if value is not None:
                 check.check(value)
+        if op.protocol:
+            return await op.handler(request, Input(actor=actor, body=None, query={}))
         for name, value in request.rel_url.query.items():
             if "\x00" in value:
                 raise ValidationFailed({name: "cannot contain a NUL character"})

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from adapters.auth.tokens import KeyRing
+from core.ports.identity import KeyedDigest
 from entrypoints.container import Container, disk_check, provide, start, stop
 from entrypoints.http.connections import CONNECTION_LIMITS, MAX_HEADERS, ConnectionLimits
 from entrypoints.http.docs import ApiReference
@@ -18,10 +19,14 @@ from entrypoints.http.keys import (
     AUDIT,
     AUTH,
     CATALOG,
+    CLIENTS,
+    DIGESTS,
     DOCS,
     GATEWAY,
     HOUSEKEEPING,
     IDEMPOTENCY,
+    OAUTH,
+    OAUTH_SERVICE,
     OPENAPI,
     ORDERS,
     OUTBOX,
@@ -38,6 +43,7 @@ from entrypoints.http.middlewares import (
     cors_middleware,
     request_middleware,
 )
+from entrypoints.http.oauth import OAuthServer
 from entrypoints.http.openapi import build_openapi
 from entrypoints.http.proxies import TrustedProxies
 from entrypoints.http.representations import RenderedPages, RenderedProducts
@@ -94,6 +100,11 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             await app[AUTH].prepare()
             app[CATALOG] = await provide(container.catalog_service)
             app[AUDIT] = await provide(container.audit_service)
+            app[CLIENTS] = await provide(container.client_service)
+            app[OAUTH_SERVICE] = await provide(container.oauth_service)
+            app[OAUTH] = OAuthServer(app[OAUTH_SERVICE], app[AUTH], app[CLIENTS])
+            digests: KeyedDigest = await provide(container.request_digests)
+            app[DIGESTS] = digests
             app[IDEMPOTENCY] = await provide(container.idempotency_service)
             app[ORDERS] = await provide(container.order_service)
             app[OUTBOX] = await provide(container.outbox_service)
@@ -109,6 +120,8 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[READY_CHECKS] = [("database", database.check_ready), ("disk", lambda: disk_check(data_dir))]
             yield
         finally:
+            if OAUTH in app:
+                app[OAUTH].close()
             if access_log is not None:
                 access_log.flush()
             await stop(container)

@@ -6,18 +6,21 @@ from aiohttp import web
 
 from adapters.auth.tokens import KeyRing
 from core.domain.users import Actor
-from core.ports.identity import AccessTokenIssuer
+from core.ports.identity import AccessTokenIssuer, KeyedDigest
 from core.ports.payments import PaymentGateway
 from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
+from core.services.clients import ClientService
 from core.services.housekeeping import Housekeeping
 from core.services.idempotency import IdempotencyService
+from core.services.oauth import OAuthService
 from core.services.orders import OrderService
 from core.services.outbox import OutboxService
 from core.services.payments import PaymentService
 from entrypoints.http.docs import ApiReference
+from entrypoints.http.oauth import OAuthServer
 from entrypoints.http.representations import RenderedPages, RenderedProducts
 
 ACTOR = web.RequestKey("actor", Actor)  # the caller; set by the authentication middleware
@@ -29,6 +32,10 @@ REQUEST_ID = web.RequestKey("request_id", str)
 AUTH = web.AppKey("auth", AuthService)
 CATALOG = web.AppKey("catalog", CatalogService)
 AUDIT = web.AppKey("audit", AuditService)
+CLIENTS = web.AppKey("clients", ClientService)
+OAUTH_SERVICE = web.AppKey("oauth_service", OAuthService)
+OAUTH = web.AppKey("oauth", OAuthServer)  # the authorization server (entrypoints/http/oauth.py)
+DIGESTS: web.AppKey[KeyedDigest] = web.AppKey("digests")  # the server key's HMAC: the consent ticket
 ORDERS = web.AppKey("orders", OrderService)
 PAYMENTS = web.AppKey("payments", PaymentService)
 GATEWAY = web.AppKey("gateway", PaymentGateway)

@@ -86,7 +86,8 @@ def request_middleware(access_log: AccessLog | None, proxies: TrustedProxies | N
             # 2. Authentication: a Bearer token becomes the actor; no token is an anonymous
             # customer; a token that is present but invalid is refused even where none is needed.
             header = request.headers.get("Authorization")
-            if header is None:
+            if header is None or request.path.startswith(OAUTH_PREFIX):
+                # The OAuth endpoints authenticate clients themselves (RFC 6749 §2.3: Basic).
                 request[ACTOR] = Actor(user_id=None, role=Role.CUSTOMER, source_ip=client)
             else:
                 scheme, _, token = header.partition(" ")
@@ -117,6 +118,10 @@ def request_middleware(access_log: AccessLog | None, proxies: TrustedProxies | N
         return response
 
     return request_pipeline
+
+
+#: The authorization server's endpoints (entrypoints/http/routes/oauth.py).
+OAUTH_PREFIX = "/oauth/"
 
 
 def error_response(request: web.Request, rid: str, error: Exception) -> web.Response:

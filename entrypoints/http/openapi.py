@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
+from core.domain.scopes import SCOPES
 from entrypoints.http.api import Operation, accepts_empty_body, path_parameters, path_schema
 from entrypoints.http.examples import Examples
 from entrypoints.http.schemas import COMPONENTS, ORDER_ID, ref, specialize
@@ -27,6 +28,12 @@ TAGS = [
     {"name": "payments", "description": "Card payments through Stripe, manual payments, refunds."},
     {"name": "webhooks", "description": "Signed notifications from payment providers."},
     {"name": "admin", "description": "The audit log."},
+    {
+        "name": "oauth",
+        "description": "The OAuth 2 authorization server for other software: authorization code with PKCE "
+        "(S256), refresh tokens rotated on every use, revocation, introspection, metadata.",
+    },
+    {"name": "clients", "description": "The OAuth clients (apps and services) registered to ask for tokens."},
     {"name": "operations", "description": "Health, readiness and this description."},
 ]
 
@@ -35,6 +42,10 @@ Tillbox is a self-hosted commerce backend: accounts, a product catalog, orders a
 Every operation below follows these conventions.
 
 ### Requests and responses
+
+The conventions below hold for every operation but the OAuth 2 authorization server's
+(`/oauth/…`, tag `oauth`), which speak OAuth 2 as RFC 6749 says: form-encoded parameters,
+unknown parameters ignored, errors as `{"error", "error_description"}`.
 
 * JSON bodies (`Content-Type: application/json`) with `snake_case` fields. Ids are opaque
   strings (`prd_…`, `ord_…`): store them, never parse them.
@@ -198,15 +209,18 @@ def _operation(op: Operation) -> dict[str, Any]:
     )
     doc["responses"] = responses
     doc["x-tillbox-auth"] = op.auth  # none, optional, user, staff or admin: what /docs shows
+    if op.protocol:
+        # Its parameters and errors are OAuth 2's (RFC 6749), not this document's conventions.
+        doc["x-tillbox-protocol"] = "oauth2"
     # The scope a delegated credential needs, as the security requirement's list (OpenAPI 3.1
     # allows it for any scheme); first-party tokens carry their role's full set.
     scopes = [op.scope] if op.scope is not None else []
     if op.auth in ("user", "staff", "admin"):
-        doc["security"] = [{"bearer": scopes}]
+        doc["security"] = [{"bearer": scopes}, {"oauth2": scopes}]
         if op.auth != "user":
             doc["description"] = (doc.get("description", "") + f"\n\nRequires the `{op.auth}` role.").strip()
     elif op.auth == "optional":
-        doc["security"] = [{"bearer": scopes}, {}]
+        doc["security"] = [{"bearer": scopes}, {"oauth2": scopes}, {}]
     else:
         doc["security"] = []
     if op.scope is not None:
@@ -247,7 +261,20 @@ def build_openapi(
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "An access token from POST /api/v1/auth/login (15 minutes).",
-                }
+                },
+                "oauth2": {
+                    "type": "oauth2",
+                    "description": "An app's access token, from Tillbox's authorization server: only the scopes "
+                    "the user approved, never more than the user's role allows.",
+                    "flows": {
+                        "authorizationCode": {
+                            "authorizationUrl": "/oauth/authorize",
+                            "tokenUrl": "/oauth/token",
+                            "refreshUrl": "/oauth/token",
+                            "scopes": dict(SCOPES),
+                        }
+                    },
+                },
             },
         },
     }

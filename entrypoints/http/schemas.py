@@ -10,6 +10,7 @@ from typing import Any
 
 from core.domain.catalog import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_STOCK
 from core.domain.money import MAX_AMOUNT
+from core.domain.oauth import MAX_CLIENT_NAME_LENGTH, MAX_REDIRECT_URI_LENGTH, MAX_REDIRECT_URIS, GrantType
 from core.domain.orders import MAX_LINES, MAX_QUANTITY
 from core.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from core.domain.payments import MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH
@@ -46,8 +47,14 @@ ORDER_ID = id_of("ord", "01JV3Q8Z5N4K7M2B9C6D1E0F3G")
 PAYMENT_ID = id_of("pay", "01JV3Q9A6P5R8N3C0D7E2F1G4H")
 REFUND_ID = id_of("ref", "01JV3QA1B7Q6S9P4D1E8F3G2J5")
 AUDIT_ID = id_of("aud", "01JV3QB2C8R7T0Q5E2F9G4H3K6")
+CLIENT_ID = id_of("cli", "01JV3QC3D9S8V1R6F3G0H5J4M7")
 # The objects a path names: /orders/{order_id} takes what an order's "id" is.
-PATH_IDS: dict[str, Schema] = {"user_id": USER_ID, "product_id": PRODUCT_ID, "order_id": ORDER_ID}
+PATH_IDS: dict[str, Schema] = {
+    "user_id": USER_ID,
+    "product_id": PRODUCT_ID,
+    "order_id": ORDER_ID,
+    "client_id": CLIENT_ID,
+}
 AMOUNT: Schema = {
     "type": "integer",
     "minimum": 0,
@@ -145,6 +152,72 @@ REFUND_REQUIRED = [
     "provider_reference",
     "created_at",
 ]
+
+# OAuth clients. The lists' items are checked by the domain (core/domain/oauth.py), which
+# says what is wrong with each (a fragment, a wildcard, an unknown scope); the schemas
+# bound their sizes.
+CLIENT_NAME_EXAMPLE = "Back-office reports"
+CLIENT_NAME: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_CLIENT_NAME_LENGTH,
+    "pattern": f"[^{_BLANK}]",
+    "examples": [CLIENT_NAME_EXAMPLE],
+}
+CLIENT_TYPE: Schema = {
+    "type": "string",
+    "enum": ["confidential", "public"],
+    "description": "`confidential`: a server that keeps a secret; `public`: a browser or native app.",
+}
+REDIRECT_URIS: Schema = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_REDIRECT_URIS,
+    "items": {"type": "string", "minLength": 1, "maxLength": MAX_REDIRECT_URI_LENGTH},
+    "description": "Absolute https URIs (http only on 127.0.0.1, [::1] or localhost), compared by exact string"
+    " match: no fragment, no user name, no wildcard.",
+    "examples": [["https://reports.example.com/oauth/callback"]],
+}
+GRANT_TYPES: Schema = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": len(GrantType),
+    "items": {"type": "string", "enum": [grant.value for grant in GrantType]},
+    "description": "`refresh_token` needs `authorization_code`; `client_credentials` is for confidential clients.",
+    "examples": [["authorization_code", "refresh_token"]],
+}
+CLIENT_SCOPES: Schema = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 50,
+    "items": {"type": "string", "minLength": 1, "maxLength": 64},
+    "description": "The most a token of the client may be given (see the scopes of each operation).",
+    "examples": [["catalog:read", "orders:read"]],
+}
+CLIENT_STATUS: Schema = {"type": "string", "enum": ["active", "disabled"]}
+CLIENT_SECRET_EXAMPLE = "tbcs_YW4gZXhhbXBsZSwgbm90IGEgcmVhbCBzZWNyZXQhIQ"  # noqa: S105 - for the docs, not a secret
+CLIENT_FIELDS: dict[str, Schema] = {
+    "id": CLIENT_ID,
+    "name": {"type": "string", "examples": [CLIENT_NAME_EXAMPLE]},
+    "type": CLIENT_TYPE,
+    "redirect_uris": {"type": "array", "items": {"type": "string"}, "examples": REDIRECT_URIS["examples"]},
+    "grant_types": {"type": "array", "items": GRANT_TYPES["items"], "examples": GRANT_TYPES["examples"]},
+    "scopes": {"type": "array", "items": {"type": "string"}, "examples": CLIENT_SCOPES["examples"]},
+    "status": CLIENT_STATUS,
+    "secret_rotated_at": {
+        **TIMESTAMP,
+        "type": ["string", "null"],
+        "description": "When the current secret was made; null for a public client.",
+    },
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+    "created_by": {
+        "type": ["string", "null"],
+        "description": "The admin who registered it; null: the operator at the command line.",
+        "examples": USER_ID["examples"],
+    },
+}
+CLIENT_REQUIRED = list(CLIENT_FIELDS)
 
 # Resources (responses).
 REFRESH_TOKEN_EXAMPLE = "YW4gZXhhbXBsZSwgbm90IGEgcmVhbCB0b2tlbiE"  # noqa: S105 - for the docs, not a secret
@@ -370,6 +443,34 @@ COMPONENTS: dict[str, Schema] = {
         [*REFUND_REQUIRED, "refunds"],
         description="The refund (the first, if the amount spans several payments) and all it made in `refunds`.",
     ),
+    "OAuthClient": obj(CLIENT_FIELDS, CLIENT_REQUIRED),
+    "Authorization": obj(
+        {
+            "client_id": CLIENT_ID,
+            "client_name": {
+                "type": ["string", "null"],
+                "description": "The app's name; null if it was removed since.",
+                "examples": [CLIENT_NAME_EXAMPLE],
+            },
+            "scopes": {"type": "array", "items": {"type": "string"}, "examples": [["orders:read"]]},
+            "granted_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+        ["client_id", "client_name", "scopes", "granted_at", "updated_at"],
+        description="An app the user approved, with the scopes approved; taking it back ends the app's sessions.",
+    ),
+    "OAuthClientWithSecret": obj(
+        {
+            **CLIENT_FIELDS,
+            "client_secret": {
+                "type": "string",
+                "description": "Confidential clients only. Shown this once: Tillbox keeps only a keyed digest.",
+                "examples": [CLIENT_SECRET_EXAMPLE],
+            },
+        },
+        CLIENT_REQUIRED,
+        description="The client, with its new secret if it is confidential.",
+    ),
     "Health": obj(
         {"status": {"type": "string", "examples": ["ok"]}, "checks": {"type": "object"}},
         ["status"],
@@ -435,6 +536,27 @@ ADJUST_STOCK = obj(
         "reason": {"type": "string", "maxLength": 500, "examples": ["Three broke in the warehouse"]},
     },
     ["delta"],
+)
+
+REGISTER_CLIENT = obj(
+    {
+        "name": CLIENT_NAME,
+        "type": CLIENT_TYPE,
+        "redirect_uris": REDIRECT_URIS,
+        "grant_types": GRANT_TYPES,
+        "scopes": CLIENT_SCOPES,
+    },
+    ["name", "type", "redirect_uris", "grant_types", "scopes"],
+)
+UPDATE_CLIENT = obj(
+    {
+        "name": CLIENT_NAME,
+        "redirect_uris": REDIRECT_URIS,
+        "grant_types": GRANT_TYPES,
+        "scopes": CLIENT_SCOPES,
+        "status": CLIENT_STATUS,
+    },
+    minProperties=1,
 )
 
 # Query parameters.

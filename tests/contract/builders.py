@@ -10,6 +10,7 @@ from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import DomainEvent
 from core.domain.money import Money
+from core.domain.oauth import ClientType, GrantType, OAuthClient
 from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from core.domain.users import RefreshToken, Role, User, UserStatus
@@ -174,6 +175,29 @@ class Make:
             payload={"id": aggregate_id} if payload is None else payload,
         )
 
+    def oauth_client(
+        self,
+        name: str = "Shop app",
+        *,
+        type: ClientType = ClientType.CONFIDENTIAL,
+        redirect_uris: tuple[str, ...] = ("https://app.example.com/callback",),
+        grant_types: tuple[GrantType, ...] = (GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN),
+        scopes: tuple[str, ...] = ("catalog:read", "orders:read"),
+        created_by: str | None = "usr_000000000001",
+    ) -> OAuthClient:
+        confidential = type is ClientType.CONFIDENTIAL
+        return OAuthClient.register(
+            id=self.ids.new("cli"),
+            name=name,
+            type=type,
+            redirect_uris=redirect_uris,
+            grant_types=grant_types,
+            scopes=scopes,
+            secret_digest=f"digest-of-{name}" if confidential else None,
+            at=self.clock.now(),
+            created_by=created_by,
+        )
+
 
 async def store(uow_factory: UnitOfWorkFactory, *objects: object) -> None:
     """Add the objects in one unit of work and commit."""
@@ -195,6 +219,8 @@ async def store(uow_factory: UnitOfWorkFactory, *objects: object) -> None:
                 await uow.refunds.add(obj)
             elif isinstance(obj, DomainEvent):
                 await uow.outbox.append(obj)
+            elif isinstance(obj, OAuthClient):
+                await uow.oauth_clients.add(obj)
             else:
                 raise TypeError(obj)
         await uow.commit()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import socket
 import sqlite3
@@ -138,11 +137,10 @@ def test_help_states_the_exit_codes(tmp_path: Path) -> None:
 
 
 def _read_first_line_then_close(args: list[str], cwd: Path) -> tuple[bytes, bytes, int]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "entrypoints.cli", *args],
         cwd=cwd,
-        env=environment,
+        env=environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

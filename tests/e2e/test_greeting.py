@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core.domain.errors import LastAdmin
 from tests.e2e.test_cli import PASSWORD, tillbox
+from tests.harness import environment
 
 TILLBOX = Path(sys.executable).parent / "tillbox"  # the console script, as `make run` starts it
 CREATE_ADMIN = f"{TILLBOX} users create --email you@example.com --role admin"
@@ -24,7 +25,7 @@ DEADLINE = 30.0
 
 
 def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
+    return environment()
 
 
 def _on_a_terminal(cwd: Path, *args: str, until: str, count: int = 1) -> str:

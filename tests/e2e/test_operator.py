@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.conftest import assert_error, serve
 from tests.e2e.test_cli import PASSWORD, _get, _post, create_user, tillbox
-from tests.harness import Server, until
+from tests.harness import Server, environment, until
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -432,11 +432,10 @@ def _on_a_terminal(args: list[str], cwd: Path, answers: list[tuple[bytes, bytes]
     """Run tillbox with a pseudo-terminal as its controlling terminal; answer each prompt
     when it appears. Returns the exit status and everything the terminal showed."""
     master, slave = os.openpty()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLBOX_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "entrypoints.cli", *args],
         cwd=cwd,
-        env=environment,
+        env=environment(),
         stdin=slave,
         stdout=slave,
         stderr=slave,

@@ -79,8 +79,9 @@ STATEMENTS = dict(repository_statements())
 
 def test_the_statements_are_all_found() -> None:
     lists = [n for n in STATEMENTS if "_LIST[" in n]
-    # users (3 filters), products (active x 3 text plans x 7 sorts), audit (4 filters), orders (2 filters)
-    assert len(lists) == 8 + 2 * 3 * len(ProductSort) + 16 + 4
+    # users (3 filters), products (active x 3 text plans x 7 sorts), audit (4 filters), orders (2 filters),
+    # oauth clients (1 filter)
+    assert len(lists) == 8 + 2 * 3 * len(ProductSort) + 16 + 4 + 2
     assert len(ProductSort) == 7
     for name in (
         "USER_GET",
@@ -97,6 +98,18 @@ def test_the_statements_are_all_found() -> None:
         "REFUND_LIST_FOR_PAYMENT",
         "OUTBOX_LIST_PENDING",
         "PROVIDER_EVENT_INSERT",
+        "OAUTH_CLIENT_GET",
+        "OAUTH_CLIENT_UPDATE",
+        "REFRESH_CLIENT_FAMILIES_SINCE",
+        "REFRESH_CLIENT_USER_FAMILIES_SINCE",
+        "REFRESH_REVOKE_CLIENT",
+        "REFRESH_REVOKE_CLIENT_USER",
+        "CODE_GET_BY_DIGEST",
+        "CODE_MARK_USED",
+        "CONSENT_PUT",
+        "CONSENT_GET",
+        "CONSENT_DELETE",
+        "CONSENT_LIST_FOR_USER",
     ):
         assert name in STATEMENTS
     assert repos.FEW_TEXT_MATCHES <= 10_000  # what bounds the one sort allowed
@@ -143,11 +156,56 @@ def _seed(conn: sqlite3.Connection) -> None:
         ],
     )
     conn.executemany(
+        repos.OAUTH_CLIENT_INSERT,
+        [
+            (
+                f"cli_{n:012d}",
+                f"App {n}",
+                "public",
+                '["https://app.example.com/cb"]',
+                '["authorization_code"]',
+                '["catalog:read"]',
+                "active",
+                None,
+                None,
+                t,
+                t,
+                None,
+            )
+            for n in range(20)
+        ],
+    )
+    # Most sessions first-party (client and scope NULL), one in five an OAuth client's.
+    conn.executemany(
         repos.REFRESH_INSERT,
         [
             (f"rtk_{n:012d}", f"usr_{n % 200:012d}", f"fam_{n // 5}", f"digest-{n}", t, t, None, None)
+            + ((f"cli_{n % 20:012d}", "catalog:read") if n % 5 == 0 else (None, None))
             for n in range(500)
         ],
+    )
+    conn.executemany(
+        repos.CODE_INSERT,
+        [
+            (
+                f"acd_{n:012d}",
+                f"code-{n}",
+                f"cli_{n % 20:012d}",
+                f"usr_{n % 200:012d}",
+                "https://app.example.com/cb",
+                "catalog:read",
+                "c" * 43,
+                t,
+                "2026-01-01T00:05:00.000000Z",
+                None,
+                None,
+            )
+            for n in range(500)
+        ],
+    )
+    conn.executemany(
+        repos.CONSENT_PUT,
+        [(f"usr_{n % 200:012d}", f"cli_{n % 20:012d}", "catalog:read", t, t) for n in range(400)],
     )
     actions = ["auth.login_succeeded", "auth.login_failed", "product.price_changed", "product.stock_adjusted"]
     conn.executemany(
@@ -292,3 +350,20 @@ def test_every_sort_reads_its_own_index_in_order(conn: sqlite3.Connection, sort:
     if column != "id":
         index = f"products_active_{column}_id" if active else f"products_{column}_id"
         assert f"INDEX {index} (" in steps[0], steps
+
+
+@pytest.mark.parametrize(
+    ("name", "index"),
+    [
+        ("REFRESH_CLIENT_FAMILIES_SINCE", "refresh_tokens_client_created (client_id=? AND created_at>?)"),
+        (
+            "REFRESH_CLIENT_USER_FAMILIES_SINCE",
+            "refresh_tokens_client_user (client_id=? AND user_id=? AND created_at>?)",
+        ),
+    ],
+)
+def test_a_clients_sessions_since_a_time_are_read_from_that_time_on(
+    conn: sqlite3.Connection, name: str, index: str
+) -> None:
+    # Not every token the client was ever given: only those made since (both bounds in the index).
+    assert plan(conn, STATEMENTS[name]) == [f"SEARCH refresh_tokens USING INDEX {index}"]

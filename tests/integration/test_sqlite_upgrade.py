@@ -8,11 +8,13 @@ import hashlib
 import pathlib
 import sqlite3
 import unicodedata
+from datetime import UTC, datetime
 
 import pytest
 
-from adapters.sqlite import LATEST_VERSION, migrate, schema_version
+from adapters.sqlite import LATEST_VERSION, SqliteDatabase, migrate, schema_version
 from adapters.sqlite import migrations as migrations_module
+from tests.fakes import FixedClock
 
 T = "2026-01-01T00:00:00.000000Z"
 
@@ -87,3 +89,41 @@ def test_wiped_fingerprints_leave_no_trace_in_the_file(tmp_path: pathlib.Path, m
     written = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert not any(f.encode() in written for f in legacy)
     assert schema_version(path) == LATEST_VERSION
+
+
+async def test_sessions_made_before_oauth_grants_stay_first_party(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store at schema 11 (OAuth clients, no grants yet): its refresh tokens become first-party
+    # sessions, neither a client's nor bounded by scopes, and keep working.
+    path = tmp_path / "tillbox.db"
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations_module, "MIGRATIONS", migrations_module.MIGRATIONS[:11])
+        patched.setattr(migrations_module, "LATEST_VERSION", 11)
+        assert migrations_module.migrate(path) == 11
+    conn = sqlite3.connect(path, isolation_level=None)
+    _add_user(conn, "usr_1", "ada@example.com")
+    conn.execute(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_digest, created_at, expires_at, used_at, revoked_at)"
+        " VALUES ('rtk_1', 'usr_1', 'fam_1', 'digest-1', ?, ?, NULL, NULL)",
+        (T, "2026-01-31T00:00:00.000000Z"),
+    )
+    conn.close()
+
+    assert migrate(path) == LATEST_VERSION
+
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT id, client_id, scope FROM refresh_tokens").fetchall() == [("rtk_1", None, None)]
+    conn.close()
+    db = SqliteDatabase(path, clock=FixedClock(datetime(2026, 1, 2, tzinfo=UTC)))
+    await db.open()
+    try:
+        async with db() as uow:
+            token = await uow.refresh_tokens.get_by_digest("digest-1")
+            assert token is not None
+            assert (token.user_id, token.client_id, token.scope) == ("usr_1", None, None)
+            assert await uow.refresh_tokens.mark_used("rtk_1", datetime(2026, 1, 2, tzinfo=UTC)) is True
+            assert await uow.refresh_tokens.client_families_since("cli_1", None, datetime(2025, 1, 1, tzinfo=UTC)) == []
+            await uow.commit()
+    finally:
+        await db.close()

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from core.domain.grants import AuthorizationCode
 from core.domain.orders import OrderStatus
 from core.domain.users import Actor
 from core.ports.idempotency import StoredRequest
@@ -14,10 +15,11 @@ from core.services.auth import AuthService, LogIn, LogOut, RegisterUser
 from core.services.catalog import CatalogService, CreateProduct
 from core.services.housekeeping import Housekeeping, HousekeepingSettings
 from core.services.idempotency import IdempotencyService
+from core.services.oauth import CODE_KEPT_AFTER_EXPIRY, OAuthService
 from core.services.orders import OrderItem, OrderService, PlaceOrder
 from core.services.outbox import OutboxService, OutboxSettings
 from core.services.payments import PaymentService
-from tests.fakes import FakeKeyedDigest, FixedClock, InMemoryDatabase
+from tests.fakes import FakeKeyedDigest, FakeOpaqueTokens, FixedClock, InMemoryDatabase, SequentialIds
 from tests.unit.helpers import STRONG, all_orders
 
 
@@ -28,7 +30,8 @@ def chores(
     idempotency = IdempotencyService(db, clock, FakeKeyedDigest())
     outbox = OutboxService(db, clock, OutboxSettings())
     settings = HousekeepingSettings(purge_every=timedelta(minutes=10))
-    return Housekeeping(orders, payments, idempotency, auth, outbox, clock, settings)
+    oauth = OAuthService(db, auth, FakeOpaqueTokens(), clock, SequentialIds())
+    return Housekeeping(orders, payments, idempotency, auth, outbox, oauth, clock, settings)
 
 
 async def test_a_round_expires_every_order_past_its_deadline(
@@ -73,6 +76,33 @@ async def test_purges_run_every_so_often_not_every_round(
     assert db.store.revoked_sessions == [] and db.store.idempotency == {}
 
 
+async def test_authorization_codes_are_purged_a_day_after_they_expire(
+    chores: Housekeeping, db: InMemoryDatabase, clock: FixedClock
+) -> None:
+    def code(name: str, expires_in: timedelta) -> AuthorizationCode:
+        now = clock.now()
+        return AuthorizationCode(
+            id=name,
+            code_digest=name,
+            client_id="cli_1",
+            user_id="usr_1",
+            redirect_uri="https://app.example.com/cb",
+            scope="orders:read",
+            code_challenge="c" * 43,
+            created_at=now,
+            expires_at=now + expires_in,
+        )
+
+    db.store.authorization_codes["old"] = code("old", -CODE_KEPT_AFTER_EXPIRY - timedelta(seconds=1))
+    db.store.authorization_codes["recent"] = code("recent", -CODE_KEPT_AFTER_EXPIRY + timedelta(seconds=1))
+    await chores.run_round()  # schedules the purges
+    clock.advance(minutes=10)
+    # Ten minutes on, "recent" has been expired a day and more too: both go.
+    db.store.authorization_codes["young"] = code("young", -timedelta(hours=23))
+    await chores.run_round()
+    assert set(db.store.authorization_codes) == {"young"}
+
+
 async def test_one_failing_job_does_not_stop_the_others(
     chores: Housekeeping,
     payments: PaymentService,
@@ -93,7 +123,7 @@ async def test_one_failing_job_does_not_stop_the_others(
         raise boom
 
     monkeypatch.setattr(payments, "resend_unsent_refunds", broken)
-    chores = Housekeeping(orders, payments, chores._idempotency, chores._auth, chores._outbox, clock)
+    chores = Housekeeping(orders, payments, chores._idempotency, chores._auth, chores._outbox, chores._oauth, clock)
 
     failed = await chores.run_round()
 

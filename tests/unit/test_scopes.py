@@ -112,3 +112,15 @@ def test_an_operation_without_a_scope_or_with_an_unknown_one_cannot_be_declared(
         api.operation("GET", "/x", summary="x", tag="t", auth="user", scope="orders:all", replies=[])
     with pytest.raises(AssertionError):
         api.operation("GET", "/x", summary="x", tag="t", auth="none", scope="orders:read", replies=[])
+
+
+def test_only_the_oauth_endpoints_keep_the_protocols_conventions_instead_of_the_documents() -> None:
+    protocol = sorted(f"{op.method} {op.path}" for op in all_operations() if op.protocol)
+    assert protocol == [
+        "GET /oauth/authorize",
+        "POST /oauth/authorize",
+        "POST /oauth/introspect",
+        "POST /oauth/revoke",
+        "POST /oauth/token",
+    ]
+    assert all(not op.idempotent for op in all_operations() if op.protocol)  # tokens are never replayed

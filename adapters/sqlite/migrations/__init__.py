@@ -27,6 +27,8 @@ from adapters.sqlite.migrations import (
     m0008_product_sorts,
     m0009_shared_state,
     m0010_dashboard_figures,
+    m0011_oauth_clients,
+    m0012_oauth_grants,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -52,6 +54,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "product sort indexes", m0008_product_sorts.apply),
     Migration(9, "state shared by instances", m0009_shared_state.apply),
     Migration(10, "dashboard figure indexes", m0010_dashboard_figures.apply),
+    Migration(11, "oauth clients", m0011_oauth_clients.apply),
+    Migration(12, "oauth grants: authorization codes, consents, client sessions", m0012_oauth_grants.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from entrypoints.http.api import Api, Operation
-from entrypoints.http.routes import admin, auth, meta, orders, products, users, webhooks
+from entrypoints.http.routes import admin, auth, clients, meta, oauth, orders, products, users, webhooks
 
-APIS: tuple[Api, ...] = (auth.api, users.api, products.api, orders.api, webhooks.api, admin.api, meta.api)
+APIS: tuple[Api, ...] = (
+    auth.api,
+    users.api,
+    products.api,
+    orders.api,
+    webhooks.api,
+    admin.api,
+    clients.api,
+    oauth.api,
+    meta.api,
+)
 
 
 def all_operations() -> list[Operation]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from adapters.serialization import command, to_json, to_wire
+from adapters.timestamps import format_timestamp
 from core.domain.pagination import PageRequest
 from core.ports.repositories import UserFilter
 from core.services.auth import ChangePassword, ListUsers, UpdateUser
+from core.services.oauth import Authorization
 from entrypoints.http.api import Api, Input, Param, Reply, json_response, list_response
-from entrypoints.http.keys import AUTH, RENDERED_PAGES, STORE
+from entrypoints.http.keys import AUTH, OAUTH_SERVICE, RENDERED_PAGES, STORE
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
     CONFLICT,
@@ -130,3 +132,73 @@ async def update_user(request: web.Request, i: Input) -> web.Response:
         command(UpdateUser, i.body, actor=i.actor, user_id=request.match_info["user_id"])
     )
     return json_response(to_wire(user))
+
+
+def _authorization(item: Authorization) -> dict[str, object]:
+    consent = item.consent
+    return {
+        "client_id": consent.client_id,
+        "client_name": item.client.name if item.client is not None else None,
+        "scopes": consent.scope.split(),
+        "granted_at": format_timestamp(consent.granted_at),
+        "updated_at": format_timestamp(consent.updated_at),
+    }
+
+
+@api.operation(
+    "GET",
+    "/api/v1/users/me/authorizations",
+    summary="The apps the caller approved (OAuth)",
+    tag="users",
+    auth="user",
+    scope="users:read",
+    replies=(Reply(200, "The approvals, by client id.", list_of("Authorization")), UNAUTHENTICATED),
+)
+async def list_my_authorizations(request: web.Request, i: Input) -> web.Response:
+    return list_response(
+        [_authorization(a) for a in await request.app[OAUTH_SERVICE].list_authorizations(i.actor)], None
+    )
+
+
+@api.operation(
+    "DELETE",
+    "/api/v1/users/me/authorizations/{client_id}",
+    summary="Take an approval back: the app's sessions end at once",
+    tag="users",
+    auth="user",
+    scope="users:write",
+    replies=(Reply(204, "Taken back; the app's tokens are refused from now on."), UNAUTHENTICATED, NOT_FOUND),
+)
+async def revoke_my_authorization(request: web.Request, i: Input) -> web.Response:
+    await request.app[OAUTH_SERVICE].revoke_authorization(i.actor, request.match_info["client_id"])
+    return web.Response(status=204)
+
+
+@api.operation(
+    "GET",
+    "/api/v1/users/{user_id:(?!me$)[^/]+}/authorizations",
+    summary="The apps a user approved (OAuth)",
+    tag="users",
+    auth="admin",
+    scope="users:read",
+    replies=(Reply(200, "The approvals, by client id.", list_of("Authorization")), UNAUTHENTICATED, FORBIDDEN),
+)
+async def list_user_authorizations(request: web.Request, i: Input) -> web.Response:
+    items = await request.app[OAUTH_SERVICE].list_authorizations(i.actor, request.match_info["user_id"])
+    return list_response([_authorization(a) for a in items], None)
+
+
+@api.operation(
+    "DELETE",
+    "/api/v1/users/{user_id:(?!me$)[^/]+}/authorizations/{client_id}",
+    summary="Take a user's approval of an app back: its sessions for the user end at once",
+    tag="users",
+    auth="admin",
+    scope="users:write",
+    replies=(Reply(204, "Taken back."), UNAUTHENTICATED, FORBIDDEN, NOT_FOUND),
+)
+async def revoke_user_authorization(request: web.Request, i: Input) -> web.Response:
+    await request.app[OAUTH_SERVICE].revoke_authorization(
+        i.actor, request.match_info["client_id"], request.match_info["user_id"]
+    )
+    return web.Response(status=204)
