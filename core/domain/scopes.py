@@ -47,10 +47,20 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
 
 
 def role_for(scopes: Iterable[str]) -> Role:
-    """The least role whose work covers these scopes: the role an OAuth client acting as
-    itself is checked as (its scopes, granted by an admin, still bound it)."""
+    """The least role whose work covers these scopes (what a client-credentials token's
+    ``role`` claim says; the role it acts with is ``acting_role``, per operation)."""
     wanted = frozenset(scopes)
     return next(role for role in (Role.CUSTOMER, Role.STAFF, Role.ADMIN) if wanted <= ROLE_SCOPES[role])
+
+
+def acting_role(scope: str) -> Role:
+    """The role an OAuth client acting as itself has in an operation that needs ``scope``:
+    staff's for what staff do (reading every order, writing the catalog, refunding), an
+    admin's only for what only admins do. Per operation, never the widest of its scopes: a
+    client given ``audit:read`` must not change accounts as an admin with ``users:write``
+    (users:* are a customer's own account's scopes, so admin-only operations on accounts
+    stay out of a client's reach)."""
+    return Role.STAFF if scope in ROLE_SCOPES[Role.STAFF] else Role.ADMIN
 
 
 def parse_scopes(text: str | Iterable[str]) -> frozenset[str]:

@@ -26,6 +26,7 @@ from core.domain.errors import (
     UserEmailNotFound,
     UserNotFound,
 )
+from core.domain.oauth import GrantType
 from core.domain.pagination import Page, PageRequest
 from core.domain.scopes import ROLE_SCOPES, format_scopes
 from core.domain.users import (
@@ -194,14 +195,14 @@ class AuthService:
             # registration is checked now (a disabled client's tokens are refused at once).
             async with self._uow(readonly=True) as uow:
                 client = await uow.oauth_clients.get(claims.client_id)
-            if client is None or not client.is_active:
+            if client is None or not client.is_active or not client.allows_grant(GrantType.CLIENT_CREDENTIALS):
                 raise TokenInvalid("The app of this token is disabled or no longer registered.")
             return Actor(
                 user_id=None,
                 role=claims.role,
                 source_ip=source_ip,
                 session_id=claims.session_id,
-                scopes=claims.scopes,
+                scopes=(claims.scopes or frozenset()) & frozenset(client.scopes),  # narrowed since: at once
                 client_id=claims.client_id,
             )
         return Actor(
@@ -409,8 +410,16 @@ class AuthService:
             user = await uow.users.get(record.user_id)
             if user is None or not user.is_active:
                 raise TokenInvalid("The account of this token no longer exists or is disabled.")
+            scope = record.scope
+            if record.client_id is not None:
+                # The client as it is now, in this transaction: disabled, or no longer allowed
+                # to refresh, its session gives nothing more; narrowed, the session narrows too.
+                client = await uow.oauth_clients.get(record.client_id)
+                if client is None or not client.is_active or not client.allows_grant(GrantType.REFRESH_TOKEN):
+                    raise TokenInvalid("The refresh token is invalid, expired or revoked.")
+                scope = format_scopes((scopes or frozenset()) & frozenset(client.scopes))
             refresh, new_record = self._new_refresh_token(
-                user.id, record.family_id, record.expires_at, client_id=record.client_id, scope=record.scope
+                user.id, record.family_id, record.expires_at, client_id=record.client_id, scope=scope
             )
             await uow.refresh_tokens.add(new_record)
             await uow.commit()

@@ -177,10 +177,26 @@ class OAuthService:
         the other is a replay."""
         now = self._clock.now()
         async with self._uow() as uow:
+            # Everything the code stood on, as it is now, in this transaction: the account (a
+            # password, role or status change since the code was made voids it), the consent
+            # (taken back or narrowed, the code goes with it) and the client (disabled or
+            # narrowed since).
             user = await uow.users.get(record.user_id)
-            if user is None or not user.is_active or not client.is_active:
-                raise OAuthGrantInvalid()
+            fresh = await uow.oauth_clients.get(client.id)
+            consent = await uow.consents.get(record.user_id, client.id)
             scopes = frozenset(record.scope.split())
+            if (
+                user is None
+                or not user.is_active
+                or user.updated_at > record.created_at
+                or fresh is None
+                or not fresh.is_active
+                or consent is None
+                or not scopes <= frozenset(consent.scope.split())
+            ):
+                raise OAuthGrantInvalid()
+            client = fresh
+            scopes &= frozenset(client.scopes)
             refresh, session = self._auth.begin_delegated_session(user, client.id, scopes, now)
             spent = await uow.authorization_codes.mark_used(record.id, now, session.family_id)
             if spent:

@@ -22,7 +22,7 @@ from aiohttp import web
 from adapters.serialization import to_json
 from core.domain.errors import AuthenticationRequired, DomainError, TransactionConflict, Unavailable, ValidationFailed
 from core.domain.errors import Invalid as DomainInvalid
-from core.domain.scopes import SCOPES
+from core.domain.scopes import SCOPES, acting_role
 from core.domain.users import Actor
 from core.ports.idempotency import (
     IdempotencyClaim,
@@ -211,6 +211,8 @@ def _wrap(op: Operation, checks: Checks) -> Callable[[web.Request], Awaitable[we
             raise AuthenticationRequired()
         if op.scope is not None:
             actor.require_scope(op.scope)  # the one place scopes are enforced
+            if actor.client_id is not None and actor.user_id is None:
+                actor = attrs.evolve(actor, role=acting_role(op.scope))
         for name, check in checks.path:
             if not check.accepts(request.match_info[name]):
                 # Longer than any id (or otherwise not one): nothing is there, and nothing of

@@ -56,8 +56,15 @@ THREADS = 4
 #: How long a callback waits for its store work: a store that does not answer in this time
 #: answers the request 503 (the loop is never blocked meanwhile).
 BRIDGE_TIMEOUT_SECONDS = 10.0
+#: Requests waiting for a thread at most; more are answered 503 at once (a flood of token
+#: requests must not queue without end, nor keep the authorization page waiting behind it).
+MAX_WAITING = 64
 
 _TOKEN_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+
+
+class _StoreTooSlow(Exception):
+    """The store did not answer a callback in BRIDGE_TIMEOUT_SECONDS."""
 
 
 class _Bridge:
@@ -68,7 +75,11 @@ class _Bridge:
 
     def __call__(self, work: Awaitable[T]) -> T:
         future = asyncio.run_coroutine_threadsafe(_awaited(work), self._loop)
-        return future.result(BRIDGE_TIMEOUT_SECONDS)
+        try:
+            return future.result(BRIDGE_TIMEOUT_SECONDS)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # a unit of work cancelled before its commit keeps nothing
+            raise _StoreTooSlow() from None
 
 
 async def _awaited(work: Awaitable[T]) -> T:
@@ -313,7 +324,7 @@ class Introspection(IntrospectionEndpoint):
             "scope": info.scope,
             "client_id": info.client_id,
             "sub": info.user_id,
-            "token_type": "Bearer" if info.kind == "access_token" else "refresh_token",
+            **({"token_type": "Bearer"} if info.kind == "access_token" else {}),  # RFC 6749 §7.1 types
             "exp": info.expires_at,
             **({"iat": info.issued_at} if info.issued_at is not None else {}),
         }
@@ -417,9 +428,18 @@ def _quotable(handle: Callable[[TillboxAuthorizationServer], T], server: Tillbox
         raise InvalidRequestError("A parameter holds characters that OAuth 2 does not allow there.") from None
 
 
+def _busy() -> OAuth2Error:
+    error = OAuth2Error("The authorization server is busy; try again shortly.", status_code=503)
+    error.error = "temporarily_unavailable"
+    return error
+
+
 def _answer(error: OAuth2Error) -> Answer:
     status, body, headers = error()
-    return status, body, list(headers)
+    answer = list(headers)
+    if status == 503:
+        answer.append(("Retry-After", "1"))
+    return status, body, answer
 
 
 class TillboxAuthorizationServer(AuthorizationServer):
@@ -460,15 +480,24 @@ class OAuthServer:
         self.auth = auth
         self.clients = clients
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="oauth")
+        self._in_flight = 0
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, handle: Callable[[TillboxAuthorizationServer], T]) -> T:
         """``handle`` with a server of its own (authlib keeps per-request state on it)."""
+        if self._in_flight >= THREADS + MAX_WAITING:
+            raise _busy()
         loop = asyncio.get_running_loop()
         server = TillboxAuthorizationServer(_Grants(_Bridge(loop), self.oauth, self.auth, self.clients))
-        return await loop.run_in_executor(self._pool, _quotable, handle, server)
+        self._in_flight += 1
+        try:
+            return await loop.run_in_executor(self._pool, _quotable, handle, server)
+        except _StoreTooSlow:
+            raise _busy() from None
+        finally:
+            self._in_flight -= 1
 
     async def token(self, request: Incoming) -> Answer:
         if not request.form.get("grant_type"):  # RFC 6749 §5.2: a required parameter is missing

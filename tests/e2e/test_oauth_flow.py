@@ -273,3 +273,19 @@ def test_the_authorization_page_ignores_parameters_it_does_not_know(server: Serv
     page = requests.get(url, allow_redirects=False, timeout=10)
     assert page.status_code == 200 and "Reports wants to use your account" in page.text
     assert 'name="nonce" value="n-1"' in page.text  # carried through the form, as sent
+
+
+def test_a_service_never_acts_as_an_admin_beyond_the_operation_at_hand(server: Server, shop: Path) -> None:
+    # audit:read is an admin's scope; it must not make users:write an admin's power over accounts.
+    client = register(
+        shop, "--type", "confidential", "--grant", "client_credentials", "--scope", "users:write audit:read"
+    )
+    service = OAuth2Session(client["id"], client["client_secret"], token_endpoint_auth_method="client_secret_basic")
+    service.fetch_token(server.base + "/oauth/token", grant_type="client_credentials")
+    assert service.get(server.base + "/api/v1/admin/audit").status_code == 200
+    customer_id = json.loads(tillbox("users", "list", "--json", cwd=shop).stdout)
+    target = next(u["id"] for u in customer_id if u["email"] == "customer@example.com")
+    promoted = service.patch(server.base + f"/api/v1/users/{target}", json={"role": "admin"})
+    assert promoted.status_code == 403 and promoted.json()["error"]["code"] == "forbidden"
+    users = json.loads(tillbox("users", "list", "--json", cwd=shop).stdout)
+    assert next(u["role"] for u in users if u["email"] == "customer@example.com") == "customer"

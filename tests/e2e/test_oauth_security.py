@@ -839,15 +839,18 @@ def test_a_forged_consent_ticket_is_refused(server: Server, shop: Path) -> None:
     client = confidential(shop, "orders:read catalog:read")
     fields, cookie = consent_step(server, client, "customer@example.com", "orders:read")
     ticket = dict(fields)["ticket"]
-    user_id, expires, mac = ticket.split(".")
+    user_id, expires, scope, mac = ticket.split(".")
+    assert scope == "orders:read"  # the scopes the page showed are part of what is signed
     with store(shop) as db:
         (admin_id,) = db.execute("SELECT id FROM users WHERE email = 'admin@example.com'").fetchone()
     forged = {
-        "another-user": f"{admin_id}.{expires}.{mac}",
-        "later-expiry": f"{user_id}.{int(expires) + 3600}.{mac}",
-        "past-expiry": f"{user_id}.{int(time.time()) - 1}.{mac}",
-        "mac-changed": f"{user_id}.{expires}.{mac[:-2]}{'AA' if mac[-2:] != 'AA' else 'BB'}",
-        "no-mac": f"{user_id}.{expires}.",
+        "another-user": f"{admin_id}.{expires}.{scope}.{mac}",
+        "later-expiry": f"{user_id}.{int(expires) + 3600}.{scope}.{mac}",
+        "past-expiry": f"{user_id}.{int(time.time()) - 1}.{scope}.{mac}",
+        "wider-scope": f"{user_id}.{expires}.orders:read+catalog:read.{mac}",
+        "mac-changed": f"{user_id}.{expires}.{scope}.{mac[:-2]}{'AA' if mac[-2:] != 'AA' else 'BB'}",
+        "no-mac": f"{user_id}.{expires}.{scope}.",
+        "old-form": f"{user_id}.{expires}.{mac}",
         "garbage": "garbage",
     }
     jar = {"tillbox_oauth_csrf": cookie}

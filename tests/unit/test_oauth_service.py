@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 
 from core.domain.errors import NotAllowed, SessionEnded, TokenInvalid
+from core.domain.grants import AuthorizationCode
 from core.domain.oauth import ClientType, GrantType, OAuthClient
-from core.domain.scopes import role_for
+from core.domain.scopes import acting_role, role_for
 from core.domain.users import Actor, Role, User
-from core.services.auth import AuthService
-from core.services.clients import ClientService, RegisterClient
+from core.services.auth import AuthService, ResetPassword
+from core.services.clients import ClientService, RegisterClient, UpdateClient
 from core.services.oauth import AuthorizationNotFound, GrantCode, OAuthGrantInvalid, OAuthService
 from tests.fakes import FakeKeyedDigest, FakeOpaqueTokens, FixedClock, InMemoryDatabase, SequentialIds
-from tests.unit.helpers import actions
+from tests.unit.helpers import STRONG, actions
 
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 OPERATOR = Actor.operator()
@@ -203,3 +204,73 @@ def test_role_for_is_the_least_role_whose_work_covers_the_scopes() -> None:
     assert role_for(["orders:read", "payments:write"]) is Role.CUSTOMER
     assert role_for(["refunds:write"]) is Role.STAFF
     assert role_for(["catalog:read", "audit:read"]) is Role.ADMIN
+
+
+async def _exchangeable(oauth: OAuthService, client: OAuthClient) -> AuthorizationCode:
+    record = await oauth.find_code("the-code", client)
+    assert record is not None
+    return record
+
+
+async def test_a_code_gives_no_more_than_the_client_has_now(
+    oauth: OAuthService, clients: ClientService, customer: Actor, db: InMemoryDatabase
+) -> None:
+    client = await _client(clients, scopes=("orders:read", "orders:write"))
+    await oauth.grant_code(
+        GrantCode(
+            user=_user(db),
+            client=client,
+            redirect_uri="https://app.example.com/cb",
+            scopes=frozenset({"orders:read", "orders:write"}),
+            code_challenge=CHALLENGE,
+            code="the-code",
+        )
+    )
+    narrowed = await clients.update(UpdateClient(actor=OPERATOR, client_id=client.id, scopes=("orders:read",)))
+    pair = await oauth.exchange_code(await _exchangeable(oauth, narrowed), narrowed)
+    assert pair.scope == "orders:read"
+
+
+async def test_a_code_made_before_a_password_reset_or_a_withdrawn_consent_gives_nothing(
+    oauth: OAuthService,
+    clients: ClientService,
+    auth: AuthService,
+    customer: Actor,
+    db: InMemoryDatabase,
+    clock: FixedClock,
+) -> None:
+    client = await _client(clients)
+    await _code(oauth, _user(db), client)
+    record = await _exchangeable(oauth, client)
+    clock.advance(seconds=1)
+    await auth.reset_password(ResetPassword(actor=OPERATOR, user_id="usr_customer", new_password=STRONG + "x"))
+    with pytest.raises(OAuthGrantInvalid):
+        await oauth.exchange_code(record, client)
+
+    await _code(oauth, _user(db), client, code="second-code")
+    second = await oauth.find_code("second-code", client)
+    assert second is not None
+    await oauth.revoke_authorization(customer, client.id)
+    with pytest.raises(OAuthGrantInvalid):
+        await oauth.exchange_code(second, client)
+
+
+async def test_a_client_credentials_token_narrows_with_its_client_at_once(
+    oauth: OAuthService, clients: ClientService, auth: AuthService
+) -> None:
+    service = await _client(clients, GrantType.CLIENT_CREDENTIALS, scopes=("orders:read", "refunds:write"))
+    pair = await oauth.client_credentials(service, None)
+    await clients.update(UpdateClient(actor=OPERATOR, client_id=service.id, scopes=("orders:read",)))
+    assert (await auth.authenticate(pair.access_token, None)).scopes == {"orders:read"}
+    await clients.update(
+        UpdateClient(actor=OPERATOR, client_id=service.id, grant_types=(GrantType.AUTHORIZATION_CODE,))
+    )
+    with pytest.raises(TokenInvalid):
+        await auth.authenticate(pair.access_token, None)
+
+
+def test_a_client_acts_per_operation_never_as_the_widest_of_its_scopes() -> None:
+    assert acting_role("orders:read") is Role.STAFF  # every order, as staff read them
+    assert acting_role("refunds:write") is Role.STAFF
+    assert acting_role("users:write") is Role.STAFF  # so changing accounts, an admin's work, is refused
+    assert acting_role("audit:read") is Role.ADMIN

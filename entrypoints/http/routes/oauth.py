@@ -24,7 +24,7 @@ from multidict import MultiMapping
 
 from core.domain.errors import DomainError
 from core.domain.oauth import OAuthClient
-from core.domain.scopes import SCOPES
+from core.domain.scopes import SCOPES, format_scopes
 from core.domain.users import User
 from core.services.auth import LogIn
 from entrypoints.http.api import Api, Input, Reply, json_response
@@ -73,16 +73,33 @@ async def authorize_page(request: web.Request, i: Input) -> web.StreamResponse:
         return _protocol_error(error)
     csrf = secrets.token_urlsafe(32)
     response = _page(_sign_in(client, scopes, values, csrf, message=None), redirect_uri)
+    secure = _secure_cookie(request)
     response.set_cookie(
-        CSRF_COOKIE,
+        _csrf_cookie(secure),
         csrf,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=secure,
         path="/oauth/authorize",
         max_age=TICKET_SECONDS,
     )
     return response
+
+
+def _secure_cookie(request: web.Request) -> bool:
+    """Secure, unless this is plain http to a loopback address (a shop trying Tillbox on its
+    own machine, the tests): TLS ends at the proxy in front, which this process cannot see,
+    so request.secure would be false behind it. A Secure cookie over plain http elsewhere is
+    not sent back, and the form is refused: that fails safe."""
+    if request.secure:
+        return True
+    return request.url.host not in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _csrf_cookie(secure: bool) -> str:
+    # The __Secure- prefix: a browser takes such a cookie only if it was set Secure, so a
+    # sibling site or a network attacker on plain http cannot plant one.
+    return "__Secure-" + CSRF_COOKIE if secure else CSRF_COOKIE
 
 
 @api.operation(
@@ -102,7 +119,7 @@ async def authorize_page(request: web.Request, i: Input) -> web.StreamResponse:
 async def authorize_decision(request: web.Request, i: Input) -> web.StreamResponse:
     form = _values(await request.post())
     csrf = _one(form, "csrf")
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    cookie = request.cookies.get(_csrf_cookie(_secure_cookie(request)), "")
     if not csrf or not cookie or not hmac.compare_digest(csrf.encode(), cookie.encode()):
         return _message_page(403, "This form has expired or was not sent from this page. Start again from the app.")
     values = {key: items for key, items in form.items() if key not in _PAGE_FIELDS}
@@ -113,13 +130,18 @@ async def authorize_decision(request: web.Request, i: Input) -> web.StreamRespon
         client, redirect_uri, asked = await server.check_authorization(incoming)
     except OAuth2Error as error:
         return _protocol_error(error)
-    if _one(form, "decision") != "approve":
-        return _redirect(await server.authorize(incoming, None, frozenset()))
     ticket = _one(form, "ticket")
+    user: User | None = None
     if ticket:
-        user = await _ticket_user(request, ticket, values)
+        user = await _ticket_user(request, ticket, values, csrf)
         if user is None:
             return _message_page(403, "This approval has expired. Start again from the app.")
+    if _one(form, "decision") != "approve":
+        if user is not None:  # signed in, then denied: the user's decision, audited
+            await server.oauth.record_denial(user, client, source_ip)
+        return _redirect(await server.authorize(incoming, None, frozenset()))
+    if ticket:
+        assert user is not None
     else:
         try:
             user = await request.app[AUTH].sign_in_to_authorize(
@@ -135,9 +157,12 @@ async def authorize_decision(request: web.Request, i: Input) -> web.StreamRespon
     scopes = server.oauth.grantable(user, client, asked)
     if not scopes:  # nothing the account may give: as if denied
         return _redirect(await server.authorize(incoming, None, frozenset()))
+    if ticket and _ticket_scopes(ticket) != format_scopes(scopes):
+        # The role or the client changed since the page showed what it asks: show it again.
+        return _message_page(403, "What this app may be given has changed. Start again from the app.")
     if ticket or not await server.oauth.needs_consent(user, client, scopes):
         return _redirect(await server.authorize(incoming, user, scopes))
-    return _page(_consent(client, scopes, values, csrf, _ticket(request, user, values)), redirect_uri)
+    return _page(_consent(client, scopes, values, csrf, _ticket(request, user, values, csrf, scopes)), redirect_uri)
 
 
 @api.operation(
@@ -209,7 +234,8 @@ async def metadata(request: web.Request, i: Input) -> web.Response:
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         },
-        headers={"Cache-Control": "public, max-age=300"},
+        # Built from the request's host: never kept by a shared cache for another host.
+        headers={"Cache-Control": "no-cache", "Vary": "Host"},
     )
 
 
@@ -254,6 +280,8 @@ def _protocol_error(error: OAuth2Error) -> web.StreamResponse:
     if error.redirect_uri:  # the client and its redirect URI are known: the error goes back there
         status, body, headers = error()
         return _redirect((status, body, headers))
+    if error.status_code == 503:
+        return _message_page(503, "The server is busy; try again in a moment.")
     return _message_page(400, f"This authorization request cannot be served: {error.description or error.error}")
 
 
@@ -265,25 +293,36 @@ def _describe(body: Any) -> str:
     return "The request was refused."
 
 
-# The ticket of the consent step: who signed in, for which request, until when.
-def _ticket(request: web.Request, user: User, values: dict[str, list[str]]) -> str:
+# The ticket of the consent step: who signed in, for which request, in which browser (its
+# CSRF token), approving which scopes (those shown), until when; under the server's key.
+def _ticket(request: web.Request, user: User, values: dict[str, list[str]], csrf: str, scopes: frozenset[str]) -> str:
     expires = int(time.time()) + TICKET_SECONDS
-    return f"{user.id}.{expires}.{_ticket_mac(request, user.id, expires, values)}"
+    scope = format_scopes(scopes).replace(" ", "+")
+    return f"{user.id}.{expires}.{scope}.{_ticket_mac(request, user.id, expires, scope, values, csrf)}"
 
 
-async def _ticket_user(request: web.Request, ticket: str, values: dict[str, list[str]]) -> User | None:
-    user_id, _, rest = ticket.partition(".")
-    expires, _, mac = rest.partition(".")
+def _ticket_scopes(ticket: str) -> str:
+    return ticket.split(".")[2].replace("+", " ") if ticket.count(".") == 3 else ""
+
+
+async def _ticket_user(request: web.Request, ticket: str, values: dict[str, list[str]], csrf: str) -> User | None:
+    parts = ticket.split(".")
+    if len(parts) != 4:
+        return None
+    user_id, expires, scope, mac = parts
     if not expires.isdigit() or int(expires) < time.time():
         return None
-    if not hmac.compare_digest(mac, _ticket_mac(request, user_id, int(expires), values)):
+    if not hmac.compare_digest(mac, _ticket_mac(request, user_id, int(expires), scope, values, csrf)):
         return None
     return await request.app[OAUTH].oauth.active_user(user_id)
 
 
-def _ticket_mac(request: web.Request, user_id: str, expires: int, values: dict[str, list[str]]) -> str:
+def _ticket_mac(
+    request: web.Request, user_id: str, expires: int, scope: str, values: dict[str, list[str]], csrf: str
+) -> str:
     request_text = json.dumps(sorted(values.items()), separators=(",", ":"))
-    return request.app[DIGESTS].digest(f"oauth-consent\0{user_id}\0{expires}\0{request_text}".encode())
+    message = f"oauth-consent\0{user_id}\0{expires}\0{scope}\0{csrf}\0{request_text}"
+    return request.app[DIGESTS].digest(message.encode())
 
 
 # The page.
