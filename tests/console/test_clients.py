@@ -285,7 +285,7 @@ async def test_every_wrong_field_is_named_at_once(shop: Shop) -> None:
         await clients_screen(pilot)
         await pilot.press("+")
         await fill(pilot, {**REGISTER, "name": " ", "grant_types": "refresh_token", "scopes": "orders:read shop:all"})
-        await answer(pilot)
+        assert await answer(pilot) == "Register a confidential client with no name? Its secret is shown once."
         assert await said(pilot, "New client: refused") == (
             "New client: refused: name: must not be empty; grant_types: refresh_token needs authorization_code;"
             " scopes: has unknown scopes: shop:all"

@@ -375,7 +375,8 @@ class ClientsScreen(ClientActions, ListScreen[OAuthClient]):
             return
         name = values["name"].strip()
         once = " Its secret is shown once." if kind is ClientType.CONFIDENTIAL else ""
-        if not await confirmed(self, f"Register {name}, a {kind.value} client?{once}"):
+        what = f"{name}, a {kind.value} client" if name else f"a {kind.value} client with no name"
+        if not await confirmed(self, f"Register {what}?{once}"):
             return
         command = RegisterClient(
             actor=self.console.require_actor(),
