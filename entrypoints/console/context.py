@@ -12,6 +12,7 @@ from core.ports.unit_of_work import UnitOfWorkFactory
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
+from core.services.clients import ClientService
 from core.services.orders import OrderService
 from core.services.payments import PaymentService
 from core.services.reports import ReportService
@@ -29,6 +30,7 @@ class ConsoleServices:
     payments: PaymentService
     audit: AuditService
     reports: ReportService
+    clients: ClientService
     gateway: PaymentGateway  # the dashboard shows whether card payments can be taken
     store: UnitOfWorkFactory  # its change counter drives the live lists; check_ready the health
     settings: Settings

@@ -50,6 +50,7 @@ async def open_services(settings: Settings) -> AsyncIterator[ConsoleServices]:
             payments=await provide(container.payment_service),
             audit=await provide(container.audit_service),
             reports=await provide(container.report_service),
+            clients=await provide(container.client_service),
             gateway=await provide(container.payment_gateway),
             store=await provide(container.database),
             settings=settings,

@@ -297,7 +297,7 @@ async def test_cancel_a_paid_order_with_a_reason_hands_back_what_was_paid(shop: 
     await pay(shop, order)
     async with running(shop.console()) as pilot:
         screen = await open_order(pilot, order, "admin@example.com")
-        await act(pilot, screen, "c", form={"reason": "Customer changed their mind"})
+        await act(pilot, screen, "C", form={"reason": "Customer changed their mind"})
         await wait_for(pilot, lambda: "Status cancelled" in detail(screen), "the cancelled order")
     cancelled = await stored(shop, order)
     assert (cancelled.status, cancelled.amount_refunded) == (OrderStatus.CANCELLED, 1000)
@@ -320,7 +320,7 @@ async def test_a_cancel_declined_at_the_confirmation_changes_nothing(shop: Shop)
     async with running(shop.console()) as pilot:
         screen = await open_order(pilot, order)
         done = screen.actions_done
-        await pilot.press("c")
+        await pilot.press("C")
         await fill(pilot, reason="Oops")
         await answer(pilot, "n")
         await wait_for(pilot, lambda: screen.actions_done > done, "the action to end")

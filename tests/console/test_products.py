@@ -52,7 +52,7 @@ async def test_staff_create_a_product(shop: Shop) -> None:
     async with running(shop.console()) as pilot:
         await signed_in(pilot, "staff@example.com")
         screen = await open_area(pilot, "p", ProductsScreen)
-        await pilot.press("c")
+        await pilot.press("+")
         await fill(
             pilot, {"sku": "TEA-1", "name": "Green tea", "description": "Loose leaf", "price": "4.5", "stock": "30"}
         )
@@ -76,7 +76,7 @@ async def test_a_price_that_is_no_amount_creates_nothing(shop: Shop) -> None:
     async with running(shop.console()) as pilot:
         await signed_in(pilot, "staff@example.com")
         await open_area(pilot, "p", ProductsScreen)
-        await pilot.press("c")
+        await pilot.press("+")
         await fill(pilot, {"sku": "TEA-1", "name": "Green tea", "price": "4.555"})
         assert "USD has 2 decimal places" in await said(pilot, "not created")
     assert (await shop.services.catalog.list_products(ListProducts(actor=OPERATOR))).items == []
@@ -87,7 +87,7 @@ async def test_a_refused_create_says_why_and_the_store_keeps_the_first(shop: Sho
     async with running(shop.console()) as pilot:
         await signed_in(pilot, "staff@example.com")
         await open_area(pilot, "p", ProductsScreen)
-        await pilot.press("c")
+        await pilot.press("+")
         await fill(pilot, {"sku": "TEA-1", "name": "Other tea", "price": "1"})
         await answer(pilot)
         await said(pilot, "A product with sku 'TEA-1' already exists.")

@@ -19,6 +19,7 @@ import asyncio
 import re
 import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,10 +29,12 @@ import pytest_textual_snapshot  # type: ignore[import-untyped]
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from core.domain.oauth import ClientType, GrantType, OAuthClient
 from core.domain.users import Actor, Role
 from core.services.auth import CreateUser
 from entrypoints.console.app import AdminConsole
 from entrypoints.console.run import open_services
+from entrypoints.console.screens.clients import ClientsScreen
 from entrypoints.container import migrate_store
 from entrypoints.settings import Settings
 from tests.console.conftest import PASSWORD, console_settings, running, signed_in, wait_for
@@ -99,12 +102,70 @@ def health(app: AdminConsole) -> str:
     return str(app.screen.query_one("#health", Static).render())
 
 
+@pytest.fixture
+def shop_with_clients(fixed_shop: Settings) -> Settings:
+    """The fixed shop with an admin and three OAuth clients whose ids and times are fixed:
+    written to the store as they are (ClientService would make new ids and take the time)."""
+    at = datetime(2026, 1, 2, 9, 30, tzinfo=UTC)
+    code, refresh, service = GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN, GrantType.CLIENT_CREDENTIALS
+    clients = [
+        (
+            "cli_01JV3QC3D9S8V1R6F3G0H5J4M7",
+            "Reports dashboard",
+            ClientType.CONFIDENTIAL,
+            (code, refresh),
+            ("catalog:read", "orders:read", "audit:read"),
+        ),
+        ("cli_01JV3QC3D9S8V1R6F3G0H5J4M8", "Till app", ClientType.PUBLIC, (code,), ("catalog:read",)),
+        ("cli_01JV3QC3D9S8V1R6F3G0H5J4M9", "Stock sync", ClientType.CONFIDENTIAL, (service,), ("catalog:write",)),
+    ]
+
+    async def fill() -> None:
+        async with open_services(fixed_shop) as services:
+            await services.auth.create_user(
+                CreateUser(actor=Actor.operator(), email="admin@example.com", password=PASSWORD, role=Role.ADMIN)
+            )
+            async with services.store() as uow:
+                for client_id, name, kind, grants, scopes in clients:
+                    client = OAuthClient.register(
+                        id=client_id,
+                        name=name,
+                        type=kind,
+                        redirect_uris=(f"https://{name.split()[0].lower()}.example.com/cb",),
+                        grant_types=grants,
+                        scopes=scopes,
+                        secret_digest="0" * 64 if kind is ClientType.CONFIDENTIAL else None,
+                        at=at,
+                        created_by=None,
+                    )
+                    await uow.oauth_clients.add(client)
+                await uow.commit()
+
+    asyncio.run(fill())
+    return fixed_shop
+
+
+async def on_the_clients(pilot: Pilot[Any]) -> None:
+    app = await signed_in(pilot, "admin@example.com")
+    await pilot.press("c")
+    await wait_for(
+        pilot,
+        lambda: isinstance(app.screen, ClientsScreen) and app.screen.loads > 0 and len(app.screen.items) == 3,
+        "the clients listed",
+    )
+    await pilot.pause()
+
+
 def test_the_sign_in_screen(fixed_shop: Settings, snap_compare: SnapCompare) -> None:
     assert snap_compare(console_on(fixed_shop), terminal_size=(80, 24), run_before=store_open)
 
 
 def test_the_dashboard_after_signing_in(fixed_shop: Settings, snap_compare: SnapCompare) -> None:
     assert snap_compare(console_on(fixed_shop), terminal_size=(80, 24), run_before=on_the_dashboard)
+
+
+def test_the_oauth_clients(shop_with_clients: Settings, snap_compare: SnapCompare) -> None:
+    assert snap_compare(console_on(shop_with_clients), terminal_size=(80, 24), run_before=on_the_clients)
 
 
 async def test_a_40x12_terminal_signs_in_and_shows_the_dashboard(fixed_shop: Settings) -> None:

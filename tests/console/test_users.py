@@ -82,7 +82,7 @@ async def test_an_admin_creates_a_staff_account_that_can_sign_in(shop: Shop) -> 
     async with running(shop.console()) as pilot:
         await signed_in(pilot, "admin@example.com")
         screen = await open_area(pilot, "u", UsersScreen)
-        await pilot.press("c")
+        await pilot.press("+")
         await fill(pilot, {"email": "new@example.com", "role": "staff", "password": NEW_PASSWORD})
         assert await answer(pilot) == "Create the staff account new@example.com?"
         await said(pilot, "Created new@example.com (staff)")
@@ -99,7 +99,7 @@ async def test_a_password_the_policy_refuses_creates_no_account(shop: Shop) -> N
     async with running(shop.console()) as pilot:
         await signed_in(pilot, "admin@example.com")
         await open_area(pilot, "u", UsersScreen)
-        await pilot.press("c")
+        await pilot.press("+")
         await fill(pilot, {"email": "new@example.com", "role": "staff", "password": "short"})
         await answer(pilot)
         assert "password: must have at least 12 characters" in await said(pilot, "New account: refused")

@@ -6,6 +6,7 @@ import attrs
 from textual.screen import Screen
 
 from entrypoints.console.screens.audit import AuditScreen
+from entrypoints.console.screens.clients import ClientsScreen
 from entrypoints.console.screens.dashboard import DashboardScreen
 from entrypoints.console.screens.keys import KeysScreen
 from entrypoints.console.screens.orders import OrdersScreen
@@ -30,4 +31,5 @@ AREAS: tuple[Area, ...] = (
     Area("users", "u", "Users", UsersScreen, admins_only=True),
     Area("audit", "a", "Audit", AuditScreen, admins_only=True),
     Area("keys", "k", "Keys", KeysScreen, admins_only=True),
+    Area("clients", "c", "Clients", ClientsScreen, admins_only=True),
 )

@@ -198,7 +198,7 @@ class OrderScreen(ConsoleScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f", "fulfil", "Fulfil"),
-        Binding("c", "cancel_order", "Cancel"),
+        Binding("C", "cancel_order", "Cancel", key_display="C"),
         Binding("m", "pay", "Pay"),
         Binding("R,x", "refund", "Refund", key_display="x"),
         Binding("r", "reload", "Reload", show=False),

@@ -36,7 +36,7 @@ def whole_number(text: str, what: str) -> int:
 
 class ProductsScreen(ListScreen[Product]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "create", "New"),
+        Binding("plus", "create", "New", key_display="+"),
         Binding("e", "edit", "Edit"),
         Binding("s", "adjust_stock", "Stock"),
         Binding("x", "toggle_active", "On/off"),

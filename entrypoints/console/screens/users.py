@@ -30,7 +30,7 @@ def role_named(text: str) -> Role:
 
 class UsersScreen(ListScreen[User]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "create", "New"),
+        Binding("plus", "create", "New", key_display="+"),
         Binding("r", "change_role", "Role"),
         Binding("s", "toggle_status", "On/off"),
         Binding("P", "reset_password", "Password", key_display="P"),
