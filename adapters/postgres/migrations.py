@@ -302,6 +302,22 @@ CREATE INDEX refunds_status_id ON refunds (status, id);
 CREATE INDEX products_active_stock_id ON products (active, stock, id);
 """
 
+# Personal API keys (see SQLite's migration 11).
+_API_KEYS = """
+CREATE TABLE api_keys (
+    id text COLLATE "C" PRIMARY KEY,
+    user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    scopes text NOT NULL CHECK (length(scopes) > 0),
+    secret_digest text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    last_used_at timestamptz,
+    revoked_at timestamptz
+);
+CREATE INDEX api_keys_user_id_id ON api_keys (user_id, id);
+"""
+
 _SQL = (
     _INITIAL,
     _PRODUCT_LIST_COVERING,
@@ -313,6 +329,7 @@ _SQL = (
     _PRODUCT_SORTS,
     _SHARED_STATE,
     _DASHBOARD_FIGURES,
+    _API_KEYS,
 )
 
 MIGRATIONS: tuple[Migration, ...] = tuple(

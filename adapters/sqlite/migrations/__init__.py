@@ -27,6 +27,7 @@ from adapters.sqlite.migrations import (
     m0008_product_sorts,
     m0009_shared_state,
     m0010_dashboard_figures,
+    m0011_api_keys,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -52,6 +53,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "product sort indexes", m0008_product_sorts.apply),
     Migration(9, "state shared by instances", m0009_shared_state.apply),
     Migration(10, "dashboard figure indexes", m0010_dashboard_figures.apply),
+    Migration(11, "personal API keys", m0011_api_keys.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version
