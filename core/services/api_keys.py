@@ -87,7 +87,7 @@ class ApiKeyService:
         for an admin it names). Only from a first-party session or the command line: a key or
         another delegated credential cannot mint keys (``forbidden``). The expiry is 1 hour
         to 365 days ahead. Audited (``api_key.created``), the secret never."""
-        _require_first_party(cmd.actor, "create")
+        _require_first_party(cmd.actor, "created")
         name = check_api_key_name(cmd.name)
         scopes = _parse(cmd.scopes)
         check_api_key_lifetime(cmd.expires_in)
@@ -146,7 +146,7 @@ class ApiKeyService:
         """Newest first, with each key's last use (to a minute). Anyone signed in sees their
         own keys (an owner demoted since keeps seeing, and revoking, the keys they made);
         admins and the operator anyone's. Not with a delegated credential (``forbidden``)."""
-        _require_first_party(cmd.actor, "list")
+        _require_first_party(cmd.actor, "listed")
         actor = await signed_in(self._uow, cmd.actor)
         user_id = cmd.user_id if cmd.user_id is not None else actor.user_id
         if cmd.every_user or (user_id is not None and user_id != actor.user_id):
@@ -207,7 +207,7 @@ class ApiKeyService:
 def _require_first_party(actor: Actor, what: str) -> None:
     if actor.scopes is not None:
         raise NotAllowed(
-            f"API keys cannot be {what}d with an API key or another delegated credential;"
+            f"API keys cannot be {what} with an API key or another delegated credential;"
             " sign in with your password (or use the command line).",
             code="forbidden",
         )
