@@ -14,6 +14,7 @@ from entrypoints.container import Container, disk_check, provide, start, stop
 from entrypoints.http.connections import CONNECTION_LIMITS, MAX_HEADERS, ConnectionLimits
 from entrypoints.http.docs import ApiReference
 from entrypoints.http.keys import (
+    API_KEYS,
     AUDIT,
     AUTH,
     CATALOG,
@@ -92,6 +93,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             await app[AUTH].prepare()
             app[CATALOG] = await provide(container.catalog_service)
             app[AUDIT] = await provide(container.audit_service)
+            app[API_KEYS] = await provide(container.api_key_service)
             app[IDEMPOTENCY] = await provide(container.idempotency_service)
             app[ORDERS] = await provide(container.order_service)
             app[OUTBOX] = await provide(container.outbox_service)

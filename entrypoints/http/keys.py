@@ -8,6 +8,7 @@ from core.domain.users import Actor
 from core.ports.identity import AccessTokenIssuer
 from core.ports.payments import PaymentGateway
 from core.ports.unit_of_work import UnitOfWorkFactory
+from core.services.api_keys import ApiKeyService
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
@@ -28,6 +29,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 AUTH = web.AppKey("auth", AuthService)
 CATALOG = web.AppKey("catalog", CatalogService)
 AUDIT = web.AppKey("audit", AuditService)
+API_KEYS = web.AppKey("api_keys", ApiKeyService)
 ORDERS = web.AppKey("orders", OrderService)
 PAYMENTS = web.AppKey("payments", PaymentService)
 GATEWAY = web.AppKey("gateway", PaymentGateway)
