@@ -386,3 +386,17 @@ async def test_the_auth_service_sends_tbk_tokens_to_the_keys_and_others_to_the_t
     # Not wired to the keys (a test's service): every tbk_ token is invalid, never verified as a JWT.
     with pytest.raises(TokenInvalid):
         await auth.authenticate(new.secret, None)
+
+
+async def test_scopes_beyond_the_owner_role_are_refused(
+    keys: ApiKeyService, db: InMemoryDatabase, admin_actor: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An admin has every scope today; were a role ever to have fewer, a key could not exceed it.
+    narrower = {**ROLE_SCOPES, Role.ADMIN: ROLE_SCOPES[Role.ADMIN] - {"clients:write", "audit:read"}}
+    monkeypatch.setattr("core.services.api_keys.ROLE_SCOPES", narrower)
+    with pytest.raises(NotAllowed) as refused:
+        await keys.create(create(admin_actor, "catalog:read clients:write audit:read"))
+    assert refused.value.code == "insufficient_scope"
+    assert refused.value.message == "An API key cannot have scopes its owner lacks: audit:read, clients:write."
+    assert refused.value.details == {"scopes": ["audit:read", "clients:write"]}
+    assert (stored(db), audit(db)) == ([], [])
