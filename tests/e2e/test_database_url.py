@@ -32,6 +32,12 @@ STORE_COMMANDS: dict[tuple[str, ...], list[str]] = {
     ("users", "set-role"): ["--email", "someone@example.com", "--role", "staff"],
     ("users", "reset-password"): ["--email", "someone@example.com", "--password-stdin"],
     ("keys", "rotate"): [],
+    ("keys", "api", "create"): [
+        *("--user", "admin@example.com", "--name", "n"),
+        *("--scope", "catalog:read", "--expires-in", "30"),
+    ],
+    ("keys", "api", "list"): [],
+    ("keys", "api", "revoke"): ["key_1"],
     ("backup",): ["backup.db"],
     ("restore",): ["backup.db", "--yes"],
 }
