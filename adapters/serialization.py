@@ -24,12 +24,14 @@ import cattrs
 import orjson
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from core.domain.api_keys import ApiKey
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import order_payload, payment_payload, refund_payload
 from core.domain.oauth import OAuthClient
 from core.domain.orders import Order
 from core.domain.payments import Payment, Refund
+from core.domain.scopes import SCOPES
 from core.domain.users import Actor, User
 
 T = TypeVar("T")
@@ -68,6 +70,20 @@ def _product(product: Product) -> dict[str, Any]:
         "active": product.active,
         "created_at": product.created_at,
         "updated_at": product.updated_at,
+    }
+
+
+def _api_key(key: ApiKey) -> dict[str, Any]:
+    """What a key shows of itself: never its secret's digest. Scopes in the order of SCOPES."""
+    return {
+        "id": key.id,
+        "user_id": key.user_id,
+        "name": key.name,
+        "scopes": [name for name in SCOPES if name in key.scopes],
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "last_used_at": key.last_used_at,
+        "revoked_at": key.revoked_at,
     }
 
 
@@ -111,6 +127,7 @@ converter.register_unstructure_hook(Order, order_payload)
 converter.register_unstructure_hook(Payment, _payment)
 converter.register_unstructure_hook(Refund, refund_payload)
 converter.register_unstructure_hook(Product, _product)
+converter.register_unstructure_hook(ApiKey, _api_key)
 converter.register_unstructure_hook(AuditEntry, make_dict_unstructure_fn(AuditEntry, converter))
 
 

@@ -18,7 +18,8 @@ endpoint is measured before and after the Tillbox scenarios, and their mean is t
 denominator, so that drift (heat, noisy neighbours) shows instead of hiding.
 
 Scenarios, each after a discarded warm-up: the bare endpoint; on SQLite, GET
-/api/v1/products?limit=20 and GET /api/v1/users/me with a customer's token, a text search
+/api/v1/products?limit=20 and GET /api/v1/users/me with a customer's token (and with an
+admin's personal API key), a text search
 (GET /products?q=walnut+lamp), POST /api/v1/auth/login (argon2id, slow on purpose), the
 catalog list again while 4 connections keep logging in, GET /api/v1/orders/{id} (the
 customer's own order), POST /api/v1/orders (two lines, each request with an
@@ -92,6 +93,7 @@ SEED_ORDERS = 20_000
 MISS_ORDERS = 20_000
 CUSTOMER_EMAIL = "customer@bench.example"
 STAFF_EMAIL = "staff@bench.example"
+ADMIN_EMAIL = "admin@bench.example"
 ORDER_STOCK = 1_000_000_000  # the most a product may hold: no run of the orders scenario can exhaust it
 ORDER_PRODUCTS = (("BENCH-ORDER-1", "Bench mug", 1299), ("BENCH-ORDER-2", "Bench tea towel", 850))
 #: PostgreSQL's orders are measured twice: every order of the same two products (as on
@@ -310,6 +312,7 @@ class Deployment:
     access_logs: list[Path]
     customer_password: str
     staff_password: str
+    api_key: str = ""  # an admin's personal API key (users:read), for GET /users/me
     order_body: str = ""  # the orders scenario's request body: two lines, by product id
     spread_bodies: Path | None = None  # bodies of orders of two of SPREAD_PRODUCTS products, one a line
     search_paths: Path | None = None  # searches that miss the page cache, one a line
@@ -401,7 +404,7 @@ def store_environment(store: Store) -> dict[str, str]:
     return env | {"TILLBOX_SERVER_HOST": "127.0.0.1"} | store.env
 
 
-def cli(store: Store, *argv: str, stdin: str | None = None, timeout: float = 300) -> None:
+def cli(store: Store, *argv: str, stdin: str | None = None, timeout: float = 300) -> str:
     done = subprocess.run(
         [str(tillbox_command()), *argv],
         input=stdin,
@@ -413,6 +416,7 @@ def cli(store: Store, *argv: str, stdin: str | None = None, timeout: float = 300
     )
     if done.returncode != 0:
         raise HarnessError(f"{store.label}: `tillbox {' '.join(argv)}` failed:\n{done.stderr or done.stdout}")
+    return done.stdout
 
 
 def seed(stores: list[Store]) -> None:
@@ -456,6 +460,17 @@ def start_deployment(store: Store, processes: Processes, instances: int) -> Depl
         cli(
             store, "users", "create", "--email", email, "--role", role, "--password-stdin", stdin=passwords[role] + "\n"
         )
+    # A personal API key of an admin: GET /users/me with it beside the same with an access
+    # token is what a key costs (one indexed read of the key and one of its owner a request).
+    cli(
+        store, "users", "create", "--email", ADMIN_EMAIL, "--role", "admin", "--password-stdin",
+        stdin=secrets.token_urlsafe(24) + "\n",
+    )  # fmt: skip
+    created = cli(
+        store, "keys", "api", "create", "--user", ADMIN_EMAIL, "--name", "bench", "--scope", "users:read",
+        "--expires-in", "1", "--json",
+    )  # fmt: skip
+    api_key = str(json.loads(created)["secret"])
     servers, logs = [], []
     for n in range(instances):
         # Access log on (the default), into a file: a terminal would be the bottleneck.
@@ -470,7 +485,7 @@ def start_deployment(store: Store, processes: Processes, instances: int) -> Depl
         processes.adopt(server.process)
         servers.append(server)
         logs.append(log)
-    deployment = Deployment(store, servers, logs, passwords["customer"], passwords["staff"])
+    deployment = Deployment(store, servers, logs, passwords["customer"], passwords["staff"], api_key=api_key)
     deployment.prepare_orders()
     prepare_misses(deployment)
     return deployment
@@ -774,6 +789,12 @@ def run_scenarios(
         )
         if store.kind == "sqlite" and not large:
             scenario([(f"{prefix}.me", f"{name}: GET /users/me")], lambda t: [me(t)], one, deployment=deployment)
+            scenario(
+                [(f"{prefix}.me_api_key", f"{name}: GET /users/me, API key")],
+                lambda _, d=deployment: [me(d.api_key)],
+                one,
+                deployment=deployment,
+            )
         scenario(
             [(f"{prefix}.search", f"{name}: GET /products?q={SEARCH}")],
             lambda t: [search(t)],

@@ -447,6 +447,114 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
     print(f"new signing key {kid}; tokens signed with the old key keep working for up to {ttl} s")
 
 
+def _key_scopes(values: Sequence[str]) -> tuple[str, ...]:
+    """``--scope`` given several times, or once with the scopes space-separated, or both."""
+    return tuple(name for value in values for name in value.split())
+
+
+def cmd_keys_api_create(args: argparse.Namespace) -> None:
+    from core.services.api_keys import CreateApiKey
+    from entrypoints.container import provide
+
+    settings = _settings(args)
+
+    async def create(container: Container) -> Any:
+        auth = await provide(container.auth_service)
+        owner = await auth.get_user_by_email(Actor.operator(), args.user)
+        keys = await provide(container.api_key_service)
+        return await keys.create(
+            CreateApiKey(
+                actor=Actor.operator(),
+                user_id=owner.id,
+                name=args.name,
+                scopes=_key_scopes(args.scope),
+                expires_in=timedelta(days=args.expires_in),
+            )
+        )
+
+    new = _run_with_container(settings, create)
+    if args.json:
+        from adapters.serialization import to_json, to_wire
+
+        sys.stdout.write(to_json({**to_wire(new.key), "secret": new.secret}).decode() + "\n")
+        return
+    expires = new.key.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    print(f"created API key {new.key.id} ({new.key.name!r}) for {args.user}, expires {expires}")
+    print(f"scopes: {' '.join(_in_scope_order(new.key.scopes))}")
+    print(new.secret)
+    print("This secret will not be shown again: store it now (send it as Authorization: Bearer <secret>).")
+
+
+def _in_scope_order(scopes: Iterable[str]) -> list[str]:
+    from core.domain.scopes import SCOPES
+
+    chosen = set(scopes)
+    return [name for name in SCOPES if name in chosen]
+
+
+def cmd_keys_api_list(args: argparse.Namespace) -> None:
+    from core.services.api_keys import ListApiKeys
+    from entrypoints.container import provide
+
+    settings = _settings(args)
+
+    async def list_all(container: Container) -> tuple[list[Any], dict[str, str]]:
+        auth = await provide(container.auth_service)
+        keys = await provide(container.api_key_service)
+        user_id = None
+        if args.user is not None:
+            user_id = (await auth.get_user_by_email(Actor.operator(), args.user)).id
+        found: list[Any] = []
+        after = None
+        while True:
+            page = await keys.list(
+                ListApiKeys(
+                    actor=Actor.operator(),
+                    page=PageRequest(limit=MAX_LIMIT, after=after),
+                    user_id=user_id,
+                    every_user=user_id is None,
+                )
+            )
+            found += page.items
+            if page.next_after is None:
+                break
+            after = page.next_after
+        emails: dict[str, str] = {}
+        for owner_id in {key.user_id for key in found}:
+            emails[owner_id] = (await auth.get_user(Actor.operator(), owner_id)).email
+        return found, emails
+
+    keys, emails = _run_with_container(settings, list_all)
+    if args.json:
+        from adapters.serialization import to_json, to_wire
+
+        sys.stdout.write(to_json(to_wire(keys)).decode() + "\n")
+        return
+    now = datetime.now(UTC)
+    print(f"{'id':<30}  {'owner':<30}  {'name':<24}  {'state':<8}  {'expires':<16}  {'last used':<16}  scopes")
+    for key in keys:
+        state = "revoked" if key.revoked_at is not None else "expired" if key.expires_at <= now else "active"
+        used = key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never"
+        print(
+            f"{key.id:<30}  {emails[key.user_id]:<30}  {key.name:<24}  {state:<8}"
+            f"  {key.expires_at.strftime('%Y-%m-%d %H:%M'):<16}  {used:<16}  {' '.join(_in_scope_order(key.scopes))}"
+        )
+
+
+def cmd_keys_api_revoke(args: argparse.Namespace) -> None:
+    from core.services.api_keys import RevokeApiKey
+    from entrypoints.container import provide
+
+    settings = _settings(args)
+
+    async def revoke(container: Container) -> Any:
+        keys = await provide(container.api_key_service)
+        return await keys.revoke(RevokeApiKey(actor=Actor.operator(), key_id=args.key_id))
+
+    key = _run_with_container(settings, revoke)
+    print(f"revoked API key {key.id} ({key.name!r}); it is refused from the next request on")
+
+
 def cmd_openapi(args: argparse.Namespace) -> None:
     from adapters.serialization import to_json
     from entrypoints.http.openapi import build_openapi
@@ -938,6 +1046,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     key_commands = _group(commands, "keys", "manage the token signing keys")
+    key_commands = _group(commands, "keys", "manage the token signing keys and personal API keys")
     _command(
         key_commands,
         "rotate",
@@ -945,6 +1054,49 @@ def build_parser() -> argparse.ArgumentParser:
         "sign tokens with a new key from now on (the old one verifies until its tokens expire)",
         "tillbox keys rotate",
     )
+    api_key_commands = _group(key_commands, "api", "manage admins' personal API keys (tbk_...) for scripts")
+    api_create = _command(
+        api_key_commands,
+        "create",
+        cmd_keys_api_create,
+        "create a personal API key for an admin; its secret is printed once",
+        "tillbox keys api create --user admin@example.com --name 'stock export' --scope 'catalog:read orders:read'"
+        " --expires-in 90",
+    )
+    api_create.add_argument("--user", required=True, metavar="EMAIL", help="the admin who owns the key (any case)")
+    api_create.add_argument("--name", required=True, help="what the key is for, 1-100 characters")
+    api_create.add_argument(
+        "--scope",
+        required=True,
+        action="append",
+        metavar="SCOPE",
+        help="a scope the key may use (repeat it, or give several space-separated), e.g. catalog:read",
+    )
+    api_create.add_argument(
+        "--expires-in", required=True, type=int, metavar="DAYS", help="days until the key stops working (1-365)"
+    )
+    api_create.add_argument(
+        "--json", action="store_true", help="print the key, with its secret, as JSON (as the API returns it)"
+    )
+    api_list = _command(
+        api_key_commands,
+        "list",
+        cmd_keys_api_list,
+        "list personal API keys, newest first, with their last use (never a secret)",
+        "tillbox keys api list --user admin@example.com",
+    )
+    api_list.add_argument("--user", metavar="EMAIL", help="only this account's keys (default: every account's)")
+    api_list.add_argument(
+        "--json", action="store_true", help="print a JSON array of keys, each as the API returns it, for scripts"
+    )
+    api_revoke = _command(
+        api_key_commands,
+        "revoke",
+        cmd_keys_api_revoke,
+        "revoke a personal API key: it is refused from the next request on",
+        "tillbox keys api revoke key_01JV3QC3D9S8V1R6F3G0H5J4M7",
+    )
+    api_revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `keys api list` shows it")
 
     backup = _command(
         commands,

@@ -28,6 +28,7 @@ from adapters.sqlite.database import SqliteDatabase
 from core.ports.clock import Clock
 from core.ports.payments import PaymentGateway
 from core.ports.unit_of_work import UnitOfWorkFactory
+from core.services.api_keys import ApiKeyService
 from core.services.audit import AuditService
 from core.services.auth import AuthService, AuthSettings
 from core.services.catalog import CatalogService
@@ -277,6 +278,9 @@ class Container(containers.DeclarativeContainer):
         registrations_per_ip=config.auth.registrations_per_ip,
         registration_window=providers.Factory(timedelta, seconds=config.auth.registration_window),
     )
+    api_key_service = providers.Singleton(
+        ApiKeyService, uow=database, tokens=opaque_tokens, digests=request_digests, clock=clock, ids=ids
+    )
     auth_service = providers.Singleton(
         AuthService,
         uow=database,
@@ -288,6 +292,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         ids=ids,
         settings=auth_settings,
+        api_keys=api_key_service,
     )
     payment_gateway = providers.Resource(
         open_payment_gateway,

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import orjson
 
+from core.domain.api_keys import ApiKey
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.errors import (
@@ -55,6 +56,7 @@ from core.ports.payments import (
     ProviderRefund,
 )
 from core.ports.repositories import (
+    ApiKeyFilter,
     AuditFilter,
     EndedSession,
     OAuthClientFilter,
@@ -143,6 +145,7 @@ class InMemoryStore:
     oauth_clients: dict[str, OAuthClient] = attrs.Factory(dict)
     authorization_codes: dict[str, AuthorizationCode] = attrs.Factory(dict)
     consents: dict[tuple[str, str], Consent] = attrs.Factory(dict)  # (user id, client id) -> consent
+    api_keys: dict[str, ApiKey] = attrs.Factory(dict)
 
 
 class InMemoryUserRepository:
@@ -338,6 +341,37 @@ class InMemoryRevokedSessions:
         gone = {seq for seq, _, _ in [r for r in by_until if r[0] in gone][:limit]}
         self._s.revoked_sessions = [record for record in self._s.revoked_sessions if record[0] not in gone]
         return len(gone)
+
+
+class InMemoryApiKeyRepository:
+    def __init__(self, store: InMemoryStore):
+        self._s = store
+
+    async def add(self, key: ApiKey) -> None:
+        self._s.api_keys[key.id] = copy.deepcopy(key)
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        return copy.deepcopy(self._s.api_keys.get(key_id))
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None:
+        return copy.deepcopy(next((k for k in self._s.api_keys.values() if k.secret_digest == digest), None))
+
+    async def list(self, page: PageRequest, filter: ApiKeyFilter) -> Page[ApiKey]:
+        keys = (k for k in self._s.api_keys.values() if filter.user_id is None or k.user_id == filter.user_id)
+        return _page(keys, page, ["api_keys", filter.user_id], lambda k: (k.id,), descending=True)
+
+    async def update(self, key: ApiKey) -> None:
+        stored = self._s.api_keys.get(key.id)
+        if stored is not None:
+            stored.revoked_at = key.revoked_at
+            stored.last_used_at = key.last_used_at
+
+    async def record_use(self, key_id: str, at: datetime, *, unless_since: datetime) -> bool:
+        stored = self._s.api_keys.get(key_id)
+        if stored is None or (stored.last_used_at is not None and stored.last_used_at > unless_since):
+            return False
+        stored.last_used_at = at
+        return True
 
 
 class InMemoryAuditLog:
@@ -686,6 +720,7 @@ class InMemoryUnitOfWork:
         self.products = InMemoryProductRepository(self._work)
         self.refresh_tokens = InMemoryRefreshTokenRepository(self._work)
         self.revoked_sessions = InMemoryRevokedSessions(self._work)
+        self.api_keys = InMemoryApiKeyRepository(self._work)
         self.audit = InMemoryAuditLog(self._work)
         self.orders = InMemoryOrderRepository(self._work)
         self.payments = InMemoryPaymentRepository(self._work)

@@ -19,7 +19,8 @@ class HmacDigest:
     keys), made by the first process that needs it; every process sharing the directory
     uses the same one, so they compute the same digests. Losing it (a restore on another
     machine without the keys directory) only makes stored digests unmatchable: the
-    Idempotency-Keys recorded in the last day then answer 422 for their repeats."""
+    Idempotency-Keys recorded in the last day then answer 422 for their repeats, and every
+    personal API key is refused (its owner makes a new one)."""
 
     def __init__(self, directory: pathlib.Path, *, key: bytes | None = None):
         """``key``: the key itself (where the store keeps it), instead of the directory's file."""

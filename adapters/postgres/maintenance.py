@@ -29,6 +29,7 @@ _TABLES = (
     "payments",
     "orders",
     "refresh_tokens",
+    "api_keys",
     "revoked_sessions",
     "audit_log",
     "outbox",

@@ -363,6 +363,22 @@ CREATE INDEX refresh_tokens_client_user ON refresh_tokens (client_id, user_id, c
 CREATE INDEX refresh_tokens_client_created ON refresh_tokens (client_id, created_at) WHERE client_id IS NOT NULL;
 """
 
+# Personal API keys (see SQLite's migration 13).
+_API_KEYS = """
+CREATE TABLE api_keys (
+    id text COLLATE "C" PRIMARY KEY,
+    user_id text COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    scopes text NOT NULL CHECK (length(scopes) > 0),
+    secret_digest text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    last_used_at timestamptz,
+    revoked_at timestamptz
+);
+CREATE INDEX api_keys_user_id_id ON api_keys (user_id, id);
+"""
+
 _SQL = (
     _INITIAL,
     _PRODUCT_LIST_COVERING,
@@ -376,6 +392,7 @@ _SQL = (
     _DASHBOARD_FIGURES,
     _OAUTH_CLIENTS,
     _OAUTH_GRANTS,
+    _API_KEYS,
 )
 
 MIGRATIONS: tuple[Migration, ...] = tuple(

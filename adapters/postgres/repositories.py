@@ -25,6 +25,7 @@ from adapters import cursors
 from adapters.postgres.search import tsquery, words
 from adapters.timestamps import format_timestamp, parse_timestamp
 from adapters.versions import moved
+from core.domain.api_keys import ApiKey
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.errors import EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
@@ -35,9 +36,11 @@ from core.domain.oauth import ClientStatus, ClientType, GrantType, OAuthClient
 from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
+from core.domain.scopes import format_scopes
 from core.domain.users import RefreshToken, Role, User, UserStatus
 from core.ports.idempotency import IdempotencyClaim, StoredRequest
 from core.ports.repositories import (
+    ApiKeyFilter,
     AuditFilter,
     EndedSession,
     OAuthClientFilter,
@@ -687,6 +690,73 @@ class PostgresConsentRepository(_Repository):
 
     async def list_for_user(self, user_id: str) -> builtins.list[Consent]:
         return [_consent(row) for row in await self._session.fetch(CONSENT_LIST_FOR_USER, user_id)]
+
+
+# Personal API keys. Scopes are stored space-separated, in the order of SCOPES.
+_API_KEY_COLUMNS = "id, user_id, name, scopes, secret_digest, created_at, expires_at, last_used_at, revoked_at"
+API_KEY_INSERT = f"INSERT INTO api_keys ({_API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+API_KEY_GET = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE id = $1"
+API_KEY_GET_BY_DIGEST = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE secret_digest = $1"
+API_KEY_UPDATE = "UPDATE api_keys SET last_used_at = $1, revoked_at = $2 WHERE id = $3"
+API_KEY_RECORD_USE = (
+    "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at <= $3)"
+)
+
+
+def _api_key(row: Record) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        scopes=frozenset(row[3].split()),
+        secret_digest=row[4],
+        created_at=row[5],
+        expires_at=row[6],
+        last_used_at=row[7],
+        revoked_at=row[8],
+    )
+
+
+class PostgresApiKeyRepository(_Repository):
+    async def add(self, key: ApiKey) -> None:
+        await self._session.execute(
+            API_KEY_INSERT,
+            key.id,
+            key.user_id,
+            key.name,
+            format_scopes(key.scopes),
+            key.secret_digest,
+            key.created_at,
+            key.expires_at,
+            key.last_used_at,
+            key.revoked_at,
+        )
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        row = await self._session.fetchrow(self._lock(API_KEY_GET), key_id)
+        return None if row is None else _api_key(row)
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None:
+        row = await self._session.fetchrow(API_KEY_GET_BY_DIGEST, digest)
+        return None if row is None else _api_key(row)
+
+    async def list(self, page: PageRequest, filter: ApiKeyFilter) -> Page[ApiKey]:
+        return await _filtered_list(
+            self._session,
+            _API_KEY_COLUMNS,
+            "api_keys",
+            "api_keys",
+            {"user_id": filter.user_id},
+            page,
+            _api_key,
+            descending=True,
+        )
+
+    async def update(self, key: ApiKey) -> None:
+        await self._session.execute(API_KEY_UPDATE, key.last_used_at, key.revoked_at, key.id)
+
+    async def record_use(self, key_id: str, at: datetime, *, unless_since: datetime) -> bool:
+        return (await self._session.execute(API_KEY_RECORD_USE, at, key_id, unless_since)) == 1
 
 
 # Ended sessions. Sequence numbers are handed out when rows are inserted, not when they are

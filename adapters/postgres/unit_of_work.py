@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from adapters.postgres.repositories import (
+    PostgresApiKeyRepository,
     PostgresAuditLog,
     PostgresAuthorizationCodeRepository,
     PostgresConsentRepository,
@@ -152,6 +153,7 @@ class PostgresUnitOfWork:
     products: PostgresProductRepository
     refresh_tokens: PostgresRefreshTokenRepository
     revoked_sessions: PostgresRevokedSessions
+    api_keys: PostgresApiKeyRepository
     audit: PostgresAuditLog
     orders: PostgresOrderRepository
     payments: PostgresPaymentRepository
@@ -265,6 +267,7 @@ class PostgresUnitOfWork:
         self.products = PostgresProductRepository(session)
         self.refresh_tokens = PostgresRefreshTokenRepository(session)
         self.revoked_sessions = PostgresRevokedSessions(session)
+        self.api_keys = PostgresApiKeyRepository(session)
         self.audit = PostgresAuditLog(session)
         self.orders = PostgresOrderRepository(session)
         self.payments = PostgresPaymentRepository(session)

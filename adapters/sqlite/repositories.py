@@ -29,6 +29,7 @@ from adapters import cursors
 from adapters.sqlite.session import Row, Session
 from adapters.timestamps import format_timestamp, parse_timestamp
 from adapters.versions import moved
+from core.domain.api_keys import ApiKey
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.errors import EmailTaken, InvalidCursor, ProviderReferenceTaken, SkuTaken
@@ -39,9 +40,11 @@ from core.domain.oauth import ClientStatus, ClientType, GrantType, OAuthClient
 from core.domain.orders import Order, OrderLine, OrderStatus
 from core.domain.pagination import Page, PageRequest
 from core.domain.payments import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
+from core.domain.scopes import format_scopes
 from core.domain.users import RefreshToken, Role, User, UserStatus
 from core.ports.idempotency import IdempotencyClaim, StoredRequest
 from core.ports.repositories import (
+    ApiKeyFilter,
     AuditFilter,
     EndedSession,
     OAuthClientFilter,
@@ -756,6 +759,72 @@ class SqliteRevokedSessions(_Repository):
 
     async def purge(self, before: datetime, limit: int) -> int:
         return await self._session.execute(REVOKED_SESSION_PURGE, (format_timestamp(before), limit))
+
+
+# Personal API keys. Scopes are stored space-separated, in the order of SCOPES.
+_API_KEY_COLUMNS = "id, user_id, name, scopes, secret_digest, created_at, expires_at, last_used_at, revoked_at"
+API_KEY_INSERT = f"INSERT INTO api_keys ({_API_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+API_KEY_GET = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE id = ?"
+API_KEY_GET_BY_DIGEST = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE secret_digest = ?"
+API_KEY_UPDATE = "UPDATE api_keys SET last_used_at = ?, revoked_at = ? WHERE id = ?"
+API_KEY_RECORD_USE = "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)"
+#: Keyed by which filters are set: (user_id,).
+API_KEY_LIST = _list_statements(_API_KEY_COLUMNS, "api_keys", "id < :after", "id DESC", ("user_id",))
+
+
+def _api_key(row: tuple[Any, ...]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        scopes=frozenset(row[3].split()),
+        secret_digest=row[4],
+        created_at=parse_timestamp(row[5]),
+        expires_at=parse_timestamp(row[6]),
+        last_used_at=_optional_timestamp(row[7]),
+        revoked_at=_optional_timestamp(row[8]),
+    )
+
+
+class SqliteApiKeyRepository(_Repository):
+    async def add(self, key: ApiKey) -> None:
+        await self._session.execute(
+            API_KEY_INSERT,
+            (
+                key.id,
+                key.user_id,
+                key.name,
+                format_scopes(key.scopes),
+                key.secret_digest,
+                format_timestamp(key.created_at),
+                format_timestamp(key.expires_at),
+                _optional_format(key.last_used_at),
+                _optional_format(key.revoked_at),
+            ),
+        )
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        rows = await self._session.fetchall(API_KEY_GET, (key_id,))
+        return _api_key(rows[0]) if rows else None
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None:
+        rows = await self._session.fetchall(API_KEY_GET_BY_DIGEST, (digest,))
+        return _api_key(rows[0]) if rows else None
+
+    async def list(self, page: PageRequest, filter: ApiKeyFilter) -> Page[ApiKey]:
+        filters = {"user_id": filter.user_id}
+        return await _filtered_list(self._session, API_KEY_LIST, "api_keys", filters, page, _api_key, descending=True)
+
+    async def update(self, key: ApiKey) -> None:
+        await self._session.execute(
+            API_KEY_UPDATE, (_optional_format(key.last_used_at), _optional_format(key.revoked_at), key.id)
+        )
+
+    async def record_use(self, key_id: str, at: datetime, *, unless_since: datetime) -> bool:
+        changed = await self._session.execute(
+            API_KEY_RECORD_USE, (format_timestamp(at), key_id, format_timestamp(unless_since))
+        )
+        return changed == 1
 
 
 # The audit log.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import aiosqlite
 
 from adapters.sqlite.repositories import (
+    SqliteApiKeyRepository,
     SqliteAuditLog,
     SqliteAuthorizationCodeRepository,
     SqliteConsentRepository,
@@ -49,6 +50,7 @@ class SqliteUnitOfWork:
     products: SqliteProductRepository
     refresh_tokens: SqliteRefreshTokenRepository
     revoked_sessions: SqliteRevokedSessions
+    api_keys: SqliteApiKeyRepository
     audit: SqliteAuditLog
     orders: SqliteOrderRepository
     payments: SqlitePaymentRepository
@@ -126,6 +128,7 @@ class SqliteUnitOfWork:
         self.products = SqliteProductRepository(session)
         self.refresh_tokens = SqliteRefreshTokenRepository(session)
         self.revoked_sessions = SqliteRevokedSessions(session)
+        self.api_keys = SqliteApiKeyRepository(session)
         self.audit = SqliteAuditLog(session)
         self.orders = SqliteOrderRepository(session)
         self.payments = SqlitePaymentRepository(session)

@@ -286,6 +286,15 @@ class SessionEnded(TokenInvalid):
         super().__init__("This session has ended (signed out, password changed or account disabled); sign in again.")
 
 
+class ApiKeyNotFound(NotFound):
+    """Also what a caller hears of a key that is neither theirs nor, for an admin, anyone's."""
+
+    code = "api_key_not_found"
+
+    def __init__(self, key_id: str):
+        super().__init__(f"No API key {key_id!r}.", details={"api_key_id": key_id})
+
+
 class LastAdmin(Conflict):
     code = "last_admin"
 

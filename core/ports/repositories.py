@@ -20,6 +20,7 @@ from typing import NamedTuple, Protocol
 
 import attrs
 
+from core.domain.api_keys import ApiKey
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import DomainEvent
@@ -80,6 +81,11 @@ class OrderSummary(NamedTuple):
 
     orders: int
     total: int
+
+
+@attrs.frozen
+class ApiKeyFilter:
+    user_id: str | None = None  # None: every user's keys (for admins and the operator)
 
 
 @attrs.frozen
@@ -217,6 +223,30 @@ class ConsentRepository(Protocol):
 
     async def list_for_user(self, user_id: str) -> builtins.list[Consent]:
         """Ordered by client id (a user connects a handful of apps)."""
+
+
+class ApiKeyRepository(Protocol):
+    """Personal API keys. The secret is never here: only its keyed digest (of 256 random
+    bits: no two keys have the same)."""
+
+    async def add(self, key: ApiKey) -> None: ...
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        """In a write unit, the key is the unit's own until it ends (see UnitOfWorkFactory)."""
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None:
+        """The one lookup of every request a key makes: by an index of the digest."""
+
+    async def list(self, page: PageRequest, filter: ApiKeyFilter) -> Page[ApiKey]:
+        """Newest first (id descending)."""
+
+    async def update(self, key: ApiKey) -> None:
+        """Persist ``revoked_at`` and ``last_used_at`` (nothing else of a key changes)."""
+
+    async def record_use(self, key_id: str, at: datetime, *, unless_since: datetime) -> bool:
+        """Set ``last_used_at`` to ``at`` unless it is already after ``unless_since``;
+        True if it was set. Only that column: a use recorded from a read made before a
+        concurrent revocation never undoes it (as ``update`` of that copy would)."""
 
 
 class EndedSession(NamedTuple):

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from core.ports.idempotency import IdempotencyRepository
 from core.ports.repositories import (
+    ApiKeyRepository,
     AuditLog,
     AuthorizationCodeRepository,
     ConsentRepository,
@@ -56,6 +57,9 @@ class UnitOfWork(Protocol):
 
     @property
     def revoked_sessions(self) -> RevokedSessions: ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
 
     @property
     def audit(self) -> AuditLog: ...

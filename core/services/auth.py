@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from core.domain.api_keys import API_KEY_PREFIX
 from core.domain.errors import (
     AccountDisabled,
     Conflict,
@@ -54,6 +55,7 @@ from core.ports.identity import (
 from core.ports.repositories import UserFilter
 from core.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from core.services.access import as_admin, current_actor, current_actor_in
+from core.services.api_keys import ApiKeyService
 from core.services.audit import Auditor
 from core.services.sessions import SessionGuard
 
@@ -168,8 +170,10 @@ class AuthService:
         clock: Clock,
         ids: IdGenerator,
         settings: AuthSettings,
+        api_keys: ApiKeyService | None = None,
     ):
         self._uow = uow
+        self._api_keys = api_keys
         self._hasher = hasher
         self._access_tokens = access_tokens
         self._opaque = opaque_tokens
@@ -184,10 +188,20 @@ class AuthService:
 
     # Who is calling.
     async def authenticate(self, access_token: str, source_ip: str | None) -> Actor:
-        """The actor an access token speaks for: TokenInvalid if it does not verify or has
-        expired, SessionEnded if its session was ended (within a second on every server
-        process sharing the store, at once on this one). No database read as a rule: the
-        role is the token's; use cases that grant more than a customer's reads check it."""
+        """The actor a bearer token speaks for; the one place bearer tokens are told apart.
+
+        An access token (a JWT): TokenInvalid if it does not verify or has expired,
+        SessionEnded if its session was ended (within a second on every server process
+        sharing the store, at once on this one). No database read as a rule: the role is the
+        token's; use cases that grant more than a customer's reads check it. One of an OAuth
+        client acting as itself is the exception: its registration is read (below).
+
+        A personal API key (``tbk_…``, never the start of a JWT, whose header is base64 JSON,
+        ``eyJ…``): see ApiKeyService.authenticate (one indexed read per request)."""
+        if access_token.startswith(API_KEY_PREFIX):
+            if self._api_keys is None:
+                raise TokenInvalid("The API key is invalid, expired or revoked.")
+            return await self._api_keys.authenticate(access_token, source_ip)
         claims = self._access_tokens.verify(access_token)
         await self._sessions.check(claims.session_id)
         if claims.client_id is not None and claims.user_id == claims.client_id:

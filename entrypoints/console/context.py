@@ -9,6 +9,7 @@ import attrs
 
 from core.ports.payments import PaymentGateway
 from core.ports.unit_of_work import UnitOfWorkFactory
+from core.services.api_keys import ApiKeyService
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
@@ -29,6 +30,7 @@ class ConsoleServices:
     orders: OrderService
     payments: PaymentService
     audit: AuditService
+    api_keys: ApiKeyService
     reports: ReportService
     clients: ClientService
     gateway: PaymentGateway  # the dashboard shows whether card payments can be taken

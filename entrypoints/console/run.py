@@ -49,6 +49,7 @@ async def open_services(settings: Settings) -> AsyncIterator[ConsoleServices]:
             orders=await provide(container.order_service),
             payments=await provide(container.payment_service),
             audit=await provide(container.audit_service),
+            api_keys=await provide(container.api_key_service),
             reports=await provide(container.report_service),
             clients=await provide(container.client_service),
             gateway=await provide(container.payment_gateway),

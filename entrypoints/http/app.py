@@ -16,6 +16,7 @@ from entrypoints.container import Container, disk_check, provide, start, stop
 from entrypoints.http.connections import CONNECTION_LIMITS, MAX_HEADERS, ConnectionLimits
 from entrypoints.http.docs import ApiReference
 from entrypoints.http.keys import (
+    API_KEYS,
     AUDIT,
     AUTH,
     CATALOG,
@@ -105,6 +106,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
             app[OAUTH] = OAuthServer(app[OAUTH_SERVICE], app[AUTH], app[CLIENTS])
             digests: KeyedDigest = await provide(container.request_digests)
             app[DIGESTS] = digests
+            app[API_KEYS] = await provide(container.api_key_service)
             app[IDEMPOTENCY] = await provide(container.idempotency_service)
             app[ORDERS] = await provide(container.order_service)
             app[OUTBOX] = await provide(container.outbox_service)

@@ -9,6 +9,7 @@ from core.domain.users import Actor
 from core.ports.identity import AccessTokenIssuer, KeyedDigest
 from core.ports.payments import PaymentGateway
 from core.ports.unit_of_work import UnitOfWorkFactory
+from core.services.api_keys import ApiKeyService
 from core.services.audit import AuditService
 from core.services.auth import AuthService
 from core.services.catalog import CatalogService
@@ -36,6 +37,7 @@ CLIENTS = web.AppKey("clients", ClientService)
 OAUTH_SERVICE = web.AppKey("oauth_service", OAuthService)
 OAUTH = web.AppKey("oauth", OAuthServer)  # the authorization server (entrypoints/http/oauth.py)
 DIGESTS: web.AppKey[KeyedDigest] = web.AppKey("digests")  # the server key's HMAC: the consent ticket
+API_KEYS = web.AppKey("api_keys", ApiKeyService)
 ORDERS = web.AppKey("orders", OrderService)
 PAYMENTS = web.AppKey("payments", PaymentService)
 GATEWAY = web.AppKey("gateway", PaymentGateway)

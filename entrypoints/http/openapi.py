@@ -84,6 +84,12 @@ scopes it was granted, and one used beyond them is refused (403 `insufficient_sc
 `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`). A first-party session carries
 its role's full set. Scopes only narrow: the role is always checked as well.
 
+A script can send a *personal API key* (`Authorization: Bearer tbk_…`) instead of an access
+token. An admin signed in with a password makes one (`POST /api/v1/users/me/api-keys`) with
+some of their scopes and an expiry; its secret is in that answer only. A key does what both
+its scopes and its owner's role at each request allow, and a revoked or expired key, or one
+whose owner is disabled, is refused (401 `invalid_token`) from the next request on.
+
 ### Lists and cursors
 
 Lists answer `{"data": [...], "meta": {"has_more", "next_cursor"}}`; `limit` is 1-100 (default 20).

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.domain.api_keys import MAX_API_KEY_LIFETIME, MAX_API_KEY_NAME_LENGTH
 from core.domain.catalog import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_STOCK
 from core.domain.money import MAX_AMOUNT
 from core.domain.oauth import MAX_CLIENT_NAME_LENGTH, MAX_REDIRECT_URI_LENGTH, MAX_REDIRECT_URIS, GrantType
 from core.domain.orders import MAX_LINES, MAX_QUANTITY
 from core.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from core.domain.payments import MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH
+from core.domain.scopes import SCOPES
 from core.domain.users import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 Schema = dict[str, Any]
@@ -48,12 +50,14 @@ PAYMENT_ID = id_of("pay", "01JV3Q9A6P5R8N3C0D7E2F1G4H")
 REFUND_ID = id_of("ref", "01JV3QA1B7Q6S9P4D1E8F3G2J5")
 AUDIT_ID = id_of("aud", "01JV3QB2C8R7T0Q5E2F9G4H3K6")
 CLIENT_ID = id_of("cli", "01JV3QC3D9S8V1R6F3G0H5J4M7")
+API_KEY_ID = id_of("key", "01JV3QC3D9S8V1R6F3G0H5J4M7")
 # The objects a path names: /orders/{order_id} takes what an order's "id" is.
 PATH_IDS: dict[str, Schema] = {
     "user_id": USER_ID,
     "product_id": PRODUCT_ID,
     "order_id": ORDER_ID,
     "client_id": CLIENT_ID,
+    "key_id": API_KEY_ID,
 }
 AMOUNT: Schema = {
     "type": "integer",
@@ -220,6 +224,38 @@ CLIENT_FIELDS: dict[str, Schema] = {
 CLIENT_REQUIRED = list(CLIENT_FIELDS)
 
 # Resources (responses).
+SCOPE: Schema = {"type": "string", "enum": list(SCOPES)}
+API_KEY_SCOPES: Schema = {
+    "type": "array",
+    "items": SCOPE,
+    "minItems": 1,
+    "maxItems": len(SCOPES),
+    "uniqueItems": True,
+    "examples": [["catalog:read", "orders:read"]],
+}
+API_KEY_SECRET_EXAMPLE = "tbk_QW4gZXhhbXBsZSBrZXksIG5vdCBhIHJlYWwgb25lIQ"  # noqa: S105 - for the docs
+API_KEY_NAME: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_API_KEY_NAME_LENGTH,
+    "pattern": NAME["pattern"],
+    "examples": ["Nightly stock export"],
+}
+API_KEY_FIELDS: dict[str, Schema] = {
+    "id": API_KEY_ID,
+    "user_id": USER_ID,
+    "name": {"type": "string", "examples": API_KEY_NAME["examples"]},
+    "scopes": {**API_KEY_SCOPES, "description": "What the key may be used for (narrowed to its owner's role)."},
+    "created_at": TIMESTAMP,
+    "expires_at": TIMESTAMP,
+    "last_used_at": {
+        **TIMESTAMP,
+        "type": ["string", "null"],
+        "description": "RFC 3339, UTC; to the minute (null: never used).",
+    },
+    "revoked_at": {**TIMESTAMP, "type": ["string", "null"], "description": "RFC 3339, UTC (null: not revoked)."},
+}
+API_KEY_REQUIRED = list(API_KEY_FIELDS)
 REFRESH_TOKEN_EXAMPLE = "YW4gZXhhbXBsZSwgbm90IGEgcmVhbCB0b2tlbiE"  # noqa: S105 - for the docs, not a secret
 COMPONENTS: dict[str, Schema] = {
     "Error": obj(
@@ -471,6 +507,18 @@ COMPONENTS: dict[str, Schema] = {
         CLIENT_REQUIRED,
         description="The client, with its new secret if it is confidential.",
     ),
+    "ApiKey": obj(API_KEY_FIELDS, API_KEY_REQUIRED),
+    "ApiKeyCreated": obj(
+        {
+            **API_KEY_FIELDS,
+            "secret": {
+                "type": "string",
+                "description": "Send as `Authorization: Bearer <secret>`. Shown this once: it cannot be read again.",
+                "examples": [API_KEY_SECRET_EXAMPLE],
+            },
+        },
+        [*API_KEY_REQUIRED, "secret"],
+    ),
     "Health": obj(
         {"status": {"type": "string", "examples": ["ok"]}, "checks": {"type": "object"}},
         ["status"],
@@ -498,6 +546,20 @@ CHANGE_PASSWORD = obj(
         "new_password": {**PASSWORD, "examples": ["quiet lantern orchard mosaic"]},
     },
     ["current_password", "new_password"],
+)
+CREATE_API_KEY = obj(
+    {
+        "name": API_KEY_NAME,
+        "scopes": API_KEY_SCOPES,
+        "expires_in_days": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_API_KEY_LIFETIME.days,
+            "description": "Days until the key stops working.",
+            "examples": [90],
+        },
+    },
+    ["name", "scopes", "expires_in_days"],
 )
 UPDATE_USER = obj({"role": ROLE, "status": STATUS}, minProperties=1)
 CREATE_PRODUCT = obj(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.domain.api_keys import ApiKey
 from core.domain.audit import AuditEntry
 from core.domain.catalog import Product
 from core.domain.events import DomainEvent
@@ -60,6 +61,20 @@ class Make:
             active=active,
             created_at=now,
             updated_at=now,
+        )
+
+    def api_key(
+        self, user: User, digest: str, *, scopes: frozenset[str] = frozenset({"catalog:read"}), name: str = "script"
+    ) -> ApiKey:
+        now = self.clock.now()
+        return ApiKey(
+            id=self.ids.new("key"),
+            user_id=user.id,
+            name=name,
+            scopes=scopes,
+            secret_digest=digest,
+            created_at=now,
+            expires_at=now + timedelta(days=90),
         )
 
     def refresh_token(self, user: User, family_id: str, digest: str) -> RefreshToken:
@@ -209,6 +224,8 @@ async def store(uow_factory: UnitOfWorkFactory, *objects: object) -> None:
                 await uow.products.add(obj)
             elif isinstance(obj, RefreshToken):
                 await uow.refresh_tokens.add(obj)
+            elif isinstance(obj, ApiKey):
+                await uow.api_keys.add(obj)
             elif isinstance(obj, AuditEntry):
                 await uow.audit.append(obj)
             elif isinstance(obj, Order):

@@ -41,6 +41,12 @@ STORE_COMMANDS: dict[tuple[str, ...], list[str]] = {
     ("clients", "enable"): ["cli_x"],
     ("clients", "rotate-secret"): ["cli_x"],
     ("keys", "rotate"): [],
+    ("keys", "api", "create"): [
+        *("--user", "admin@example.com", "--name", "n"),
+        *("--scope", "catalog:read", "--expires-in", "30"),
+    ],
+    ("keys", "api", "list"): [],
+    ("keys", "api", "revoke"): ["key_1"],
     ("backup",): ["backup.db"],
     ("restore",): ["backup.db", "--yes"],
 }

@@ -198,6 +198,7 @@ MISSING_WITHOUT_A_BODY = {
     "/api/v1/auth/refresh": {"refresh_token": "is required"},
     "/api/v1/auth/logout": {"refresh_token": "is required"},
     "/api/v1/users/me/password": {"current_password": "is required", "new_password": "is required"},
+    "/api/v1/users/me/api-keys": {"name": "is required", "scopes": "is required", "expires_in_days": "is required"},
     "/api/v1/products": {"sku": "is required", "name": "is required", "price": "is required"},
     "/api/v1/products/{product_id}/stock": {"delta": "is required"},
     "/api/v1/orders": {"items": "is required"},

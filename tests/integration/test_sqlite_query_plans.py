@@ -59,6 +59,7 @@ PARAMS = {
     "now": "2026-01-01T00:00:00.000000Z",
     "until": "2026-01-01T00:15:00.000000Z",
     "seq": 7,
+    "user_id": "usr_000000000007",
 }
 
 
@@ -80,8 +81,8 @@ STATEMENTS = dict(repository_statements())
 def test_the_statements_are_all_found() -> None:
     lists = [n for n in STATEMENTS if "_LIST[" in n]
     # users (3 filters), products (active x 3 text plans x 7 sorts), audit (4 filters), orders (2 filters),
-    # oauth clients (1 filter)
-    assert len(lists) == 8 + 2 * 3 * len(ProductSort) + 16 + 4 + 2
+    # oauth clients (1 filter), API keys (1 filter)
+    assert len(lists) == 8 + 2 * 3 * len(ProductSort) + 16 + 4 + 2 + 2
     assert len(ProductSort) == 7
     for name in (
         "USER_GET",
@@ -110,6 +111,8 @@ def test_the_statements_are_all_found() -> None:
         "CONSENT_GET",
         "CONSENT_DELETE",
         "CONSENT_LIST_FOR_USER",
+        "API_KEY_GET_BY_DIGEST",
+        "API_KEY_RECORD_USE",
     ):
         assert name in STATEMENTS
     assert repos.FEW_TEXT_MATCHES <= 10_000  # what bounds the one sort allowed
@@ -282,6 +285,13 @@ def _seed(conn: sqlite3.Connection) -> None:
     )
     conn.execute("UPDATE outbox SET delivered_at = occurred_at WHERE id < 'evt_000000001900'")
     conn.executemany(repos.PROVIDER_EVENT_INSERT, [("stripe", f"evt_{n}", t) for n in range(2000)])
+    conn.executemany(
+        repos.API_KEY_INSERT,
+        [
+            (f"key_{n:012d}", f"usr_{n % 200:012d}", "script", "catalog:read", f"digest-{n}", t, t, None, None)
+            for n in range(500)
+        ],
+    )
     conn.execute("COMMIT")
 
 

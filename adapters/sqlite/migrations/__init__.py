@@ -29,6 +29,7 @@ from adapters.sqlite.migrations import (
     m0010_dashboard_figures,
     m0011_oauth_clients,
     m0012_oauth_grants,
+    m0013_api_keys,
 )
 from adapters.timestamps import format_timestamp
 from core.domain.errors import Unavailable
@@ -56,6 +57,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "dashboard figure indexes", m0010_dashboard_figures.apply),
     Migration(11, "oauth clients", m0011_oauth_clients.apply),
     Migration(12, "oauth grants: authorization codes, consents, client sessions", m0012_oauth_grants.apply),
+    Migration(13, "personal API keys", m0013_api_keys.apply),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from aiohttp import web
 
 from adapters.serialization import command, to_json, to_wire
 from adapters.timestamps import format_timestamp
 from core.domain.pagination import PageRequest
 from core.ports.repositories import UserFilter
+from core.services.api_keys import CreateApiKey, ListApiKeys, RevokeApiKey
 from core.services.auth import ChangePassword, ListUsers, UpdateUser
 from core.services.oauth import Authorization
 from entrypoints.http.api import Api, Input, Param, Reply, json_response, list_response
-from entrypoints.http.keys import AUTH, OAUTH_SERVICE, RENDERED_PAGES, STORE
+from entrypoints.http.keys import API_KEYS, AUTH, OAUTH_SERVICE, RENDERED_PAGES, STORE
 from entrypoints.http.routes.common import (
     BODY_ERRORS,
     CONFLICT,
@@ -22,7 +25,7 @@ from entrypoints.http.routes.common import (
     THROTTLED,
     UNAUTHENTICATED,
 )
-from entrypoints.http.schemas import CHANGE_PASSWORD, EMAIL, ROLE, STATUS, UPDATE_USER, list_of, ref
+from entrypoints.http.schemas import CHANGE_PASSWORD, CREATE_API_KEY, EMAIL, ROLE, STATUS, UPDATE_USER, list_of, ref
 
 api = Api()
 
@@ -202,3 +205,77 @@ async def revoke_user_authorization(request: web.Request, i: Input) -> web.Respo
         i.actor, request.match_info["client_id"], request.match_info["user_id"]
     )
     return web.Response(status=204)
+
+
+# Personal API keys. Creating one is for admins (the service checks the account as it is
+# now); listing and revoking are for any signed-in user, so that an admin demoted since still
+# sees, and can revoke, the keys they made (which now do only what the new role allows).
+@api.operation(
+    "POST",
+    "/api/v1/users/me/api-keys",
+    summary="Create a personal API key",
+    tag="users",
+    auth="admin",
+    scope="users:write",
+    body=CREATE_API_KEY,
+    replies=(
+        Reply(201, "The key, with its secret: shown this once.", ref("ApiKeyCreated")),
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        *BODY_ERRORS,
+    ),
+    idempotent=False,  # the answer carries the secret: never stored, so never replayed
+)
+async def create_api_key(request: web.Request, i: Input) -> web.Response:
+    """For a script: send the secret as `Authorization: Bearer tbk_…`. Admins only, with a
+    subset of their own scopes, from a signed-in session (not with an API key or another
+    delegated credential: 403 `forbidden`). The key does no more than its scopes and its
+    owner's role as it is at each request allow; it expires after `expires_in_days`."""
+    b = i.body
+    new = await request.app[API_KEYS].create(
+        CreateApiKey(
+            actor=i.actor, name=b["name"], scopes=tuple(b["scopes"]), expires_in=timedelta(days=b["expires_in_days"])
+        )
+    )
+    return json_response({**to_wire(new.key), "secret": new.secret}, status=201, headers={"Cache-Control": "no-store"})
+
+
+@api.operation(
+    "GET",
+    "/api/v1/users/me/api-keys",
+    summary="List the caller's API keys",
+    tag="users",
+    auth="user",
+    scope="users:read",
+    query=PAGE,
+    replies=(
+        Reply(200, "A page of keys, newest first, each with its last use.", list_of("ApiKey")),
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        *LIST_ERRORS,
+    ),
+)
+async def list_api_keys(request: web.Request, i: Input) -> web.Response:
+    """Revoked and expired keys too (`revoked_at`, `expires_at`); never a secret. Not with an
+    API key or another delegated credential (403 `forbidden`)."""
+    q = i.query
+    page = await request.app[API_KEYS].list(
+        ListApiKeys(actor=i.actor, page=PageRequest(limit=q["limit"], after=q.get("cursor")))
+    )
+    return list_response(to_wire(page.items), page.next_after)
+
+
+@api.operation(
+    "DELETE",
+    "/api/v1/users/me/api-keys/{key_id}",
+    summary="Revoke an API key",
+    tag="users",
+    auth="user",
+    scope="users:write",
+    replies=(Reply(200, "The revoked key.", ref("ApiKey")), UNAUTHENTICATED, NOT_FOUND),
+)
+async def revoke_api_key(request: web.Request, i: Input) -> web.Response:
+    """The key is refused from the next request on. Your own keys; an admin may revoke
+    anyone's. Revoking a revoked key answers it again, unchanged."""
+    key = await request.app[API_KEYS].revoke(RevokeApiKey(actor=i.actor, key_id=request.match_info["key_id"]))
+    return json_response(to_wire(key))
