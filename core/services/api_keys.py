@@ -23,6 +23,7 @@ from core.domain.api_keys import (
     check_api_key_name,
 )
 from core.domain.errors import ApiKeyNotFound, NotAllowed, TokenInvalid, UserNotFound, ValidationFailed
+from core.domain.events import rfc3339
 from core.domain.pagination import Page, PageRequest
 from core.domain.scopes import ROLE_SCOPES, format_scopes, parse_scopes
 from core.domain.users import Actor, Role
@@ -136,7 +137,7 @@ class ApiKeyService:
                     "user_id": owner.id,
                     "name": name,
                     "scopes": format_scopes(scopes),
-                    "expires_at": key.expires_at.isoformat(),
+                    "expires_at": rfc3339(key.expires_at),
                 },
             )
             await uow.commit()
