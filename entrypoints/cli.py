@@ -1045,7 +1045,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the client as the API returns it, with its new secret, as JSON"
     )
 
-    key_commands = _group(commands, "keys", "manage the token signing keys")
     key_commands = _group(commands, "keys", "manage the token signing keys and personal API keys")
     _command(
         key_commands,
