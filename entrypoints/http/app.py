@@ -26,6 +26,7 @@ from entrypoints.http.keys import (
     GATEWAY,
     HOUSEKEEPING,
     IDEMPOTENCY,
+    ISSUER,
     OAUTH,
     OAUTH_SERVICE,
     OPENAPI,
@@ -92,6 +93,7 @@ def create_app(container: Container, *, access_log: AccessLog | None = None) -> 
     app[RENDERED_PRODUCTS] = RenderedProducts()
     app[RENDERED_PAGES] = RenderedPages()
     app[PUBLIC_MAX_AGE] = config.server.public_max_age()
+    app[ISSUER] = config.auth.issuer()
     app[DOCS] = ApiReference(document)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

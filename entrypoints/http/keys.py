@@ -53,4 +53,5 @@ SIGNING_KEYS: web.AppKey[KeyRing] = web.AppKey("signing_keys")
 RENDERED_PRODUCTS = web.AppKey("rendered_products", RenderedProducts)
 RENDERED_PAGES = web.AppKey("rendered_pages", RenderedPages)
 PUBLIC_MAX_AGE = web.AppKey("public_max_age", int)  # seconds: server.public_max_age
+ISSUER = web.AppKey("issuer", str)  # auth.issuer: the tokens' iss, and the metadata's issuer when a URL
 STORE = web.AppKey("store", UnitOfWorkFactory)  # for change_counter(): is what we rendered still current?

@@ -17,7 +17,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from tests.e2e.test_cli import PASSWORD, create_user, tillbox
-from tests.harness import Server
+from tests.harness import Server, environment
 
 REDIRECT = "https://app.example.com/callback"
 
@@ -289,3 +289,20 @@ def test_a_service_never_acts_as_an_admin_beyond_the_operation_at_hand(server: S
     assert promoted.status_code == 403 and promoted.json()["error"]["code"] == "forbidden"
     users = json.loads(tillbox("users", "list", "--json", cwd=shop).stdout)
     assert next(u["role"] for u in users if u["email"] == "customer@example.com") == "customer"
+
+
+def test_with_its_public_url_as_issuer_the_metadata_and_the_tokens_agree(shop: Path) -> None:
+    # RFC 8414 §3.3: a client checks the metadata's issuer; RFC 9068: a resource server checks
+    # the token's iss against it. Both are auth.issuer once it is the shop's URL.
+    with Server(shop, env=environment({"TILLBOX_AUTH_ISSUER": "https://shop.example.com"})) as running:
+        metadata = requests.get(running.base + "/.well-known/oauth-authorization-server", timeout=10).json()
+        assert metadata["issuer"] == "https://shop.example.com"
+        assert metadata["token_endpoint"] == "https://shop.example.com/oauth/token"
+        client = register(shop, "--type", "confidential", "--grant", "client_credentials", "--scope", "catalog:read")
+        service = OAuth2Session(client["id"], client["client_secret"])
+        token = service.fetch_token(running.base + "/oauth/token", grant_type="client_credentials")
+        key = jwt.PyJWKClient(running.base + "/.well-known/jwks.json").get_signing_key_from_jwt(token["access_token"])
+        claims = jwt.decode(
+            token["access_token"], key, algorithms=["EdDSA"], audience="tillbox-api", issuer=metadata["issuer"]
+        )
+        assert claims["iss"] == "https://shop.example.com"

@@ -29,7 +29,7 @@ from core.domain.users import User
 from core.services.auth import LogIn
 from entrypoints.http.api import Api, Input, Reply, json_response
 from entrypoints.http.envelope import DOCS_CSP
-from entrypoints.http.keys import AUTH, CLIENT_ADDRESS, DIGESTS, OAUTH, REQUEST_ID
+from entrypoints.http.keys import AUTH, CLIENT_ADDRESS, DIGESTS, ISSUER, OAUTH, REQUEST_ID
 from entrypoints.http.middlewares import error_response
 from entrypoints.http.oauth import Incoming, OAuth2Error
 
@@ -216,7 +216,11 @@ async def introspect(request: web.Request, i: Input) -> web.StreamResponse:
     replies=(Reply(200, "Endpoints, grants, scopes and methods supported.", {"type": "object"}),),
 )
 async def metadata(request: web.Request, i: Input) -> web.Response:
-    base = f"{request.scheme}://{request.host}"
+    # RFC 8414 §3.3 and RFC 9068: the issuer here is the tokens' iss. A shop that gives
+    # auth.issuer its public https URL has both agree; left at its default (a name, not a
+    # URL), the document names this host, for trying things out.
+    issuer = request.app[ISSUER]
+    base = issuer.rstrip("/") if issuer.startswith(("https://", "http://")) else f"{request.scheme}://{request.host}"
     return json_response(
         {
             "issuer": base,
