@@ -51,7 +51,7 @@ nav.side .home{display:block;font-weight:700;font-size:17px;color:#1d1d1f;text-d
 nav.side h2{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:#666;margin:1.1rem 0 .3rem}
 nav.side h2 a{color:inherit;text-decoration:none}
 nav.side ul{list-style:none;margin:0;padding:0}
-nav.side li a{display:flex;gap:.3rem;padding:.12rem .35rem;border-radius:4px;color:#1d1d1f;text-decoration:none}
+nav.side li a{display:flex;gap:.3rem;padding:.12rem .35rem;border-radius:4px;color:#1d1d1f;text-decoration:none;overflow-wrap:anywhere;min-width:0}
 nav.side li .m{flex:none;min-width:3.4rem}
 nav.side li a:hover,nav.side li a:focus{background:#e8e8e8}
 form.search{display:flex;gap:.3rem;margin:.7rem 0 .2rem}
@@ -76,7 +76,7 @@ table{border-collapse:collapse;width:100%;margin:.3rem 0 .8rem;font-size:14px}
 th,td{padding:.3rem .5rem;border-bottom:1px solid #eaeaea;text-align:left;vertical-align:top}
 th{font-weight:600;background:#fafafa}
 td p{margin:0}
-td code{overflow-wrap:anywhere}
+code{overflow-wrap:anywhere}
 td.name{white-space:nowrap}
 tr.form td{background:#f4f7fb;font-weight:600}
 .n1{padding-left:1.4rem}.n2{padding-left:2.4rem}.n3{padding-left:3.4rem}.n4{padding-left:4.4rem}
