@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: How long after a failed read the list reads again, once.
+READ_AGAIN_SECONDS = 1.0
+
 #: Rows per page: what fits an 80x24 terminal under the title, filter and footer.
 PAGE_SIZE = 15
 
@@ -106,6 +109,7 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
         self._cursors: list[str | None] = [None]  # where each page seen so far began
         self._next: str | None = None
         self.loads = 0  # completed reads: tests wait on it
+        self._read_again = True  # a failed read is made once more (see _load)
 
     def compose(self) -> ComposeResult:
         yield Static(self.title or "", classes="title")
@@ -156,6 +160,12 @@ class ListScreen(ConsoleScreen[None], Generic[T]):
             self.items = list(page.items)
             self._next = page.next_after
             self._show()
+            self._read_again = True
+        elif self._read_again:
+            # A read that failed (the store busy or away for a moment) is made once more a
+            # second later, so the list fills itself; after that, the next change or visit.
+            self._read_again = False
+            self.set_timer(READ_AGAIN_SECONDS, self.reload)
         self.loads += 1
 
     def _show(self) -> None:
